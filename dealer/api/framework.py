@@ -1,0 +1,352 @@
+"""Endpoint registry: parse → authorise → call → envelope, and the OpenAPI document built from it.
+
+Every endpoint is declared once with its request model, response type, roles and errors; the same
+declaration validates requests and generates `/api/v3/openapi.json`, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, get_args, get_origin
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from dealer.appkeys import AUTH_ERROR, PRINCIPAL
+from dealer.auth import Principal, Role
+from dealer.errors import ApiError, ErrorCode, Errors
+from dealer.wire import Page, QueryModel, envelope
+
+Handler = Callable[[web.Request, Principal | None, Any], Awaitable[Any]]
+H = TypeVar("H", bound=Handler)
+
+ALL_ROLES = frozenset(Role)
+
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    roles: frozenset[Role] | None  # None: no token needed
+    body: type[BaseModel] | None
+    query: type[QueryModel] | None
+    response: Any
+    errors: tuple[ErrorCode, ...]
+    paginated: bool = False
+    description: str = ""
+
+    @property
+    def operation_id(self) -> str:
+        parts = [p for p in self.path.removeprefix("/api/v3/").split("/") if p]
+        return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:]) if parts else "root"
+
+    def documented_errors(self) -> list[ErrorCode]:
+        codes: list[ErrorCode] = list(self.errors)
+        if self.body is not None:
+            codes += [Errors.INVALID_REQUEST, Errors.MALFORMED_JSON, Errors.PAYLOAD_TOO_LARGE]
+        if self.query is not None:
+            codes.append(Errors.INVALID_REQUEST)
+        if self.roles is not None:
+            codes += [Errors.UNAUTHENTICATED, Errors.INVALID_TOKEN, Errors.TOKEN_EXPIRED]
+            if self.roles != ALL_ROLES:
+                codes.append(Errors.FORBIDDEN)
+        codes.append(Errors.INTERNAL)
+        unique = {c.errno: c for c in codes}
+        return sorted(unique.values(), key=lambda c: (c.status, -c.errno))
+
+
+@dataclass
+class Api:
+    """The registry of endpoints; `install` adds them to an aiohttp app."""
+
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tag: str,
+        roles: Iterable[Role] | None,
+        response: Any,
+        body: type[BaseModel] | None = None,
+        query: type[QueryModel] | None = None,
+        errors: Iterable[ErrorCode] = (),
+        description: str = "",
+    ) -> Callable[[H], H]:
+        def register(handler: H) -> H:
+            paginated = get_origin(response) is Page
+            self.endpoints.append(
+                Endpoint(
+                    method=method, path=path, handler=handler, summary=summary, tag=tag,
+                    roles=None if roles is None else frozenset(roles), body=body, query=query,
+                    response=get_args(response)[0] if paginated else response,
+                    errors=tuple(errors), paginated=paginated, description=description,
+                )
+            )
+            return handler
+
+        return register
+
+    def get(self, path: str, **kwargs: Any) -> Callable[[H], H]:
+        return self.route("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Callable[[H], H]:
+        return self.route("POST", path, **kwargs)
+
+    def install(self, app: web.Application) -> None:
+        for endpoint in self.endpoints:
+            app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))
+
+    def find(self, method: str, path: str) -> Endpoint | None:
+        for endpoint in self.endpoints:
+            if endpoint.method == method and endpoint.path == path:
+                return endpoint
+        return None
+
+
+def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    adapter = TypeAdapter(endpoint.response) if endpoint.response is not None else None
+    page_adapter = TypeAdapter(list[endpoint.response]) if endpoint.paginated else None  # type: ignore[name-defined]
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        principal: Principal | None = request.get(PRINCIPAL)
+        if endpoint.roles is not None:
+            if AUTH_ERROR in request:
+                raise request[AUTH_ERROR]
+            if principal is None:
+                raise ApiError(Errors.UNAUTHENTICATED)
+            if principal.role not in endpoint.roles:
+                raise ApiError(
+                    Errors.FORBIDDEN,
+                    details={
+                        "required": sorted(r.value for r in endpoint.roles),
+                        "provided": [principal.role.value],
+                    },
+                )
+        params: Any = None
+        if endpoint.body is not None:
+            params = endpoint.body.model_validate(await read_json_object(request))
+        elif endpoint.query is not None:
+            params = endpoint.query.model_validate(query_values(request, endpoint.query))
+        result = await endpoint.handler(request, principal, params)
+        if isinstance(result, web.StreamResponse):
+            return result
+        if isinstance(result, Page):
+            assert page_adapter is not None
+            data = page_adapter.dump_python(result.items, mode="json", by_alias=True)
+            body = envelope(data, pagination=result.pagination())
+        else:
+            data = adapter.dump_python(result, mode="json", by_alias=True) if adapter else result
+            body = envelope(data)
+        return json_response(body)
+
+    handle.__name__ = endpoint.operation_id
+    return handle
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(Errors.MALFORMED_JSON) from None
+    if not isinstance(value, dict):
+        raise ApiError(Errors.INVALID_REQUEST, "Request body must be a JSON object")
+    return value
+
+
+def query_values(request: web.Request, model: type[QueryModel]) -> dict[str, Any]:
+    """Query string → dict; array fields take repeated keys or comma-separated values."""
+    values: dict[str, Any] = {}
+    array_fields = {
+        (info.alias or name)
+        for name, info in model.model_fields.items()
+        if get_origin(info.annotation) is list
+        or any(get_origin(a) is list for a in get_args(info.annotation))
+    }
+    for key in request.query:
+        if key in values:
+            continue
+        if key in array_fields:
+            values[key] = [v for raw in request.query.getall(key) for v in raw.split(",") if v]
+        else:
+            values[key] = request.query[key]
+    return values
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """Field errors without the submitted values (a secret must never be echoed back)."""
+    fields = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False):
+        fields.append(
+            {
+                "field": ".".join(str(p) for p in err["loc"]) or "body",
+                "message": err["msg"],
+                "type": err["type"],
+            }
+        )
+    return fields
+
+
+# ---------------------------------------------------------------- OpenAPI
+
+_REF = "#/components/schemas/{model}"
+
+
+def openapi_document(api: Api, *, title: str, version: str, description: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every registered endpoint, with errnos per status code."""
+    components: dict[str, Any] = {
+        "Envelope": {
+            "type": "object",
+            "required": ["data", "success", "errno", "error"],
+            "properties": {
+                "data": {},
+                "success": {"type": "boolean"},
+                "errno": {"type": "integer"},
+                "error": {"type": ["string", "null"]},
+                "details": {"$ref": "#/components/schemas/ErrorDetails"},
+                "pagination": {"$ref": "#/components/schemas/Pagination"},
+            },
+        },
+        "ErrorEnvelope": {
+            "type": "object",
+            "required": ["data", "success", "errno", "error", "details"],
+            "properties": {
+                "data": {"type": "null"},
+                "success": {"const": False},
+                "errno": {"type": "integer"},
+                "error": {"type": "string"},
+                "details": {"$ref": "#/components/schemas/ErrorDetails"},
+            },
+        },
+    }
+    from dealer.wire import ErrorDetails, Pagination
+
+    for model in (ErrorDetails, Pagination):
+        _add_schema(components, model, "serialization")
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in api.endpoints:
+        operation: dict[str, Any] = {
+            "operationId": ep.operation_id,
+            "summary": ep.summary,
+            "tags": [ep.tag],
+            "responses": {},
+        }
+        if ep.description:
+            operation["description"] = ep.description
+        if ep.roles is not None:
+            operation["security"] = [{"bearerAuth": []}]
+            operation["x-roles"] = sorted(r.value for r in ep.roles)
+        else:
+            operation["security"] = []
+        if ep.query is not None:
+            operation["parameters"] = _query_parameters(components, ep.query)
+        if ep.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _add_schema(components, ep.body,
+                                                                        "validation")}},
+            }
+        operation["responses"]["200"] = _success_response(components, ep)
+        by_status: dict[int, list[ErrorCode]] = {}
+        for code in ep.documented_errors():
+            by_status.setdefault(code.status, []).append(code)
+        for status, codes in sorted(by_status.items()):
+            operation["responses"][str(status)] = {
+                "description": "; ".join(f"{c.errno} {c.code}: {c.message}" for c in codes),
+                "x-errnos": [{"errno": c.errno, "code": c.code, "error": c.message}
+                             for c in codes],
+                "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+            }
+        paths.setdefault(ep.path, {})[ep.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+        "x-errnos": [
+            {"errno": c.errno, "status": c.status, "code": c.code, "error": c.message}
+            for c in Errors.all()
+        ],
+    }
+
+
+def _add_schema(components: dict[str, Any], tp: Any, mode: str) -> dict[str, Any]:
+    schema = TypeAdapter(tp).json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
+    for name, definition in schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and "properties" in schema:
+        name = tp.__name__
+        components.setdefault(name, schema)
+        return {"$ref": _REF.format(model=name)}
+    return schema
+
+
+def _query_parameters(components: dict[str, Any], model: type[QueryModel]) -> list[dict[str, Any]]:
+    schema = TypeAdapter(model).json_schema(ref_template=_REF, mode="validation")
+    for name, definition in schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    required = set(schema.get("required", []))
+    params = []
+    for name, prop in schema.get("properties", {}).items():
+        param: dict[str, Any] = {
+            "name": name, "in": "query", "required": name in required, "schema": prop,
+        }
+        if "description" in prop:
+            param["description"] = prop["description"]
+        if _is_array(prop):
+            param["style"] = "form"
+            param["explode"] = True
+        params.append(param)
+    return params
+
+
+def _is_array(prop: dict[str, Any]) -> bool:
+    return prop.get("type") == "array" or any(
+        alt.get("type") == "array" for alt in prop.get("anyOf", [])
+    )
+
+
+def _success_response(components: dict[str, Any], ep: Endpoint) -> dict[str, Any]:
+    if ep.response is None:
+        data_schema: dict[str, Any] = {}
+    elif ep.paginated:
+        data_schema = {"type": "array", "items": _add_schema(components, ep.response,
+                                                             "serialization")}
+    else:
+        data_schema = _add_schema(components, ep.response, "serialization")
+    properties: dict[str, Any] = {
+        "data": data_schema,
+        "success": {"const": True},
+        "errno": {"const": 0},
+        "error": {"type": "null"},
+    }
+    required = ["data", "success", "errno", "error"]
+    if ep.paginated:
+        properties["pagination"] = {"$ref": "#/components/schemas/Pagination"}
+        required.append("pagination")
+    return {
+        "description": "OK",
+        "content": {"application/json": {"schema": {
+            "type": "object", "required": required, "properties": properties}}},
+    }

@@ -1,0 +1,142 @@
+"""Meta endpoints: root, health, metrics, the OpenAPI document and its docs page."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from typing import Any
+
+from aiohttp import web
+
+import dealer
+from dealer.api.framework import Api, Endpoint, json_response, openapi_document
+from dealer.appkeys import API, CLOCK, LEDGER, METRICS, POOL, VENUES
+from dealer.auth import Principal
+from dealer.wire import WireModel, iso, millis
+
+TITLE = "Fermata Dealer API"
+DESCRIPTION = (
+    "RFQ dealer daemon: firm quotes from the order books of linked exchange accounts, automatic "
+    "hedging, double-entry ledger. Every response is the envelope "
+    "`{data, success, errno, error}` (+ `details` on errors)."
+)
+HEALTH_TIMEOUT_SECONDS = 2.0
+
+
+class RootInfo(WireModel):
+    name: str
+    version: str
+    description: str
+    openapi: str
+    docs: str
+
+
+class HealthCheck(WireModel):
+    status: str
+    latency_ms: float | None = None
+    detail: str | None = None
+    backend: str | None = None
+    connectors: dict[str, str] | None = None
+
+
+class Health(WireModel):
+    status: str
+    timestamp: int
+    iso_date_time: str
+    version: str
+    checks: dict[str, HealthCheck]
+
+
+def register(api: Api) -> None:
+    api.get("/", summary="API name and version", tag="meta", roles=None,
+            response=RootInfo)(root)
+    api.get("/api/v3/health", summary="Health of the database, ledger and venues (no envelope, "
+            "as the seed; 503 when unhealthy)", tag="meta", roles=None,
+            response=Health)(health)
+    api.get("/metrics", summary="Prometheus metrics (text exposition format)", tag="meta",
+            roles=None, response=None)(metrics)
+    api.get("/api/v3/openapi.json", summary="This OpenAPI document", tag="meta", roles=None,
+            response=None)(openapi)
+    api.get("/api/v3/docs", summary="Human-readable API reference", tag="meta", roles=None,
+            response=None)(docs)
+
+
+async def root(request: web.Request, principal: Principal | None, params: None) -> RootInfo:
+    return RootInfo(
+        name=TITLE, version=dealer.__version__, description=DESCRIPTION,
+        openapi="/api/v3/openapi.json", docs="/api/v3/docs",
+    )
+
+
+async def _timed(check: Any) -> HealthCheck:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(check, HEALTH_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return HealthCheck(status="unhealthy", detail=type(exc).__name__,
+                           latency_ms=round((time.perf_counter() - started) * 1000, 2))
+    return HealthCheck(status="healthy",
+                       latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+async def _database_check(request: web.Request) -> None:
+    async with request.app[POOL].acquire() as conn:
+        await conn.fetchval("SELECT 1")
+
+
+async def health(request: web.Request, principal: Principal | None, params: None) -> web.Response:
+    app = request.app
+    database = await _timed(_database_check(request))
+    ledger = await _timed(app[LEDGER].check(app[POOL]))
+    ledger = ledger.model_copy(update={"backend": app[LEDGER].name})
+    connectors = app[VENUES].connectors()
+    venues = HealthCheck(status="healthy", connectors=connectors,
+                         detail="every venue is served by the paper connector"
+                         if app[VENUES].all_paper else None)
+    checks = {"database": database, "ledger": ledger, "venues": venues}
+    for name, check in checks.items():
+        app[METRICS].health_check.labels(name).set(1 if check.status == "healthy" else 0)
+    status = "healthy" if all(c.status == "healthy" for c in checks.values()) else "unhealthy"
+    now = app[CLOCK]()
+    body = Health(status=status, timestamp=millis(now) or 0, iso_date_time=iso(now) or "",
+                  version=dealer.__version__, checks=checks)
+    return json_response(body.model_dump(mode="json", by_alias=True, exclude_none=True),
+                         status=200 if status == "healthy" else 503)
+
+
+async def metrics(request: web.Request, principal: Principal | None, params: None) -> web.Response:
+    response = web.Response(body=request.app[METRICS].render())
+    response.content_type = "text/plain"
+    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return response
+
+
+async def openapi(request: web.Request, principal: Principal | None, params: None) -> web.Response:
+    document = openapi_document(request.app[API], title=TITLE, version=dealer.__version__,
+                                description=DESCRIPTION)
+    return json_response(document)
+
+
+async def docs(request: web.Request, principal: Principal | None, params: None) -> web.Response:
+    rows = "\n".join(_docs_row(ep) for ep in request.app[API].endpoints)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{TITLE}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:80rem}}
+table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding:.3rem .5rem;
+text-align:left;vertical-align:top}}code{{font-size:.9em}}</style></head><body>
+<h1>{TITLE} {dealer.__version__}</h1><p>{html.escape(DESCRIPTION)}</p>
+<p>Machine-readable: <a href="/api/v3/openapi.json">/api/v3/openapi.json</a>.
+Authenticate with <code>Authorization: Bearer &lt;token&gt;</code>
+(mint one with <code>dealerd token --role admin</code>).</p>
+<table><tr><th>method</th><th>path</th><th>roles</th><th>summary</th><th>errors (errno)</th></tr>
+{rows}</table></body></html>"""
+    return web.Response(text=page, content_type="text/html")
+
+
+def _docs_row(ep: Endpoint) -> str:
+    roles = "public" if ep.roles is None else ", ".join(sorted(r.value for r in ep.roles))
+    errors = "<br>".join(f"{c.status} {c.errno} {html.escape(c.code)}"
+                         for c in ep.documented_errors())
+    return (f"<tr><td>{ep.method}</td><td><code>{html.escape(ep.path)}</code></td>"
+            f"<td>{roles}</td><td>{html.escape(ep.summary)}</td><td>{errors}</td></tr>")

@@ -1,0 +1,64 @@
+"""Response models shared by several areas (seeds/001 shapes) and their builders."""
+
+from __future__ import annotations
+
+import uuid
+
+from dealer.services.records import CredentialRecord, TradingAccountRecord
+from dealer.wire import WireModel, iso, millis
+
+
+class CredentialOut(WireModel):
+    credential_id: uuid.UUID
+    venue: str
+    credential_type: str
+    nickname: str | None
+    status: str
+    identities: list[str]
+    created_at: int
+    created_at_date_time: str
+    updated_at: int
+    updated_at_date_time: str
+    verified_at: int | None
+    verified_at_date_time: str | None
+    revoked_at: int | None
+    revoked_at_date_time: str | None
+
+
+class TradingAccountOut(WireModel):
+    trading_account_id: uuid.UUID
+    external_trading_account_id: str
+    venue: str
+    nickname: str | None
+    account_type: str
+    external_account_type: str
+    credentials: list[CredentialOut]
+    status: str
+    created_at: int
+    created_at_date_time: str
+    updated_at: int
+    updated_at_date_time: str
+
+
+def credential_out(record: CredentialRecord) -> CredentialOut:
+    return CredentialOut(
+        credential_id=record.credential_id, venue=record.venue,
+        credential_type=record.credential_type, nickname=record.nickname, status=record.status,
+        identities=record.identities,
+        created_at=millis(record.created_at) or 0, created_at_date_time=iso(record.created_at) or "",
+        updated_at=millis(record.updated_at) or 0, updated_at_date_time=iso(record.updated_at) or "",
+        verified_at=millis(record.verified_at), verified_at_date_time=iso(record.verified_at),
+        revoked_at=millis(record.revoked_at), revoked_at_date_time=iso(record.revoked_at),
+    )
+
+
+def trading_account_out(record: TradingAccountRecord) -> TradingAccountOut:
+    return TradingAccountOut(
+        trading_account_id=record.trading_account_id,
+        external_trading_account_id=record.external_trading_account_id,
+        venue=record.venue, nickname=record.nickname, account_type=record.account_type,
+        external_account_type=record.external_account_type,
+        credentials=[credential_out(c) for c in record.credentials], status=record.status,
+        created_at=millis(record.created_at) or 0, created_at_date_time=iso(record.created_at) or "",
+        updated_at=millis(record.updated_at) or 0, updated_at_date_time=iso(record.updated_at) or "",
+    )

@@ -1,0 +1,39 @@
+"""Every typed AppKey of the application, in one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from dealer.settings import DaemonSecrets, Settings
+
+if TYPE_CHECKING:
+    from dealer.auth import Principal
+    from dealer.errors import ApiError
+    from dealer.api.framework import Api
+    from dealer.metrics import Metrics
+    from dealer.secretbox import SecretBox
+    from ledger.local import LocalLedger
+    from venues.registry import VenueRegistry
+
+Clock = Callable[[], dt.datetime]
+
+SETTINGS = web.AppKey("settings", Settings)
+SECRETS = web.AppKey("secrets", DaemonSecrets)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+API: web.AppKey[Api] = web.AppKey("api")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+DSN = web.AppKey("dsn", str)
+POOL = web.AppKey("pool", asyncpg.Pool)
+SECRET_BOX: web.AppKey[SecretBox] = web.AppKey("secret_box")
+LEDGER: web.AppKey[LocalLedger] = web.AppKey("ledger")
+VENUES: web.AppKey[VenueRegistry] = web.AppKey("venues")
+
+# Per-request storage.
+REQUEST_ID = web.RequestKey("request_id", str)
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
+AUTH_ERROR: web.RequestKey[ApiError] = web.RequestKey("auth_error")

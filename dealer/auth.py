@@ -1,0 +1,89 @@
+"""Bearer JWTs: HS256 with the daemon secret, `exp` required, roles admin/trader/viewer."""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from dealer.errors import ApiError, Errors
+
+ALGORITHM = "HS256"
+ISSUER = "fermata-dealer"
+MAX_TTL_SECONDS = 366 * 24 * 3600
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    TRADER = "trader"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's subject, role, and (traders) the accounts it may act for."""
+
+    subject: str
+    role: Role
+    accounts: frozenset[uuid.UUID]
+
+    def may_act_for(self, trading_account_id: uuid.UUID) -> bool:
+        return self.role is Role.ADMIN or trading_account_id in self.accounts
+
+
+def mint_token(
+    secret: str,
+    role: Role,
+    *,
+    accounts: list[uuid.UUID] | None = None,
+    ttl_seconds: int = 3600,
+    subject: str | None = None,
+    now: float | None = None,
+) -> str:
+    """A signed token; traders carry the trading accounts they may act for."""
+    if ttl_seconds <= 0 or ttl_seconds > MAX_TTL_SECONDS:
+        raise ValueError(f"ttl must be between 1 and {MAX_TTL_SECONDS} seconds")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, object] = {
+        "iss": ISSUER,
+        "sub": subject or f"{role.value}-{uuid.uuid4().hex[:8]}",
+        "role": role.value,
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+    }
+    if accounts:
+        claims["accounts"] = [str(a) for a in accounts]
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str) -> Principal:
+    """Decode and check a token; raises ApiError 401 for anything wrong with it."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.DecodeError:
+        raise ApiError(Errors.INVALID_TOKEN, "Malformed access token") from None
+    if header.get("alg") != ALGORITHM:
+        raise ApiError(Errors.INVALID_TOKEN, f"Token algorithm must be {ALGORITHM}")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise ApiError(Errors.TOKEN_EXPIRED) from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise ApiError(Errors.INVALID_TOKEN, f"Token lacks the {exc.claim!r} claim") from None
+    except jwt.InvalidTokenError:
+        raise ApiError(Errors.INVALID_TOKEN) from None
+    try:
+        role = Role(claims.get("role"))
+        accounts = frozenset(uuid.UUID(str(a)) for a in claims.get("accounts", []))
+    except (ValueError, TypeError):
+        raise ApiError(Errors.INVALID_TOKEN, "Token has an invalid role or accounts claim") from None
+    return Principal(subject=str(claims["sub"]), role=role, accounts=accounts)

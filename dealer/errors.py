@@ -1,0 +1,129 @@
+"""The errno registry: every error the API can answer, with its HTTP status and message.
+
+Errnos are stable; they are listed in the OpenAPI document and the README. Ranges:
+-100xxx request, -101xxx auth, -110xxx credentials, -120xxx trading accounts,
+-130xxx FERMATA dealers, clients and links (seeds/002 fixes -130007).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    """One registered error: its errno, HTTP status, machine code and default message."""
+
+    errno: int
+    status: int
+    code: str
+    message: str
+
+
+class Errors:
+    """The registry. Attribute names are the machine codes carried in `details.code`."""
+
+    INTERNAL = ErrorCode(-1, 500, "INTERNAL", "Internal error")
+    SERVICE_UNAVAILABLE = ErrorCode(-2, 503, "SERVICE_UNAVAILABLE", "Service unavailable")
+
+    INVALID_REQUEST = ErrorCode(-100001, 400, "INVALID_REQUEST", "Invalid request")
+    MALFORMED_JSON = ErrorCode(-100002, 400, "MALFORMED_JSON", "Request body is not valid JSON")
+    PAYLOAD_TOO_LARGE = ErrorCode(-100003, 413, "PAYLOAD_TOO_LARGE", "Request body is too large")
+    ROUTE_NOT_FOUND = ErrorCode(-100004, 404, "ROUTE_NOT_FOUND", "No such endpoint")
+    METHOD_NOT_ALLOWED = ErrorCode(-100005, 405, "METHOD_NOT_ALLOWED", "Method not allowed")
+    UNSUPPORTED_MEDIA_TYPE = ErrorCode(
+        -100006, 415, "UNSUPPORTED_MEDIA_TYPE", "Request body must be application/json"
+    )
+
+    UNAUTHENTICATED = ErrorCode(-101001, 401, "UNAUTHENTICATED", "Bearer token required")
+    INVALID_TOKEN = ErrorCode(-101002, 401, "INVALID_TOKEN", "Invalid access token")
+    TOKEN_EXPIRED = ErrorCode(-101003, 401, "TOKEN_EXPIRED", "Access token has expired")
+    FORBIDDEN = ErrorCode(-101004, 403, "FORBIDDEN", "Insufficient role for this action")
+    ACCOUNT_FORBIDDEN = ErrorCode(
+        -101005, 403, "ACCOUNT_FORBIDDEN", "Token may not act for this trading account"
+    )
+
+    CREDENTIAL_NOT_FOUND = ErrorCode(-110001, 404, "CREDENTIAL_NOT_FOUND", "Credential not found")
+    CREDENTIAL_REVOKED = ErrorCode(-110002, 400, "CREDENTIAL_REVOKED", "Credential is revoked")
+    CREDENTIAL_NOT_VERIFIED = ErrorCode(
+        -110003, 400, "CREDENTIAL_NOT_VERIFIED", "Credential is not verified; verify it first"
+    )
+    CREDENTIAL_VERIFICATION_FAILED = ErrorCode(
+        -110004, 400, "CREDENTIAL_VERIFICATION_FAILED", "Credential verification failed"
+    )
+    CREDENTIAL_VENUE_MISMATCH = ErrorCode(
+        -110005, 400, "CREDENTIAL_VENUE_MISMATCH", "Credentials belong to different venues"
+    )
+    CREDENTIAL_VENUE_INVALID = ErrorCode(
+        -110006, 400, "CREDENTIAL_VENUE_INVALID", "Credentials cannot be created for this venue"
+    )
+
+    TRADING_ACCOUNT_NOT_FOUND = ErrorCode(
+        -120001, 404, "TRADING_ACCOUNT_NOT_FOUND", "Trading account not found"
+    )
+    TRADING_ACCOUNT_ALREADY_CONNECTED = ErrorCode(
+        -120002, 409, "TRADING_ACCOUNT_ALREADY_CONNECTED", "Trading account already connected"
+    )
+    EXTERNAL_ACCOUNT_UNKNOWN = ErrorCode(
+        -120003, 422, "EXTERNAL_ACCOUNT_UNKNOWN", "Invalid external trading account ID"
+    )
+    TRADING_ACCOUNT_DISCONNECTED = ErrorCode(
+        -120004, 400, "TRADING_ACCOUNT_DISCONNECTED", "Trading account is disconnected"
+    )
+    TRADING_ACCOUNT_LINKED = ErrorCode(
+        -120005, 400, "TRADING_ACCOUNT_LINKED",
+        "Trading account is linked to a dealer; unlink it first",
+    )
+    TRADING_ACCOUNT_NOT_EXCHANGE = ErrorCode(
+        -120006, 400, "TRADING_ACCOUNT_NOT_EXCHANGE",
+        "Operation applies to exchange trading accounts only",
+    )
+
+    DEALER_NOT_FOUND = ErrorCode(-130001, 404, "DEALER_NOT_FOUND", "Dealer not found")
+    CLIENT_NOT_FOUND = ErrorCode(-130002, 404, "CLIENT_NOT_FOUND", "Client not found")
+    NOT_EXCHANGE_ACCOUNT = ErrorCode(
+        -130003, 400, "NOT_EXCHANGE_ACCOUNT", "Trading account is not an exchange account"
+    )
+    ACCOUNT_NOT_ACTIVE = ErrorCode(
+        -130004, 400, "ACCOUNT_NOT_ACTIVE", "Trading account is not ACTIVE"
+    )
+    NOT_LINKED = ErrorCode(
+        -130005, 404, "NOT_LINKED", "Trading account is not linked to this dealer"
+    )
+    LINKED_TO_OTHER_DEALER = ErrorCode(
+        -130006, 400, "LINKED_TO_OTHER_DEALER", "Trading account is linked to another dealer"
+    )
+    ALREADY_LINKED = ErrorCode(
+        -130007, 400, "ALREADY_LINKED", "Trading account is already linked to this dealer"
+    )
+    INVALID_DEALER_CONFIG = ErrorCode(
+        -130008, 400, "INVALID_DEALER_CONFIG", "Invalid dealer configuration"
+    )
+
+    @classmethod
+    def all(cls) -> list[ErrorCode]:
+        """Every registered error, ordered by errno descending (0 side first)."""
+        codes = [v for v in vars(cls).values() if isinstance(v, ErrorCode)]
+        return sorted(codes, key=lambda c: -c.errno)
+
+
+@dataclass(slots=True)
+class ApiError(Exception):
+    """Raised by services and handlers; the error middleware turns it into the envelope."""
+
+    error: ErrorCode
+    message: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message or self.error.message
+
+
+def check_registry_unique() -> None:
+    """Fail loudly if two codes share an errno (checked by the test suite)."""
+    seen: dict[int, str] = {}
+    for code in Errors.all():
+        if code.errno in seen:
+            raise AssertionError(f"errno {code.errno} used by {seen[code.errno]} and {code.code}")
+        seen[code.errno] = code.code

@@ -1,0 +1,116 @@
+"""Middlewares: request id → metrics → errors → auth. Every failure becomes the seed envelope."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from dealer.api.framework import json_response, validation_details
+from dealer.appkeys import AUTH_ERROR, METRICS, PRINCIPAL, REQUEST_ID, SECRETS
+from dealer.auth import verify_token
+from dealer.errors import ApiError, Errors
+from dealer.wire import error_envelope
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Take a well-formed `X-Request-Id` or make one; echo it on the response."""
+    offered = request.headers.get("X-Request-Id", "")
+    request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time requests by route template (bounded cardinality: never the raw path)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics = request.app[METRICS]
+        metrics.http_requests.labels(route, request.method, str(status)).inc()
+        metrics.http_latency.labels(route, request.method).observe(time.perf_counter() - started)
+
+
+def _error_response(request: web.Request, error: ApiError) -> web.Response:
+    details = {
+        "code": error.error.code,
+        "resource": request.path,
+        "action": request.path.rstrip("/").rsplit("/", 1)[-1] or None,
+        "request_id": request.get(REQUEST_ID),
+        **error.details,
+    }
+    request.app[METRICS].api_errors.labels(error.error.code).inc()
+    return json_response(error_envelope(error.error.errno, str(error), details),
+                         status=error.error.status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """ApiError, validation errors, aiohttp HTTP errors and crashes → the error envelope."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error_response(request, exc)
+    except ValidationError as exc:
+        fields = validation_details(exc)
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+        return _error_response(
+            request, ApiError(Errors.INVALID_REQUEST, f"Invalid request: {summary}",
+                              {"fields": fields})
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {
+            404: Errors.ROUTE_NOT_FOUND,
+            405: Errors.METHOD_NOT_ALLOWED,
+            413: Errors.PAYLOAD_TOO_LARGE,
+        }.get(exc.status)
+        if code is None:
+            code = Errors.INVALID_REQUEST if exc.status < 500 else Errors.INTERNAL
+        return _error_response(request, ApiError(code))
+    except Exception:
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.path,
+                      request.get(REQUEST_ID))
+        return _error_response(request, ApiError(Errors.INTERNAL))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Verify a bearer token when one is sent; endpoints that need one refuse without it."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            request[AUTH_ERROR] = ApiError(Errors.INVALID_TOKEN,
+                                               "Authorization must be 'Bearer <token>'")
+        else:
+            try:
+                request[PRINCIPAL] = verify_token(request.app[SECRETS].jwt_secret,
+                                                      token.strip())
+            except ApiError as exc:
+                request[AUTH_ERROR] = exc
+    return await handler(request)
+
+
+MIDDLEWARES = [request_id_middleware, metrics_middleware, error_middleware, auth_middleware]

@@ -1,0 +1,210 @@
+"""Daemon settings: `DEALER_*` environment variables over an optional TOML file over defaults."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ConnectorKind = Literal["paper", "cadenza"]
+LedgerBackendName = Literal["local", "formance"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class SettingsError(Exception):
+    """Settings are invalid; the message says which and why, one line per problem."""
+
+
+class Settings(BaseModel):
+    """Everything the daemon reads at start. Field names map to `DEALER_<NAME>`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset starts an embedded PostgreSQL in the data directory.",
+    )
+    data_dir: Path = Field(default=Path("./var"), description="Where generated secrets and the "
+                           "embedded database live.")
+    http_host: str = Field(default="127.0.0.1", description="Listen address.")
+    http_port: int = Field(default=8080, ge=0, le=65535, description="Listen port (0: any free).")
+    http_max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024,
+                                     description="Largest accepted request body.")
+    jwt_secret: str | None = Field(default=None, description="HS256 secret for bearer tokens; "
+                                   "unset: generated once and kept in the data directory.")
+    secrets_key: str | None = Field(default=None, description="Fernet key encrypting credential "
+                                    "secrets at rest; unset: generated once and kept in the data "
+                                    "directory.")
+    demo: bool = Field(default=False, description="Seed an empty database with a demo dealer.")
+    ledger_backend: LedgerBackendName = Field(default="local", description="`local` or `formance`.")
+    venue_connectors: dict[str, ConnectorKind] = Field(
+        default_factory=dict,
+        description='JSON map venue → "paper"|"cadenza"; venues not listed use paper.',
+    )
+    db_pool_min: int = Field(default=1, ge=1, le=100, description="Smallest database pool.")
+    db_pool_max: int = Field(default=10, ge=1, le=200, description="Largest database pool.")
+    log_level: LogLevel = Field(default="INFO", description="Log level.")
+    public_url: str | None = Field(default=None, description="URL printed in the banner; "
+                                   "defaults to http://<host>:<port>.")
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret_strength(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _secrets_key_is_fernet(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_fernet_key(value)
+        return value
+
+    @field_validator("venue_connectors")
+    @classmethod
+    def _venue_names_upper(cls, value: dict[str, ConnectorKind]) -> dict[str, ConnectorKind]:
+        normalised: dict[str, ConnectorKind] = {}
+        for venue, kind in value.items():
+            if not venue or not venue.replace("_", "").isalnum():
+                raise ValueError(f"invalid venue name {venue!r}")
+            normalised[venue.upper()] = kind
+        return normalised
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// or postgres://")
+        return value
+
+    def connector_for(self, venue: str) -> ConnectorKind:
+        """Which connector serves a venue (paper unless configured)."""
+        return self.venue_connectors.get(venue.upper(), "paper")
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.http_host}:{self.http_port}"
+
+
+def check_fernet_key(value: str) -> None:
+    """Raise ValueError unless `value` is a url-safe base64 encoding of 32 bytes."""
+    try:
+        raw = base64.urlsafe_b64decode(value.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError("must be a url-safe base64 Fernet key (44 characters)") from exc
+    if len(raw) != 32:
+        raise ValueError("must be a url-safe base64 Fernet key encoding 32 bytes")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Read settings from `environ` (default: the process environment) and an optional TOML file.
+
+    The TOML file is `config_file`, or `DEALER_CONFIG_FILE`; its keys are the setting names
+    without the prefix (`http_port = 9000`). Raises SettingsError with one line per bad value.
+    """
+    env = dict(os.environ if environ is None else environ)
+    path = config_file or (Path(env["DEALER_CONFIG_FILE"]) if env.get("DEALER_CONFIG_FILE") else None)
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SettingsError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    env.pop("DEALER_CONFIG_FILE", None)
+    dealer_env = {k: v for k, v in env.items() if k.startswith("DEALER_")}
+    known = {f"DEALER_{name.upper()}" for name in Settings.model_fields}
+    unknown = sorted(set(dealer_env) - known)
+    if unknown:
+        raise SettingsError("unknown setting(s): " + ", ".join(unknown))
+    try:
+        return _build(dealer_env, file_values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _build(dealer_env: dict[str, str], file_values: dict[str, Any]) -> Settings:
+    values = dict(file_values)
+    for key, raw in dealer_env.items():
+        name = key.removeprefix("DEALER_").lower()
+        values[name] = _decode_env(name, raw)
+    return Settings.model_validate(values)
+
+
+def _decode_env(name: str, raw: str) -> Any:
+    if name == "venue_connectors":
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise SettingsError(
+                f'DEALER_VENUE_CONNECTORS: not valid JSON (example: {{"BINANCE": "paper"}}): {raw!r}'
+            ) from None
+    return raw
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        lines.append(f"DEALER_{name.upper()}: {err['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+class DaemonSecrets:
+    """The JWT secret and the credential encryption key, from settings or the data directory."""
+
+    def __init__(self, jwt_secret: str, secrets_key: str) -> None:
+        self.jwt_secret = jwt_secret
+        self.secrets_key = secrets_key
+
+    def __repr__(self) -> str:
+        return "DaemonSecrets(<redacted>)"
+
+
+def load_daemon_secrets(settings: Settings, *, create: bool = True) -> DaemonSecrets:
+    """Secrets from settings, else from `<data_dir>/secrets/`, generated once when `create`."""
+    folder = settings.data_dir / "secrets"
+    jwt_secret = settings.jwt_secret or _kept_secret(
+        folder / "jwt_secret", lambda: secrets.token_urlsafe(48), create
+    )
+    secrets_key = settings.secrets_key or _kept_secret(
+        folder / "secrets_key", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(), create
+    )
+    check_fernet_key(secrets_key)
+    return DaemonSecrets(jwt_secret, secrets_key)
+
+
+def _kept_secret(path: Path, generate: Any, create: bool) -> str:
+    if path.exists():
+        return path.read_text(encoding="ascii").strip()
+    if not create:
+        raise SettingsError(f"{path} does not exist: start the daemon once, or set the secret")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(generate() + "\n")
+    try:
+        # link() fails when another daemon won the race: both then read the winner's secret.
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text(encoding="ascii").strip()

@@ -1,0 +1,93 @@
+"""Wire conventions shared by every endpoint: camelCase JSON, the envelope, times, pagination."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+T = TypeVar("T")
+
+DecimalString = Annotated[
+    str, StringConstraints(pattern=r"^-?\d+(\.\d+)?$", max_length=64),
+    Field(description="Decimal value as string to preserve precision", examples=["1234.56789000"]),
+]
+Nickname = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class WireModel(BaseModel):
+    """Base of request and response bodies: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class QueryModel(WireModel):
+    """Base of query-string parameters."""
+
+
+class ListQuery(QueryModel):
+    limit: int = Field(default=50, ge=1, le=1000, description="Limit the number of returned results")
+    offset: int = Field(default=0, ge=0, description="Offset of the returned results")
+
+
+class Pagination(WireModel):
+    offset: int
+    limit: int
+    total: int
+    has_next: bool
+
+
+class Page(Generic[T]):
+    """What a list handler returns: one page of items and the total the filters matched."""
+
+    __slots__ = ("items", "limit", "offset", "total")
+
+    def __init__(self, items: list[T], total: int, limit: int, offset: int) -> None:
+        self.items = items
+        self.total = total
+        self.limit = limit
+        self.offset = offset
+
+    def pagination(self) -> Pagination:
+        return Pagination(
+            offset=self.offset, limit=self.limit, total=self.total,
+            has_next=self.offset + len(self.items) < self.total,
+        )
+
+
+class ErrorDetails(WireModel):
+    code: str
+    resource: str | None = None
+    action: str | None = None
+    required: list[str] | None = None
+    provided: list[str] | None = None
+    request_id: str | None = Field(default=None, serialization_alias="request_id")
+    fields: list[dict[str, Any]] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def millis(moment: dt.datetime | None) -> int | None:
+    """Unix milliseconds of an aware datetime."""
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC with milliseconds and a Z, as the seeds show."""
+    if moment is None:
+        return None
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def envelope(data: Any, *, pagination: Pagination | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"data": data, "success": True, "errno": 0, "error": None}
+    if pagination is not None:
+        body["pagination"] = pagination.model_dump(mode="json", by_alias=True)
+    return body
+
+
+def error_envelope(errno: int, message: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {"data": None, "success": False, "errno": errno, "error": message, "details": details}

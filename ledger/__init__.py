@@ -1,0 +1,1 @@
+"""Double-entry ledger: chart of accounts, postings and checks (pure), and the backends."""

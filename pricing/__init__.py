@@ -1,0 +1,1 @@
+"""Pure pricing: order-book snapshots, consolidation across LPs, sweeps, spread, skew, rounding."""

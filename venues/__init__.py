@@ -1,0 +1,1 @@
+"""Exchange connectors behind two small protocols (market data, execution)."""

@@ -1,0 +1,1 @@
+"""The paper connector: a simulated exchange that serves any venue name."""
