@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from pydantic import Field
+
 from dealer.services.records import CredentialRecord, TradingAccountRecord
 from dealer.wire import WireModel, iso, millis
 
@@ -14,7 +16,9 @@ class CredentialOut(WireModel):
     credential_type: str
     nickname: str | None
     status: str
-    identities: list[str]
+    identities: list[str] = Field(
+        description="External trading account ids found by the last successful verification"
+    )
     created_at: int
     created_at_date_time: str
     updated_at: int
@@ -44,7 +48,7 @@ def credential_out(record: CredentialRecord) -> CredentialOut:
     return CredentialOut(
         credential_id=record.credential_id, venue=record.venue,
         credential_type=record.credential_type, nickname=record.nickname, status=record.status,
-        identities=record.identities,
+        identities=[i["externalTradingAccountId"] for i in record.identities],
         created_at=millis(record.created_at) or 0, created_at_date_time=iso(record.created_at) or "",
         updated_at=millis(record.updated_at) or 0, updated_at_date_time=iso(record.updated_at) or "",
         verified_at=millis(record.verified_at), verified_at_date_time=iso(record.verified_at),

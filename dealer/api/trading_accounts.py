@@ -1,7 +1,189 @@
-"""Placeholder replaced below."""
+"""Trading account endpoints (seeds/000 connect flow, seeds/001 tradingAccount API)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import Field, StringConstraints
 
 from dealer.api.framework import Api
+from dealer.api.schemas import TradingAccountOut, trading_account_out
+from dealer.appkeys import CLOCK, POOL
+from dealer.auth import Principal, Role
+from dealer.errors import ApiError, Errors
+from dealer.services import trading_accounts as service
+from dealer.uow import UnitOfWork
+from dealer.wire import ListQuery, Nickname, Page, WireModel, iso, millis
+from venues.base import EXCHANGE_VENUES, FERMATA_VENUE
+
+AccountStatus = Literal["SETUP", "ACTIVE", "INACTIVE", "LOCKED", "DISCONNECTED", "SUSPENDED",
+                        "DELETED"]
+OperationType = Literal["CONNECT", "DISCONNECT", "ENABLE", "DISABLE", "UPDATE",
+                        "CREDENTIAL_REVOKE", "CREDENTIAL_ROTATE", "LINK", "UNLINK"]
+AnyVenue = Literal[(*EXCHANGE_VENUES, FERMATA_VENUE)]  # type: ignore[valid-type]
+ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                              max_length=100)]
+
+
+class ConnectRequest(WireModel):
+    credential_ids: list[uuid.UUID] = Field(min_length=1, max_length=10)
+    external_trading_account_id: ExternalId
+    nickname: Nickname | None = None
+
+
+class AccountIdRequest(WireModel):
+    trading_account_id: uuid.UUID
+
+
+class UpdateRequest(WireModel):
+    trading_account_id: uuid.UUID
+    nickname: Nickname | None = None
+
+
+class AccountListQuery(ListQuery):
+    trading_account_id: uuid.UUID | None = None
+    venue: AnyVenue | None = None
+    account_status: AccountStatus | None = None
+
+
+class OperationListQuery(ListQuery):
+    trading_account_id: uuid.UUID | None = None
+    operation_type: OperationType | None = None
+    start_time: int | None = Field(default=None, ge=0, description="Unix ms, inclusive")
+    end_time: int | None = Field(default=None, ge=0, description="Unix ms, exclusive")
+
+
+class OperationOut(WireModel):
+    operation_id: uuid.UUID
+    trading_account_id: uuid.UUID
+    operation_type: str
+    status: str
+    detail: dict[str, Any]
+    created_at: int
+    created_at_date_time: str
+
+
+ADMIN = [Role.ADMIN]
+EVERYONE = [Role.ADMIN, Role.VIEWER, Role.TRADER]
+_ACCOUNT_ERRORS = [Errors.TRADING_ACCOUNT_NOT_FOUND, Errors.TRADING_ACCOUNT_DISCONNECTED]
 
 
 def register(api: Api) -> None:
-    return None
+    api.post("/api/v3/tradingAccount/connect", summary="Connect an exchange trading account "
+             "with verified credentials (seeds/000)", tag="tradingAccounts", roles=ADMIN,
+             body=ConnectRequest, response=TradingAccountOut,
+             errors=[Errors.CREDENTIAL_NOT_FOUND, Errors.CREDENTIAL_REVOKED,
+                     Errors.CREDENTIAL_NOT_VERIFIED, Errors.CREDENTIAL_VENUE_MISMATCH,
+                     Errors.TRADING_ACCOUNT_ALREADY_CONNECTED,
+                     Errors.EXTERNAL_ACCOUNT_UNKNOWN])(connect)
+    api.post("/api/v3/tradingAccount/disconnect", summary="Archive an exchange trading account "
+             "(refused while linked to a dealer)", tag="tradingAccounts", roles=ADMIN,
+             body=AccountIdRequest, response=TradingAccountOut,
+             errors=[*_ACCOUNT_ERRORS, Errors.TRADING_ACCOUNT_NOT_EXCHANGE,
+                     Errors.TRADING_ACCOUNT_LINKED])(disconnect)
+    api.post("/api/v3/tradingAccount/update", summary="Update a trading account's nickname",
+             tag="tradingAccounts", roles=ADMIN, body=UpdateRequest,
+             response=TradingAccountOut, errors=_ACCOUNT_ERRORS)(update)
+    api.post("/api/v3/tradingAccount/enable", summary="Enable a trading account (→ ACTIVE)",
+             tag="tradingAccounts", roles=ADMIN, body=AccountIdRequest,
+             response=TradingAccountOut,
+             errors=[*_ACCOUNT_ERRORS, Errors.CREDENTIAL_REVOKED])(enable)
+    api.post("/api/v3/tradingAccount/disable", summary="Disable a trading account (→ INACTIVE)",
+             tag="tradingAccounts", roles=ADMIN, body=AccountIdRequest,
+             response=TradingAccountOut, errors=_ACCOUNT_ERRORS)(disable)
+    api.get("/api/v3/tradingAccount/list", summary="List trading accounts (a trader sees its "
+            "own)", tag="tradingAccounts", roles=EVERYONE, query=AccountListQuery,
+            response=Page[TradingAccountOut])(list_)
+    api.get("/api/v3/tradingAccount/operation/list", summary="Operation history of trading "
+            "accounts, newest first", tag="tradingAccounts", roles=EVERYONE,
+            query=OperationListQuery, response=Page[OperationOut])(operations)
+
+
+async def connect(request: web.Request, principal: Principal | None,
+                  params: ConnectRequest) -> TradingAccountOut:
+    cmd = service.ConnectCommand(params.credential_ids, params.external_trading_account_id,
+                                 params.nickname)
+    async with UnitOfWork(request.app[POOL]) as uow:
+        account = await service.connect_account(uow, cmd, request.app[CLOCK]())
+    return trading_account_out(account)
+
+
+async def disconnect(request: web.Request, principal: Principal | None,
+                     params: AccountIdRequest) -> TradingAccountOut:
+    async with UnitOfWork(request.app[POOL]) as uow:
+        account = await service.disconnect_account(uow, params.trading_account_id,
+                                                   request.app[CLOCK]())
+    return trading_account_out(account)
+
+
+async def update(request: web.Request, principal: Principal | None,
+                 params: UpdateRequest) -> TradingAccountOut:
+    async with UnitOfWork(request.app[POOL]) as uow:
+        account = await service.update_account(uow, params.trading_account_id, params.nickname,
+                                               request.app[CLOCK]())
+    return trading_account_out(account)
+
+
+async def enable(request: web.Request, principal: Principal | None,
+                 params: AccountIdRequest) -> TradingAccountOut:
+    async with UnitOfWork(request.app[POOL]) as uow:
+        account = await service.enable_account(uow, params.trading_account_id,
+                                               request.app[CLOCK]())
+    return trading_account_out(account)
+
+
+async def disable(request: web.Request, principal: Principal | None,
+                  params: AccountIdRequest) -> TradingAccountOut:
+    async with UnitOfWork(request.app[POOL]) as uow:
+        account = await service.disable_account(uow, params.trading_account_id,
+                                                request.app[CLOCK]())
+    return trading_account_out(account)
+
+
+def own_accounts(principal: Principal | None) -> frozenset[uuid.UUID] | None:
+    """A trader's visible accounts; None (no restriction) for admins and viewers."""
+    assert principal is not None
+    return principal.accounts if principal.role is Role.TRADER else None
+
+
+async def list_(request: web.Request, principal: Principal | None,
+                params: AccountListQuery) -> Page[TradingAccountOut]:
+    query = service.AccountFilter(
+        trading_account_id=params.trading_account_id, venue=params.venue,
+        status=params.account_status, only=own_accounts(principal),
+        limit=params.limit, offset=params.offset,
+    )
+    async with request.app[POOL].acquire() as conn:
+        records, total = await service.list_accounts(conn, query)
+    return Page([trading_account_out(r) for r in records], total, params.limit, params.offset)
+
+
+def _from_millis(value: int | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        raise ApiError(Errors.INVALID_REQUEST, "startTime/endTime out of range") from None
+
+
+async def operations(request: web.Request, principal: Principal | None,
+                     params: OperationListQuery) -> Page[OperationOut]:
+    query = service.OperationFilter(
+        trading_account_id=params.trading_account_id, operation_type=params.operation_type,
+        start=_from_millis(params.start_time), end=_from_millis(params.end_time),
+        only=own_accounts(principal), limit=params.limit, offset=params.offset,
+    )
+    async with request.app[POOL].acquire() as conn:
+        records, total = await service.list_operations(conn, query)
+    items = [
+        OperationOut(operation_id=r.operation_id, trading_account_id=r.trading_account_id,
+                     operation_type=r.operation_type, status=r.status, detail=r.detail,
+                     created_at=millis(r.created_at) or 0,
+                     created_at_date_time=iso(r.created_at) or "")
+        for r in records
+    ]
+    return Page(items, total, params.limit, params.offset)

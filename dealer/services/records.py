@@ -21,11 +21,18 @@ class CredentialRecord:
     credential_type: str
     nickname: str | None
     status: str
-    identities: list[str]
+    identities: list[dict[str, str]]
     created_at: dt.datetime
     updated_at: dt.datetime
     verified_at: dt.datetime | None
     revoked_at: dt.datetime | None
+
+    def identity(self, external_trading_account_id: str) -> dict[str, str] | None:
+        """The verified identity with this external trading account id, if any."""
+        for identity in self.identities:
+            if identity["externalTradingAccountId"] == external_trading_account_id:
+                return identity
+        return None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | dict[str, Any]) -> CredentialRecord:

@@ -1,0 +1,266 @@
+"""Exchange trading accounts: connect with verified credentials, update, enable, disable,
+disconnect, list, and their operation history (seeds/000, seeds/001)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from dealer.errors import ApiError, Errors
+from dealer.services.credentials import get_credential
+from dealer.services.records import (
+    ACCOUNT_COLUMNS,
+    EXCHANGE,
+    TradingAccountRecord,
+    credentials_of,
+    load_account,
+    record_operation,
+)
+from dealer.uow import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectCommand:
+    credential_ids: list[uuid.UUID]
+    external_trading_account_id: str
+    nickname: str | None
+
+
+async def require_account(
+    conn: asyncpg.Connection, trading_account_id: uuid.UUID, *, for_update: bool = False
+) -> TradingAccountRecord:
+    account = await load_account(conn, trading_account_id, for_update=for_update)
+    if account is None:
+        raise ApiError(Errors.TRADING_ACCOUNT_NOT_FOUND, details={"metadata": {
+            "tradingAccountId": str(trading_account_id)}})
+    return account
+
+
+async def connect_account(
+    uow: UnitOfWork, cmd: ConnectCommand, now: dt.datetime
+) -> TradingAccountRecord:
+    """Connect an exchange account: 404 unknown credential, 409 already connected,
+    422 external id the credentials were not verified for."""
+    conn = uow.conn
+    credentials = [await get_credential(conn, cid, for_update=True)
+                   for cid in dict.fromkeys(cmd.credential_ids)]
+    for credential in credentials:
+        if credential.status == "REVOKED":
+            raise ApiError(Errors.CREDENTIAL_REVOKED)
+        if credential.status != "VERIFIED":
+            raise ApiError(Errors.CREDENTIAL_NOT_VERIFIED, details={"metadata": {
+                "credentialId": str(credential.credential_id)}})
+    venues = {c.venue for c in credentials}
+    if len(venues) != 1:
+        raise ApiError(Errors.CREDENTIAL_VENUE_MISMATCH)
+    identities = [c.identity(cmd.external_trading_account_id) for c in credentials]
+    if any(i is None for i in identities):
+        known = sorted({i["externalTradingAccountId"] for c in credentials for i in c.identities})
+        raise ApiError(
+            Errors.EXTERNAL_ACCOUNT_UNKNOWN,
+            f"Invalid external trading account ID {cmd.external_trading_account_id!r}; "
+            f"the credential gives access to: {', '.join(known) or 'nothing'}",
+        )
+    identity = identities[0]
+    assert identity is not None
+    account_id = uuid.uuid4()
+    venue = venues.pop()
+    try:
+        async with conn.transaction():  # savepoint: a 409 leaves the outer transaction usable
+            await conn.execute(
+                """INSERT INTO trading_account (trading_account_id, venue, kind,
+                       external_trading_account_id, account_type, external_account_type,
+                       nickname, status, created_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'ACTIVE', $8, $8)""",
+                account_id, venue, EXCHANGE, cmd.external_trading_account_id,
+                identity["accountType"], identity["externalAccountType"], cmd.nickname, now,
+            )
+            await conn.executemany(
+                """INSERT INTO trading_account_credential
+                       (trading_account_id, credential_id, external_trading_account_id)
+                   VALUES ($1, $2, $3)""",
+                [(account_id, c.credential_id, cmd.external_trading_account_id)
+                 for c in credentials],
+            )
+    except asyncpg.UniqueViolationError:
+        raise ApiError(Errors.TRADING_ACCOUNT_ALREADY_CONNECTED) from None
+    await record_operation(conn, account_id, "CONNECT", now,
+                           {"credentialIds": [str(c.credential_id) for c in credentials]})
+    account = await require_account(conn, account_id)
+    await uow.commit()
+    return account
+
+
+async def _mutable_account(conn: asyncpg.Connection, trading_account_id: uuid.UUID
+                           ) -> TradingAccountRecord:
+    account = await require_account(conn, trading_account_id, for_update=True)
+    if account.status == "DISCONNECTED":
+        raise ApiError(Errors.TRADING_ACCOUNT_DISCONNECTED)
+    return account
+
+
+async def _set_status(conn: asyncpg.Connection, account: TradingAccountRecord, status: str,
+                      now: dt.datetime) -> None:
+    await conn.execute(
+        "UPDATE trading_account SET status = $2, updated_at = $3 WHERE trading_account_id = $1",
+        account.trading_account_id, status, now,
+    )
+
+
+async def update_account(
+    uow: UnitOfWork, trading_account_id: uuid.UUID, nickname: str | None, now: dt.datetime
+) -> TradingAccountRecord:
+    conn = uow.conn
+    account = await _mutable_account(conn, trading_account_id)
+    if nickname is not None and nickname != account.nickname:
+        await conn.execute(
+            "UPDATE trading_account SET nickname = $2, updated_at = $3 "
+            "WHERE trading_account_id = $1",
+            trading_account_id, nickname, now,
+        )
+        await record_operation(conn, trading_account_id, "UPDATE", now,
+                               {"nickname": nickname})
+    updated = await require_account(conn, trading_account_id)
+    await uow.commit()
+    return updated
+
+
+async def enable_account(
+    uow: UnitOfWork, trading_account_id: uuid.UUID, now: dt.datetime
+) -> TradingAccountRecord:
+    """INACTIVE → ACTIVE (idempotent); an exchange account needs a usable credential."""
+    conn = uow.conn
+    account = await _mutable_account(conn, trading_account_id)
+    if account.status != "ACTIVE":
+        if account.is_exchange and all(c.status == "REVOKED" for c in account.credentials):
+            raise ApiError(Errors.CREDENTIAL_REVOKED,
+                           "Every credential of this account is revoked; rotate or connect anew")
+        await _set_status(conn, account, "ACTIVE", now)
+        await record_operation(conn, trading_account_id, "ENABLE", now)
+    updated = await require_account(conn, trading_account_id)
+    await uow.commit()
+    return updated
+
+
+async def disable_account(
+    uow: UnitOfWork, trading_account_id: uuid.UUID, now: dt.datetime
+) -> TradingAccountRecord:
+    """ACTIVE → INACTIVE (idempotent). A linked LP stays linked but is not used while inactive."""
+    conn = uow.conn
+    account = await _mutable_account(conn, trading_account_id)
+    if account.status != "INACTIVE":
+        await _set_status(conn, account, "INACTIVE", now)
+        await record_operation(conn, trading_account_id, "DISABLE", now)
+    updated = await require_account(conn, trading_account_id)
+    await uow.commit()
+    return updated
+
+
+async def disconnect_account(
+    uow: UnitOfWork, trading_account_id: uuid.UUID, now: dt.datetime
+) -> TradingAccountRecord:
+    """Archive an exchange account for good; refused while it is linked to a dealer."""
+    conn = uow.conn
+    account = await _mutable_account(conn, trading_account_id)
+    if not account.is_exchange:
+        raise ApiError(Errors.TRADING_ACCOUNT_NOT_EXCHANGE)
+    linked_to = await conn.fetchval(
+        "SELECT dealer_account_id FROM dealer_link WHERE trading_account_id = $1",
+        trading_account_id,
+    )
+    if linked_to is not None:
+        raise ApiError(Errors.TRADING_ACCOUNT_LINKED, details={"metadata": {
+            "dealerAccountId": str(linked_to)}})
+    await _set_status(conn, account, "DISCONNECTED", now)
+    await conn.execute(
+        "UPDATE trading_account_credential SET live = false WHERE trading_account_id = $1",
+        trading_account_id,
+    )
+    await record_operation(conn, trading_account_id, "DISCONNECT", now)
+    updated = await require_account(conn, trading_account_id)
+    await uow.commit()
+    return updated
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFilter:
+    trading_account_id: uuid.UUID | None
+    venue: str | None
+    status: str | None
+    only: frozenset[uuid.UUID] | None  # a trader's own accounts
+    limit: int
+    offset: int
+
+
+async def list_accounts(
+    conn: asyncpg.Connection, f: AccountFilter
+) -> tuple[list[TradingAccountRecord], int]:
+    where, args = ["TRUE"], []
+    for column, value in (("trading_account_id", f.trading_account_id), ("venue", f.venue),
+                          ("status", f.status)):
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    if f.only is not None:
+        args.append(list(f.only))
+        where.append(f"trading_account_id = ANY(${len(args)}::uuid[])")
+    clause = " AND ".join(where)
+    total = await conn.fetchval(f"SELECT count(*) FROM trading_account WHERE {clause}", *args)
+    rows = await conn.fetch(
+        f"""SELECT {ACCOUNT_COLUMNS} FROM trading_account WHERE {clause}
+            ORDER BY created_at, trading_account_id LIMIT {f.limit} OFFSET {f.offset}""",
+        *args,
+    )
+    creds = await credentials_of(conn, [r["trading_account_id"] for r in rows])
+    return [TradingAccountRecord.from_row(r, creds.get(r["trading_account_id"], ()))
+            for r in rows], total
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    operation_id: uuid.UUID
+    trading_account_id: uuid.UUID
+    operation_type: str
+    status: str
+    detail: dict[str, object]
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OperationFilter:
+    trading_account_id: uuid.UUID | None
+    operation_type: str | None
+    start: dt.datetime | None
+    end: dt.datetime | None
+    only: frozenset[uuid.UUID] | None
+    limit: int
+    offset: int
+
+
+async def list_operations(
+    conn: asyncpg.Connection, f: OperationFilter
+) -> tuple[list[OperationRecord], int]:
+    where, args = ["TRUE"], []
+    for condition, value in (("trading_account_id = ${}", f.trading_account_id),
+                             ("operation_type = ${}", f.operation_type),
+                             ("created_at >= ${}", f.start), ("created_at < ${}", f.end)):
+        if value is not None:
+            args.append(value)
+            where.append(condition.format(len(args)))
+    if f.only is not None:
+        args.append(list(f.only))
+        where.append(f"trading_account_id = ANY(${len(args)}::uuid[])")
+    clause = " AND ".join(where)
+    total = await conn.fetchval(
+        f"SELECT count(*) FROM trading_account_operation WHERE {clause}", *args
+    )
+    rows = await conn.fetch(
+        f"""SELECT operation_id, trading_account_id, operation_type, status, detail, created_at
+            FROM trading_account_operation WHERE {clause}
+            ORDER BY created_at DESC, operation_id LIMIT {f.limit} OFFSET {f.offset}""",
+        *args,
+    )
+    return [OperationRecord(**dict(r)) for r in rows], total
