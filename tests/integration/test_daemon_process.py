@@ -1,0 +1,144 @@
+"""The daemon as a process: embedded defaults with the demo, two at once, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from dealer import db
+from dealer.auth import Role, verify_token
+from dealer.settings import Settings, load_daemon_secrets
+from tests.integration.daemon import Daemon, daemon_env, run_cli, start_daemon
+
+
+async def _empty_database(pg_server: Any) -> str:
+    name = f"p_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(pg_server.get_uri(database="postgres"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn: str = pg_server.get_uri(database=name)
+    return dsn
+
+
+def test_embedded_demo_daemon_curls_work_as_printed(tmp_path: Path) -> None:
+    """What `make run` does: embedded PostgreSQL, demo seeded, the printed curls work."""
+    daemon = start_daemon(daemon_env(tmp_path, DEALER_DEMO="1"), timeout=120)
+    try:
+        banner = daemon.banner
+        assert "embedded PostgreSQL" in banner
+        assert "paper connector" in banner
+        exports = [line for line in banner.splitlines() if line.startswith("export ")]
+        assert [e.split("=")[0] for e in exports] == ["export ADMIN_TOKEN", "export CLIENT_TOKEN"]
+        curls = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
+        assert len(curls) == 9
+        outputs = []
+        for curl in curls:
+            script = "\n".join([*exports, curl])
+            done = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                                  timeout=30, check=True)
+            outputs.append(orjson.loads(done.stdout))
+        health, dealer, links, accounts, unlink, link, relink, clients, ops = outputs
+        assert health["status"] == "healthy"
+        assert dealer["success"] and dealer["data"]["status"] == "ACTIVE"
+        assert len(links["data"]) == 3
+        assert {link["venue"] for link in links["data"]} == {"BINANCE", "OKX", "BYBIT"}
+        assert accounts["data"][0]["status"] == "ACTIVE"
+        assert unlink == {"data": "ok", "success": True, "errno": 0, "error": None}
+        assert link == {"data": "ok", "success": True, "errno": 0, "error": None}
+        assert relink["errno"] == -130007
+        assert relink["error"] == "Trading account is already linked to this dealer"
+        assert len(clients["data"]) == 1
+        assert {op["operationType"] for op in ops["data"]} >= {"CONNECT", "LINK", "UNLINK"}
+    finally:
+        assert daemon.stop() == 0
+
+    # A restart keeps the data and prints the same desk (the demo is seeded once).
+    again = start_daemon(daemon_env(tmp_path, DEALER_DEMO="1"), timeout=120)
+    try:
+        first_dealer = next(line for line in banner.splitlines() if "dealer  " in line)
+        assert first_dealer in again.banner
+    finally:
+        assert again.stop() == 0
+
+
+def test_two_daemons_on_one_database_both_come_up(pg_server: Any, tmp_path: Path) -> None:
+    dsn = asyncio.run(_empty_database(pg_server))
+    env = daemon_env(tmp_path, DEALER_DATABASE_URL=dsn, DEALER_DEMO="1")
+    load_daemon_secrets(Settings(data_dir=tmp_path))  # both read the same secrets
+    daemons: list[Daemon] = []
+    try:
+        # Start both before waiting for either: migrations and demo seeding race for real.
+        with ThreadPoolExecutor(2) as pool:
+            daemons = list(pool.map(lambda _: start_daemon(env, timeout=90), range(2)))
+
+        async def check() -> None:
+            async with aiohttp.ClientSession() as session:
+                for daemon in daemons:
+                    async with session.get(f"{daemon.url}/api/v3/health") as resp:
+                        assert resp.status == 200
+            conn = await asyncpg.connect(dsn)
+            try:
+                versions = await conn.fetch("SELECT version FROM schema_migration")
+                assert [r["version"] for r in versions] == [
+                    m.version for m in db.bundled_migrations()]
+                assert await conn.fetchval("SELECT count(*) FROM dealer") == 1
+                assert await conn.fetchval("SELECT count(*) FROM dealer_link") == 3
+            finally:
+                await conn.close()
+
+        asyncio.run(check())
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+
+
+async def test_concurrent_migrations_apply_each_version_once(pg_server: Any) -> None:
+    dsn = await _empty_database(pg_server)
+    applied = await asyncio.gather(*(db.migrate(dsn) for _ in range(5)))
+    versions = [m.version for m in db.bundled_migrations()]
+    assert sorted(v for run in applied for v in run) == versions
+    assert await db.migrate(dsn) == []
+
+
+def test_migrate_command_and_token_command(pg_server: Any, tmp_path: Path) -> None:
+    dsn = asyncio.run(_empty_database(pg_server))
+    env = daemon_env(tmp_path, DEALER_DATABASE_URL=dsn)
+    first = run_cli(env, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert "applied migrations" in first.stdout
+    assert "up to date" in run_cli(env, "migrate").stdout
+
+    # No daemon has run in this data directory yet: there is no secret to sign with.
+    missing = run_cli(env, "token", "--role", "admin")
+    assert missing.returncode == 2
+    assert missing.stdout == ""
+    secrets = load_daemon_secrets(Settings(data_dir=tmp_path))
+    account = uuid.uuid4()
+    done = run_cli(env, "token", "--role", "trader", "--account", str(account), "--ttl", "120")
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert done.stdout == token + "\n"
+    principal = verify_token(secrets.jwt_secret, token)
+    assert principal.role is Role.TRADER
+    assert principal.accounts == frozenset({account})
+    assert run_cli(env, "token", "--role", "root").returncode == 2
+    assert run_cli(env, "token", "--role", "admin", "--ttl", "0").returncode == 2
+    assert run_cli(env, "token", "--role", "trader", "--account", "x").returncode == 2
+
+
+def test_bad_settings_stop_the_daemon_with_a_clear_message(tmp_path: Path) -> None:
+    env = daemon_env(tmp_path, DEALER_HTTP_PORT="eighty", DEALER_LEDGER_BACKEND="sqlite")
+    done = run_cli(env, "run")
+    assert done.returncode == 2
+    assert "DEALER_HTTP_PORT" in done.stderr
+    assert "DEALER_LEDGER_BACKEND" in done.stderr

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from dealer.settings import Settings, SettingsError, load_daemon_secrets, load_settings
+
+
+def test_defaults_are_the_embedded_ones() -> None:
+    settings = load_settings({})
+    assert settings.database_url is None
+    assert settings.data_dir == Path("./var")
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
+    assert settings.ledger_backend == "local"
+    assert settings.connector_for("BINANCE") == "paper"
+    assert settings.demo is False
+
+
+def test_environment_values_are_parsed() -> None:
+    settings = load_settings({
+        "DEALER_HTTP_PORT": "9001",
+        "DEALER_DEMO": "1",
+        "DEALER_VENUE_CONNECTORS": '{"binance": "paper", "okx": "cadenza"}',
+        "DEALER_DATABASE_URL": "postgresql://u@localhost/db",
+    })
+    assert settings.http_port == 9001
+    assert settings.demo is True
+    assert settings.venue_connectors == {"BINANCE": "paper", "OKX": "cadenza"}
+    assert settings.connector_for("okx") == "cadenza"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEALER_HTTP_PORT": "eighty"}, "DEALER_HTTP_PORT"),
+        ({"DEALER_HTTP_PORT": "70000"}, "DEALER_HTTP_PORT"),
+        ({"DEALER_LEDGER_BACKEND": "sqlite"}, "DEALER_LEDGER_BACKEND"),
+        ({"DEALER_VENUE_CONNECTORS": "{not json"}, "not valid JSON"),
+        ({"DEALER_VENUE_CONNECTORS": '{"BINANCE": "ccxt"}'}, "DEALER_VENUE_CONNECTORS.BINANCE"),
+        ({"DEALER_JWT_SECRET": "short"}, "at least 32 characters"),
+        ({"DEALER_SECRETS_KEY": "not-a-key"}, "Fernet key"),
+        ({"DEALER_DATABASE_URL": "mysql://x"}, "postgresql://"),
+        ({"DEALER_DEMO": "perhaps"}, "DEALER_DEMO"),
+        ({"DEALER_HTTP_POTR": "1"}, "unknown setting(s): DEALER_HTTP_POTR"),
+    ],
+)
+def test_bad_values_are_refused_with_a_message_naming_them(env: dict[str, str],
+                                                           message: str) -> None:
+    with pytest.raises(SettingsError, match=r".*") as caught:
+        load_settings(env)
+    assert message in str(caught.value)
+
+
+def test_toml_file_is_read_and_environment_wins(tmp_path: Path) -> None:
+    config = tmp_path / "dealer.toml"
+    config.write_text('http_port = 9100\nlog_level = "DEBUG"\n[venue_connectors]\nOKX = "paper"\n')
+    settings = load_settings({"DEALER_CONFIG_FILE": str(config), "DEALER_HTTP_PORT": "9200"})
+    assert settings.http_port == 9200
+    assert settings.log_level == "DEBUG"
+    assert settings.venue_connectors == {"OKX": "paper"}
+
+
+def test_missing_or_broken_toml_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings({}, config_file=tmp_path / "nope.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("http_port = = 1")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings({}, config_file=broken)
+
+
+def test_secrets_are_generated_once_and_kept_private(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_daemon_secrets(settings, create=False)
+    first = load_daemon_secrets(settings)
+    second = load_daemon_secrets(settings, create=False)
+    assert (first.jwt_secret, first.secrets_key) == (second.jwt_secret, second.secrets_key)
+    assert len(first.jwt_secret) >= 32
+    for name in ("jwt_secret", "secrets_key"):
+        mode = stat.S_IMODE(os.stat(tmp_path / "secrets" / name).st_mode)
+        assert mode == 0o600
+    assert "redacted" in repr(first)
+
+
+def test_configured_secrets_win_over_kept_ones(tmp_path: Path) -> None:
+    load_daemon_secrets(Settings(data_dir=tmp_path))
+    configured = Settings(data_dir=tmp_path, jwt_secret="j" * 40)
+    assert load_daemon_secrets(configured).jwt_secret == "j" * 40
