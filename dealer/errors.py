@@ -25,24 +25,17 @@ class Errors:
     """The registry. Attribute names are the machine codes carried in `details.code`."""
 
     INTERNAL = ErrorCode(-1, 500, "INTERNAL", "Internal error")
-    SERVICE_UNAVAILABLE = ErrorCode(-2, 503, "SERVICE_UNAVAILABLE", "Service unavailable")
 
     INVALID_REQUEST = ErrorCode(-100001, 400, "INVALID_REQUEST", "Invalid request")
     MALFORMED_JSON = ErrorCode(-100002, 400, "MALFORMED_JSON", "Request body is not valid JSON")
     PAYLOAD_TOO_LARGE = ErrorCode(-100003, 413, "PAYLOAD_TOO_LARGE", "Request body is too large")
     ROUTE_NOT_FOUND = ErrorCode(-100004, 404, "ROUTE_NOT_FOUND", "No such endpoint")
     METHOD_NOT_ALLOWED = ErrorCode(-100005, 405, "METHOD_NOT_ALLOWED", "Method not allowed")
-    UNSUPPORTED_MEDIA_TYPE = ErrorCode(
-        -100006, 415, "UNSUPPORTED_MEDIA_TYPE", "Request body must be application/json"
-    )
 
     UNAUTHENTICATED = ErrorCode(-101001, 401, "UNAUTHENTICATED", "Bearer token required")
     INVALID_TOKEN = ErrorCode(-101002, 401, "INVALID_TOKEN", "Invalid access token")
     TOKEN_EXPIRED = ErrorCode(-101003, 401, "TOKEN_EXPIRED", "Access token has expired")
     FORBIDDEN = ErrorCode(-101004, 403, "FORBIDDEN", "Insufficient role for this action")
-    ACCOUNT_FORBIDDEN = ErrorCode(
-        -101005, 403, "ACCOUNT_FORBIDDEN", "Token may not act for this trading account"
-    )
 
     CREDENTIAL_NOT_FOUND = ErrorCode(-110001, 404, "CREDENTIAL_NOT_FOUND", "Credential not found")
     CREDENTIAL_REVOKED = ErrorCode(-110002, 400, "CREDENTIAL_REVOKED", "Credential is revoked")
@@ -54,9 +47,6 @@ class Errors:
     )
     CREDENTIAL_VENUE_MISMATCH = ErrorCode(
         -110005, 400, "CREDENTIAL_VENUE_MISMATCH", "Credentials belong to different venues"
-    )
-    CREDENTIAL_VENUE_INVALID = ErrorCode(
-        -110006, 400, "CREDENTIAL_VENUE_INVALID", "Credentials cannot be created for this venue"
     )
 
     TRADING_ACCOUNT_NOT_FOUND = ErrorCode(
@@ -81,7 +71,6 @@ class Errors:
     )
 
     DEALER_NOT_FOUND = ErrorCode(-130001, 404, "DEALER_NOT_FOUND", "Dealer not found")
-    CLIENT_NOT_FOUND = ErrorCode(-130002, 404, "CLIENT_NOT_FOUND", "Client not found")
     NOT_EXCHANGE_ACCOUNT = ErrorCode(
         -130003, 400, "NOT_EXCHANGE_ACCOUNT", "Trading account is not an exchange account"
     )

@@ -44,14 +44,6 @@ class Metrics:
             "dealer_venue_connector_info", "Which connector serves each configured venue",
             ["venue", "connector"], registry=r,
         )
-        self.trading_accounts = Gauge(
-            "dealer_trading_accounts", "Trading accounts by kind and status (at last scrape)",
-            ["kind", "status"], registry=r,
-        )
-        self.dealer_links = Gauge(
-            "dealer_lp_links", "Linked LP accounts per dealer status (at last scrape)",
-            ["dealer_status"], registry=r,
-        )
         self.links_changed = Counter(
             "dealer_lp_link_changes_total", "LP link and unlink operations", ["action"],
             registry=r,
