@@ -25,6 +25,9 @@ class Errors:
     """The registry. Attribute names are the machine codes carried in `details.code`."""
 
     INTERNAL = ErrorCode(-1, 500, "INTERNAL", "Internal error")
+    SERVICE_UNAVAILABLE = ErrorCode(
+        -2, 503, "SERVICE_UNAVAILABLE", "The database is unavailable; retry later"
+    )
 
     INVALID_REQUEST = ErrorCode(-100001, 400, "INVALID_REQUEST", "Invalid request")
     MALFORMED_JSON = ErrorCode(-100002, 400, "MALFORMED_JSON", "Request body is not valid JSON")

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -18,6 +19,15 @@ from dealer.errors import ApiError, Errors
 from dealer.wire import error_envelope
 
 log = logging.getLogger(__name__)
+
+# Losing the database is an outage (503, retry), not a bug in the request or the daemon.
+DATABASE_OUTAGE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -89,6 +99,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if code is None:
             code = Errors.INVALID_REQUEST if exc.status < 500 else Errors.INTERNAL
         return _error_response(request, ApiError(code))
+    except DATABASE_OUTAGE as exc:
+        log.error("database unavailable on %s %s (request %s): %s", request.method,
+                  request.path, request.get(REQUEST_ID), type(exc).__name__)
+        return _error_response(request, ApiError(Errors.SERVICE_UNAVAILABLE))
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path,
                       request.get(REQUEST_ID))

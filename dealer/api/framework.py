@@ -56,7 +56,7 @@ class Endpoint:
             codes += [Errors.UNAUTHENTICATED, Errors.INVALID_TOKEN, Errors.TOKEN_EXPIRED]
             if self.roles != ALL_ROLES:
                 codes.append(Errors.FORBIDDEN)
-        codes.append(Errors.INTERNAL)
+        codes += [Errors.INTERNAL, Errors.SERVICE_UNAVAILABLE]
         unique = {c.errno: c for c in codes}
         return sorted(unique.values(), key=lambda c: (c.status, -c.errno))
 

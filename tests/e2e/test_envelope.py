@@ -1,0 +1,83 @@
+"""Bad requests of every shape answer the error envelope, never a 500 or a bare body."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from dealer.app import create_app
+from dealer.settings import DaemonSecrets, Settings
+from tests.conftest import ADMIN, assert_error
+
+LINK = "/api/v3/fermata/dealer/link"
+
+
+async def test_oversized_body_is_413(settings: Settings, secrets: DaemonSecrets,
+                                     aiohttp_client: Callable[[web.Application],
+                                                              Awaitable[TestClient]]) -> None:
+    small = settings.model_copy(update={"http_max_body_bytes": 1024})
+    client = await aiohttp_client(create_app(small, secrets))
+    resp = await client.post(LINK, data=b"{" + b" " * 4096 + b"}", headers=ADMIN)
+    assert resp.status == 413
+    assert_error(await resp.json(), -100003)
+
+
+@pytest.mark.parametrize(
+    ("raw", "errno"),
+    [
+        (b"{not json", -100002),
+        (b"\xff\xfe", -100002),
+        (b"[1, 2]", -100001),
+        (b'"text"', -100001),
+        (b"null", -100001),
+        (b"", -100001),
+        (b'{"dealerAccountId": 1, "tradingAccountId": null}', -100001),
+    ],
+)
+async def test_malformed_bodies_are_400(client: TestClient, raw: bytes, errno: int) -> None:
+    resp = await client.post(LINK, data=raw, headers={**ADMIN,
+                                                     "Content-Type": "application/json"})
+    assert resp.status == 400
+    body = await resp.json()
+    assert_error(body, errno)
+
+
+async def test_validation_errors_name_fields_without_echoing_values(client: TestClient) -> None:
+    resp = await client.post(LINK, json={"dealerAccountId": "secret-looking-value",
+                                         "extra": "x"}, headers=ADMIN)
+    assert resp.status == 400
+    body = await resp.json()
+    assert_error(body, -100001)
+    fields = {f["field"] for f in body["details"]["fields"]}
+    assert fields == {"dealerAccountId", "tradingAccountId", "extra"}
+    assert "secret-looking-value" not in await resp.text()
+
+
+async def test_bad_query_parameters_are_400(client: TestClient) -> None:
+    for query in ("limit=0", "limit=1001", "offset=-1", "limit=ten", "unknown=1"):
+        resp = await client.get(f"/api/v3/tradingAccount/list?{query}", headers=ADMIN)
+        assert resp.status == 400, query
+        assert_error(await resp.json(), -100001)
+
+
+async def test_health_is_503_when_the_database_is_gone(client: TestClient, dsn: str,
+                                                       pg_server: object) -> None:
+    name = dsn.split("?")[0].rsplit("/", 1)[-1]
+    admin = await asyncpg.connect(pg_server.get_uri(database="postgres"))  # type: ignore[attr-defined]
+    try:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    resp = await client.get("/api/v3/health")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["status"] == "unhealthy"
+    assert body["checks"]["database"]["status"] == "unhealthy"
+    # A request that needs the database answers a retryable 503 envelope.
+    resp = await client.get("/api/v3/tradingAccount/list", headers=ADMIN)
+    assert resp.status == 503
+    assert_error(await resp.json(), -2)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from dealer.app import create_app
+from dealer.secretbox import SecretKeyMismatch
+from dealer.settings import DaemonSecrets, Settings, SettingsError
+from tests.conftest import JWT_SECRET
+from venues.registry import ConnectorUnavailable
+
+Factory = Callable[[web.Application], Awaitable[TestClient]]
+
+
+async def test_a_different_secrets_key_is_refused_at_start(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: Factory
+) -> None:
+    await aiohttp_client(create_app(settings, secrets))  # pins the key in the database
+    other = DaemonSecrets(JWT_SECRET, base64.urlsafe_b64encode(b"o" * 32).decode())
+    with pytest.raises(SecretKeyMismatch, match="DEALER_SECRETS_KEY"):
+        await aiohttp_client(create_app(settings, other))
+
+
+def test_unavailable_backends_and_connectors_are_refused(settings: Settings,
+                                                         secrets: DaemonSecrets) -> None:
+    with pytest.raises(SettingsError, match="formance"):
+        create_app(settings.model_copy(update={"ledger_backend": "formance"}), secrets)
+    with pytest.raises(ConnectorUnavailable, match="cadenza"):
+        create_app(settings.model_copy(update={"venue_connectors": {"OKX": "cadenza"}}), secrets)
+    with pytest.raises(ConnectorUnavailable, match="unknown venue"):
+        create_app(settings.model_copy(update={"venue_connectors": {"NOPE": "paper"}}), secrets)
