@@ -109,7 +109,9 @@ async def _check_secrets_key(pool: object, box: SecretBox) -> None:
             "ON CONFLICT (key) DO NOTHING",
             box.key_check(),
         )
-        stored = await conn.fetchval("SELECT value FROM daemon_meta WHERE key = 'secrets_key_check'")
+        stored = await conn.fetchval(
+            "SELECT value FROM daemon_meta WHERE key = 'secrets_key_check'"
+        )
     box.verify_key_check(stored)
 
 

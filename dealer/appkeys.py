@@ -12,9 +12,9 @@ from aiohttp import web
 from dealer.settings import DaemonSecrets, Settings
 
 if TYPE_CHECKING:
+    from dealer.api.framework import Api
     from dealer.auth import Principal
     from dealer.errors import ApiError
-    from dealer.api.framework import Api
     from dealer.metrics import Metrics
     from dealer.secretbox import SecretBox
     from ledger.local import LocalLedger

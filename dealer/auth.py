@@ -85,5 +85,6 @@ def verify_token(secret: str, token: str) -> Principal:
         role = Role(str(claims.get("role")))
         accounts = frozenset(uuid.UUID(str(a)) for a in claims.get("accounts", []))
     except (ValueError, TypeError):
-        raise ApiError(Errors.INVALID_TOKEN, "Token has an invalid role or accounts claim") from None
+        raise ApiError(Errors.INVALID_TOKEN,
+                       "Token has an invalid role or accounts claim") from None
     return Principal(subject=str(claims["sub"]), role=role, accounts=accounts)

@@ -116,7 +116,8 @@ def load_settings(
     without the prefix (`http_port = 9000`). Raises SettingsError with one line per bad value.
     """
     env = dict(os.environ if environ is None else environ)
-    path = config_file or (Path(env["DEALER_CONFIG_FILE"]) if env.get("DEALER_CONFIG_FILE") else None)
+    named = env.get("DEALER_CONFIG_FILE")
+    path = config_file or (Path(named) if named else None)
     file_values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -153,7 +154,8 @@ def _decode_env(name: str, raw: str) -> Any:
             return json.loads(raw)
         except json.JSONDecodeError:
             raise SettingsError(
-                f'DEALER_VENUE_CONNECTORS: not valid JSON (example: {{"BINANCE": "paper"}}): {raw!r}'
+                "DEALER_VENUE_CONNECTORS: not valid JSON "
+                f'(example: {{"BINANCE": "paper"}}): {raw!r}'
             ) from None
     return raw
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 
 import asyncpg
@@ -45,3 +47,11 @@ class UnitOfWork:
                 await self._pool.release(self._conn)
             self._conn = None
             self._tx = None
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for reads outside a unit of work."""
+    async with pool.acquire() as proxy:
+        # The pool hands out a proxy that forwards every Connection method.
+        yield proxy  # type: ignore[misc]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 T = TypeVar("T")
@@ -14,7 +14,21 @@ DecimalString = Annotated[
     str, StringConstraints(pattern=r"^-?\d+(\.\d+)?$", max_length=64),
     Field(description="Decimal value as string to preserve precision", examples=["1234.56789000"]),
 ]
-Nickname = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# The largest offset PostgreSQL (bigint) and the JSON encoder (64-bit integers) can carry.
+MAX_OFFSET = 2**63 - 1
+
+
+def _storable_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail the INSERT with a 500.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Nickname = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_storable_text),
+]
 
 
 class WireModel(BaseModel):
@@ -30,8 +44,10 @@ class QueryModel(WireModel):
 
 
 class ListQuery(QueryModel):
-    limit: int = Field(default=50, ge=1, le=1000, description="Limit the number of returned results")
-    offset: int = Field(default=0, ge=0, description="Offset of the returned results")
+    limit: int = Field(default=50, ge=1, le=1000,
+                       description="Limit the number of returned results")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET,
+                        description="Offset of the returned results")
 
 
 class Pagination(WireModel):

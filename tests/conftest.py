@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -121,8 +120,10 @@ def assert_error(body: dict[str, Any], errno: int) -> None:
     assert body["success"] is False, body
     assert body["data"] is None, body
     assert body["errno"] == errno, body
-    assert isinstance(body["error"], str) and body["error"], body
-    assert isinstance(body["details"], dict) and body["details"]["request_id"], body
+    assert isinstance(body["error"], str), body
+    assert body["error"], body
+    assert isinstance(body["details"], dict), body
+    assert body["details"]["request_id"], body
 
 
 def assert_ok(body: dict[str, Any]) -> Any:
@@ -135,5 +136,3 @@ def assert_ok(body: dict[str, Any]) -> Any:
 def utc(year: int = 2026, month: int = 1, day: int = 1) -> dt.datetime:
     return dt.datetime(year, month, day, tzinfo=dt.UTC)
 
-
-os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")

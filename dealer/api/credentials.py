@@ -9,12 +9,16 @@ from aiohttp import web
 from pydantic import Field, StringConstraints
 
 from dealer.api.framework import Api
-from dealer.api.schemas import CredentialOut, TradingAccountOut, credential_out
+from dealer.api.schemas import (
+    CredentialOut,
+    TradingAccountOut,
+    credential_out,
+)
 from dealer.appkeys import CLOCK, POOL, SECRET_BOX, VENUES
 from dealer.auth import Principal, Role
 from dealer.errors import Errors
 from dealer.services import credentials as service
-from dealer.uow import UnitOfWork
+from dealer.uow import UnitOfWork, connection
 from dealer.wire import ListQuery, Nickname, Page, WireModel, iso, millis
 from venues.base import EXCHANGE_VENUES, ApiCredential
 
@@ -158,7 +162,7 @@ async def list_(request: web.Request, principal: Principal | None,
         credential_ids=params.credential_ids, venue=params.venue,
         limit=params.limit, offset=params.offset,
     )
-    async with request.app[POOL].acquire() as conn:
+    async with connection(request.app[POOL]) as conn:
         records, total = await service.list_credentials(conn, query)
     return Page([credential_out(r) for r in records], total, params.limit, params.offset)
 

@@ -49,8 +49,10 @@ def credential_out(record: CredentialRecord) -> CredentialOut:
         credential_id=record.credential_id, venue=record.venue,
         credential_type=record.credential_type, nickname=record.nickname, status=record.status,
         identities=[i["externalTradingAccountId"] for i in record.identities],
-        created_at=millis(record.created_at) or 0, created_at_date_time=iso(record.created_at) or "",
-        updated_at=millis(record.updated_at) or 0, updated_at_date_time=iso(record.updated_at) or "",
+        created_at=millis(record.created_at) or 0,
+        created_at_date_time=iso(record.created_at) or "",
+        updated_at=millis(record.updated_at) or 0,
+        updated_at_date_time=iso(record.updated_at) or "",
         verified_at=millis(record.verified_at), verified_at_date_time=iso(record.verified_at),
         revoked_at=millis(record.revoked_at), revoked_at_date_time=iso(record.revoked_at),
     )
@@ -63,6 +65,8 @@ def trading_account_out(record: TradingAccountRecord) -> TradingAccountOut:
         venue=record.venue, nickname=record.nickname, account_type=record.account_type,
         external_account_type=record.external_account_type,
         credentials=[credential_out(c) for c in record.credentials], status=record.status,
-        created_at=millis(record.created_at) or 0, created_at_date_time=iso(record.created_at) or "",
-        updated_at=millis(record.updated_at) or 0, updated_at_date_time=iso(record.updated_at) or "",
+        created_at=millis(record.created_at) or 0,
+        created_at_date_time=iso(record.created_at) or "",
+        updated_at=millis(record.updated_at) or 0,
+        updated_at_date_time=iso(record.updated_at) or "",
     )

@@ -10,12 +10,15 @@ from aiohttp import web
 from pydantic import Field, StringConstraints
 
 from dealer.api.framework import Api
-from dealer.api.schemas import TradingAccountOut, trading_account_out
+from dealer.api.schemas import (
+    TradingAccountOut,
+    trading_account_out,
+)
 from dealer.appkeys import CLOCK, POOL
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors
 from dealer.services import trading_accounts as service
-from dealer.uow import UnitOfWork
+from dealer.uow import UnitOfWork, connection
 from dealer.wire import ListQuery, Nickname, Page, WireModel, iso, millis
 from venues.base import EXCHANGE_VENUES, FERMATA_VENUE
 
@@ -156,7 +159,7 @@ async def list_(request: web.Request, principal: Principal | None,
         status=params.account_status, only=own_accounts(principal),
         limit=params.limit, offset=params.offset,
     )
-    async with request.app[POOL].acquire() as conn:
+    async with connection(request.app[POOL]) as conn:
         records, total = await service.list_accounts(conn, query)
     return Page([trading_account_out(r) for r in records], total, params.limit, params.offset)
 
@@ -177,7 +180,7 @@ async def operations(request: web.Request, principal: Principal | None,
         start=_from_millis(params.start_time), end=_from_millis(params.end_time),
         only=own_accounts(principal), limit=params.limit, offset=params.offset,
     )
-    async with request.app[POOL].acquire() as conn:
+    async with connection(request.app[POOL]) as conn:
         records, total = await service.list_operations(conn, query)
     items = [
         OperationOut(operation_id=r.operation_id, trading_account_id=r.trading_account_id,

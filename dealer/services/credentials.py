@@ -56,15 +56,28 @@ def _identity_json(identity: VenueIdentity) -> dict[str, str]:
 async def get_credential(
     conn: asyncpg.Connection, credential_id: uuid.UUID, *, for_update: bool = False
 ) -> CredentialRecord:
+    lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(
-        f"SELECT {CREDENTIAL_COLUMNS} FROM credential WHERE credential_id = $1"
-        + (" FOR UPDATE" if for_update else ""),
+        f"SELECT {CREDENTIAL_COLUMNS} FROM credential WHERE credential_id = $1{lock}",  # noqa: S608
         credential_id,
     )
     if row is None:
         raise ApiError(Errors.CREDENTIAL_NOT_FOUND, details={"metadata": {
             "credentialId": str(credential_id)}})
     return CredentialRecord.from_row(row)
+
+
+async def lock_credentials(
+    conn: asyncpg.Connection, credential_ids: list[uuid.UUID]
+) -> list[CredentialRecord]:
+    """The credentials named (duplicates dropped, order kept), each locked FOR UPDATE.
+
+    Rows are locked in id order, whatever order the request named them in, so two requests
+    naming the same credentials cannot deadlock. 404 for an unknown id.
+    """
+    wanted = list(dict.fromkeys(credential_ids))
+    locked = {cid: await get_credential(conn, cid, for_update=True) for cid in sorted(wanted)}
+    return [locked[cid] for cid in wanted]
 
 
 async def create_credential(
@@ -74,10 +87,11 @@ async def create_credential(
         f"""INSERT INTO credential (credential_id, venue, credential_type, nickname, status,
                 secret_ciphertext, created_at, updated_at)
             VALUES ($1, $2, $3, $4, 'CREATED', $5, $6, $6)
-            RETURNING {CREDENTIAL_COLUMNS}""",
-        uuid.uuid4(), cmd.venue, cmd.credential_type, cmd.nickname, box.seal(_sealable(cmd.secret)),
-        now,
+            RETURNING {CREDENTIAL_COLUMNS}""",  # noqa: S608
+        uuid.uuid4(), cmd.venue, cmd.credential_type, cmd.nickname,
+        box.seal(_sealable(cmd.secret)), now,
     )
+    assert row is not None  # INSERT … RETURNING always answers the row
     await uow.commit()
     return CredentialRecord.from_row(row)
 
@@ -92,10 +106,11 @@ async def verify_credentials(
     """Ask each credential's venue what it may access; record VERIFIED or FAILED.
 
     A credential the venue refuses is marked FAILED (that is the verification's outcome, kept
-    even though the call answers an error).
+    even though the call answers an error). The credentials stay locked until the outcome is
+    written, so a revoke or rotate committed meanwhile is never overwritten.
     """
     conn = uow.conn
-    records = [await get_credential(conn, cid) for cid in dict.fromkeys(credential_ids)]
+    records = await lock_credentials(conn, credential_ids)
     for record in records:
         if record.status == "REVOKED":
             raise ApiError(Errors.CREDENTIAL_REVOKED, details={"metadata": {
@@ -104,8 +119,8 @@ async def verify_credentials(
     for record in records:
         secret = await _load_secret(conn, box, record.credential_id)
         try:
-            identities = await venues.execution(record.venue).verify_credential(secret)
-            outcomes.append((record, identities, None))
+            found = await venues.execution(record.venue).verify_credential(secret)
+            outcomes.append((record, found, None))
         except CredentialRejected as exc:
             outcomes.append((record, None, str(exc)))
     updated: list[CredentialRecord] = []
@@ -114,7 +129,7 @@ async def verify_credentials(
         if identities is None:
             row = await conn.fetchrow(
                 f"""UPDATE credential SET status = 'FAILED', updated_at = $2
-                    WHERE credential_id = $1 RETURNING {CREDENTIAL_COLUMNS}""",
+                    WHERE credential_id = $1 RETURNING {CREDENTIAL_COLUMNS}""",  # noqa: S608
                 record.credential_id, now,
             )
             failures.append(f"{record.credential_id}: {reason}")
@@ -122,9 +137,10 @@ async def verify_credentials(
             row = await conn.fetchrow(
                 f"""UPDATE credential SET status = 'VERIFIED', identities = $2, verified_at = $3,
                         updated_at = $3
-                    WHERE credential_id = $1 RETURNING {CREDENTIAL_COLUMNS}""",
+                    WHERE credential_id = $1 RETURNING {CREDENTIAL_COLUMNS}""",  # noqa: S608
                 record.credential_id, [_identity_json(i) for i in identities], now,
             )
+        assert row is not None  # the credential exists: it was read above in this transaction
         updated.append(CredentialRecord.from_row(row))
     await uow.commit()
     if failures:
@@ -140,7 +156,7 @@ async def _identities_with_connections(
         f"""SELECT tac.credential_id, {', '.join('ta.' + c.strip()
                    for c in ACCOUNT_COLUMNS.split(','))}
             FROM trading_account_credential tac JOIN trading_account ta USING (trading_account_id)
-            WHERE tac.live AND tac.credential_id = ANY($1::uuid[])""",
+            WHERE tac.live AND tac.credential_id = ANY($1::uuid[])""",  # noqa: S608
         [c.credential_id for c in credentials],
     )
     connected = {(r["credential_id"], r["external_trading_account_id"]):
@@ -162,7 +178,9 @@ async def _load_secret(conn: asyncpg.Connection, box: SecretBox,
                          api_passphrase=opened.get("apiPassphrase"))
 
 
-async def _accounts_using(conn: asyncpg.Connection, credential_id: uuid.UUID) -> list[asyncpg.Record]:
+async def _accounts_using(
+    conn: asyncpg.Connection, credential_id: uuid.UUID
+) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT ta.trading_account_id, ta.status, ta.external_trading_account_id
            FROM trading_account_credential tac JOIN trading_account ta USING (trading_account_id)
@@ -200,9 +218,10 @@ async def revoke_credential(
                                detail)
     row = await conn.fetchrow(
         f"""UPDATE credential SET status = 'REVOKED', revoked_at = $2, updated_at = $2
-            WHERE credential_id = $1 RETURNING {CREDENTIAL_COLUMNS}""",
+            WHERE credential_id = $1 RETURNING {CREDENTIAL_COLUMNS}""",  # noqa: S608
         credential_id, now,
     )
+    assert row is not None  # locked FOR UPDATE above
     await uow.commit()
     return CredentialRecord.from_row(row)
 
@@ -235,9 +254,11 @@ async def rotate_credential(
     row = await conn.fetchrow(
         f"""UPDATE credential SET secret_ciphertext = $2, status = 'VERIFIED', identities = $3,
                 verified_at = $4, updated_at = $4
-            WHERE credential_id = $1 RETURNING {CREDENTIAL_COLUMNS}""",
-        credential_id, box.seal(_sealable(secret)), [_identity_json(i) for i in identities], now,
+            WHERE credential_id = $1 RETURNING {CREDENTIAL_COLUMNS}""",  # noqa: S608
+        credential_id, box.seal(_sealable(secret)), [_identity_json(i) for i in identities],
+        now,
     )
+    assert row is not None  # locked FOR UPDATE above
     for account in accounts:
         await record_operation(conn, account["trading_account_id"], "CREDENTIAL_ROTATE", now,
                                {"credentialId": str(credential_id)})
@@ -258,7 +279,8 @@ class CredentialFilter:
 async def list_credentials(
     conn: asyncpg.Connection, f: CredentialFilter
 ) -> tuple[list[CredentialRecord], int]:
-    where, args = ["TRUE"], []
+    where: list[str] = ["TRUE"]
+    args: list[object] = []
     for column, value in (("credential_type", f.credential_type), ("status", f.status),
                           ("venue", f.venue)):
         if value is not None:
@@ -268,10 +290,11 @@ async def list_credentials(
         args.append(f.credential_ids)
         where.append(f"credential_id = ANY(${len(args)}::uuid[])")
     clause = " AND ".join(where)
-    total = await conn.fetchval(f"SELECT count(*) FROM credential WHERE {clause}", *args)
+    total: int = await conn.fetchval(f"SELECT count(*) FROM credential WHERE {clause}", *args)  # noqa: S608
     rows = await conn.fetch(
         f"""SELECT {CREDENTIAL_COLUMNS} FROM credential WHERE {clause}
-            ORDER BY created_at, credential_id LIMIT {f.limit} OFFSET {f.offset}""",
-        *args,
+            ORDER BY created_at, credential_id
+            LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}""",  # noqa: S608
+        *args, f.limit, f.offset,
     )
     return [CredentialRecord.from_row(r) for r in rows], total

@@ -76,6 +76,9 @@ class TradingAccountRecord:
         )
 
 
+# Column lists interpolated into queries. Queries only ever interpolate these constants and
+# WHERE fragments of fixed text with $n placeholders (hence the `noqa: S608`); values are always
+# bound parameters.
 CREDENTIAL_COLUMNS = (
     "credential_id, venue, credential_type, nickname, status, identities, created_at, "
     "updated_at, verified_at, revoked_at"
@@ -97,7 +100,7 @@ async def credentials_of(
                    for c in CREDENTIAL_COLUMNS.split(','))}
             FROM trading_account_credential tac JOIN credential c USING (credential_id)
             WHERE tac.trading_account_id = ANY($1::uuid[])
-            ORDER BY c.created_at, c.credential_id""",
+            ORDER BY c.created_at, c.credential_id""",  # noqa: S608
         account_ids,
     )
     found: dict[uuid.UUID, list[CredentialRecord]] = {}
@@ -110,9 +113,9 @@ async def load_account(
     conn: asyncpg.Connection, trading_account_id: uuid.UUID, *, for_update: bool = False
 ) -> TradingAccountRecord | None:
     """One trading account with its credentials; `for_update` locks its row."""
+    lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(
-        f"SELECT {ACCOUNT_COLUMNS} FROM trading_account WHERE trading_account_id = $1"
-        + (" FOR UPDATE" if for_update else ""),
+        f"SELECT {ACCOUNT_COLUMNS} FROM trading_account WHERE trading_account_id = $1{lock}",  # noqa: S608
         trading_account_id,
     )
     if row is None:

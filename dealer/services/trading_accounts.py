@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from dealer.errors import ApiError, Errors
-from dealer.services.credentials import get_credential
+from dealer.services.credentials import lock_credentials
 from dealer.services.records import (
     ACCOUNT_COLUMNS,
     EXCHANGE,
@@ -45,8 +45,7 @@ async def connect_account(
     """Connect an exchange account: 404 unknown credential, 409 already connected,
     422 external id the credentials were not verified for."""
     conn = uow.conn
-    credentials = [await get_credential(conn, cid, for_update=True)
-                   for cid in dict.fromkeys(cmd.credential_ids)]
+    credentials = await lock_credentials(conn, cmd.credential_ids)
     for credential in credentials:
         if credential.status == "REVOKED":
             raise ApiError(Errors.CREDENTIAL_REVOKED)
@@ -198,7 +197,8 @@ class AccountFilter:
 async def list_accounts(
     conn: asyncpg.Connection, f: AccountFilter
 ) -> tuple[list[TradingAccountRecord], int]:
-    where, args = ["TRUE"], []
+    where: list[str] = ["TRUE"]
+    args: list[object] = []
     for column, value in (("trading_account_id", f.trading_account_id), ("venue", f.venue),
                           ("status", f.status)):
         if value is not None:
@@ -208,11 +208,14 @@ async def list_accounts(
         args.append(list(f.only))
         where.append(f"trading_account_id = ANY(${len(args)}::uuid[])")
     clause = " AND ".join(where)
-    total = await conn.fetchval(f"SELECT count(*) FROM trading_account WHERE {clause}", *args)
+    total: int = await conn.fetchval(
+        f"SELECT count(*) FROM trading_account WHERE {clause}", *args  # noqa: S608
+    )
     rows = await conn.fetch(
         f"""SELECT {ACCOUNT_COLUMNS} FROM trading_account WHERE {clause}
-            ORDER BY created_at, trading_account_id LIMIT {f.limit} OFFSET {f.offset}""",
-        *args,
+            ORDER BY created_at, trading_account_id
+            LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}""",  # noqa: S608
+        *args, f.limit, f.offset,
     )
     creds = await credentials_of(conn, [r["trading_account_id"] for r in rows])
     return [TradingAccountRecord.from_row(r, creds.get(r["trading_account_id"], ()))
@@ -243,7 +246,8 @@ class OperationFilter:
 async def list_operations(
     conn: asyncpg.Connection, f: OperationFilter
 ) -> tuple[list[OperationRecord], int]:
-    where, args = ["TRUE"], []
+    where: list[str] = ["TRUE"]
+    args: list[object] = []
     for condition, value in (("trading_account_id = ${}", f.trading_account_id),
                              ("operation_type = ${}", f.operation_type),
                              ("created_at >= ${}", f.start), ("created_at < ${}", f.end)):
@@ -254,13 +258,14 @@ async def list_operations(
         args.append(list(f.only))
         where.append(f"trading_account_id = ANY(${len(args)}::uuid[])")
     clause = " AND ".join(where)
-    total = await conn.fetchval(
-        f"SELECT count(*) FROM trading_account_operation WHERE {clause}", *args
+    total: int = await conn.fetchval(
+        f"SELECT count(*) FROM trading_account_operation WHERE {clause}", *args  # noqa: S608
     )
     rows = await conn.fetch(
         f"""SELECT operation_id, trading_account_id, operation_type, status, detail, created_at
             FROM trading_account_operation WHERE {clause}
-            ORDER BY created_at DESC, operation_id LIMIT {f.limit} OFFSET {f.offset}""",
-        *args,
+            ORDER BY created_at DESC, operation_id
+            LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}""",  # noqa: S608
+        *args, f.limit, f.offset,
     )
     return [OperationRecord(**dict(r)) for r in rows], total

@@ -81,3 +81,33 @@ async def test_health_is_503_when_the_database_is_gone(client: TestClient, dsn: 
     resp = await client.get("/api/v3/tradingAccount/list", headers=ADMIN)
     assert resp.status == 503
     assert_error(await resp.json(), -2)
+
+
+LIST_ENDPOINTS = [
+    "/api/v3/credential/list", "/api/v3/tradingAccount/list",
+    "/api/v3/tradingAccount/operation/list", "/api/v3/fermata/dealer/list",
+    "/api/v3/fermata/client/list",
+]
+
+
+@pytest.mark.parametrize("path", LIST_ENDPOINTS)
+async def test_offsets_beyond_bigint_are_400_not_500(client: TestClient, path: str) -> None:
+    resp = await client.get(f"{path}?offset={2**63}", headers=ADMIN)
+    assert resp.status == 400
+    assert_error(await resp.json(), -100001)
+    resp = await client.get(f"{path}?offset={2**63 - 1}", headers=ADMIN)
+    assert resp.status == 200
+    assert (await resp.json())["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/api/v3/fermata/client/create", {"nickname": "a\u0000b"}),
+     ("/api/v3/fermata/dealer/create", {"nickname": "a\u0000b", "symbols": ["BTC/USDT"]})],
+)
+async def test_nul_in_text_is_400(client: TestClient, conn: asyncpg.Connection, path: str,
+                                  body: dict[str, object]) -> None:
+    resp = await client.post(path, json=body, headers=ADMIN)
+    assert resp.status == 400
+    assert_error(await resp.json(), -100001)
+    assert await conn.fetchval("SELECT count(*) FROM trading_account") == 0

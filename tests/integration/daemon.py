@@ -34,8 +34,7 @@ class Daemon:
 
 def daemon_env(data_dir: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEALER_")}
-    env.update({"DEALER_DATA_DIR": str(data_dir), "DEALER_HTTP_PORT": "0",
-                "XDG_RUNTIME_DIR": env.get("XDG_RUNTIME_DIR", "/tmp")})
+    env.update({"DEALER_DATA_DIR": str(data_dir), "DEALER_HTTP_PORT": "0"})
     env.update(settings)
     return env
 

@@ -49,7 +49,8 @@ def test_embedded_demo_daemon_curls_work_as_printed(tmp_path: Path) -> None:
             outputs.append(orjson.loads(done.stdout))
         health, dealer, links, accounts, unlink, link, relink, clients, ops = outputs
         assert health["status"] == "healthy"
-        assert dealer["success"] and dealer["data"]["status"] == "ACTIVE"
+        assert dealer["success"]
+        assert dealer["data"]["status"] == "ACTIVE"
         assert len(links["data"]) == 3
         assert {link["venue"] for link in links["data"]} == {"BINANCE", "OKX", "BYBIT"}
         assert accounts["data"][0]["status"] == "ACTIVE"
