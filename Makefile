@@ -19,7 +19,7 @@ run: $(STAMP)  ## start the daemon on embedded defaults with the demo data
 test: $(STAMP) lint typecheck pytest  ## lint, type-check and run the whole suite
 
 lint: $(STAMP)
-	$(BIN)/ruff check dealer pricing hedging ledger venues tests bench
+	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy pricing ledger dealer venues hedging

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
@@ -34,7 +33,6 @@ from ledger.local import LocalLedger
 from venues.registry import VenueRegistry
 
 log = logging.getLogger(__name__)
-EMBEDDED_DATABASE = "dealer"
 
 
 def utc_now() -> dt.datetime:
@@ -77,13 +75,7 @@ def create_app(
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """Embedded server (when no URL is set) → migrations → pool → secrets-key check."""
     settings = app[SETTINGS]
-    server = None
-    if settings.database_url:
-        dsn = settings.database_url
-    else:
-        server = await asyncio.to_thread(db.start_embedded_postgres, settings.data_dir)
-        await db.ensure_database(db.embedded_dsn(server, "postgres"), EMBEDDED_DATABASE)
-        dsn = db.embedded_dsn(server, EMBEDDED_DATABASE)
+    dsn, server = await db.resolve_database(settings.database_url, settings.data_dir)
     applied = await db.migrate(dsn)
     if applied:
         log.info("database migrated to version %d", applied[-1])

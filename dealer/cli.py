@@ -16,7 +16,7 @@ from aiohttp import web
 
 import dealer
 from dealer import db
-from dealer.app import EMBEDDED_DATABASE, create_app
+from dealer.app import create_app
 from dealer.appkeys import DSN, SECRETS, SETTINGS, VENUES
 from dealer.auth import MAX_TTL_SECONDS, Role, mint_token
 from dealer.demo import DEMO, banner
@@ -81,18 +81,13 @@ def _token(settings: Settings, role: str, accounts: list[str], ttl: int,
 
 
 async def _migrate(settings: Settings) -> int:
-    server = None
-    if settings.database_url:
-        dsn = settings.database_url
-    else:
-        server = await asyncio.to_thread(db.start_embedded_postgres, settings.data_dir)
-        await db.ensure_database(db.embedded_dsn(server, "postgres"), EMBEDDED_DATABASE)
-        dsn = db.embedded_dsn(server, EMBEDDED_DATABASE)
     try:
+        dsn, server = await db.resolve_database(settings.database_url, settings.data_dir)
         applied = await db.migrate(dsn)
     except (OSError, db.MigrationError) as exc:
         print(f"dealerd migrate: {exc}", file=sys.stderr)
         return 1
+    del server  # stops the embedded server if this process started it
     print(f"applied migrations: {applied}" if applied else "database is up to date")
     return 0
 

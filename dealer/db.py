@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -152,6 +153,22 @@ async def ensure_database(admin_dsn: str, name: str) -> None:
 def embedded_dsn(server: Any, database: str) -> str:
     uri: str = server.get_uri(database=database)
     return uri
+
+
+EMBEDDED_DATABASE = "dealer"
+
+
+async def resolve_database(database_url: str | None, data_dir: Path) -> tuple[str, Any]:
+    """The DSN to use, and the embedded server's handle when no URL is configured.
+
+    Keep the handle referenced while the database is in use: the server stops when the last
+    handle of the last process using it goes away.
+    """
+    if database_url:
+        return database_url, None
+    server = await asyncio.to_thread(start_embedded_postgres, data_dir)
+    await ensure_database(embedded_dsn(server, "postgres"), EMBEDDED_DATABASE)
+    return embedded_dsn(server, EMBEDDED_DATABASE), server
 
 
 def json_dumps(value: Any) -> str:

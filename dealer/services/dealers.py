@@ -507,6 +507,22 @@ async def insert_link(
         raise _link_refusal(dealer_account_id, linked_to or dealer_account_id) from None
 
 
+async def _dealer_and_locked_account(
+    conn: asyncpg.Connection, dealer_account_id: uuid.UUID, trading_account_id: uuid.UUID
+) -> TradingAccountRecord:
+    """404 for an unknown dealer or account; else the account, its row locked so that a
+    concurrent link or unlink of the same account waits, then sees this one's outcome."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM dealer WHERE dealer_account_id = $1", dealer_account_id
+    )
+    if found is None:
+        raise ApiError(Errors.DEALER_NOT_FOUND)
+    account = await load_account(conn, trading_account_id, for_update=True)
+    if account is None:
+        raise ApiError(Errors.TRADING_ACCOUNT_NOT_FOUND)
+    return account
+
+
 async def link_lp(
     uow: UnitOfWork,
     now: dt.datetime,
@@ -516,15 +532,7 @@ async def link_lp(
 ) -> None:
     """Link an ACTIVE exchange account to a dealer as LP and open its `exchange:` wallet."""
     conn = uow.conn
-    dealer_found = await conn.fetchval(
-        "SELECT 1 FROM dealer WHERE dealer_account_id = $1", dealer_account_id
-    )
-    if dealer_found is None:
-        raise ApiError(Errors.DEALER_NOT_FOUND)
-    # The row lock makes a concurrent link of the same account wait, then see this link.
-    account = await load_account(conn, trading_account_id, for_update=True)
-    if account is None:
-        raise ApiError(Errors.TRADING_ACCOUNT_NOT_FOUND)
+    account = await _dealer_and_locked_account(conn, dealer_account_id, trading_account_id)
     if not account.is_exchange:
         raise ApiError(Errors.NOT_EXCHANGE_ACCOUNT)
     linked_to = await _existing_link_dealer(conn, trading_account_id)
@@ -556,14 +564,7 @@ async def unlink_lp(
 ) -> None:
     """Remove a link; the `exchange:` ledger account stays, its history still matters."""
     conn = uow.conn
-    dealer_found = await conn.fetchval(
-        "SELECT 1 FROM dealer WHERE dealer_account_id = $1", dealer_account_id
-    )
-    if dealer_found is None:
-        raise ApiError(Errors.DEALER_NOT_FOUND)
-    account = await load_account(conn, trading_account_id, for_update=True)
-    if account is None:
-        raise ApiError(Errors.TRADING_ACCOUNT_NOT_FOUND)
+    await _dealer_and_locked_account(conn, dealer_account_id, trading_account_id)
     removed = await conn.fetchval(
         """DELETE FROM dealer_link WHERE dealer_account_id = $1 AND trading_account_id = $2
            RETURNING linked_at""",

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import time
 import uuid
 from typing import Any
 
 import asyncpg
 import orjson
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from dealer.auth import Role, mint_token
 from dealer.secretbox import SecretBox
 from tests.conftest import ADMIN, SECRETS_KEY, TRADER, VIEWER, assert_error, assert_ok, auth
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers import (
+    Client,
+    assert_body_rejections,
+    assert_invalid,
+    assert_moment,
+    fetch_one,
+    get,
+    post,
+    post_raw,
+    snapshot,
+    until_lock_waiters,
+)
 
 CREATE = "/api/v3/credential/create"
 VERIFY = "/api/v3/credential/verify"
@@ -40,30 +46,9 @@ VERIFIED_ACCOUNT_KEYS = {
     "createdAt", "createdAtDateTime", "updatedAt", "updatedAtDateTime",
 }
 BINANCE_IDS = ["spot", "margin", "isolated_margin", "futures", "coin_futures"]
-WRITTEN_TABLES = ("credential", "trading_account", "trading_account_credential",
-                  "trading_account_operation")
 
 
 # ---------------------------------------------------------------- helpers
-
-
-async def post(client: Client, path: str, body: Any,
-               headers: dict[str, str] = ADMIN) -> tuple[int, dict[str, Any]]:
-    resp = await client.post(path, json=body, headers=headers)
-    return resp.status, await resp.json()
-
-
-async def post_raw(client: Client, path: str, raw: bytes,
-                   headers: dict[str, str] = ADMIN) -> tuple[int, dict[str, Any]]:
-    resp = await client.post(path, data=raw,
-                             headers={**headers, "Content-Type": "application/json"})
-    return resp.status, await resp.json()
-
-
-async def get(client: Client, path: str, params: Any = None,
-              headers: dict[str, str] = ADMIN) -> tuple[int, dict[str, Any]]:
-    resp = await client.get(path, params=params, headers=headers)
-    return resp.status, await resp.json()
 
 
 async def create_credential(client: Client, venue: str = "BINANCE", *,
@@ -118,72 +103,11 @@ async def operations_of(client: Client, account_id: str) -> list[dict[str, Any]]
     return data
 
 
-async def fetch_one(conn: asyncpg.Connection, query: str, *args: Any) -> asyncpg.Record:
-    row = await conn.fetchrow(query, *args)
-    assert row is not None, query
-    return row
-
-
-async def until_lock_waiters(conn: asyncpg.Connection, count: int) -> None:
-    """Return once `count` sessions of this database wait on a lock (polls, never sleeps)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        await conn.execute("SELECT pg_stat_clear_snapshot()")  # fresh view inside a transaction
-        waiting = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'")
-        if waiting >= count:
-            return
-    raise AssertionError(f"never saw {count} session(s) waiting on a lock")
-
-
-async def snapshot(conn: asyncpg.Connection) -> dict[str, list[str]]:
-    """Every row of the tables these endpoints write, to prove a refused request wrote nothing."""
-    return {
-        table: [r[0] for r in await conn.fetch(
-            f"SELECT to_jsonb(t)::text FROM {table} t ORDER BY 1")]
-        for table in WRITTEN_TABLES
-    }
-
-
 async def stored_secret(conn: asyncpg.Connection, credential_id: str) -> dict[str, Any]:
     sealed = await conn.fetchval(
         "SELECT secret_ciphertext FROM credential WHERE credential_id = $1",
         uuid.UUID(credential_id))
     return SecretBox(SECRETS_KEY).open(sealed)
-
-
-def assert_moment(millis: int, iso: str) -> None:
-    assert iso.endswith("Z")
-    parsed = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    assert int(parsed.timestamp() * 1000) == millis
-
-
-def assert_invalid(status: int, payload: dict[str, Any], field: str | None = None) -> None:
-    assert status == 400, payload
-    assert_error(payload, -100001)
-    assert payload["details"]["code"] == "INVALID_REQUEST"
-    if field is not None:
-        fields = [f["field"] for f in payload["details"]["fields"]]
-        assert any(f == field or f.startswith(field + ".") for f in fields), fields
-
-
-async def assert_body_rejections(client: Client, conn: asyncpg.Connection, path: str,
-                                 cases: list[tuple[Any, str | None]]) -> None:
-    """Each body is refused with 400 -100001 naming the field, and nothing is written."""
-    before = await snapshot(conn)
-    for body, field in cases:
-        status, payload = await post(client, path, body)
-        assert_invalid(status, payload, field)
-    for raw in (b"[]", b'"text"', b"42", b"null"):
-        status, payload = await post_raw(client, path, raw)
-        assert_invalid(status, payload)
-        assert "JSON object" in payload["error"]
-    for raw in (b"{", b'{"venue": "BINANCE",}', b"not json", b"{'a': 1}"):
-        status, payload = await post_raw(client, path, raw)
-        assert status == 400, payload
-        assert_error(payload, -100002)
-    assert await snapshot(conn) == before
 
 
 # ---------------------------------------------------------------- create

@@ -14,7 +14,7 @@ from dealer.auth import Role
 from dealer.errors import ApiError, Errors
 from dealer.services import dealers
 from tests.conftest import ADMIN, TRADER, VIEWER, assert_error, assert_ok, auth
-from tests.factories import insert_exchange_account
+from tests.helpers import get, insert_exchange_account, post, snapshot
 
 DEALER = "/api/v3/fermata/dealer"
 CLIENT = "/api/v3/fermata/client"
@@ -22,21 +22,6 @@ INVALID_TOKEN = {"Authorization": "Bearer not-a-jwt"}
 ALREADY_LINKED_TEXT = "Trading account is already linked to this dealer"
 
 # ---------------------------------------------------------------- helpers
-
-
-async def post(
-    client: TestClient, path: str, body: Any, headers: dict[str, str] | None = ADMIN
-) -> tuple[int, dict[str, Any]]:
-    resp = await client.post(path, json=body, headers=headers or {})
-    return resp.status, await resp.json()
-
-
-async def get(
-    client: TestClient, path: str, params: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = ADMIN,
-) -> tuple[int, dict[str, Any]]:
-    resp = await client.get(path, params=params or {}, headers=headers or {})
-    return resp.status, await resp.json()
 
 
 async def new_dealer(client: TestClient, **fields: Any) -> dict[str, Any]:
@@ -66,21 +51,6 @@ async def unlink(client: TestClient, dealer_id: Any, account_id: Any,
     return await post(client, f"{DEALER}/unlink",
                       {"dealerAccountId": str(dealer_id), "tradingAccountId": str(account_id)},
                       headers)
-
-
-async def snapshot(conn: asyncpg.Connection) -> dict[str, Any]:
-    """Everything the FERMATA endpoints may write, to prove a refusal wrote nothing."""
-    return {
-        "accounts": [dict(r) for r in await conn.fetch(
-            "SELECT * FROM trading_account ORDER BY trading_account_id")],
-        "dealers": [dict(r) for r in await conn.fetch(
-            "SELECT * FROM dealer ORDER BY dealer_account_id")],
-        "links": [dict(r) for r in await conn.fetch(
-            "SELECT * FROM dealer_link ORDER BY trading_account_id")],
-        "operations": await conn.fetchval("SELECT count(*) FROM trading_account_operation"),
-        "ledger": [dict(r) for r in await conn.fetch(
-            "SELECT * FROM ledger_account ORDER BY address")],
-    }
 
 
 async def metric(client: TestClient, line_start: str) -> float:

@@ -8,13 +8,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient
+from aiohttp import ClientResponse
 
 from dealer.secretbox import SecretBox
 from tests.conftest import ADMIN, SECRETS_KEY, VIEWER
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers import Client
 
 CREATE = "/api/v3/credential/create"
 VERIFY = "/api/v3/credential/verify"

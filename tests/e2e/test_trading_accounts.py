@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,14 +12,22 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from dealer.app import create_app
 from dealer.auth import Role
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN, TRADER, VIEWER, assert_error, assert_ok, auth, utc
-
-Client = TestClient[web.Request, web.Application]
+from tests.helpers import (
+    Client,
+    assert_invalid,
+    assert_moment,
+    fetch_one,
+    get,
+    post,
+    post_raw,
+    snapshot,
+    until_lock_waiters,
+)
 
 CREATE = "/api/v3/credential/create"
 VERIFY = "/api/v3/credential/verify"
@@ -41,30 +48,9 @@ ACCOUNT_KEYS = {
 }
 OPERATION_KEYS = {"operationId", "tradingAccountId", "operationType", "status", "detail",
                   "createdAt", "createdAtDateTime"}
-WRITTEN_TABLES = ("credential", "trading_account", "trading_account_credential",
-                  "trading_account_operation", "dealer", "dealer_link")
 
 
 # ---------------------------------------------------------------- helpers
-
-
-async def post(client: Client, path: str, body: Any,
-               headers: dict[str, str] = ADMIN) -> tuple[int, dict[str, Any]]:
-    resp = await client.post(path, json=body, headers=headers)
-    return resp.status, await resp.json()
-
-
-async def post_raw(client: Client, path: str, raw: bytes,
-                   headers: dict[str, str] = ADMIN) -> tuple[int, dict[str, Any]]:
-    resp = await client.post(path, data=raw,
-                             headers={**headers, "Content-Type": "application/json"})
-    return resp.status, await resp.json()
-
-
-async def get(client: Client, path: str, params: Any = None,
-              headers: dict[str, str] = ADMIN) -> tuple[int, dict[str, Any]]:
-    resp = await client.get(path, params=params, headers=headers)
-    return resp.status, await resp.json()
 
 
 async def ok(client: Client, path: str, body: Any) -> Any:
@@ -121,34 +107,6 @@ async def operation_types(client: Client, account_id: str) -> list[str]:
     return [r["operationType"] for r in rows]
 
 
-async def fetch_one(conn: asyncpg.Connection, query: str, *args: Any) -> asyncpg.Record:
-    row = await conn.fetchrow(query, *args)
-    assert row is not None, query
-    return row
-
-
-async def until_lock_waiters(conn: asyncpg.Connection, count: int) -> None:
-    """Return once `count` sessions of this database wait on a lock (polls, never sleeps)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        await conn.execute("SELECT pg_stat_clear_snapshot()")  # fresh view inside a transaction
-        waiting = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'")
-        if waiting >= count:
-            return
-    raise AssertionError(f"never saw {count} session(s) waiting on a lock")
-
-
-async def snapshot(conn: asyncpg.Connection) -> dict[str, list[str]]:
-    """Every row of the tables these endpoints write, to prove a refused request wrote nothing."""
-    return {
-        table: [r[0] for r in await conn.fetch(
-            f"SELECT to_jsonb(t)::text FROM {table} t ORDER BY 1")]
-        for table in WRITTEN_TABLES
-    }
-
-
 async def insert_dealer(conn: asyncpg.Connection, linked_to: str | None = None) -> str:
     """A FERMATA dealer account (as the dealer endpoints would create it), optionally with an
     exchange account linked to it as LP."""
@@ -173,20 +131,6 @@ async def insert_dealer(conn: asyncpg.Connection, linked_to: str | None = None) 
             dealer_id, uuid.UUID(linked_to), now,
         )
     return str(dealer_id)
-
-
-def assert_moment(millis: int, iso: str) -> None:
-    assert iso.endswith("Z")
-    parsed = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    assert int(parsed.timestamp() * 1000) == millis
-
-
-def assert_invalid(status: int, payload: dict[str, Any], field: str | None = None) -> None:
-    assert status == 400, payload
-    assert_error(payload, -100001)
-    if field is not None:
-        fields = [f["field"] for f in payload["details"]["fields"]]
-        assert any(f == field or f.startswith(field + ".") for f in fields), fields
 
 
 class SteppingClock:

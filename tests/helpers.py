@@ -1,0 +1,120 @@
+"""Helpers shared by the end-to-end tests: HTTP calls, database checks, rows written directly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import ADMIN, assert_error
+
+Client = TestClient[web.Request, web.Application]
+
+# Every table an admin endpoint writes: a refused request must leave all of them unchanged.
+WRITTEN_TABLES = ("credential", "trading_account", "trading_account_credential",
+                  "trading_account_operation", "dealer", "dealer_link", "ledger_account")
+
+
+async def post(client: Client, path: str, body: Any,
+               headers: dict[str, str] = ADMIN) -> tuple[int, dict[str, Any]]:
+    resp = await client.post(path, json=body, headers=headers)
+    return resp.status, await resp.json()
+
+
+async def post_raw(client: Client, path: str, raw: bytes,
+                   headers: dict[str, str] = ADMIN) -> tuple[int, dict[str, Any]]:
+    resp = await client.post(path, data=raw,
+                             headers={**headers, "Content-Type": "application/json"})
+    return resp.status, await resp.json()
+
+
+async def get(client: Client, path: str, params: Any = None,
+              headers: dict[str, str] = ADMIN) -> tuple[int, dict[str, Any]]:
+    resp = await client.get(path, params=params, headers=headers)
+    return resp.status, await resp.json()
+
+
+async def fetch_one(conn: asyncpg.Connection, query: str, *args: Any) -> asyncpg.Record:
+    row = await conn.fetchrow(query, *args)
+    assert row is not None, query
+    return row
+
+
+async def until_lock_waiters(conn: asyncpg.Connection, count: int) -> None:
+    """Return once `count` sessions of this database wait on a lock (polls, never sleeps)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")  # fresh view inside a transaction
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+        if waiting >= count:
+            return
+    raise AssertionError(f"never saw {count} session(s) waiting on a lock")
+
+
+async def snapshot(conn: asyncpg.Connection) -> dict[str, list[str]]:
+    """Every row of the written tables, to prove a refused request wrote nothing."""
+    return {
+        table: [r[0] for r in await conn.fetch(
+            f"SELECT to_jsonb(t)::text FROM {table} t ORDER BY 1")]
+        for table in WRITTEN_TABLES
+    }
+
+
+def assert_moment(millis: int, iso: str) -> None:
+    """A time as the seeds carry it: unix ms and the same instant as ISO 8601 in UTC."""
+    assert iso.endswith("Z")
+    parsed = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    assert int(parsed.timestamp() * 1000) == millis
+
+
+def assert_invalid(status: int, payload: dict[str, Any], field: str | None = None) -> None:
+    """400 -100001, naming `field` among the refused fields when given."""
+    assert status == 400, payload
+    assert_error(payload, -100001)
+    if field is not None:
+        fields = [f["field"] for f in payload["details"]["fields"]]
+        assert any(f == field or f.startswith(field + ".") for f in fields), fields
+
+
+async def assert_body_rejections(client: Client, conn: asyncpg.Connection, path: str,
+                                 cases: list[tuple[Any, str | None]]) -> None:
+    """Each body is refused with 400 -100001 naming the field, and nothing is written."""
+    before = await snapshot(conn)
+    for body, field in cases:
+        status, payload = await post(client, path, body)
+        assert_invalid(status, payload, field)
+    for raw in (b"[]", b'"text"', b"42", b"null"):
+        status, payload = await post_raw(client, path, raw)
+        assert_invalid(status, payload)
+        assert "JSON object" in payload["error"]
+    for raw in (b"{", b'{"venue": "BINANCE",}', b"not json", b"{'a': 1}"):
+        status, payload = await post_raw(client, path, raw)
+        assert status == 400, payload
+        assert_error(payload, -100002)
+    assert await snapshot(conn) == before
+
+
+async def insert_exchange_account(
+    conn: asyncpg.Connection,
+    venue: str = "BINANCE",
+    status: str = "ACTIVE",
+    external_id: str = "spot",
+) -> uuid.UUID:
+    """An exchange trading account as `tradingAccount/connect` would leave it (no credential)."""
+    account_id = uuid.uuid4()
+    now = dt.datetime.now(dt.UTC)
+    await conn.execute(
+        """INSERT INTO trading_account (trading_account_id, venue, kind,
+               external_trading_account_id, account_type, external_account_type, nickname,
+               status, created_at, updated_at)
+           VALUES ($1, $2, 'EXCHANGE', $3, 'SPOT', 'SPOT', $4, $5, $6, $6)""",
+        account_id, venue, external_id, f"{venue.lower()} {external_id}", status, now,
+    )
+    return account_id
