@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
+import asyncpg
 from aiohttp import web
 
 from dealer import db
-from dealer.api import credentials, fermata, meta, trading_accounts
+from dealer.api import credentials, fermata, market, meta, trading_accounts
 from dealer.api.framework import Api
+from dealer.api.market import sync_venue
 from dealer.appkeys import (
     API,
     CLOCK,
     DSN,
     LEDGER,
+    MARKET_DATA,
     METRICS,
     POOL,
+    SCHEDULER,
     SECRET_BOX,
     SECRETS,
     SETTINGS,
@@ -25,12 +29,18 @@ from dealer.appkeys import (
     Clock,
 )
 from dealer.demo import demo_ctx
+from dealer.marketdata import MarketDataService
 from dealer.metrics import Metrics
 from dealer.middlewares import MIDDLEWARES
+from dealer.scheduler import add_job, build_scheduler
 from dealer.secretbox import SecretBox
 from dealer.settings import DaemonSecrets, Settings, SettingsError
 from ledger.local import LocalLedger
-from venues.registry import VenueRegistry
+from venues.cadenza.client import CadenzaVenue, rate_limiter
+from venues.cadenza.config import CadenzaConfig
+from venues.paper.client import PaperVenue
+from venues.paper.config import PaperConfig
+from venues.registry import ConnectorFactory, ConnectorUnavailable, VenueRegistry
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +52,7 @@ def utc_now() -> dt.datetime:
 def build_api() -> Api:
     """Every endpoint of the daemon, registered once (used by the app and the OpenAPI test)."""
     api = Api()
-    for area in (meta, credentials, trading_accounts, fermata):
+    for area in (meta, credentials, trading_accounts, fermata, market):
         area.register(api)
     return api
 
@@ -61,7 +71,7 @@ def create_app(
     app[CLOCK] = clock
     app[METRICS] = Metrics()
     app[SECRET_BOX] = SecretBox(secrets.secrets_key)
-    app[VENUES] = VenueRegistry(settings.venue_connectors)
+    app[VENUES] = build_venues(settings, clock_ms(clock))
     api = build_api()
     app[API] = api
     api.install(app)
@@ -69,6 +79,8 @@ def create_app(
     app.cleanup_ctx.append(ledger_ctx)
     app.cleanup_ctx.append(venues_ctx)
     app.cleanup_ctx.append(demo_ctx)
+    app.cleanup_ctx.append(market_data_ctx)
+    app.cleanup_ctx.append(scheduler_ctx)
     return app
 
 
@@ -116,4 +128,91 @@ async def venues_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     for venue, connector in app[VENUES].connectors().items():
         metrics.venue_connector.labels(venue, connector).set(1)
-    yield
+    try:
+        yield
+    finally:
+        await app[VENUES].close()
+
+
+async def market_data_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Live books of every linked LP, following links as they change."""
+    venues = app[VENUES]
+    service = MarketDataService(venues.market_data, venues.default_taker_fee, app[METRICS],
+                                clock_ms(app[CLOCK]), app[SETTINGS].book_max_age_ms)
+    app[MARKET_DATA] = service
+    await service.refresh(app[POOL])
+    # Start serving once the first books are in (bounded: a venue that is down only delays).
+    if not await service.wait_ready(timeout_s=5.0):
+        log.warning("some LP books are not available yet: %s", service.stale_books())
+    try:
+        yield
+    finally:
+        await service.close()
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, metrics = app[SETTINGS], app[METRICS]
+    scheduler = build_scheduler()
+
+    async def refresh_subscriptions() -> None:
+        await app[MARKET_DATA].refresh(app[POOL])
+
+    async def sync_linked_venues() -> None:
+        for venue in await linked_venues(app[POOL]):
+            await sync_venue(app, venue, None)
+
+    add_job(scheduler, metrics, "book_subscriptions", refresh_subscriptions,
+            settings.subscription_refresh_ms / 1000)
+    add_job(scheduler, metrics, "instrument_sync", sync_linked_venues,
+            settings.instrument_sync_interval_s, first_run=utc_now())
+    app[SCHEDULER] = scheduler
+    scheduler.start()
+    try:
+        yield
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def build_venues(settings: Settings, now_ms: Callable[[], int]) -> VenueRegistry:
+    """One connector per venue: paper unless DEALER_VENUE_CONNECTORS says cadenza."""
+    paper = PaperConfig(
+        books_dir=settings.paper_books_dir, seed=settings.paper_seed,
+        book_interval_ms=settings.paper_book_interval_ms, latency_ms=settings.paper_latency_ms,
+        reject_ratio=settings.paper_reject_ratio, timeout_ratio=settings.paper_timeout_ratio,
+        starting_balances=dict(settings.paper_balances),
+    )
+    factories: dict[str, ConnectorFactory] = {
+        "paper": lambda venue: PaperVenue(venue, paper, now_ms),
+    }
+    if "cadenza" in settings.venue_connectors.values():
+        if not (settings.cadenza_url and settings.cadenza_ws_url and settings.cadenza_token):
+            raise ConnectorUnavailable(
+                "the cadenza connector needs DEALER_CADENZA_URL, DEALER_CADENZA_WS_URL and "
+                "DEALER_CADENZA_TOKEN"
+            )
+        try:
+            cadenza = CadenzaConfig(
+                base_url=settings.cadenza_url, ws_url=settings.cadenza_ws_url,
+                token=settings.cadenza_token, timeout_ms=settings.cadenza_timeout_ms,
+                rate_limit_per_s=settings.cadenza_rate_limit,
+            )
+        except ValueError as exc:
+            raise ConnectorUnavailable(f"cadenza connector: {exc}") from None
+        # One token bucket for every venue: the rate limit is Cadenza's, not a venue's.
+        limiter = rate_limiter(cadenza)
+        factories["cadenza"] = lambda venue: CadenzaVenue(venue, cadenza, limiter=limiter)
+    return VenueRegistry(settings.venue_connectors, factories)
+
+
+def clock_ms(clock: Clock) -> Callable[[], int]:
+    """The app clock in unix milliseconds (what venues and market data speak)."""
+    return lambda: int(clock().timestamp() * 1000)
+
+
+async def linked_venues(pool: asyncpg.Pool) -> list[str]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT DISTINCT ta.venue FROM dealer_link l
+               JOIN trading_account ta USING (trading_account_id) ORDER BY 1"""
+        )
+    return [r["venue"] for r in rows]

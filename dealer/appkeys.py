@@ -12,9 +12,12 @@ from aiohttp import web
 from dealer.settings import DaemonSecrets, Settings
 
 if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
     from dealer.api.framework import Api
     from dealer.auth import Principal
     from dealer.errors import ApiError
+    from dealer.marketdata import MarketDataService
     from dealer.metrics import Metrics
     from dealer.secretbox import SecretBox
     from ledger.local import LocalLedger
@@ -32,6 +35,8 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET_BOX: web.AppKey[SecretBox] = web.AppKey("secret_box")
 LEDGER: web.AppKey[LocalLedger] = web.AppKey("ledger")
 VENUES: web.AppKey[VenueRegistry] = web.AppKey("venues")
+MARKET_DATA: web.AppKey[MarketDataService] = web.AppKey("market_data")
+SCHEDULER: web.AppKey[AsyncIOScheduler] = web.AppKey("scheduler")
 
 # Per-request storage.
 REQUEST_ID = web.RequestKey("request_id", str)

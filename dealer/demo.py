@@ -99,8 +99,9 @@ async def _seed(app: web.Application) -> DemoDesk:
                                                  [credential.credential_id], now)
         async with UnitOfWork(pool) as uow:
             account = await trading_accounts.connect_account(
-                uow, trading_accounts.ConnectCommand([credential.credential_id], external_id,
-                                                     f"Demo {venue} {external_id}"), now,
+                uow, app[SECRET_BOX], app[VENUES],
+                trading_accounts.ConnectCommand([credential.credential_id], external_id,
+                                                f"Demo {venue} {external_id}"), now,
             )
         lps.append((venue, external_id, account.trading_account_id))
     async with UnitOfWork(pool) as uow:

@@ -2,7 +2,7 @@
 
 Errnos are stable; they are listed in the OpenAPI document and the README. Ranges:
 -100xxx request, -101xxx auth, -110xxx credentials, -120xxx trading accounts,
--130xxx FERMATA dealers, clients and links (seeds/002 fixes -130007).
+-130xxx FERMATA dealers, clients and links (seeds/002 fixes -130007), -140xxx market data.
 """
 
 from __future__ import annotations
@@ -91,6 +91,24 @@ class Errors:
     )
     INVALID_DEALER_CONFIG = ErrorCode(
         -130008, 400, "INVALID_DEALER_CONFIG", "Invalid dealer configuration"
+    )
+
+    UNKNOWN_SYMBOLS = ErrorCode(
+        -140001, 400, "UNKNOWN_SYMBOLS", "The venue does not list these symbols"
+    )
+    INSTRUMENT_NOT_FOUND = ErrorCode(-140002, 404, "INSTRUMENT_NOT_FOUND", "Instrument not found")
+    VENUE_UNAVAILABLE = ErrorCode(
+        -140003, 502, "VENUE_UNAVAILABLE", "The venue could not be reached; retry later"
+    )
+    ORDER_BOOK_UNAVAILABLE = ErrorCode(
+        -140004, 503, "ORDER_BOOK_UNAVAILABLE", "No fresh order book for this instrument"
+    )
+    INVALID_INSTRUMENT_ID = ErrorCode(
+        -140005, 400, "INVALID_INSTRUMENT_ID",
+        "Give instrumentId ({VENUE}:{BASE}/{QUOTE}) or venue and symbol",
+    )
+    SYMBOL_NOT_QUOTED = ErrorCode(
+        -130009, 400, "SYMBOL_NOT_QUOTED", "The dealer does not quote this symbol"
     )
 
     @classmethod

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 import dealer
@@ -48,6 +52,54 @@ class Metrics:
             "dealer_lp_link_changes_total", "LP link and unlink operations", ["action"],
             registry=r,
         )
+
+        self.book_updates = Counter(
+            "dealer_book_updates_total", "Order book updates accepted, by venue and symbol",
+            ["venue", "symbol"], registry=r,
+        )
+        self.book_rejected = Counter(
+            "dealer_book_updates_rejected_total",
+            "Order book updates dropped (crossed, malformed, gap, old_sequence, resync_rejected)",
+            ["venue", "symbol", "reason"], registry=r,
+        )
+        self.book_resyncs = Counter(
+            "dealer_book_resyncs_total", "Snapshots taken to (re)start a book", ["venue", "symbol"],
+            registry=r,
+        )
+        self.book_age = Gauge(
+            "dealer_lp_book_age_seconds", "Age of the latest accepted book, per LP account",
+            ["trading_account_id", "venue", "symbol"], registry=r,
+        )
+        self.book_stale = Gauge(
+            "dealer_book_stale", "1 when a subscribed book cannot be used for pricing",
+            ["venue", "symbol"], registry=r,
+        )
+        self.connector_errors = Counter(
+            "dealer_connector_errors_total", "Connector calls that failed",
+            ["venue", "connector", "operation"], registry=r,
+        )
+        self.connector_latency = Histogram(
+            "dealer_connector_request_duration_seconds", "Connector call latency",
+            ["venue", "connector", "operation"], buckets=HTTP_BUCKETS, registry=r,
+        )
+        self.scheduler_runs = Counter(
+            "dealer_scheduler_job_runs_total", "Scheduled job runs by job and outcome",
+            ["job", "outcome"], registry=r,
+        )
+
+    @contextlib.asynccontextmanager
+    async def connector_call(self, venue: str, connector: str, operation: str
+                             ) -> AsyncIterator[None]:
+        """Time one connector call; count it as an error if it raises."""
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception:
+            self.connector_errors.labels(venue, connector, operation).inc()
+            raise
+        finally:
+            self.connector_latency.labels(venue, connector, operation).observe(
+                time.perf_counter() - started)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,6 +9,7 @@ import os
 import secrets
 import tomllib
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +52,42 @@ class Settings(BaseModel):
     )
     db_pool_min: int = Field(default=1, ge=1, le=100, description="Smallest database pool.")
     db_pool_max: int = Field(default=10, ge=1, le=200, description="Largest database pool.")
+    paper_books_dir: Path | None = Field(
+        default=None, description="Folder of `<venue>_<base>_<quote>.jsonl` snapshot files the "
+        "paper connector replays instead of simulating")
+    paper_seed: int = Field(default=7, description="Seed of the paper connector's random walks "
+                            "and fault injection")
+    paper_book_interval_ms: int = Field(default=100, ge=10, le=60000,
+                                        description="How often paper books change")
+    paper_latency_ms: int = Field(default=0, ge=0, le=60000,
+                                  description="Latency added to every paper order call")
+    paper_reject_ratio: float = Field(default=0.0, ge=0.0, le=1.0,
+                                      description="Share of paper orders rejected at random")
+    paper_timeout_ratio: float = Field(default=0.0, ge=0.0, le=1.0,
+                                       description="Share of paper order submits that time out "
+                                       "(the order may still fill; status tells)")
+    paper_balances: dict[str, Decimal] = Field(
+        default_factory=lambda: {"USDT": Decimal(1_000_000), "USDC": Decimal(1_000_000),
+                                 "BTC": Decimal(20), "ETH": Decimal(300)},
+        description="Starting balance of every paper account, per asset")
+    cadenza_url: str | None = Field(default=None, description="Cadenza v3 REST base URL "
+                                    "(for venues served by the cadenza connector)")
+    cadenza_ws_url: str | None = Field(default=None, description="Cadenza websocket URL "
+                                       "(Centrifugo)")
+    cadenza_token: str | None = Field(default=None, description="Bearer token for Cadenza")
+    cadenza_timeout_ms: int = Field(default=5000, ge=100, le=120000,
+                                    description="Timeout of one Cadenza REST call")
+    cadenza_rate_limit: float = Field(default=20.0, gt=0, le=10000,
+                                      description="Cadenza REST calls per second, at most")
+    book_max_age_ms: int = Field(default=3000, ge=100, le=600000,
+                                 description="Older LP books are stale: never priced from")
+    subscription_refresh_ms: int = Field(default=1000, ge=100, le=60000,
+                                         description="How often book subscriptions are "
+                                         "reconciled with links (changes made through this "
+                                         "daemon apply at once)")
+    instrument_sync_interval_s: int = Field(default=3600, ge=10, le=7 * 24 * 3600,
+                                            description="How often instruments of linked "
+                                            "venues are synchronised")
     log_level: LogLevel = Field(default="INFO", description="Log level.")
     public_url: str | None = Field(default=None, description="URL printed in the banner; "
                                    "defaults to http://<host>:<port>.")
@@ -146,18 +183,24 @@ def _build(dealer_env: dict[str, str], file_values: dict[str, Any]) -> Settings:
     return Settings.model_validate(values)
 
 
+_JSON_SETTINGS = {
+    "venue_connectors": '{"BINANCE": "paper"}',
+    "paper_balances": '{"USDT": "1000000", "BTC": "20"}',
+}
+
+
 def _decode_env(name: str, raw: str) -> Any:
-    if name == "venue_connectors":
-        if not raw.strip():
-            return {}
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            raise SettingsError(
-                "DEALER_VENUE_CONNECTORS: not valid JSON "
-                f'(example: {{"BINANCE": "paper"}}): {raw!r}'
-            ) from None
-    return raw
+    example = _JSON_SETTINGS.get(name)
+    if example is None:
+        return raw
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise SettingsError(
+            f"DEALER_{name.upper()}: not valid JSON (example: {example}): {raw!r}"
+        ) from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -118,3 +118,34 @@ async def insert_exchange_account(
         account_id, venue, external_id, f"{venue.lower()} {external_id}", status, now,
     )
     return account_id
+
+
+async def eventually(check: Any, *, within_s: float = 1.0, every_s: float = 0.02) -> Any:
+    """Poll `check()` (async, answers a truthy value when done) until it holds or time is up."""
+    import asyncio
+
+    deadline = time.monotonic() + within_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within_s}s (last: {result!r})")
+        await asyncio.sleep(every_s)
+
+
+async def connect_exchange_account(client: Client, venue: str, external_id: str) -> str:
+    """create → verify → connect through the API; answers the trading account id."""
+    status, body = await post(client, "/api/v3/credential/create", {
+        "venue": venue, "credentialType": "API_KEY", "apiKey": f"{venue}-key",
+        "apiSecret": "s"})
+    assert status == 200, body
+    credential_id = body["data"]["credentialId"]
+    status, body = await post(client, "/api/v3/credential/verify",
+                              {"credentialIds": [credential_id]})
+    assert status == 200, body
+    status, body = await post(client, "/api/v3/tradingAccount/connect", {
+        "credentialIds": [credential_id], "externalTradingAccountId": external_id})
+    assert status == 200, body
+    account_id: str = body["data"]["tradingAccountId"]
+    return account_id

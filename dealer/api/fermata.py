@@ -10,7 +10,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from dealer.api.framework import ALL_ROLES, Api
 from dealer.api.schemas import TradingAccountOut, trading_account_out
-from dealer.appkeys import CLOCK, LEDGER, METRICS, POOL
+from dealer.appkeys import CLOCK, LEDGER, MARKET_DATA, METRICS, POOL
 from dealer.auth import Principal, Role
 from dealer.errors import Errors
 from dealer.services import dealers
@@ -219,6 +219,11 @@ def register(api: Api) -> None:
             response=Page[TradingAccountOut], query=ClientListQuery)(list_clients)
 
 
+async def follow_links(app: web.Application) -> None:
+    """Subscribe to (or drop) LP books at once after a change, not at the next periodic pass."""
+    await app[MARKET_DATA].refresh(app[POOL])
+
+
 def _uow(request: web.Request) -> UnitOfWork:
     return UnitOfWork(request.app[POOL])
 
@@ -263,6 +268,7 @@ async def update_dealer(
             changes=params.config_changes(), nickname=params.nickname,
             set_nickname="nickname" in params.model_fields_set,
         )
+    await follow_links(request.app)
     return dealer_out(record)
 
 
@@ -288,6 +294,7 @@ async def link(request: web.Request, principal: Principal | None, params: LinkBo
         await dealers.link_lp(uow, request.app[CLOCK](), request.app[LEDGER],
                               params.dealer_account_id, params.trading_account_id)
     request.app[METRICS].links_changed.labels("link").inc()
+    await follow_links(request.app)
     return "ok"
 
 
@@ -296,6 +303,7 @@ async def unlink(request: web.Request, principal: Principal | None, params: Link
         await dealers.unlink_lp(uow, request.app[CLOCK](), params.dealer_account_id,
                                 params.trading_account_id)
     request.app[METRICS].links_changed.labels("unlink").inc()
+    await follow_links(request.app)
     return "ok"
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 import dealer
 from dealer.api.framework import Api, Endpoint, json_response, openapi_document
-from dealer.appkeys import API, CLOCK, LEDGER, METRICS, POOL, VENUES
+from dealer.appkeys import API, CLOCK, LEDGER, MARKET_DATA, METRICS, POOL, VENUES
 from dealer.auth import Principal
 from dealer.wire import WireModel, iso, millis
 
@@ -38,6 +38,7 @@ class HealthCheck(WireModel):
     detail: str | None = None
     backend: str | None = None
     connectors: dict[str, str] | None = None
+    stale_books: list[dict[str, Any]] | None = None
 
 
 class Health(WireModel):
@@ -52,8 +53,8 @@ def register(api: Api) -> None:
     api.get("/", summary="API name and version", tag="meta", roles=None,
             response=RootInfo)(root)
     api.get("/api/v3/health", summary="Health of the database, ledger and venues (no envelope, "
-            "as the seed; 503 when unhealthy)", tag="meta", roles=None,
-            response=Health)(health)
+            "as the seed; degraded while an LP book is stale; 503 when unhealthy)", tag="meta",
+            roles=None, response=Health)(health)
     api.get("/metrics", summary="Prometheus metrics (text exposition format)", tag="meta",
             roles=None, response=None)(metrics)
     api.get("/api/v3/openapi.json", summary="This OpenAPI document", tag="meta", roles=None,
@@ -91,21 +92,27 @@ async def health(request: web.Request, principal: Principal | None, params: None
     ledger = await _timed(app[LEDGER].check(app[POOL]))
     ledger = ledger.model_copy(update={"backend": app[LEDGER].name})
     connectors = app[VENUES].connectors()
-    venues = HealthCheck(status="healthy", connectors=connectors,
-                         detail="every venue is served by the paper connector"
-                         if app[VENUES].all_paper else None)
+    stale = app[MARKET_DATA].stale_books()
+    venues = HealthCheck(
+        status="degraded" if stale else "healthy", connectors=connectors, stale_books=stale,
+        detail="every venue is served by the paper connector" if app[VENUES].all_paper else None,
+    )
     checks = {"database": database, "ledger": ledger, "venues": venues}
     for name, check in checks.items():
         app[METRICS].health_check.labels(name).set(1 if check.status == "healthy" else 0)
-    status = "healthy" if all(c.status == "healthy" for c in checks.values()) else "unhealthy"
+    if database.status != "healthy" or ledger.status != "healthy":
+        status = "unhealthy"
+    else:
+        status = "degraded" if stale else "healthy"
     now = app[CLOCK]()
     body = Health(status=status, timestamp=millis(now) or 0, iso_date_time=iso(now) or "",
                   version=dealer.__version__, checks=checks)
     return json_response(body.model_dump(mode="json", by_alias=True, exclude_none=True),
-                         status=200 if status == "healthy" else 503)
+                         status=503 if status == "unhealthy" else 200)
 
 
 async def metrics(request: web.Request, principal: Principal | None, params: None) -> web.Response:
+    request.app[MARKET_DATA].export_gauges()
     response = web.Response(body=request.app[METRICS].render())
     response.content_type = "text/plain"
     response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"

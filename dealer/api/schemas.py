@@ -42,6 +42,8 @@ class TradingAccountOut(WireModel):
     created_at_date_time: str
     updated_at: int
     updated_at_date_time: str
+    taker_fee: str | None = Field(default=None, description="LP taker fee rate set on the "
+                                  "account; null: the venue's default")
 
 
 def credential_out(record: CredentialRecord) -> CredentialOut:
@@ -69,4 +71,5 @@ def trading_account_out(record: TradingAccountRecord) -> TradingAccountOut:
         created_at_date_time=iso(record.created_at) or "",
         updated_at=millis(record.updated_at) or 0,
         updated_at_date_time=iso(record.updated_at) or "",
+        taker_fee=None if record.taker_fee is None else str(record.taker_fee.normalize()),
     )

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import Field, StringConstraints
 
+from dealer.api.fermata import follow_links
 from dealer.api.framework import Api
 from dealer.api.schemas import (
     TradingAccountOut,
     trading_account_out,
 )
-from dealer.appkeys import CLOCK, POOL
+from dealer.appkeys import CLOCK, POOL, SECRET_BOX, VENUES
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors
 from dealer.services import trading_accounts as service
@@ -27,6 +29,7 @@ AccountStatus = Literal["SETUP", "ACTIVE", "INACTIVE", "LOCKED", "DISCONNECTED",
 OperationType = Literal["CONNECT", "DISCONNECT", "ENABLE", "DISABLE", "UPDATE",
                         "CREDENTIAL_REVOKE", "CREDENTIAL_ROTATE", "LINK", "UNLINK"]
 AnyVenue = Literal[(*EXCHANGE_VENUES, FERMATA_VENUE)]  # type: ignore[valid-type]
+FeeRate = Annotated[str, StringConstraints(pattern=r"^0(\.\d{1,8})?$")]
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                               max_length=100)]
 
@@ -44,6 +47,9 @@ class AccountIdRequest(WireModel):
 class UpdateRequest(WireModel):
     trading_account_id: uuid.UUID
     nickname: Nickname | None = None
+    taker_fee: FeeRate | None = Field(
+        default=None, description="LP taker fee rate (0.001 = 10 bps) used to adjust its book "
+        "prices; null: the venue's default")
 
 
 class AccountListQuery(ListQuery):
@@ -110,7 +116,8 @@ async def connect(request: web.Request, principal: Principal | None,
     cmd = service.ConnectCommand(params.credential_ids, params.external_trading_account_id,
                                  params.nickname)
     async with UnitOfWork(request.app[POOL]) as uow:
-        account = await service.connect_account(uow, cmd, request.app[CLOCK]())
+        account = await service.connect_account(uow, request.app[SECRET_BOX],
+                                                request.app[VENUES], cmd, request.app[CLOCK]())
     return trading_account_out(account)
 
 
@@ -119,14 +126,19 @@ async def disconnect(request: web.Request, principal: Principal | None,
     async with UnitOfWork(request.app[POOL]) as uow:
         account = await service.disconnect_account(uow, params.trading_account_id,
                                                    request.app[CLOCK]())
+    await follow_links(request.app)
     return trading_account_out(account)
 
 
 async def update(request: web.Request, principal: Principal | None,
                  params: UpdateRequest) -> TradingAccountOut:
     async with UnitOfWork(request.app[POOL]) as uow:
-        account = await service.update_account(uow, params.trading_account_id, params.nickname,
-                                               request.app[CLOCK]())
+        account = await service.update_account(
+            uow, params.trading_account_id, params.nickname, request.app[CLOCK](),
+            taker_fee=(Decimal(params.taker_fee) if params.taker_fee is not None else None)
+            if "taker_fee" in params.model_fields_set else service.KEEP,
+        )
+    await follow_links(request.app)
     return trading_account_out(account)
 
 
@@ -135,6 +147,7 @@ async def enable(request: web.Request, principal: Principal | None,
     async with UnitOfWork(request.app[POOL]) as uow:
         account = await service.enable_account(uow, params.trading_account_id,
                                                request.app[CLOCK]())
+    await follow_links(request.app)
     return trading_account_out(account)
 
 
@@ -143,6 +156,7 @@ async def disable(request: web.Request, principal: Principal | None,
     async with UnitOfWork(request.app[POOL]) as uow:
         account = await service.disable_account(uow, params.trading_account_id,
                                                 request.app[CLOCK]())
+    await follow_links(request.app)
     return trading_account_out(account)
 
 

@@ -49,6 +49,7 @@ def _identity_json(identity: VenueIdentity) -> dict[str, str]:
         "externalTradingAccountId": identity.external_trading_account_id,
         "accountType": identity.account_type,
         "externalAccountType": identity.external_account_type,
+        **({"venueRef": identity.venue_ref} if identity.venue_ref else {}),
         "description": identity.description,
     }
 
@@ -117,7 +118,7 @@ async def verify_credentials(
                 "credentialId": str(record.credential_id)}})
     outcomes: list[tuple[CredentialRecord, list[VenueIdentity] | None, str | None]] = []
     for record in records:
-        secret = await _load_secret(conn, box, record.credential_id)
+        secret = await load_secret(conn, box, record.credential_id)
         try:
             found = await venues.execution(record.venue).verify_credential(secret)
             outcomes.append((record, found, None))
@@ -168,7 +169,7 @@ async def _identities_with_connections(
     ]
 
 
-async def _load_secret(conn: asyncpg.Connection, box: SecretBox,
+async def load_secret(conn: asyncpg.Connection, box: SecretBox,
                        credential_id: uuid.UUID) -> ApiCredential:
     sealed = await conn.fetchval(
         "SELECT secret_ciphertext FROM credential WHERE credential_id = $1", credential_id

@@ -28,6 +28,7 @@ from dealer.services.records import (
     load_account,
     record_operation,
 )
+from dealer.services.trading_accounts import AccountFilter, list_accounts
 from dealer.uow import UnitOfWork
 from dealer.wire import WireModel, iso
 from ledger.accounts import exchange_account
@@ -414,17 +415,6 @@ async def resume_dealer(
 
 # ---------------------------------------------------------------- clients
 
-_CLIENT_PAGE = """
-SELECT trading_account_id, venue, kind, external_trading_account_id, account_type,
-       external_account_type, nickname, status, created_at, updated_at
-FROM trading_account
-WHERE kind = 'CLIENT' AND ($1::text IS NULL OR status = $1)
-      AND ($2::uuid[] IS NULL OR trading_account_id = ANY($2::uuid[]))
-ORDER BY created_at, trading_account_id
-LIMIT $3 OFFSET $4
-"""
-
-
 async def create_client(
     uow: UnitOfWork, now: dt.datetime, *, nickname: str | None = None
 ) -> TradingAccountRecord:
@@ -445,15 +435,9 @@ async def list_clients(
     offset: int,
 ) -> tuple[list[TradingAccountRecord], int]:
     """One page of clients (oldest first); `only` restricts to those accounts (a trader's)."""
-    ids = None if only is None else sorted(only)
-    total = await conn.fetchval(
-        """SELECT count(*) FROM trading_account
-           WHERE kind = 'CLIENT' AND ($1::text IS NULL OR status = $1)
-                 AND ($2::uuid[] IS NULL OR trading_account_id = ANY($2::uuid[]))""",
-        status, ids,
-    )
-    rows = await conn.fetch(_CLIENT_PAGE, status, ids, limit, offset)
-    return [TradingAccountRecord.from_row(r) for r in rows], int(total)
+    return await list_accounts(conn, AccountFilter(
+        trading_account_id=None, venue=None, status=status, only=only, limit=limit,
+        offset=offset, kind=CLIENT))
 
 
 # ---------------------------------------------------------------- links

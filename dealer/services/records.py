@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -58,6 +59,8 @@ class TradingAccountRecord:
     created_at: dt.datetime
     updated_at: dt.datetime
     credentials: tuple[CredentialRecord, ...] = ()
+    venue_ref: str | None = None
+    taker_fee: Decimal | None = None
 
     @property
     def is_exchange(self) -> bool:
@@ -73,6 +76,7 @@ class TradingAccountRecord:
             account_type=row["account_type"], external_account_type=row["external_account_type"],
             nickname=row["nickname"], status=row["status"], created_at=row["created_at"],
             updated_at=row["updated_at"], credentials=credentials,
+            venue_ref=row["venue_ref"], taker_fee=row["taker_fee"],
         )
 
 
@@ -85,7 +89,7 @@ CREDENTIAL_COLUMNS = (
 )
 ACCOUNT_COLUMNS = (
     "trading_account_id, venue, kind, external_trading_account_id, account_type, "
-    "external_account_type, nickname, status, created_at, updated_at"
+    "external_account_type, nickname, status, created_at, updated_at, venue_ref, taker_fee"
 )
 
 

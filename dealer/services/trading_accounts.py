@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 
 import asyncpg
 
 from dealer.errors import ApiError, Errors
-from dealer.services.credentials import lock_credentials
+from dealer.secretbox import SecretBox
+from dealer.services.credentials import load_secret, lock_credentials
 from dealer.services.records import (
     ACCOUNT_COLUMNS,
     EXCHANGE,
@@ -20,6 +22,8 @@ from dealer.services.records import (
     record_operation,
 )
 from dealer.uow import UnitOfWork
+from venues.base import CredentialRejected, VenueError
+from venues.registry import VenueRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +44,12 @@ async def require_account(
 
 
 async def connect_account(
-    uow: UnitOfWork, cmd: ConnectCommand, now: dt.datetime
+    uow: UnitOfWork, box: SecretBox, venues: VenueRegistry, cmd: ConnectCommand,
+    now: dt.datetime,
 ) -> TradingAccountRecord:
     """Connect an exchange account: 404 unknown credential, 409 already connected,
-    422 external id the credentials were not verified for."""
+    422 external id the credentials were not verified for. The connector is asked to make the
+    account usable (and names its own reference to it) before anything is written."""
     conn = uow.conn
     credentials = await lock_credentials(conn, cmd.credential_ids)
     for credential in credentials:
@@ -52,8 +58,8 @@ async def connect_account(
         if credential.status != "VERIFIED":
             raise ApiError(Errors.CREDENTIAL_NOT_VERIFIED, details={"metadata": {
                 "credentialId": str(credential.credential_id)}})
-    venues = {c.venue for c in credentials}
-    if len(venues) != 1:
+    venue_names = {c.venue for c in credentials}
+    if len(venue_names) != 1:
         raise ApiError(Errors.CREDENTIAL_VENUE_MISMATCH)
     identities = [c.identity(cmd.external_trading_account_id) for c in credentials]
     if any(i is None for i in identities):
@@ -66,16 +72,32 @@ async def connect_account(
     identity = identities[0]
     assert identity is not None
     account_id = uuid.uuid4()
-    venue = venues.pop()
+    venue = venue_names.pop()
+    already = await conn.fetchval(
+        """SELECT 1 FROM trading_account_credential
+           WHERE live AND credential_id = ANY($1::uuid[]) AND external_trading_account_id = $2""",
+        [c.credential_id for c in credentials], cmd.external_trading_account_id,
+    )
+    if already:
+        raise ApiError(Errors.TRADING_ACCOUNT_ALREADY_CONNECTED)
+    secret = await load_secret(conn, box, credentials[0].credential_id)
+    try:
+        venue_ref = await venues.execution(venue).connect_account(
+            secret, cmd.external_trading_account_id)
+    except CredentialRejected as exc:
+        raise ApiError(Errors.CREDENTIAL_VERIFICATION_FAILED, f"{venue}: {exc}") from None
+    except VenueError as exc:
+        raise ApiError(Errors.VENUE_UNAVAILABLE, f"{venue}: {exc}") from None
     try:
         async with conn.transaction():  # savepoint: a 409 leaves the outer transaction usable
             await conn.execute(
                 """INSERT INTO trading_account (trading_account_id, venue, kind,
                        external_trading_account_id, account_type, external_account_type,
-                       nickname, status, created_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'ACTIVE', $8, $8)""",
+                       nickname, status, created_at, updated_at, venue_ref)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, 'ACTIVE', $8, $8, $9)""",
                 account_id, venue, EXCHANGE, cmd.external_trading_account_id,
                 identity["accountType"], identity["externalAccountType"], cmd.nickname, now,
+                venue_ref,
             )
             await conn.executemany(
                 """INSERT INTO trading_account_credential
@@ -109,19 +131,33 @@ async def _set_status(conn: asyncpg.Connection, account: TradingAccountRecord, s
     )
 
 
+KEEP = object()  # "not sent": distinct from an explicit null
+
+
 async def update_account(
-    uow: UnitOfWork, trading_account_id: uuid.UUID, nickname: str | None, now: dt.datetime
+    uow: UnitOfWork, trading_account_id: uuid.UUID, nickname: str | None, now: dt.datetime,
+    *, taker_fee: Decimal | object | None = KEEP,
 ) -> TradingAccountRecord:
+    """Nickname, and the LP's taker fee rate (null: the venue's default)."""
     conn = uow.conn
     account = await _mutable_account(conn, trading_account_id)
+    changes: dict[str, object] = {}
     if nickname is not None and nickname != account.nickname:
+        changes["nickname"] = nickname
+    if taker_fee is not KEEP and taker_fee != account.taker_fee:
+        if not account.is_exchange:
+            raise ApiError(Errors.TRADING_ACCOUNT_NOT_EXCHANGE,
+                           "Only exchange accounts have a taker fee")
+        changes["taker_fee"] = taker_fee
+    if changes:
+        assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(changes, 3))
         await conn.execute(
-            "UPDATE trading_account SET nickname = $2, updated_at = $3 "
+            f"UPDATE trading_account SET updated_at = $2, {assignments} "  # noqa: S608
             "WHERE trading_account_id = $1",
-            trading_account_id, nickname, now,
+            trading_account_id, now, *changes.values(),
         )
         await record_operation(conn, trading_account_id, "UPDATE", now,
-                               {"nickname": nickname})
+                               {k: None if v is None else str(v) for k, v in changes.items()})
     updated = await require_account(conn, trading_account_id)
     await uow.commit()
     return updated
@@ -192,6 +228,7 @@ class AccountFilter:
     only: frozenset[uuid.UUID] | None  # a trader's own accounts
     limit: int
     offset: int
+    kind: str | None = None
 
 
 async def list_accounts(
@@ -200,7 +237,7 @@ async def list_accounts(
     where: list[str] = ["TRUE"]
     args: list[object] = []
     for column, value in (("trading_account_id", f.trading_account_id), ("venue", f.venue),
-                          ("status", f.status)):
+                          ("status", f.status), ("kind", f.kind)):
         if value is not None:
             args.append(value)
             where.append(f"{column} = ${len(args)}")

@@ -43,6 +43,15 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/api/v3/fermata/dealer/listLinks"): {A, V},
     ("POST", "/api/v3/fermata/client/create"): {A},
     ("GET", "/api/v3/fermata/client/list"): {A, V, T},
+    ("GET", "/api/v3/fermata/dealer/orderBook"): {A, V, T},
+    ("POST", "/api/v3/market/instrument/sync"): {A},
+    ("GET", "/api/v3/market/instrument/list"): {A, V, T},
+    ("POST", "/api/v3/market/instrument/enable"): {A},
+    ("POST", "/api/v3/market/instrument/disable"): {A},
+    ("GET", "/api/v3/market/orderBook/get"): {A, V, T},
+    ("GET", "/api/v3/market/orderBook/list"): {A, V, T},
+    ("GET", "/api/v3/market/venue/list"): {A, V, T},
+    ("GET", "/api/v3/portfolio/list"): {A, V},
 }
 ENDPOINTS = build_api().endpoints
 PROTECTED = [ep for ep in ENDPOINTS if ep.roles is not None]

@@ -42,7 +42,7 @@ CREDENTIAL_KEYS = {
 }
 VERIFIED_ACCOUNT_KEYS = {
     "tradingAccountId", "externalTradingAccountId", "venue", "nickname", "accountType",
-    "externalAccountType", "description", "credentials", "status",
+    "externalAccountType", "description", "credentials", "status", "takerFee",
     "createdAt", "createdAtDateTime", "updatedAt", "updatedAtDateTime",
 }
 BINANCE_IDS = ["spot", "margin", "isolated_margin", "futures", "coin_futures"]

@@ -43,7 +43,7 @@ OPERATIONS = "/api/v3/tradingAccount/operation/list"
 
 ACCOUNT_KEYS = {
     "tradingAccountId", "externalTradingAccountId", "venue", "nickname", "accountType",
-    "externalAccountType", "credentials", "status",
+    "externalAccountType", "credentials", "status", "takerFee",
     "createdAt", "createdAtDateTime", "updatedAt", "updatedAtDateTime",
 }
 OPERATION_KEYS = {"operationId", "tradingAccountId", "operationType", "status", "detail",

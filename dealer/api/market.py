@@ -1,0 +1,463 @@
+"""Market endpoints: instruments (seeds/004), order books (seeds/001), venues, portfolios, and
+the dealer's consolidated book."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Literal
+
+from aiohttp import web
+from pydantic import Field, model_validator
+
+from dealer.api.framework import Api
+from dealer.appkeys import CLOCK, MARKET_DATA, METRICS, POOL, VENUES
+from dealer.auth import Principal, Role
+from dealer.errors import ApiError, Errors
+from dealer.services import instruments as service
+from dealer.services.dealers import get_dealer
+from dealer.services.records import TradingAccountRecord
+from dealer.services.trading_accounts import AccountFilter, list_accounts
+from dealer.uow import UnitOfWork, connection
+from dealer.wire import ListQuery, Page, QueryModel, WireModel, iso, millis
+from pricing.book import ConsolidatedLevel, LpBook, consolidate
+from venues.base import (
+    EXCHANGE_VENUES,
+    BookSnapshot,
+    UnknownInstrument,
+    VenueAccount,
+    VenueError,
+    instrument_id,
+    split_symbol,
+)
+
+ExchangeVenue = Literal[EXCHANGE_VENUES]  # type: ignore[valid-type]
+InstrumentStatus = Literal["ACTIVE", "INACTIVE", "DISABLED", "DELISTED"]
+Symbol = str
+TAG = "market"
+ADMIN = [Role.ADMIN]
+EVERYONE = [Role.ADMIN, Role.VIEWER, Role.TRADER]
+
+
+# ---------------------------------------------------------------- models
+
+
+class SyncRequest(WireModel):
+    venue: ExchangeVenue = Field(description="Venue to sync instruments from")
+    symbols: list[Symbol] | None = Field(default=None, min_length=1, max_length=1000,
+                                         description="Symbols to sync; all when omitted")
+
+    @model_validator(mode="after")
+    def _symbols_well_formed(self) -> SyncRequest:
+        for symbol in self.symbols or []:
+            split_symbol(symbol)
+        return self
+
+
+class SyncResponse(WireModel):
+    venue: str
+    synced: int
+    added: int
+    updated: int
+
+
+class InstrumentIdRequest(WireModel):
+    instrument_id: str = Field(min_length=3, max_length=100)
+
+
+class InstrumentListQuery(ListQuery):
+    venue: ExchangeVenue | None = None
+    symbols: list[Symbol] | None = None
+    security_type: Literal["", "CRYPTO"] | None = None
+    instrument_status: InstrumentStatus | None = None
+
+
+class InstrumentOut(WireModel):
+    instrument_id: str
+    venue: str
+    symbol: str
+    external_symbol: str
+    description: str
+    instrument_type: str
+    status: str
+    base_asset: str
+    quote_asset: str
+    base_security_type: str
+    quote_security_type: str
+    base_precision: int
+    quote_precision: int
+    lot_size: str
+    pip_size: str
+    min_quantity: str
+    max_quantity: str | None
+    min_notional: str
+    order_types: list[str]
+    time_in_force_options: list[str]
+    synced_at: int
+    synced_at_date_time: str
+
+
+class BookQuery(QueryModel):
+    instrument_id: str | None = Field(default=None, max_length=100)
+    venue: ExchangeVenue | None = None
+    symbol: Symbol | None = Field(default=None, max_length=41)
+    depth: int = Field(default=10, ge=1, le=1000)
+
+
+class BookListQuery(QueryModel):
+    instrument_ids: list[str] | None = Field(default=None, max_length=100)
+    venue: ExchangeVenue | None = None
+    symbols: list[Symbol] | None = Field(default=None, max_length=100)
+    depth: int = Field(default=10, ge=1, le=1000)
+
+
+class OrderBookOut(WireModel):
+    instrument_id: str
+    venue: str
+    symbol: str
+    asks: list[tuple[str, str]]
+    bids: list[tuple[str, str]]
+    timestamp: int
+    sequence: int
+    age_ms: int | None = Field(description="How long ago the daemon received this book")
+    fresh: bool
+
+
+class DealerBookQuery(QueryModel):
+    dealer_account_id: uuid.UUID
+    symbol: Symbol = Field(max_length=41)
+    depth: int = Field(default=10, ge=1, le=1000)
+
+
+class SourceOut(WireModel):
+    trading_account_id: str
+    venue: str
+    price: str
+    quantity: str
+
+
+class ConsolidatedLevelOut(WireModel):
+    price: str = Field(description="Fee-adjusted price: what the dealer pays (asks) or gets (bids)")
+    quantity: str
+    sources: list[SourceOut]
+
+
+class LpStatusOut(WireModel):
+    trading_account_id: uuid.UUID
+    venue: str
+    taker_fee: str
+    fresh: bool
+    reason: str | None
+    age_ms: int | None
+
+
+class DealerBookOut(WireModel):
+    dealer_account_id: uuid.UUID
+    instrument_id: str
+    symbol: str
+    bids: list[ConsolidatedLevelOut]
+    asks: list[ConsolidatedLevelOut]
+    lps: list[LpStatusOut]
+    timestamp: int
+
+
+class VenueOut(WireModel):
+    venue: str
+    status: str
+    connector: str
+
+
+class PortfolioQuery(ListQuery):
+    trading_account_id: uuid.UUID | None = None
+    venue: ExchangeVenue | None = None
+    currency: str | None = Field(default=None, max_length=20)
+
+
+class BalanceOut(WireModel):
+    security_symbol: str
+    security_type: str
+    trading_account_id: uuid.UUID
+    status: str
+    free: str
+    locked: str
+    borrowed: str
+    total: str
+    net: str
+    updated_at: int
+    updated_at_date_time: str
+
+
+class PortfolioOut(WireModel):
+    trading_account_id: uuid.UUID
+    venue: str
+    positions: list[dict[str, str]]
+    balances: list[BalanceOut]
+    error: str | None = Field(description="Why balances are missing (venue unreachable)")
+    updated_at: int
+    updated_at_date_time: str
+
+
+# ---------------------------------------------------------------- registration
+
+
+def register(api: Api) -> None:
+    api.post("/api/v3/market/instrument/sync", summary="Synchronise instruments from a venue "
+             "(seeds/004)", tag=TAG, roles=ADMIN, body=SyncRequest, response=SyncResponse,
+             errors=[Errors.UNKNOWN_SYMBOLS, Errors.VENUE_UNAVAILABLE])(sync)
+    api.get("/api/v3/market/instrument/list", summary="Instruments known to the daemon",
+            tag=TAG, roles=EVERYONE, query=InstrumentListQuery,
+            response=Page[InstrumentOut])(list_instruments)
+    api.post("/api/v3/market/instrument/enable", summary="Allow quoting and hedging an "
+             "instrument", tag=TAG, roles=ADMIN, body=InstrumentIdRequest,
+             response=InstrumentOut, errors=[Errors.INSTRUMENT_NOT_FOUND])(enable)
+    api.post("/api/v3/market/instrument/disable", summary="Stop using an instrument (status "
+             "DISABLED)", tag=TAG, roles=ADMIN, body=InstrumentIdRequest,
+             response=InstrumentOut, errors=[Errors.INSTRUMENT_NOT_FOUND])(disable)
+    api.get("/api/v3/market/orderBook/get", summary="Order book of one instrument: "
+            "instrumentId, or venue and symbol", tag=TAG, roles=EVERYONE, query=BookQuery,
+            response=OrderBookOut,
+            errors=[Errors.INVALID_INSTRUMENT_ID, Errors.UNKNOWN_SYMBOLS,
+                    Errors.VENUE_UNAVAILABLE])(order_book)
+    api.get("/api/v3/market/orderBook/list", summary="Order books of several instruments",
+            tag=TAG, roles=EVERYONE, query=BookListQuery, response=list[OrderBookOut],
+            errors=[Errors.INVALID_INSTRUMENT_ID, Errors.UNKNOWN_SYMBOLS,
+                    Errors.VENUE_UNAVAILABLE])(order_books)
+    api.get("/api/v3/market/venue/list", summary="Venues and the connector serving each",
+            tag=TAG, roles=EVERYONE, response=list[VenueOut])(venues)
+    api.get("/api/v3/portfolio/list", summary="Balances of exchange trading accounts, from "
+            "their connectors", tag=TAG, roles=[Role.ADMIN, Role.VIEWER],
+            query=PortfolioQuery, response=Page[PortfolioOut])(portfolios)
+    api.get("/api/v3/fermata/dealer/orderBook", summary="Consolidated book of the dealer's "
+            "fresh LPs: fee-adjusted levels with their source accounts", tag="dealers",
+            roles=[Role.ADMIN, Role.VIEWER, Role.TRADER], query=DealerBookQuery,
+            response=DealerBookOut,
+            errors=[Errors.DEALER_NOT_FOUND, Errors.SYMBOL_NOT_QUOTED])(dealer_book)
+
+
+# ---------------------------------------------------------------- instruments
+
+
+def instrument_out(record: service.InstrumentRecord) -> InstrumentOut:
+    item = record.instrument
+    return InstrumentOut(
+        instrument_id=item.instrument_id, venue=item.venue, symbol=item.symbol,
+        external_symbol=item.external_symbol, description=f"{item.base}/{item.quote} spot",
+        instrument_type="SPOT", status=record.status, base_asset=item.base,
+        quote_asset=item.quote, base_security_type="CRYPTO", quote_security_type="CRYPTO",
+        base_precision=service.decimals_of(item.lot_size),
+        quote_precision=service.decimals_of(item.tick_size),
+        lot_size=str(item.lot_size), pip_size=str(item.tick_size),
+        min_quantity=str(item.min_quantity),
+        max_quantity=None if item.max_quantity is None else str(item.max_quantity),
+        min_notional=str(item.min_notional), order_types=["MARKET", "LIMIT"],
+        time_in_force_options=["GTC", "IOC", "FOK"],
+        synced_at=millis(record.synced_at) or 0, synced_at_date_time=iso(record.synced_at) or "",
+    )
+
+
+async def sync(request: web.Request, principal: Principal | None,
+               params: SyncRequest) -> SyncResponse:
+    result = await sync_venue(request.app, params.venue, params.symbols)
+    return SyncResponse(venue=result.venue, synced=result.synced, added=result.added,
+                        updated=result.updated)
+
+
+async def sync_venue(app: web.Application, venue: str,
+                     symbols: list[str] | None) -> service.SyncResult:
+    """Fetch from the venue, then store in one transaction (also the scheduled job)."""
+    market = app[VENUES].market_data(venue)
+    async with app[METRICS].connector_call(venue, market.connector, "instruments"):
+        found = await service.fetch_venue_instruments(market, symbols)
+    async with UnitOfWork(app[POOL]) as uow:
+        return await service.store_instruments(uow, venue, found, app[CLOCK]())
+
+
+async def list_instruments(request: web.Request, principal: Principal | None,
+                           params: InstrumentListQuery) -> Page[InstrumentOut]:
+    query = service.InstrumentFilter(params.venue, params.symbols, params.instrument_status,
+                                     params.limit, params.offset)
+    async with connection(request.app[POOL]) as conn:
+        records, total = await service.list_instruments(conn, query)
+    return Page([instrument_out(r) for r in records], total, params.limit, params.offset)
+
+
+async def enable(request: web.Request, principal: Principal | None,
+                 params: InstrumentIdRequest) -> InstrumentOut:
+    async with UnitOfWork(request.app[POOL]) as uow:
+        record = await service.set_enabled(uow, params.instrument_id, True, request.app[CLOCK]())
+    return instrument_out(record)
+
+
+async def disable(request: web.Request, principal: Principal | None,
+                  params: InstrumentIdRequest) -> InstrumentOut:
+    async with UnitOfWork(request.app[POOL]) as uow:
+        record = await service.set_enabled(uow, params.instrument_id, False, request.app[CLOCK]())
+    return instrument_out(record)
+
+
+# ---------------------------------------------------------------- order books
+
+
+def _parse_instrument(value: str) -> tuple[str, str]:
+    venue, sep, symbol = value.partition(":")
+    try:
+        split_symbol(symbol)
+    except ValueError:
+        raise ApiError(Errors.INVALID_INSTRUMENT_ID, f"Invalid instrumentId {value!r}") from None
+    if not sep or venue not in EXCHANGE_VENUES:
+        raise ApiError(Errors.INVALID_INSTRUMENT_ID, f"Unknown venue in instrumentId {value!r}")
+    return venue, symbol
+
+
+def _target(instrument: str | None, venue: str | None, symbol: str | None) -> tuple[str, str]:
+    if instrument is not None:
+        if venue is not None or symbol is not None:
+            raise ApiError(Errors.INVALID_INSTRUMENT_ID,
+                           "Give either instrumentId or venue and symbol, not both")
+        return _parse_instrument(instrument)
+    if venue is None or symbol is None:
+        raise ApiError(Errors.INVALID_INSTRUMENT_ID)
+    return _parse_instrument(f"{venue}:{symbol}")
+
+
+def book_out(book: BookSnapshot, depth: int, age_ms: int | None, fresh: bool) -> OrderBookOut:
+    return OrderBookOut(
+        instrument_id=instrument_id(book.venue, book.symbol), venue=book.venue,
+        symbol=book.symbol, asks=[(str(p), str(q)) for p, q in book.asks[:depth]],
+        bids=[(str(p), str(q)) for p, q in book.bids[:depth]], timestamp=book.ts_event,
+        sequence=book.sequence, age_ms=age_ms, fresh=fresh,
+    )
+
+
+async def _book(app: web.Application, venue: str, symbol: str, depth: int) -> OrderBookOut:
+    """The live book when the daemon follows it, else a snapshot from the connector."""
+    market_data = app[MARKET_DATA]
+    state = market_data.state(venue, symbol)
+    now_ms = millis(app[CLOCK]()) or 0
+    if state is not None and state.book is not None:
+        return book_out(state.book, depth, state.age_ms(now_ms),
+                        state.is_fresh(now_ms, market_data.max_age_ms))
+    market = app[VENUES].market_data(venue)
+    try:
+        async with app[METRICS].connector_call(venue, market.connector, "order_book"):
+            book = await market.order_book(symbol, depth)
+    except VenueError as exc:
+        if isinstance(exc, UnknownInstrument):
+            raise ApiError(Errors.UNKNOWN_SYMBOLS, f"{venue} does not list {symbol}") from None
+        raise ApiError(Errors.VENUE_UNAVAILABLE, f"{venue}: {exc}") from None
+    return book_out(book, depth, 0, True)
+
+
+async def order_book(request: web.Request, principal: Principal | None,
+                     params: BookQuery) -> OrderBookOut:
+    venue, symbol = _target(params.instrument_id, params.venue, params.symbol)
+    return await _book(request.app, venue, symbol, params.depth)
+
+
+async def order_books(request: web.Request, principal: Principal | None,
+                      params: BookListQuery) -> list[OrderBookOut]:
+    targets = [_parse_instrument(i) for i in params.instrument_ids or []]
+    if params.symbols:
+        if params.venue is None:
+            raise ApiError(Errors.INVALID_INSTRUMENT_ID, "symbols need a venue")
+        targets += [_parse_instrument(f"{params.venue}:{s}") for s in params.symbols]
+    elif params.venue is not None:
+        targets += [(params.venue, s) for v, s in request.app[MARKET_DATA].subscribed()
+                    if v == params.venue]
+    if not targets and not params.instrument_ids:
+        targets = request.app[MARKET_DATA].subscribed()
+    unique = list(dict.fromkeys(targets))
+    return list(await asyncio.gather(*(_book(request.app, v, s, params.depth) for v, s in unique)))
+
+
+async def venues(request: web.Request, principal: Principal | None, params: None
+                 ) -> list[VenueOut]:
+    return [VenueOut(venue=v, status="ONLINE", connector=c)
+            for v, c in request.app[VENUES].connectors().items()]
+
+
+# ---------------------------------------------------------------- consolidated book
+
+
+def _level_out(level: ConsolidatedLevel) -> ConsolidatedLevelOut:
+    return ConsolidatedLevelOut(
+        price=str(level.adjusted_price.normalize()), quantity=str(level.quantity),
+        sources=[SourceOut(trading_account_id=s.source, venue=s.venue, price=str(s.price),
+                           quantity=str(s.quantity)) for s in level.sources],
+    )
+
+
+async def dealer_book(request: web.Request, principal: Principal | None,
+                      params: DealerBookQuery) -> DealerBookOut:
+    app = request.app
+    async with connection(app[POOL]) as conn:
+        dealer = await get_dealer(conn, params.dealer_account_id)
+    if params.symbol not in dealer.config.symbols:
+        raise ApiError(Errors.SYMBOL_NOT_QUOTED, f"The dealer does not quote {params.symbol}")
+    market_data = app[MARKET_DATA]
+    now_ms = millis(app[CLOCK]()) or 0
+    books, lps = [], []
+    for lp, state in market_data.lp_books(params.dealer_account_id, params.symbol):
+        fresh = lp.active and state is not None and state.is_fresh(now_ms, market_data.max_age_ms)
+        reason = None
+        if not lp.active:
+            reason = "LP account is not ACTIVE"
+        elif state is None or not fresh:
+            reason = "no book yet" if state is None else (state.stale_reason or "book too old")
+        lps.append(LpStatusOut(
+            trading_account_id=lp.trading_account_id, venue=lp.venue,
+            taker_fee=str(lp.taker_fee.normalize()), fresh=fresh, reason=reason,
+            age_ms=None if state is None else state.age_ms(now_ms)))
+        if fresh and state is not None and state.book is not None:
+            books.append(LpBook(str(lp.trading_account_id), lp.venue, lp.taker_fee,
+                                state.book.bids, state.book.asks))
+    merged = consolidate(books, params.depth)
+    return DealerBookOut(
+        dealer_account_id=params.dealer_account_id,
+        instrument_id=instrument_id("FERMATA", params.symbol), symbol=params.symbol,
+        bids=[_level_out(level) for level in merged.bids],
+        asks=[_level_out(level) for level in merged.asks], lps=lps, timestamp=now_ms,
+    )
+
+
+# ---------------------------------------------------------------- portfolios
+
+
+async def portfolios(request: web.Request, principal: Principal | None,
+                     params: PortfolioQuery) -> Page[PortfolioOut]:
+    app = request.app
+    query = AccountFilter(trading_account_id=params.trading_account_id, venue=params.venue,
+                          status="ACTIVE", only=None, kind="EXCHANGE", limit=params.limit,
+                          offset=params.offset)
+    async with connection(app[POOL]) as conn:
+        accounts, total = await list_accounts(conn, query)
+    now = app[CLOCK]()
+
+    async def one(account: TradingAccountRecord) -> PortfolioOut:
+        balances: list[BalanceOut] = []
+        error = None
+        try:
+            venue_account = VenueAccount(account.trading_account_id,
+                                         account.external_trading_account_id, account.venue_ref)
+            execution = app[VENUES].execution(account.venue)
+            async with app[METRICS].connector_call(account.venue, execution.connector,
+                                                   "balances"):
+                found = await execution.balances(venue_account)
+        except VenueError as exc:
+            found, error = [], f"{account.venue}: {exc}"
+        for b in found:
+            if params.currency and b.asset != params.currency:
+                continue
+            balances.append(BalanceOut(
+                security_symbol=b.asset, security_type="CRYPTO",
+                trading_account_id=account.trading_account_id, status="ACTIVE",
+                free=str(b.free), locked=str(b.locked), borrowed="0", total=str(b.total),
+                net=str(b.total), updated_at=millis(now) or 0,
+                updated_at_date_time=iso(now) or ""))
+        return PortfolioOut(trading_account_id=account.trading_account_id, venue=account.venue,
+                            positions=[], balances=balances, error=error,
+                            updated_at=millis(now) or 0, updated_at_date_time=iso(now) or "")
+
+    items = await asyncio.gather(*(one(a) for a in accounts))
+    return Page(list(items), total, params.limit, params.offset)
+

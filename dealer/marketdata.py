@@ -1,0 +1,307 @@
+"""Market-data service: live books of every (venue, symbol) that a linked LP's dealer quotes.
+
+Each book comes from its connector's stream. An update is accepted only if it is well formed,
+uncrossed and carries the next sequence number; a crossed update is dropped and a sequence gap
+marks the book stale until a fresh snapshot resyncs it. Pricing only ever sees fresh books.
+Subscriptions follow links, unlinks and dealer symbol changes (`refresh`), without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import asyncpg
+
+from dealer.metrics import Metrics
+from dealer.uow import connection
+from venues.base import BookSnapshot, MarketDataVenue, VenueError
+
+log = logging.getLogger(__name__)
+
+BookKey = tuple[str, str]  # venue, symbol
+RESYNC_DEPTH = 1000
+RETRY_MIN_S = 0.1
+RETRY_MAX_S = 5.0
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    CROSSED = "crossed"
+    MALFORMED = "malformed"
+    GAP = "gap"
+    STALE_SEQUENCE = "old_sequence"
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidityProvider:
+    """A linked LP account as market data needs it."""
+
+    trading_account_id: uuid.UUID
+    dealer_account_id: uuid.UUID
+    venue: str
+    taker_fee: Decimal
+    active: bool
+
+
+@dataclass(slots=True)
+class BookState:
+    venue: str
+    symbol: str
+    book: BookSnapshot | None = None
+    received_at_ms: int | None = None
+    last_sequence: int | None = None
+    stale_reason: str | None = "no book yet"
+    updates: int = 0
+
+    def age_ms(self, now_ms: int) -> int | None:
+        return None if self.received_at_ms is None else max(0, now_ms - self.received_at_ms)
+
+    def is_fresh(self, now_ms: int, max_age_ms: int) -> bool:
+        age = self.age_ms(now_ms)
+        return (self.book is not None and self.stale_reason is None and age is not None
+                and age <= max_age_ms)
+
+
+@dataclass
+class Subscriptions:
+    """What should be streamed, read from the links and the dealers' symbols."""
+
+    lps: dict[BookKey, list[LiquidityProvider]] = field(default_factory=dict)
+    dealer_symbols: dict[uuid.UUID, list[str]] = field(default_factory=dict)
+
+
+async def wanted_subscriptions(conn: asyncpg.Connection,
+                               default_fee: Callable[[str], Decimal]) -> Subscriptions:
+    rows = await conn.fetch(
+        """SELECT l.dealer_account_id, l.trading_account_id, ta.venue, ta.status, ta.taker_fee,
+                  d.config -> 'symbols' AS symbols
+           FROM dealer_link l
+           JOIN trading_account ta ON ta.trading_account_id = l.trading_account_id
+           JOIN dealer d ON d.dealer_account_id = l.dealer_account_id
+           ORDER BY l.linked_at, l.trading_account_id"""
+    )
+    subs = Subscriptions()
+    for row in rows:
+        fee = row["taker_fee"] if row["taker_fee"] is not None else default_fee(row["venue"])
+        lp = LiquidityProvider(row["trading_account_id"], row["dealer_account_id"], row["venue"],
+                               fee, row["status"] == "ACTIVE")
+        symbols = list(row["symbols"] or [])
+        subs.dealer_symbols[row["dealer_account_id"]] = symbols
+        for symbol in symbols:
+            subs.lps.setdefault((row["venue"], symbol), []).append(lp)
+    return subs
+
+
+class MarketDataService:
+    def __init__(self, market_data: Callable[[str], MarketDataVenue],
+                 default_fee: Callable[[str], Decimal], metrics: Metrics,
+                 clock_ms: Callable[[], int], max_age_ms: int) -> None:
+        self._market_data = market_data
+        self._default_fee = default_fee
+        self._metrics = metrics
+        self._clock_ms = clock_ms
+        self.max_age_ms = max_age_ms
+        self._states: dict[BookKey, BookState] = {}
+        self._tasks: dict[BookKey, asyncio.Task[None]] = {}
+        self._subs = Subscriptions()
+        self._refresh_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ ingest (the hot path)
+
+    def ingest(self, book: BookSnapshot, received_at_ms: int) -> Outcome:
+        """Validate one update and keep it if good. Never raises."""
+        key = (book.venue, book.symbol)
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = BookState(book.venue, book.symbol)
+        outcome = self._check(state, book)
+        labels = (book.venue, book.symbol)
+        if outcome is Outcome.ACCEPTED:
+            state.book = book
+            state.received_at_ms = received_at_ms
+            state.last_sequence = book.sequence
+            state.stale_reason = None
+            state.updates += 1
+            self._metrics.book_updates.labels(*labels).inc()
+            return outcome
+        self._metrics.book_rejected.labels(*labels, outcome.value).inc()
+        if outcome is Outcome.GAP:
+            state.stale_reason = "sequence gap: waiting for a resync"
+            state.last_sequence = None
+        elif outcome is Outcome.CROSSED:
+            state.stale_reason = "crossed book dropped"
+            state.last_sequence = book.sequence
+        elif outcome is Outcome.MALFORMED:
+            state.stale_reason = "malformed book dropped"
+            state.last_sequence = book.sequence
+        return outcome
+
+    @staticmethod
+    def _check(state: BookState, book: BookSnapshot) -> Outcome:
+        last = state.last_sequence
+        if last is not None:
+            if book.sequence <= last:
+                return Outcome.STALE_SEQUENCE
+            if book.sequence != last + 1:
+                return Outcome.GAP
+        elif state.stale_reason and state.stale_reason.startswith("sequence gap"):
+            # After a gap only a resync snapshot (accepted through `resync`) restarts the book.
+            return Outcome.GAP
+        if book.is_crossed():
+            return Outcome.CROSSED
+        if not book.is_well_formed():
+            return Outcome.MALFORMED
+        return Outcome.ACCEPTED
+
+    def resync(self, book: BookSnapshot, received_at_ms: int) -> Outcome:
+        """Take a REST snapshot as the new baseline; the stream's next update follows it."""
+        key = (book.venue, book.symbol)
+        state = self._states.setdefault(key, BookState(book.venue, book.symbol))
+        if book.is_crossed() or not book.is_well_formed():
+            self._metrics.book_rejected.labels(book.venue, book.symbol, "resync_rejected").inc()
+            return Outcome.CROSSED if book.is_crossed() else Outcome.MALFORMED
+        state.book = book
+        state.received_at_ms = received_at_ms
+        state.last_sequence = None
+        state.stale_reason = None
+        state.updates += 1
+        self._metrics.book_resyncs.labels(book.venue, book.symbol).inc()
+        return Outcome.ACCEPTED
+
+    # ------------------------------------------------------------ reads
+
+    def state(self, venue: str, symbol: str) -> BookState | None:
+        return self._states.get((venue, symbol))
+
+    def fresh_book(self, venue: str, symbol: str) -> BookSnapshot | None:
+        state = self._states.get((venue, symbol))
+        if state is None or not state.is_fresh(self._clock_ms(), self.max_age_ms):
+            return None
+        return state.book
+
+    def lp_books(self, dealer_account_id: uuid.UUID, symbol: str
+                 ) -> list[tuple[LiquidityProvider, BookState | None]]:
+        """Every LP of the dealer for `symbol`, with its book state (fresh or not)."""
+        out = []
+        for (venue, sym), lps in self._subs.lps.items():
+            if sym != symbol:
+                continue
+            for lp in lps:
+                if lp.dealer_account_id == dealer_account_id:
+                    out.append((lp, self._states.get((venue, sym))))
+        return out
+
+    def dealer_symbols(self, dealer_account_id: uuid.UUID) -> list[str] | None:
+        return self._subs.dealer_symbols.get(dealer_account_id)
+
+    def subscribed(self) -> list[BookKey]:
+        return sorted(self._tasks)
+
+    def stale_books(self) -> list[dict[str, object]]:
+        """Subscribed books that pricing cannot use now, with why."""
+        now = self._clock_ms()
+        out: list[dict[str, object]] = []
+        for key in sorted(self._tasks):
+            state = self._states.get(key)
+            if state is not None and state.is_fresh(now, self.max_age_ms):
+                continue
+            reason = "no book yet" if state is None else (state.stale_reason or "too old")
+            out.append({"venue": key[0], "symbol": key[1], "reason": reason,
+                        "ageMs": None if state is None else state.age_ms(now)})
+        return out
+
+    def export_gauges(self) -> None:
+        """Book age and staleness per LP and instrument, for the metrics scrape."""
+        now = self._clock_ms()
+        self._metrics.book_age.clear()
+        self._metrics.book_stale.clear()
+        for key, lps in self._subs.lps.items():
+            state = self._states.get(key)
+            age = None if state is None else state.age_ms(now)
+            stale = state is None or not state.is_fresh(now, self.max_age_ms)
+            self._metrics.book_stale.labels(*key).set(1 if stale else 0)
+            for lp in lps:
+                if age is not None:
+                    self._metrics.book_age.labels(str(lp.trading_account_id), *key).set(
+                        age / 1000)
+
+    # ------------------------------------------------------------ subscriptions
+
+    async def refresh(self, pool: asyncpg.Pool) -> None:
+        """Start streams that links need and stop those nothing needs any more."""
+        async with self._refresh_lock:
+            async with connection(pool) as conn:
+                subs = await wanted_subscriptions(conn, self._default_fee)
+            self._apply(subs)
+
+    def _apply(self, subs: Subscriptions) -> None:
+        self._subs = subs
+        wanted = {key for key, lps in subs.lps.items() if any(lp.active for lp in lps)}
+        for key in set(self._tasks) - wanted:
+            self._tasks.pop(key).cancel()
+            self._states.pop(key, None)
+            log.info("unsubscribed %s %s", *key)
+        for key in sorted(wanted - set(self._tasks)):
+            self._tasks[key] = asyncio.create_task(self._follow(*key), name=f"book {key}")
+            log.info("subscribed %s %s", *key)
+
+    async def _follow(self, venue: str, symbol: str) -> None:
+        """Stream one book for as long as it is wanted; resync after gaps, retry after drops."""
+        market = self._market_data(venue)
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                await self._resync(venue, symbol)
+                async for book in market.book_stream(symbol):
+                    if self.ingest(book, self._clock_ms()) is Outcome.GAP:
+                        await self._resync(venue, symbol)
+                    delay = RETRY_MIN_S
+                raise VenueError("book stream ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                state = self._states.setdefault((venue, symbol), BookState(venue, symbol))
+                state.stale_reason = f"feed lost: {type(exc).__name__}"
+                state.last_sequence = None
+                self._metrics.connector_errors.labels(venue, market.connector, "book_stream").inc()
+                log.warning("book stream %s %s lost (%s); retrying in %.1fs", venue, symbol,
+                            exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _resync(self, venue: str, symbol: str) -> None:
+        market = self._market_data(venue)
+        async with self._metrics.connector_call(venue, market.connector, "order_book"):
+            book = await market.order_book(symbol, RESYNC_DEPTH)
+        self.resync(book, self._clock_ms())
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Wait (bounded) until every subscribed book has a first accepted snapshot."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            if all(self._states.get(key) is not None and self._states[key].book is not None
+                   for key in self._tasks):
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def feed(self, books: Iterable[BookSnapshot]) -> int:
+        """Ingest many updates (benchmarks, replays); answers how many were accepted."""
+        now = self._clock_ms()
+        return sum(self.ingest(book, now) is Outcome.ACCEPTED for book in books)
