@@ -150,6 +150,9 @@ def demo_steps(base_url: str, desk: DemoDesk) -> list[tuple[str, str]]:
                                   f"{dealer_id}", "ADMIN_TOKEN")),
         ("its three linked LPs", _curl(base_url, f"/api/v3/fermata/dealer/listLinks?"
                                        f"dealerAccountId={dealer_id}", "ADMIN_TOKEN")),
+        ("the consolidated BTC/USDT book of the three LPs (fee-adjusted, with sources)",
+         _curl(base_url, f"/api/v3/fermata/dealer/orderBook?dealerAccountId={dealer_id}"
+               "&symbol=BTC/USDT&depth=5", "ADMIN_TOKEN")),
         ("the exchange trading accounts", _curl(base_url, "/api/v3/tradingAccount/list?"
                                                 "venue=BINANCE", "ADMIN_TOKEN")),
         ("unlink the BINANCE LP", _curl(base_url, "/api/v3/fermata/dealer/unlink", "ADMIN_TOKEN", {

@@ -316,3 +316,52 @@ async def test_replay_serves_exactly_the_file_levels_at_the_replayed_time(
     # The other venues and symbols keep their simulated books.
     _status, body = await get(client, BOOK, {"instrumentId": "OKX:BTC/USDT"})
     assert len(assert_ok(body)["asks"]) == 10
+
+
+async def test_subscriptions_follow_a_change_of_the_dealers_symbols(client: Client) -> None:
+    dealer, accounts = await _desk(client)
+    await post(client, "/api/v3/fermata/dealer/link",
+               {"dealerAccountId": dealer, "tradingAccountId": accounts[0]})
+    status, body = await post(client, "/api/v3/fermata/dealer/update",
+                              {"dealerAccountId": dealer, "symbols": ["BTC/USDT", "ETH/USDT"]})
+    assert status == 200, body
+
+    async def eth_priced() -> bool:
+        _, payload = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
+                                                     "symbol": "ETH/USDT"})
+        return bool(assert_ok(payload)["asks"])
+
+    await eventually(eth_priced, within_s=1.0)
+    _, body = await get(client, BOOKS, {})
+    followed = {b["instrumentId"] for b in assert_ok(body)}
+    assert followed == {"BINANCE:BTC/USDT", "BINANCE:ETH/USDT"}
+    await post(client, "/api/v3/fermata/dealer/update",
+               {"dealerAccountId": dealer, "symbols": ["ETH/USDT"]})
+    _, body = await get(client, BOOKS, {})
+    assert {b["instrumentId"] for b in assert_ok(body)} == {"BINANCE:ETH/USDT"}
+    # Disabling the LP account stops its books; enabling it brings them back.
+    await post(client, "/api/v3/tradingAccount/disable", {"tradingAccountId": accounts[0]})
+    _, body = await get(client, BOOKS, {})
+    assert assert_ok(body) == []
+    await post(client, "/api/v3/tradingAccount/enable", {"tradingAccountId": accounts[0]})
+    await eventually(eth_priced, within_s=1.0)
+
+
+async def test_the_scheduled_sync_fetches_instruments_of_linked_venues(
+    app: web.Application, client: Client, conn: asyncpg.Connection
+) -> None:
+    from dealer.appkeys import SCHEDULER
+
+    dealer, accounts = await _desk(client)
+    await post(client, "/api/v3/fermata/dealer/link",
+               {"dealerAccountId": dealer, "tradingAccountId": accounts[1]})
+    app[SCHEDULER].get_job("instrument_sync").modify(
+        next_run_time=dt.datetime.now(dt.UTC))
+
+    async def synced() -> bool:
+        return bool(await conn.fetchval("SELECT count(*) FROM instrument WHERE venue = 'OKX'"))
+
+    await eventually(synced, within_s=3.0)
+    assert await conn.fetchval("SELECT count(*) FROM instrument WHERE venue <> 'OKX'") == 0
+    text = await (await client.get("/metrics")).text()
+    assert 'dealer_scheduler_job_runs_total{job="instrument_sync",outcome="success"}' in text

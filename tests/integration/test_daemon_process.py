@@ -40,19 +40,22 @@ def test_embedded_demo_daemon_curls_work_as_printed(tmp_path: Path) -> None:
         exports = [line for line in banner.splitlines() if line.startswith("export ")]
         assert [e.split("=")[0] for e in exports] == ["export ADMIN_TOKEN", "export CLIENT_TOKEN"]
         curls = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
-        assert len(curls) == 9
+        assert len(curls) == 10
         outputs = []
         for curl in curls:
             script = "\n".join([*exports, curl])
             done = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
                                   timeout=30, check=True)
             outputs.append(orjson.loads(done.stdout))
-        health, dealer, links, accounts, unlink, link, relink, clients, ops = outputs
+        health, dealer, links, book, accounts, unlink, link, relink, clients, ops = outputs
         assert health["status"] == "healthy"
         assert dealer["success"]
         assert dealer["data"]["status"] == "ACTIVE"
         assert len(links["data"]) == 3
         assert {link["venue"] for link in links["data"]} == {"BINANCE", "OKX", "BYBIT"}
+        assert len(book["data"]["asks"]) == 5
+        assert {lp["venue"] for lp in book["data"]["lps"] if lp["fresh"]} == {
+            "BINANCE", "OKX", "BYBIT"}
         assert accounts["data"][0]["status"] == "ACTIVE"
         assert unlink == {"data": "ok", "success": True, "errno": 0, "error": None}
         assert link == {"data": "ok", "success": True, "errno": 0, "error": None}
