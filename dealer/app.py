@@ -10,17 +10,19 @@ import asyncpg
 from aiohttp import web
 
 from dealer import db
-from dealer.api import credentials, fermata, market, meta, trading_accounts
+from dealer.api import credentials, fermata, ledger, market, meta, trading_accounts
 from dealer.api.framework import Api
 from dealer.api.market import sync_venue
 from dealer.appkeys import (
     API,
+    ASSET_SCALES,
     CLOCK,
     DSN,
     LEDGER,
     MARKET_DATA,
     METRICS,
     POOL,
+    RELAY,
     SCHEDULER,
     SECRET_BOX,
     SECRETS,
@@ -34,8 +36,13 @@ from dealer.metrics import Metrics
 from dealer.middlewares import MIDDLEWARES
 from dealer.scheduler import add_job, build_scheduler
 from dealer.secretbox import SecretBox
+from dealer.services import reconciliation
 from dealer.settings import DaemonSecrets, Settings, SettingsError
+from ledger.assets import DEFAULT_SCALES, ScaleTable, check_pinned
+from ledger.backend import LedgerBackend
+from ledger.formance import FormanceConfig, FormanceLedger
 from ledger.local import LocalLedger
+from ledger.outbox import OutboxRelay
 from venues.cadenza.client import CadenzaVenue, rate_limiter
 from venues.cadenza.config import CadenzaConfig
 from venues.paper.client import PaperVenue
@@ -52,7 +59,7 @@ def utc_now() -> dt.datetime:
 def build_api() -> Api:
     """Every endpoint of the daemon, registered once (used by the app and the OpenAPI test)."""
     api = Api()
-    for area in (meta, credentials, trading_accounts, fermata, market):
+    for area in (meta, credentials, trading_accounts, fermata, market, ledger):
         area.register(api)
     return api
 
@@ -61,10 +68,8 @@ def create_app(
     settings: Settings, secrets: DaemonSecrets, *, clock: Clock = utc_now
 ) -> web.Application:
     """Build the app. Resources start in dependency order and stop in reverse."""
-    if settings.ledger_backend != "local":
-        raise SettingsError(
-            "DEALER_LEDGER_BACKEND=formance is not available in this version; use local"
-        )
+    if settings.ledger_backend == "formance" and not settings.formance_url:
+        raise SettingsError("DEALER_LEDGER_BACKEND=formance needs DEALER_FORMANCE_URL")
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.http_max_body_bytes)
     app[SETTINGS] = settings
     app[SECRETS] = secrets
@@ -77,6 +82,7 @@ def create_app(
     api.install(app)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ledger_ctx)
+    app.cleanup_ctx.append(relay_ctx)
     app.cleanup_ctx.append(venues_ctx)
     app.cleanup_ctx.append(demo_ctx)
     app.cleanup_ctx.append(market_data_ctx)
@@ -120,8 +126,41 @@ async def _check_secrets_key(pool: object, box: SecretBox) -> None:
 
 
 async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[LEDGER] = LocalLedger()
-    yield
+    """The ledger backend, after the asset scales were checked against those already used."""
+    settings = app[SETTINGS]
+    scales = ScaleTable(DEFAULT_SCALES).merged(settings.asset_scales)
+    async with app[POOL].acquire() as conn:
+        pinned = {r["code"]: r["scale"] for r in await conn.fetch(
+            "SELECT code, scale FROM ledger_asset_scale")}
+    conflicts = check_pinned(scales.scales, pinned)
+    if conflicts:
+        raise SettingsError("asset scales conflict with the ledger: " + "; ".join(conflicts))
+    app[ASSET_SCALES] = scales
+    backend: LedgerBackend
+    if settings.ledger_backend == "formance":
+        assert settings.formance_url is not None
+        backend = FormanceLedger(FormanceConfig(
+            base_url=settings.formance_url, ledger_name=settings.formance_ledger,
+            client_id=settings.formance_client_id, client_secret=settings.formance_client_secret,
+        ))
+    else:
+        backend = LocalLedger(app[POOL])
+    app[LEDGER] = backend
+    try:
+        yield
+    finally:
+        await backend.close()
+
+
+async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The outbox relay: sends ledger entries in order; drains (bounded) on shutdown."""
+    relay = OutboxRelay(app[POOL], app[LEDGER], app[METRICS], app[CLOCK])
+    app[RELAY] = relay
+    relay.start()
+    try:
+        yield
+    finally:
+        await relay.stop()
 
 
 async def venues_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -161,6 +200,20 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         for venue in await linked_venues(app[POOL]):
             await sync_venue(app, venue, None)
 
+    async def reconcile_lps() -> None:
+        checks = await reconciliation.reconcile(app[POOL], app[VENUES], app[LEDGER],
+                                                app[CLOCK]())
+        metrics.reconciliation_drift.clear()
+        for check in checks:
+            for asset in check.assets:
+                metrics.reconciliation_drift.labels(str(check.trading_account_id),
+                                                    asset.asset).set(float(asset.drift))
+            if check.status == "DRIFT":
+                log.warning("reconciliation drift on %s: %s", check.address,
+                            [(a.asset, str(a.drift)) for a in check.assets if a.status != "OK"])
+
+    add_job(scheduler, metrics, "reconciliation", reconcile_lps,
+            settings.reconciliation_interval_s)
     add_job(scheduler, metrics, "book_subscriptions", refresh_subscriptions,
             settings.subscription_refresh_ms / 1000)
     add_job(scheduler, metrics, "instrument_sync", sync_linked_venues,

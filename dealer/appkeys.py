@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from dealer.marketdata import MarketDataService
     from dealer.metrics import Metrics
     from dealer.secretbox import SecretBox
-    from ledger.local import LocalLedger
+    from ledger.assets import ScaleTable
+    from ledger.backend import LedgerBackend
+    from ledger.outbox import OutboxRelay
     from venues.registry import VenueRegistry
 
 Clock = Callable[[], dt.datetime]
@@ -33,7 +35,9 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 SECRET_BOX: web.AppKey[SecretBox] = web.AppKey("secret_box")
-LEDGER: web.AppKey[LocalLedger] = web.AppKey("ledger")
+LEDGER: web.AppKey[LedgerBackend] = web.AppKey("ledger")
+RELAY: web.AppKey[OutboxRelay] = web.AppKey("relay")
+ASSET_SCALES: web.AppKey[ScaleTable] = web.AppKey("asset_scales")
 VENUES: web.AppKey[VenueRegistry] = web.AppKey("venues")
 MARKET_DATA: web.AppKey[MarketDataService] = web.AppKey("market_data")
 SCHEDULER: web.AppKey[AsyncIOScheduler] = web.AppKey("scheduler")

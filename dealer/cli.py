@@ -112,6 +112,13 @@ def _run(settings: Settings) -> int:
 
 async def _serve(app: web.Application) -> None:
     settings = app[SETTINGS]
+    # Signal handlers first: a stop asked for during start-up (or right after the banner) is
+    # honoured once the daemon is up, with the same graceful shutdown.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
@@ -122,11 +129,6 @@ async def _serve(app: web.Application) -> None:
         print(banner(base_url, app[SETTINGS], app[VENUES].connectors(), app[SECRETS],
                      app.get(DEMO), embedded=not settings.database_url,
                      database=app[DSN]), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down")
     finally:

@@ -14,9 +14,10 @@ import orjson
 from aiohttp import web
 
 import dealer
-from dealer.appkeys import CLOCK, LEDGER, POOL, SECRET_BOX, SETTINGS, VENUES
+from dealer.appkeys import CLOCK, POOL, SECRET_BOX, SETTINGS, VENUES
 from dealer.auth import Role, mint_token
 from dealer.services import credentials, dealers, trading_accounts
+from dealer.services.reconciliation import capture_baseline
 from dealer.settings import DaemonSecrets, Settings
 from dealer.uow import UnitOfWork
 from venues.base import ApiCredential
@@ -111,8 +112,9 @@ async def _seed(app: web.Application) -> DemoDesk:
         )
     for _, _, account_id in lps:
         async with UnitOfWork(pool) as uow:
-            await dealers.link_lp(uow, now, app[LEDGER], desk_dealer.dealer_account_id,
+            await dealers.link_lp(uow, now, desk_dealer.dealer_account_id,
                                   account_id)
+        await capture_baseline(pool, app[VENUES], account_id, now)
     async with UnitOfWork(pool) as uow:
         client = await dealers.create_client(uow, now, nickname="Demo client")
     return DemoDesk(desk_dealer.dealer_account_id, client.trading_account_id, tuple(lps))

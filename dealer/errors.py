@@ -2,7 +2,8 @@
 
 Errnos are stable; they are listed in the OpenAPI document and the README. Ranges:
 -100xxx request, -101xxx auth, -110xxx credentials, -120xxx trading accounts,
--130xxx FERMATA dealers, clients and links (seeds/002 fixes -130007), -140xxx market data.
+-130xxx FERMATA dealers, clients and links (seeds/002 fixes -130007), -140xxx market data,
+-150xxx ledger.
 """
 
 from __future__ import annotations
@@ -109,6 +110,16 @@ class Errors:
     )
     SYMBOL_NOT_QUOTED = ErrorCode(
         -130009, 400, "SYMBOL_NOT_QUOTED", "The dealer does not quote this symbol"
+    )
+
+    INVALID_LEDGER_ADDRESS = ErrorCode(
+        -150001, 400, "INVALID_LEDGER_ADDRESS", "Invalid ledger account address"
+    )
+    LEDGER_ACCOUNT_NOT_FOUND = ErrorCode(
+        -150002, 404, "LEDGER_ACCOUNT_NOT_FOUND", "The ledger has no such account"
+    )
+    LEDGER_UNAVAILABLE = ErrorCode(
+        -150003, 502, "LEDGER_UNAVAILABLE", "The ledger could not be reached; retry later"
     )
 
     @classmethod

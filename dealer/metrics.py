@@ -87,6 +87,51 @@ class Metrics:
             ["job", "outcome"], registry=r,
         )
 
+        self.outbox_pending = Gauge(
+            "dealer_ledger_outbox_pending", "Ledger entries waiting in the outbox", registry=r)
+        self.outbox_oldest_age = Gauge(
+            "dealer_ledger_outbox_oldest_age_seconds",
+            "Age of the oldest ledger entry still waiting in the outbox", registry=r)
+        self.relay_sends = Counter(
+            "dealer_ledger_relay_sent_total",
+            "Outbox entries the ledger acknowledged, by outcome (committed, duplicate)",
+            ["outcome"], registry=r)
+        self.relay_errors = Counter(
+            "dealer_ledger_relay_errors_total",
+            "Relay failures by kind (unavailable: retried; refused: needs a person; relay)",
+            ["kind"], registry=r)
+        self.relay_retries = Counter(
+            "dealer_ledger_relay_retries_total", "Relay retries scheduled with backoff",
+            registry=r)
+        self.ledger_latency = Histogram(
+            "dealer_ledger_backend_request_duration_seconds",
+            "Ledger backend call latency by operation", ["operation"], buckets=HTTP_BUCKETS,
+            registry=r)
+        self.reconciliation_drift = Gauge(
+            "dealer_reconciliation_drift",
+            "Venue balance change since link + ledger net flow of the LP's exchange wallet "
+            "(0 when they agree), per LP account and asset, in asset units",
+            ["trading_account_id", "asset"], registry=r)
+
+    # The ledger relay's reporting interface (ledger.outbox.RelayMetrics).
+
+    def relay_sent(self, outcome: str, count: int) -> None:
+        if count:
+            self.relay_sends.labels(outcome).inc(count)
+
+    def relay_error(self, kind: str) -> None:
+        self.relay_errors.labels(kind).inc()
+
+    def relay_retry(self) -> None:
+        self.relay_retries.inc()
+
+    def backend_latency(self, operation: str, seconds: float) -> None:
+        self.ledger_latency.labels(operation).observe(seconds)
+
+    def outbox_state(self, pending: int, oldest_age_s: float) -> None:
+        self.outbox_pending.set(pending)
+        self.outbox_oldest_age.set(oldest_age_s)
+
     @contextlib.asynccontextmanager
     async def connector_call(self, venue: str, connector: str, operation: str
                              ) -> AsyncIterator[None]:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ConnectorKind = Literal["paper", "cadenza"]
 LedgerBackendName = Literal["local", "formance"]
@@ -88,6 +88,20 @@ class Settings(BaseModel):
     instrument_sync_interval_s: int = Field(default=3600, ge=10, le=7 * 24 * 3600,
                                             description="How often instruments of linked "
                                             "venues are synchronised")
+    formance_url: str | None = Field(default=None, description="Formance stack URL (the ledger "
+                                     "API is under /api/ledger/v2)")
+    formance_ledger: str = Field(default="fermata", pattern=r"^[A-Za-z0-9_-]{1,63}$",
+                                 description="Formance ledger name (created if missing)")
+    formance_client_id: str | None = Field(default=None, description="OAuth client id for "
+                                           "Formance (optional)")
+    formance_client_secret: str | None = Field(default=None, description="OAuth client secret "
+                                               "for Formance (optional)")
+    asset_scales: dict[str, int] = Field(
+        default_factory=dict, description="JSON map asset → scale added to the defaults (BTC 8, "
+        "ETH 8, USDT 6, USDC 6, USD 2); a scale cannot change once the ledger used it")
+    reconciliation_interval_s: int = Field(default=60, ge=5, le=86400,
+                                           description="How often LP balances are reconciled "
+                                           "with the ledger")
     log_level: LogLevel = Field(default="INFO", description="Log level.")
     public_url: str | None = Field(default=None, description="URL printed in the banner; "
                                    "defaults to http://<host>:<port>.")
@@ -122,6 +136,15 @@ class Settings(BaseModel):
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql:// or postgres://")
         return value
+
+    @model_validator(mode="after")
+    def _formance_needs_a_url(self) -> Settings:
+        if self.ledger_backend == "formance" and not self.formance_url:
+            raise ValueError("DEALER_LEDGER_BACKEND=formance needs DEALER_FORMANCE_URL")
+        if (self.formance_client_id is None) != (self.formance_client_secret is None):
+            raise ValueError("set both DEALER_FORMANCE_CLIENT_ID and "
+                             "DEALER_FORMANCE_CLIENT_SECRET, or neither")
+        return self
 
     def connector_for(self, venue: str) -> ConnectorKind:
         """Which connector serves a venue (paper unless configured)."""
@@ -186,6 +209,7 @@ def _build(dealer_env: dict[str, str], file_values: dict[str, Any]) -> Settings:
 _JSON_SETTINGS = {
     "venue_connectors": '{"BINANCE": "paper"}',
     "paper_balances": '{"USDT": "1000000", "BTC": "20"}',
+    "asset_scales": '{"SOL": 9}',
 }
 
 

@@ -17,7 +17,8 @@ Client = TestClient[web.Request, web.Application]
 
 # Every table an admin endpoint writes: a refused request must leave all of them unchanged.
 WRITTEN_TABLES = ("credential", "trading_account", "trading_account_credential",
-                  "trading_account_operation", "dealer", "dealer_link", "ledger_account")
+                  "trading_account_operation", "dealer", "dealer_link", "ledger_account",
+                  "ledger_outbox", "lp_balance_baseline", "instrument")
 
 
 async def post(client: Client, path: str, body: Any,
@@ -59,7 +60,9 @@ async def until_lock_waiters(conn: asyncpg.Connection, count: int) -> None:
 
 
 async def snapshot(conn: asyncpg.Connection) -> dict[str, list[str]]:
-    """Every row of the written tables, to prove a refused request wrote nothing."""
+    """Every row of the written tables, to prove a refused request wrote nothing (taken once
+    the relay has settled, so its background work is not mistaken for the request's)."""
+    await outbox_drained(conn)
     return {
         table: [r[0] for r in await conn.fetch(
             f"SELECT to_jsonb(t)::text FROM {table} t ORDER BY 1")]
@@ -149,3 +152,13 @@ async def connect_exchange_account(client: Client, venue: str, external_id: str)
     assert status == 200, body
     account_id: str = body["data"]["tradingAccountId"]
     return account_id
+
+
+async def outbox_drained(conn: asyncpg.Connection, *, within_s: float = 3.0) -> None:
+    """Wait until the relay has sent every ledger entry (it runs in the background)."""
+
+    async def empty() -> bool:
+        pending = await conn.fetchval("SELECT count(*) FROM ledger_outbox WHERE sent_at IS NULL")
+        return pending == 0
+
+    await eventually(empty, within_s=within_s)

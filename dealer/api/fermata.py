@@ -10,7 +10,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from dealer.api.framework import ALL_ROLES, Api
 from dealer.api.schemas import TradingAccountOut, trading_account_out
-from dealer.appkeys import CLOCK, LEDGER, MARKET_DATA, METRICS, POOL
+from dealer.appkeys import CLOCK, MARKET_DATA, METRICS, POOL, VENUES
 from dealer.auth import Principal, Role
 from dealer.errors import Errors
 from dealer.services import dealers
@@ -31,6 +31,7 @@ from dealer.services.dealers import (
     SpreadTiers,
     Symbols,
 )
+from dealer.services.reconciliation import capture_baseline
 from dealer.uow import UnitOfWork
 from dealer.wire import ListQuery, Nickname, Page, QueryModel, WireModel, iso, millis
 
@@ -291,10 +292,12 @@ async def resume_dealer(
 
 async def link(request: web.Request, principal: Principal | None, params: LinkBody) -> str:
     async with _uow(request) as uow:
-        await dealers.link_lp(uow, request.app[CLOCK](), request.app[LEDGER],
+        await dealers.link_lp(uow, request.app[CLOCK](),
                               params.dealer_account_id, params.trading_account_id)
     request.app[METRICS].links_changed.labels("link").inc()
     await follow_links(request.app)
+    await capture_baseline(request.app[POOL], request.app[VENUES], params.trading_account_id,
+                           request.app[CLOCK]())
     return "ok"
 
 

@@ -89,7 +89,7 @@ async def _database_check(request: web.Request) -> None:
 async def health(request: web.Request, principal: Principal | None, params: None) -> web.Response:
     app = request.app
     database = await _timed(_database_check(request))
-    ledger = await _timed(app[LEDGER].check(app[POOL]))
+    ledger = await _timed(app[LEDGER].check())
     ledger = ledger.model_copy(update={"backend": app[LEDGER].name})
     connectors = app[VENUES].connectors()
     stale = app[MARKET_DATA].stale_books()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from annotated_types import Len
@@ -32,6 +32,8 @@ from dealer.services.trading_accounts import AccountFilter, list_accounts
 from dealer.uow import UnitOfWork
 from dealer.wire import WireModel, iso
 from ledger.accounts import exchange_account
+from ledger.backend import AccountMetadata
+from ledger.outbox import enqueue_account_metadata
 
 FERMATA = "FERMATA"
 DEALER_EXTERNAL_ID = "dealer"
@@ -228,14 +230,6 @@ class LinkRecord:
     @property
     def ledger_account(self) -> str:
         return exchange_account(self.trading_account_id)
-
-
-class LedgerAccounts(Protocol):
-    """The part of a ledger backend that links need: opening an account in a transaction."""
-
-    async def open_account(
-        self, conn: asyncpg.Connection, address: str, metadata: dict[str, str], now: dt.datetime
-    ) -> None: ...
 
 
 # ---------------------------------------------------------------- dealers
@@ -510,7 +504,6 @@ async def _dealer_and_locked_account(
 async def link_lp(
     uow: UnitOfWork,
     now: dt.datetime,
-    ledger: LedgerAccounts,
     dealer_account_id: uuid.UUID,
     trading_account_id: uuid.UUID,
 ) -> None:
@@ -531,12 +524,11 @@ async def link_lp(
         conn, trading_account_id, "LINK", now,
         {"dealerAccountId": str(dealer_account_id), "ledgerAccount": address},
     )
-    await ledger.open_account(
-        conn, address,
-        {"dealerAccountId": str(dealer_account_id), "venue": account.venue,
-         "linkedAt": iso(now) or ""},
-        now,
-    )
+    # The wallet is opened through the outbox, in this transaction: it exists in the ledger
+    # exactly when the link does, whichever backend is behind (and however long it is down).
+    await enqueue_account_metadata(conn, AccountMetadata(address, {
+        "dealerAccountId": str(dealer_account_id), "venue": account.venue,
+        "linkedAt": iso(now) or ""}), now)
     await uow.commit()
 
 

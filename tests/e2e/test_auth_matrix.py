@@ -52,6 +52,10 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/api/v3/market/orderBook/list"): {A, V, T},
     ("GET", "/api/v3/market/venue/list"): {A, V, T},
     ("GET", "/api/v3/portfolio/list"): {A, V},
+    ("GET", "/api/v3/fermata/dealer/netFlow"): {A, V},
+    ("GET", "/api/v3/ledger/account"): {A, V},
+    ("GET", "/api/v3/ledger/reconciliation"): {A, V},
+    ("GET", "/api/v3/ledger/transaction/list"): {A, V},
 }
 ENDPOINTS = build_api().endpoints
 PROTECTED = [ep for ep in ENDPOINTS if ep.roles is not None]

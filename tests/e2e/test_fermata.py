@@ -14,7 +14,7 @@ from dealer.auth import Role
 from dealer.errors import ApiError, Errors
 from dealer.services import dealers
 from tests.conftest import ADMIN, TRADER, VIEWER, assert_error, assert_ok, auth
-from tests.helpers import get, insert_exchange_account, post, snapshot
+from tests.helpers import get, insert_exchange_account, outbox_drained, post, snapshot
 
 DEALER = "/api/v3/fermata/dealer"
 CLIENT = "/api/v3/fermata/client"
@@ -559,6 +559,7 @@ async def test_link_answers_ok_and_opens_the_exchange_wallet(
     assert [(o["operation_type"], o["status"]) for o in operations] == [("LINK", "COMPLETED")]
     assert json.loads(operations[0]["detail"]) == {
         "dealerAccountId": str(dealer_id), "ledgerAccount": f"exchange:{lp}"}
+    await outbox_drained(conn)
     ledger = await conn.fetchrow("SELECT * FROM ledger_account WHERE address = $1",
                                  f"exchange:{lp}")
     assert ledger is not None
@@ -696,6 +697,7 @@ async def test_concurrent_identical_links_succeed_once(
     assert await conn.fetchval("SELECT count(*) FROM dealer_link") == 1
     assert await conn.fetchval(
         "SELECT count(*) FROM trading_account_operation WHERE operation_type = 'LINK'") == 1
+    await outbox_drained(conn)
     assert await conn.fetchval("SELECT count(*) FROM ledger_account") == 1
 
 
@@ -744,6 +746,7 @@ async def test_unlink_then_relink(client: TestClient, conn: asyncpg.Connection) 
     assert body == {"data": "ok", "success": True, "errno": 0, "error": None}
     assert await conn.fetchval("SELECT count(*) FROM dealer_link") == 0
     # The ledger account and its history stay.
+    await outbox_drained(conn)
     assert await conn.fetchval("SELECT count(*) FROM ledger_account WHERE address = $1",
                                f"exchange:{lp}") == 1
     status, body = await get(client, f"{DEALER}/get", {"dealerAccountId": dealer_id})
@@ -755,6 +758,7 @@ async def test_unlink_then_relink(client: TestClient, conn: asyncpg.Connection) 
         "SELECT operation_type FROM trading_account_operation WHERE trading_account_id = $1 "
         "ORDER BY created_at, operation_type DESC", lp)]
     assert types == ["LINK", "UNLINK", "LINK"]
+    await outbox_drained(conn)
     assert await conn.fetchval("SELECT count(*) FROM ledger_account") == 1
     assert await metric(client, 'dealer_lp_link_changes_total{action="link"}') == 2.0
     assert await metric(client, 'dealer_lp_link_changes_total{action="unlink"}') == 1.0
@@ -763,6 +767,7 @@ async def test_unlink_then_relink(client: TestClient, conn: asyncpg.Connection) 
     other = await new_dealer(client)
     assert (await unlink(client, dealer_id, lp))[0] == 200
     assert (await link(client, other["dealerAccountId"], lp))[0] == 200
+    await outbox_drained(conn)
     metadata = json.loads(await conn.fetchval(
         "SELECT metadata FROM ledger_account WHERE address = $1", f"exchange:{lp}"))
     assert metadata["dealerAccountId"] == other["dealerAccountId"]

@@ -27,7 +27,7 @@ async def test_a_different_secrets_key_is_refused_at_start(
 
 def test_unavailable_backends_and_connectors_are_refused(settings: Settings,
                                                          secrets: DaemonSecrets) -> None:
-    with pytest.raises(SettingsError, match="formance"):
+    with pytest.raises(SettingsError, match="DEALER_FORMANCE_URL"):
         create_app(settings.model_copy(update={"ledger_backend": "formance"}), secrets)
     with pytest.raises(ConnectorUnavailable, match="cadenza"):
         create_app(settings.model_copy(update={"venue_connectors": {"OKX": "cadenza"}}), secrets)

@@ -1,0 +1,320 @@
+"""The transactional outbox and its relay.
+
+Services add ledger entries inside their own database transaction (`enqueue_*`), so an entry
+exists exactly when the business event does. The relay sends pending entries to the backend in
+outbox order, with `fermata-<outbox id>` as the transaction reference and idempotency key, and
+marks each one sent only after the backend acknowledged it. A crash between the two resends the
+entry, which the backend answers as a duplicate: nothing is lost and nothing is booked twice.
+Only one relay works at a time (a PostgreSQL advisory lock), so the order holds across replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+
+from ledger.backend import (
+    AccountMetadata,
+    CommitOutcome,
+    LedgerBackend,
+    LedgerRefused,
+    LedgerTransaction,
+    LedgerUnavailable,
+    Posting,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "ledger_outbox"
+RELAY_LOCK_KEY = 0x4C454447  # "LEDG"
+REFERENCE_PREFIX = "fermata-"
+BACKOFF_MIN_S = 0.2
+BACKOFF_MAX_S = 30.0
+
+
+def reference_of(outbox_id: int) -> str:
+    """The ledger reference (and idempotency key) of an outbox entry."""
+    return f"{REFERENCE_PREFIX}{outbox_id}"
+
+
+def _transaction_payload(tx: LedgerTransaction) -> dict[str, Any]:
+    return {
+        "postings": [[p.source, p.destination, str(p.amount), p.asset] for p in tx.postings],
+        "metadata": dict(tx.metadata),
+        "timestamp": None if tx.timestamp is None else tx.timestamp.isoformat(),
+    }
+
+
+def _transaction_from(outbox_id: int, payload: dict[str, Any]) -> LedgerTransaction:
+    timestamp = payload.get("timestamp")
+    return LedgerTransaction(
+        reference=reference_of(outbox_id),
+        postings=tuple(Posting(s, d, int(a), asset) for s, d, a, asset in payload["postings"]),
+        metadata=dict(payload.get("metadata") or {}),
+        timestamp=None if timestamp is None else dt.datetime.fromisoformat(timestamp),
+    )
+
+
+async def enqueue_transaction(conn: asyncpg.Connection, tx: LedgerTransaction,
+                              now: dt.datetime) -> int:
+    """Add a transaction to the outbox in the caller's database transaction.
+
+    `tx.reference` is ignored: the outbox id becomes the reference. Answers the outbox id.
+    """
+    outbox_id: int = await conn.fetchval(
+        """INSERT INTO ledger_outbox (kind, payload, created_at, next_attempt_at)
+           VALUES ('transaction', $1, $2, $2) RETURNING outbox_id""",
+        _transaction_payload(tx), now,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+    return outbox_id
+
+
+async def enqueue_account_metadata(conn: asyncpg.Connection, entry: AccountMetadata,
+                                   now: dt.datetime) -> int:
+    """Add account metadata (which creates the account) to the outbox."""
+    outbox_id: int = await conn.fetchval(
+        """INSERT INTO ledger_outbox (kind, payload, created_at, next_attempt_at)
+           VALUES ('account_metadata', $1, $2, $2) RETURNING outbox_id""",
+        {"address": entry.address, "metadata": dict(entry.metadata)}, now,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+    return outbox_id
+
+
+class RelayMetrics(Protocol):
+    """What the relay reports (the daemon's metrics implement it)."""
+
+    def relay_sent(self, outcome: str, count: int) -> None: ...
+    def relay_error(self, kind: str) -> None: ...
+    def relay_retry(self) -> None: ...
+    def backend_latency(self, operation: str, seconds: float) -> None: ...
+    def outbox_state(self, pending: int, oldest_age_s: float) -> None: ...
+
+
+@dataclass
+class _Entry:
+    outbox_id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class OutboxRelay:
+    def __init__(self, pool: asyncpg.Pool, backend: LedgerBackend, metrics: RelayMetrics,
+                 clock: Callable[[], dt.datetime], *, batch_size: int = 100,
+                 poll_interval_s: float = 1.0, rng: random.Random | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._pool = pool
+        self._backend = backend
+        self._metrics = metrics
+        self._clock = clock
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ledger outbox relay")
+
+    async def stop(self, flush_timeout_s: float = 5.0) -> None:
+        """Send what is pending (bounded), then stop."""
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self._drained(), flush_timeout_s)
+        except Exception:  # the ledger or the database is gone: what is left waits in the outbox
+            log.warning("ledger relay stopped with entries still pending")
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _drained(self) -> None:
+        while await self.pending_count() and self._failures == 0:
+            self._wake.set()
+            await asyncio.sleep(0.05)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------ loop
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    await conn.add_listener(CHANNEL, self._on_notify)
+                    try:
+                        await self._lead(conn)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await conn.remove_listener(CHANNEL, self._on_notify)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._metrics.relay_error("relay")
+                log.exception("ledger relay failed; restarting")
+                await self._sleep(1.0)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _lead(self, conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
+        """Wait to be the one relay (advisory lock held by this connection), then relay."""
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+            await self._idle(self._poll_interval_s)
+        try:
+            while True:
+                delay = await self.relay_once()
+                await self._idle(delay)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
+
+    async def _idle(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    # ------------------------------------------------------------ one pass
+
+    async def relay_once(self) -> float:
+        """Send one batch of due entries in order; answers how long to wait before the next."""
+        now = self._clock()
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """SELECT outbox_id, kind, payload, attempts, next_attempt_at
+                   FROM ledger_outbox WHERE sent_at IS NULL
+                   ORDER BY outbox_id LIMIT $1""",
+                self._batch_size,
+            )
+        await self._report_state()
+        if not rows:
+            return self._poll_interval_s
+        if rows[0]["next_attempt_at"] > now:
+            # The head is backing off: nothing behind it may overtake it.
+            wait: dt.timedelta = rows[0]["next_attempt_at"] - now
+            return max(0.0, wait.total_seconds())
+        entries = [_Entry(r["outbox_id"], r["kind"], r["payload"], r["attempts"]) for r in rows]
+        for group in _runs_of_same_kind(entries):
+            try:
+                outcomes = await self._send(group)
+            except LedgerUnavailable as exc:
+                return await self._retry_later(group[0], str(exc))
+            except LedgerRefused as exc:
+                if len(group) > 1:
+                    # Part of a bulk may be booked: resend one by one, booked ones come back
+                    # as duplicates and only the bad entry is refused.
+                    return await self._send_singly(group)
+                await self._refused(group[0], str(exc))
+                return 0.0
+            await self._sent(group, outcomes)
+        self._failures = 0
+        return 0.0
+
+    async def _send_singly(self, group: Sequence[_Entry]) -> float:
+        for entry in group:
+            try:
+                outcomes = await self._send([entry])
+            except LedgerUnavailable as exc:
+                return await self._retry_later(entry, str(exc))
+            except LedgerRefused as exc:
+                await self._refused(entry, str(exc))
+                continue
+            await self._sent([entry], outcomes)
+        return 0.0
+
+    async def _sent(self, group: Sequence[_Entry], outcomes: Sequence[str]) -> None:
+        await self._mark(group, outcomes, None)
+        self._metrics.relay_sent("committed", outcomes.count("committed"))
+        self._metrics.relay_sent("duplicate", outcomes.count("duplicate"))
+
+    async def _refused(self, entry: _Entry, error: str) -> None:
+        """Never retried: kept visible (outcome 'refused') and alerted; the rest moves on."""
+        await self._mark([entry], ["refused"], error)
+        self._metrics.relay_error("refused")
+        log.error("ledger refused outbox entry %s: %s", entry.outbox_id, error)
+
+    async def _send(self, group: Sequence[_Entry]) -> list[str]:
+        started = time.perf_counter()
+        try:
+            if group[0].kind == "transaction":
+                txs = [_transaction_from(e.outbox_id, e.payload) for e in group]
+                committed = await self._backend.commit(txs)
+                return ["duplicate" if c is CommitOutcome.DUPLICATE else "committed"
+                        for c in committed]
+            await self._backend.set_account_metadata(
+                [AccountMetadata(e.payload["address"], e.payload["metadata"]) for e in group])
+            return ["committed"] * len(group)
+        finally:
+            self._metrics.backend_latency(group[0].kind, time.perf_counter() - started)
+
+    async def _retry_later(self, head: _Entry, error: str) -> float:
+        self._failures += 1
+        self._metrics.relay_error("unavailable")
+        self._metrics.relay_retry()
+        backoff = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2.0 ** min(head.attempts, 30))
+        delay = backoff * self._rng.uniform(0.5, 1.0)
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                """UPDATE ledger_outbox SET attempts = attempts + 1, last_error = $2,
+                       next_attempt_at = $3 WHERE outbox_id = $1""",
+                head.outbox_id, error[:500], self._clock() + dt.timedelta(seconds=delay),
+            )
+        log.warning("ledger unavailable (%s); retrying outbox %s in %.1fs", error,
+                    head.outbox_id, delay)
+        return delay
+
+    async def _mark(self, group: Sequence[_Entry], outcomes: Sequence[str],
+                    error: str | None) -> None:
+        now = self._clock()
+        async with self._pool.acquire() as conn:
+            await conn.executemany(
+                """UPDATE ledger_outbox SET sent_at = $2, outcome = $3, last_error = $4,
+                       attempts = attempts + 1
+                   WHERE outbox_id = $1 AND sent_at IS NULL""",
+                [(e.outbox_id, now, outcome, error) for e, outcome in zip(group, outcomes,
+                                                                          strict=False)],
+            )
+
+    async def pending_count(self) -> int:
+        async with self._pool.acquire() as conn:
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM ledger_outbox WHERE sent_at IS NULL")
+        return count
+
+    async def _report_state(self) -> None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                """SELECT count(*) AS pending, min(created_at) AS oldest
+                   FROM ledger_outbox WHERE sent_at IS NULL""")
+        assert row is not None
+        oldest = row["oldest"]
+        age = 0.0 if oldest is None else max(0.0, (self._clock() - oldest).total_seconds())
+        self._metrics.outbox_state(row["pending"], age)
+
+
+def _runs_of_same_kind(entries: Sequence[_Entry]) -> list[list[_Entry]]:
+    """Consecutive entries of one kind form one backend call (a bulk), order kept."""
+    runs: list[list[_Entry]] = []
+    for entry in entries:
+        if runs and runs[-1][0].kind == entry.kind:
+            runs[-1].append(entry)
+        else:
+            runs.append([entry])
+    return runs

@@ -1,0 +1,145 @@
+"""The outbox relay against the local journal: order, exactly once, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from dealer import db
+from dealer.metrics import Metrics
+from ledger.accounts import client_account, dealer_account, exchange_account
+from ledger.backend import AccountMetadata, LedgerTransaction, Posting
+from ledger.local import LocalLedger
+from ledger.outbox import (
+    OutboxRelay,
+    enqueue_account_metadata,
+    enqueue_transaction,
+    reference_of,
+)
+from tests.helpers import eventually
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await db.create_pool(dsn, 1, 5)
+    yield created
+    await created.close()
+
+
+def fill(client: uuid.UUID, dealer: uuid.UUID, units: int) -> LedgerTransaction:
+    """A client buying `units` satoshis for 65000 USDT per BTC (DESIGN §7 client BUY)."""
+    usdt = units * 65000 // 100  # satoshi → micro-USDT at 65 000: 1e-8 BTC * 65000 = 6.5e-4
+    return LedgerTransaction(reference="ignored", postings=(
+        Posting(client_account(client), dealer_account(dealer), usdt, "USDT/6"),
+        Posting(dealer_account(dealer), client_account(client), units, "BTC/8"),
+    ), metadata={"kind": "client_fill"}, timestamp=NOW)
+
+
+async def _enqueue(pool: asyncpg.Pool, txs: list[LedgerTransaction]) -> list[int]:
+    ids = []
+    async with pool.acquire() as conn:
+        for tx in txs:
+            async with conn.transaction():
+                ids.append(await enqueue_transaction(conn, tx, NOW))
+    return ids
+
+
+async def _journal_references(pool: asyncpg.Pool) -> list[str]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT reference FROM ledger_transaction ORDER BY "
+                                "transaction_id")
+    return [r["reference"] for r in rows]
+
+
+async def test_entries_are_booked_in_outbox_order_exactly_once(pool: asyncpg.Pool) -> None:
+    client, dealer = uuid.uuid4(), uuid.uuid4()
+    ids = await _enqueue(pool, [fill(client, dealer, 1000 + n) for n in range(30)])
+    relay = OutboxRelay(pool, LocalLedger(pool), Metrics(), clock, batch_size=7)
+    relay.start()
+    try:
+        async def done() -> bool:
+            return await relay.pending_count() == 0
+
+        await eventually(done, within_s=5)
+    finally:
+        await relay.stop()
+    assert await _journal_references(pool) == [reference_of(i) for i in ids]
+    ledger = LocalLedger(pool)
+    btc = sum(1000 + n for n in range(30))
+    assert (await ledger.balances(dealer_account(dealer)))["BTC/8"] == -btc
+    assert (await ledger.balances(client_account(client)))["BTC/8"] == btc
+    # Every asset sums to zero over all accounts.
+    async with pool.acquire() as conn:
+        sums = await conn.fetch("SELECT asset, sum(input - output) AS net FROM ledger_balance "
+                                "GROUP BY asset")
+    assert {r["asset"]: int(r["net"]) for r in sums} == {"BTC/8": 0, "USDT/6": 0}
+
+
+async def test_a_relay_killed_between_send_and_ack_books_nothing_twice(
+    pool: asyncpg.Pool,
+) -> None:
+    client, dealer = uuid.uuid4(), uuid.uuid4()
+    ids = await _enqueue(pool, [fill(client, dealer, 500 + n) for n in range(10)])
+    ledger = LocalLedger(pool)
+    # What a relay that died right after sending the first 6 left behind: booked, not marked.
+    from ledger.outbox import _transaction_from
+
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT outbox_id, payload FROM ledger_outbox "
+                                "ORDER BY outbox_id LIMIT 6")
+    await ledger.commit([_transaction_from(r["outbox_id"], r["payload"]) for r in rows])
+    metrics = Metrics()
+    relay = OutboxRelay(pool, ledger, metrics, clock)
+    while await relay.relay_once() == 0.0 and await relay.pending_count():
+        pass
+    assert await relay.pending_count() == 0
+    assert await _journal_references(pool) == [reference_of(i) for i in ids]
+    async with pool.acquire() as conn:
+        outcomes = [r["outcome"] for r in await conn.fetch(
+            "SELECT outcome FROM ledger_outbox ORDER BY outbox_id")]
+    assert outcomes == ["duplicate"] * 6 + ["committed"] * 4
+    assert metrics.registry.get_sample_value("dealer_ledger_relay_sent_total",
+                                             {"outcome": "duplicate"}) == 6
+
+
+async def test_account_metadata_creates_the_wallet_and_merges(pool: asyncpg.Pool) -> None:
+    lp = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await enqueue_account_metadata(conn, AccountMetadata(exchange_account(lp), {
+            "venue": "BINANCE"}), NOW)
+        await enqueue_account_metadata(conn, AccountMetadata(exchange_account(lp), {
+            "dealerAccountId": "d"}), NOW)
+    relay = OutboxRelay(pool, LocalLedger(pool), Metrics(), clock)
+    await relay.relay_once()
+    found = await LocalLedger(pool).account(exchange_account(lp))
+    assert found == ({"venue": "BINANCE", "dealerAccountId": "d"}, {})
+
+
+async def test_only_one_relay_works_at_a_time(pool: asyncpg.Pool) -> None:
+    client, dealer = uuid.uuid4(), uuid.uuid4()
+    ids = await _enqueue(pool, [fill(client, dealer, 100 + n) for n in range(20)])
+    relays = [OutboxRelay(pool, LocalLedger(pool), Metrics(), clock, batch_size=3)
+              for _ in range(3)]
+    for relay in relays:
+        relay.start()
+    try:
+        async def done() -> bool:
+            return await relays[0].pending_count() == 0
+
+        await eventually(done, within_s=5)
+        await asyncio.sleep(0.1)
+    finally:
+        for relay in relays:
+            await relay.stop()
+    assert await _journal_references(pool) == [reference_of(i) for i in ids]
