@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable
+from decimal import Decimal
 from typing import TypeVar
 
 from aiohttp import web
@@ -153,8 +154,14 @@ def _address(value: str) -> str:
                        ) from None
 
 
+def _plain(value: Decimal) -> str:
+    """A decimal as the wire carries it: `0.00000000` and `0.00000012`, never `0E-8` or
+    `1.2E-7` (what str() gives for amounts below 1e-6)."""
+    return format(value, "f")
+
+
 def _amount(notation: str, units: int) -> str:
-    return str(from_minor(units, Asset.parse(notation)))
+    return _plain(from_minor(units, Asset.parse(notation)))
 
 
 def balances_out(balances: dict[str, int]) -> list[BalanceOut]:
@@ -234,8 +241,8 @@ def lp_check_out(check: reconciliation.LpCheck) -> LpCheckOut:
         trading_account_id=check.trading_account_id, dealer_account_id=check.dealer_account_id,
         venue=check.venue, address=check.address, status=check.status,
         pending_entries=check.pending_entries, detail=check.detail,
-        assets=[AssetCheckOut(asset=a.asset, baseline=str(a.baseline),
-                              venue_balance=str(a.venue_balance),
-                              venue_change=str(a.venue_change),
-                              ledger_net_flow=str(a.ledger_net_flow), drift=str(a.drift),
+        assets=[AssetCheckOut(asset=a.asset, baseline=_plain(a.baseline),
+                              venue_balance=_plain(a.venue_balance),
+                              venue_change=_plain(a.venue_change),
+                              ledger_net_flow=_plain(a.ledger_net_flow), drift=_plain(a.drift),
                               status=a.status) for a in check.assets])
