@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from ledger.assets import Asset
 from ledger.backend import (
     AccountMetadata,
     CommitOutcome,
@@ -69,7 +70,10 @@ async def enqueue_transaction(conn: asyncpg.Connection, tx: LedgerTransaction,
     """Add a transaction to the outbox in the caller's database transaction.
 
     `tx.reference` is ignored: the outbox id becomes the reference. Answers the outbox id.
+    The first use of an asset pins its scale; a posting in another scale of a pinned asset is
+    refused (ValueError) before anything is written.
     """
+    await pin_scales(conn, {p.asset for p in tx.postings}, now)
     outbox_id: int = await conn.fetchval(
         """INSERT INTO ledger_outbox (kind, payload, created_at, next_attempt_at)
            VALUES ('transaction', $1, $2, $2) RETURNING outbox_id""",
@@ -77,6 +81,20 @@ async def enqueue_transaction(conn: asyncpg.Connection, tx: LedgerTransaction,
     )
     await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
     return outbox_id
+
+
+async def pin_scales(conn: asyncpg.Connection, notations: set[str], now: dt.datetime) -> None:
+    """Record the scale of each asset's first use; refuse a different scale later."""
+    for notation in sorted(notations):
+        asset = Asset.parse(notation)
+        await conn.execute(
+            """INSERT INTO ledger_asset_scale (code, scale, pinned_at) VALUES ($1, $2, $3)
+               ON CONFLICT (code) DO NOTHING""", asset.code, asset.scale, now)
+        pinned = await conn.fetchval("SELECT scale FROM ledger_asset_scale WHERE code = $1",
+                                     asset.code)
+        if pinned != asset.scale:
+            raise ValueError(f"{asset.code} is pinned at scale {pinned} in this ledger; "
+                             f"refusing {notation}")
 
 
 async def enqueue_account_metadata(conn: asyncpg.Connection, entry: AccountMetadata,

@@ -143,3 +143,17 @@ async def test_only_one_relay_works_at_a_time(pool: asyncpg.Pool) -> None:
         for relay in relays:
             await relay.stop()
     assert await _journal_references(pool) == [reference_of(i) for i in ids]
+
+
+async def test_an_asset_scale_is_pinned_by_its_first_use(pool: asyncpg.Pool) -> None:
+    client, dealer = uuid.uuid4(), uuid.uuid4()
+    await _enqueue(pool, [fill(client, dealer, 10)])
+    wrong = LedgerTransaction(reference="x", postings=(
+        Posting(client_account(client), dealer_account(dealer), 1, "USDT/8"),), timestamp=NOW)
+    async with pool.acquire() as conn:
+        with pytest.raises(ValueError, match="USDT is pinned at scale 6"):
+            async with conn.transaction():
+                await enqueue_transaction(conn, wrong, NOW)
+        assert await conn.fetchval("SELECT count(*) FROM ledger_outbox") == 1
+        pinned = dict(await conn.fetch("SELECT code, scale FROM ledger_asset_scale"))
+    assert pinned == {"BTC": 8, "USDT": 6}

@@ -33,3 +33,22 @@ def test_unavailable_backends_and_connectors_are_refused(settings: Settings,
         create_app(settings.model_copy(update={"venue_connectors": {"OKX": "cadenza"}}), secrets)
     with pytest.raises(ConnectorUnavailable, match="unknown venue"):
         create_app(settings.model_copy(update={"venue_connectors": {"NOPE": "paper"}}), secrets)
+
+
+async def test_a_scale_conflicting_with_the_ledger_is_refused_at_start(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: Factory, dsn: str
+) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("INSERT INTO ledger_asset_scale (code, scale, pinned_at) "
+                           "VALUES ('USDT', 6, now())")
+    finally:
+        await conn.close()
+    clashing = settings.model_copy(update={"asset_scales": {"USDT": 8}})
+    with pytest.raises(SettingsError, match="USDT: configured scale 8 but the ledger already "
+                                            "uses USDT/6"):
+        await aiohttp_client(create_app(clashing, secrets))
+    await aiohttp_client(create_app(settings.model_copy(update={"asset_scales": {"SOL": 9}}),
+                                    secrets))
