@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from dealer import db
-from dealer.api import credentials, fermata, ledger, market, meta, trading_accounts
+from dealer.api import credentials, fermata, ledger, market, meta, rfq, trading_accounts
 from dealer.api.framework import Api
 from dealer.api.market import sync_venue
 from dealer.appkeys import (
@@ -37,7 +37,9 @@ from dealer.middlewares import MIDDLEWARES
 from dealer.scheduler import add_job, build_scheduler
 from dealer.secretbox import SecretBox
 from dealer.services import reconciliation
+from dealer.services.rfq import expire_quotes as expire_open_quotes
 from dealer.settings import DaemonSecrets, Settings, SettingsError
+from dealer.uow import connection
 from ledger.assets import DEFAULT_SCALES, ScaleTable, check_pinned
 from ledger.backend import LedgerBackend
 from ledger.formance import FormanceConfig, FormanceLedger
@@ -59,7 +61,7 @@ def utc_now() -> dt.datetime:
 def build_api() -> Api:
     """Every endpoint of the daemon, registered once (used by the app and the OpenAPI test)."""
     api = Api()
-    for area in (meta, credentials, trading_accounts, fermata, market, ledger):
+    for area in (meta, credentials, trading_accounts, fermata, market, ledger, rfq):
         area.register(api)
     return api
 
@@ -212,6 +214,11 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.warning("reconciliation drift on %s: %s", check.address,
                             [(a.asset, str(a.drift)) for a in check.assets if a.status != "OK"])
 
+    async def expire_quotes() -> None:
+        async with connection(app[POOL]) as conn:
+            await expire_open_quotes(conn, app[CLOCK]())
+
+    add_job(scheduler, metrics, "quote_expiry", expire_quotes, 1.0)
     add_job(scheduler, metrics, "reconciliation", reconcile_lps,
             settings.reconciliation_interval_s)
     add_job(scheduler, metrics, "book_subscriptions", refresh_subscriptions,

@@ -3,7 +3,7 @@
 Errnos are stable; they are listed in the OpenAPI document and the README. Ranges:
 -100xxx request, -101xxx auth, -110xxx credentials, -120xxx trading accounts,
 -130xxx FERMATA dealers, clients and links (seeds/002 fixes -130007), -140xxx market data,
--150xxx ledger.
+-150xxx ledger, -160xxx RFQ.
 """
 
 from __future__ import annotations
@@ -120,6 +120,44 @@ class Errors:
     )
     LEDGER_UNAVAILABLE = ErrorCode(
         -150003, 502, "LEDGER_UNAVAILABLE", "The ledger could not be reached; retry later"
+    )
+
+    ACCOUNT_FORBIDDEN = ErrorCode(
+        -101005, 403, "ACCOUNT_FORBIDDEN", "Token may not act for this trading account"
+    )
+    CLIENT_NOT_FOUND = ErrorCode(-130002, 404, "CLIENT_NOT_FOUND", "Client account not found")
+    QUOTE_NOT_FOUND = ErrorCode(-160001, 404, "QUOTE_NOT_FOUND", "Quote not found")
+    QUOTE_EXPIRED = ErrorCode(-160002, 400, "QUOTE_EXPIRED", "Quote has expired")
+    QUOTE_ALREADY_FILLED = ErrorCode(
+        -160003, 409, "QUOTE_ALREADY_FILLED", "Quote was already accepted"
+    )
+    QUOTE_MISMATCH = ErrorCode(
+        -160004, 400, "QUOTE_MISMATCH", "Order does not match the quote (side, quantity or "
+        "instrument)"
+    )
+    QUOTE_FOREIGN_CLIENT = ErrorCode(
+        -160005, 403, "QUOTE_FOREIGN_CLIENT", "The quote was made for another client"
+    )
+    NO_LINKED_LP = ErrorCode(-160006, 400, "NO_LINKED_LP", "The dealer has no linked LP")
+    DEALER_PAUSED = ErrorCode(-160007, 400, "DEALER_PAUSED", "The dealer is paused")
+    BOOKS_STALE = ErrorCode(
+        -160008, 503, "BOOKS_STALE", "No fresh LP book for this symbol; retry shortly"
+    )
+    INSUFFICIENT_DEPTH = ErrorCode(
+        -160009, 400, "INSUFFICIENT_DEPTH", "Not enough depth on the linked LPs"
+    )
+    SIZE_OUT_OF_LIMITS = ErrorCode(
+        -160010, 400, "SIZE_OUT_OF_LIMITS", "Size outside the instrument's or dealer's limits"
+    )
+    EXPOSURE_LIMIT = ErrorCode(
+        -160011, 400, "EXPOSURE_LIMIT", "The dealer's unhedged exposure limit is reached"
+    )
+    UNSUPPORTED_ORDER_TYPE = ErrorCode(
+        -160012, 400, "UNSUPPORTED_ORDER_TYPE", "Only QUOTED orders (with a quoteId) are accepted"
+    )
+    IDEMPOTENCY_CONFLICT = ErrorCode(
+        -160013, 409, "IDEMPOTENCY_CONFLICT",
+        "idempotencyKey or clientOrderId already used for another order",
     )
 
     @classmethod

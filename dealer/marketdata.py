@@ -21,6 +21,8 @@ import asyncpg
 
 from dealer.metrics import Metrics
 from dealer.uow import connection
+from pricing.book import LpBook
+from pricing.sweep import PreparedLpBook, prepare_lp_book
 from venues.base import BookSnapshot, MarketDataVenue, VenueError
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,8 @@ class MarketDataService:
         self._tasks: dict[BookKey, asyncio.Task[None]] = {}
         self._subs = Subscriptions()
         self._refresh_lock = asyncio.Lock()
+        self._prepared: dict[tuple[uuid.UUID, Decimal, Decimal],
+                             tuple[BookSnapshot, PreparedLpBook]] = {}
 
     # ------------------------------------------------------------ ingest (the hot path)
 
@@ -197,6 +201,18 @@ class MarketDataService:
                 if lp.dealer_account_id == dealer_account_id:
                     out.append((lp, self._states.get((venue, sym))))
         return out
+
+    def prepared_book(self, lp: LiquidityProvider, book: BookSnapshot, lot_size: Decimal
+                      ) -> PreparedLpBook:
+        """The LP's book ready for sweeping, prepared once per book update (quotes reuse it)."""
+        key = (lp.trading_account_id, lot_size, lp.taker_fee)
+        cached = self._prepared.get(key)
+        if cached is not None and cached[0] is book:
+            return cached[1]
+        prepared = prepare_lp_book(LpBook(str(lp.trading_account_id), lp.venue, lp.taker_fee,
+                                          book.bids, book.asks), lot_size)
+        self._prepared[key] = (book, prepared)
+        return prepared
 
     def dealer_symbols(self, dealer_account_id: uuid.UUID) -> list[str] | None:
         return self._subs.dealer_symbols.get(dealer_account_id)

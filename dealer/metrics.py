@@ -113,6 +113,22 @@ class Metrics:
             "(0 when they agree), per LP account and asset, in asset units",
             ["trading_account_id", "asset"], registry=r)
 
+        self.quotes = Counter(
+            "dealer_quotes_total", "Quote requests by outcome (quoted, refused) and reason "
+            "(the refusal's error code; 'ok' when quoted)", ["outcome", "reason"], registry=r)
+        self.quote_latency = Histogram(
+            "dealer_quote_duration_seconds", "Time to price and store a quote",
+            buckets=HTTP_BUCKETS, registry=r)
+        self.accepts = Counter(
+            "dealer_quote_accepts_total", "Accept attempts by outcome (filled, replayed, refused) "
+            "and reason", ["outcome", "reason"], registry=r)
+        self.fills = Counter(
+            "dealer_fills_total", "Client fills by symbol and client side", ["symbol", "side"],
+            registry=r)
+        self.fill_notional = Counter(
+            "dealer_fill_notional_total", "Client fill notional in quote currency, by quote asset",
+            ["quote_asset"], registry=r)
+
     # The ledger relay's reporting interface (ledger.outbox.RelayMetrics).
 
     def relay_sent(self, outcome: str, count: int) -> None:

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
 
 from dealer.api.framework import ALL_ROLES, Api
+from dealer.api.market import sync_dealer_instruments
 from dealer.api.schemas import TradingAccountOut, trading_account_out
 from dealer.appkeys import CLOCK, MARKET_DATA, METRICS, POOL, VENUES
 from dealer.auth import Principal, Role
@@ -270,6 +271,7 @@ async def update_dealer(
             set_nickname="nickname" in params.model_fields_set,
         )
     await follow_links(request.app)
+    await sync_dealer_instruments(request.app, params.dealer_account_id)
     return dealer_out(record)
 
 
@@ -298,6 +300,7 @@ async def link(request: web.Request, principal: Principal | None, params: LinkBo
     await follow_links(request.app)
     await capture_baseline(request.app[POOL], request.app[VENUES], params.trading_account_id,
                            request.app[CLOCK]())
+    await sync_dealer_instruments(request.app, params.dealer_account_id)
     return "ok"
 
 

@@ -4,6 +4,7 @@ the dealer's consolidated book."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Literal
 
@@ -31,6 +32,7 @@ from venues.base import (
     split_symbol,
 )
 
+log = logging.getLogger(__name__)
 ExchangeVenue = Literal[EXCHANGE_VENUES]  # type: ignore[valid-type]
 InstrumentStatus = Literal["ACTIVE", "INACTIVE", "DISABLED", "DELISTED"]
 Symbol = str
@@ -270,6 +272,27 @@ async def sync_venue(app: web.Application, venue: str,
         found = await service.fetch_venue_instruments(market, symbols)
     async with UnitOfWork(app[POOL]) as uow:
         return await service.store_instruments(uow, venue, found, app[CLOCK]())
+
+
+async def sync_dealer_instruments(app: web.Application, dealer_account_id: uuid.UUID) -> None:
+    """Best effort: make sure the instruments a dealer quotes are known on its LPs' venues, so
+    it can quote right after a link (the scheduled sync keeps them fresh later)."""
+    async with connection(app[POOL]) as conn:
+        rows = await conn.fetch(
+            """SELECT DISTINCT t.venue, d.config -> 'symbols' AS symbols FROM dealer_link l
+               JOIN trading_account t USING (trading_account_id)
+               JOIN dealer d USING (dealer_account_id) WHERE l.dealer_account_id = $1""",
+            dealer_account_id)
+    for row in rows:
+        market = app[VENUES].market_data(row["venue"])
+        try:
+            async with app[METRICS].connector_call(row["venue"], market.connector,
+                                                   "instruments"):
+                found = await market.instruments(list(row["symbols"] or []))
+            async with UnitOfWork(app[POOL]) as uow:
+                await service.store_instruments(uow, row["venue"], found, app[CLOCK]())
+        except (VenueError, ApiError) as exc:
+            log.warning("instrument sync for %s failed: %s", row["venue"], exc)
 
 
 async def list_instruments(request: web.Request, principal: Principal | None,

@@ -56,6 +56,11 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/api/v3/ledger/account"): {A, V},
     ("GET", "/api/v3/ledger/reconciliation"): {A, V},
     ("GET", "/api/v3/ledger/transaction/list"): {A, V},
+    ("POST", "/api/v3/fermata/quote/request"): {A, T},
+    ("GET", "/api/v3/fermata/quote/get"): {A, V, T},
+    ("GET", "/api/v3/fermata/quote/list"): {A, V, T},
+    ("POST", "/api/v3/trading/order/submit"): {A, T},
+    ("GET", "/api/v3/trading/order/list"): {A, V, T},
 }
 ENDPOINTS = build_api().endpoints
 PROTECTED = [ep for ep in ENDPOINTS if ep.roles is not None]

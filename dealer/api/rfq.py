@@ -1,0 +1,353 @@
+"""RFQ endpoints: request a firm quote, read quotes, accept one with a QUOTED order (seeds/001),
+and list orders."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from aiohttp import web
+from pydantic import Field, StringConstraints, model_validator
+
+from dealer.api.framework import Api
+from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL
+from dealer.auth import Principal, Role
+from dealer.errors import ApiError, Errors
+from dealer.services import rfq
+from dealer.uow import UnitOfWork, connection
+from dealer.wire import DecimalString, ListQuery, Page, QueryModel, WireModel, iso, millis
+from venues.base import split_symbol
+
+Side = Literal["BUY", "SELL"]
+Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")]
+InstrumentId = Annotated[str, StringConstraints(pattern=r"^FERMATA:[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+TRADERS = [Role.ADMIN, Role.TRADER]
+EVERYONE = [Role.ADMIN, Role.VIEWER, Role.TRADER]
+
+
+def plain(value: Decimal | None) -> str | None:
+    """A decimal as the seeds carry it: digits, never an exponent."""
+    return None if value is None else format(value.normalize(), "f")
+
+
+class QuoteRequestBody(WireModel):
+    dealer_account_id: uuid.UUID
+    trading_account_id: uuid.UUID = Field(description="The client account")
+    symbol: Symbol | None = Field(default=None, description="BASE/QUOTE")
+    instrument_id: InstrumentId | None = Field(default=None, description="FERMATA:BASE/QUOTE")
+    order_side: Side | None = Field(default=None, description="The client's side; omitted: "
+                                    "two-way quote")
+    quantity: DecimalString | None = Field(default=None, description="Base quantity")
+    quote_quantity: DecimalString | None = Field(default=None, description="Quote-currency "
+                                                 "amount to spend or receive")
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> QuoteRequestBody:
+        if (self.symbol is None) == (self.instrument_id is None):
+            raise ValueError("give exactly one of symbol and instrumentId")
+        if (self.quantity is None) == (self.quote_quantity is None):
+            raise ValueError("give exactly one of quantity and quoteQuantity")
+        amount = Decimal(self.quantity or self.quote_quantity or "0")
+        if amount <= 0:
+            raise ValueError("the amount must be positive")
+        if self.quote_quantity is not None and self.order_side is None:
+            raise ValueError("a two-way quote needs a base quantity")
+        return self
+
+    @property
+    def resolved_symbol(self) -> str:
+        return self.symbol or (self.instrument_id or "").removeprefix("FERMATA:")
+
+
+class QuoteOut(WireModel):
+    quote_id: uuid.UUID
+    dealer_account_id: uuid.UUID
+    trading_account_id: uuid.UUID
+    instrument_id: str
+    symbol: str
+    order_side: Side | None
+    price: str | None = Field(description="The price of the requested side (null: two-way)")
+    bid_price: str | None = Field(description="What the dealer pays when the client SELLs")
+    ask_price: str | None = Field(description="What the client pays when it BUYs")
+    quantity: str
+    quote_quantity: str | None = Field(description="price * quantity (null: two-way)")
+    bid_quote_quantity: str | None
+    ask_quote_quantity: str | None
+    status: str
+    created_at: int
+    created_at_date_time: str
+    expire_at: int
+    expire_at_date_time: str
+
+
+class QuoteIdQuery(QueryModel):
+    quote_id: uuid.UUID
+
+
+class QuoteListQuery(ListQuery):
+    dealer_account_id: uuid.UUID | None = None
+    trading_account_id: uuid.UUID | None = None
+    status: Literal["OPEN", "FILLED", "EXPIRED"] | None = None
+
+
+class SubmitOrderBody(WireModel):
+    trading_account_id: uuid.UUID
+    instrument_id: str = Field(max_length=100)
+    order_side: Side
+    order_type: Literal["", "MARKET", "LIMIT", "STOP", "STOP_LIMIT", "STOP_LOSS",
+                        "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT", "TRAILING_STOP",
+                        "QUOTED", "UNKNOWN"]
+    quantity: DecimalString
+    quote_id: uuid.UUID | None = None
+    idempotency_key: Key | None = None
+    client_order_id: Key | None = None
+    limit_price: DecimalString | None = None
+    stop_price: DecimalString | None = None
+    quantity_type: Literal["BASE", "QUOTE", "POSITION_RATIO", "POSITION_PERCENTAGE"] | None = None
+    quantity_rounding: str | None = Field(default=None, max_length=20)
+    position_id: uuid.UUID | None = None
+    time_in_force: str | None = Field(default=None, max_length=10)
+    expire_at: int | None = None
+    leverage: int | None = None
+    await_closed: bool | None = None
+
+
+class FeeOut(WireModel):
+    security: str
+    asset: str
+    venue: str
+    quantity: str
+
+
+class ExecutionOut(WireModel):
+    execution_id: uuid.UUID
+    external_trade_id: str | None
+    venue: str
+    instrument_id: str
+    order_side: str
+    executed_quantity: str
+    executed_price: str
+    executed_cost: str
+    fees: list[FeeOut]
+    executed_at: int
+    executed_at_date_time: str
+
+
+class TradeOrderOut(WireModel):
+    trade_order_id: uuid.UUID
+    trading_account_id: uuid.UUID
+    venue: str
+    instrument_id: str
+    quote_id: uuid.UUID | None
+    base_asset: str
+    quote_asset: str
+    order_side: str
+    order_type: str
+    time_in_force: str
+    status: str
+    reject_reason: str | None
+    cancel_reason: str | None
+    limit_price: str | None
+    quantity: str
+    order_quantity_type: str
+    executed_price: str | None
+    executed_quantity: str
+    executed_cost: str
+    fees: list[FeeOut]
+    executions: list[ExecutionOut]
+    created_at: int
+    created_at_date_time: str
+    updated_at: int
+    updated_at_date_time: str
+
+
+class OrderListQuery(ListQuery):
+    trade_order_id: uuid.UUID | None = None
+    order_status: Literal["", "CREATED", "SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED", "FILLED",
+                          "CANCELLED", "PENDING_CANCEL", "REPLACED", "PENDING_REPLACE",
+                          "REJECTED", "EXPIRED", "REVOKED", "UNKNOWN"] | None = None
+    trading_account_id: uuid.UUID | None = None
+    instrument_id: str | None = Field(default=None, max_length=100)
+    start_time: int | None = Field(default=None, ge=0, le=10**14)
+    end_time: int | None = Field(default=None, ge=0, le=10**14)
+    cursor: str | None = Field(default=None, max_length=200, description="Not used: pages by "
+                               "offset")
+    ascending: bool = False
+
+
+_QUOTE_ERRORS = [Errors.DEALER_NOT_FOUND, Errors.CLIENT_NOT_FOUND, Errors.ACCOUNT_NOT_ACTIVE,
+                 Errors.ACCOUNT_FORBIDDEN, Errors.DEALER_PAUSED, Errors.SYMBOL_NOT_QUOTED,
+                 Errors.NO_LINKED_LP, Errors.BOOKS_STALE, Errors.INSUFFICIENT_DEPTH,
+                 Errors.SIZE_OUT_OF_LIMITS, Errors.EXPOSURE_LIMIT]
+_ACCEPT_ERRORS = [Errors.UNSUPPORTED_ORDER_TYPE, Errors.ACCOUNT_FORBIDDEN,
+                  Errors.QUOTE_NOT_FOUND, Errors.QUOTE_FOREIGN_CLIENT, Errors.QUOTE_MISMATCH,
+                  Errors.QUOTE_EXPIRED, Errors.QUOTE_ALREADY_FILLED, Errors.IDEMPOTENCY_CONFLICT,
+                  Errors.SYMBOL_NOT_QUOTED]
+
+
+def register(api: Api) -> None:
+    api.post("/api/v3/fermata/quote/request", summary="A firm quote from the dealer's fresh LP "
+             "books (one side, or two-way when orderSide is omitted)", tag="rfq",
+             roles=TRADERS, body=QuoteRequestBody, response=QuoteOut,
+             errors=_QUOTE_ERRORS)(request_quote)
+    api.get("/api/v3/fermata/quote/get", summary="One quote", tag="rfq", roles=EVERYONE,
+            query=QuoteIdQuery, response=QuoteOut,
+            errors=[Errors.QUOTE_NOT_FOUND, Errors.ACCOUNT_FORBIDDEN])(get_quote)
+    api.get("/api/v3/fermata/quote/list", summary="Quotes, newest first (a trader sees its "
+            "own)", tag="rfq", roles=EVERYONE, query=QuoteListQuery,
+            response=Page[QuoteOut])(list_quotes)
+    api.post("/api/v3/trading/order/submit", summary="Accept a quote: orderType QUOTED with "
+             "its quoteId, side and quantity (seeds/001); answers the filled TradeOrder",
+             tag="orders", roles=TRADERS, body=SubmitOrderBody, response=list[TradeOrderOut],
+             errors=_ACCEPT_ERRORS)(submit_order)
+    api.get("/api/v3/trading/order/list", summary="Orders with the seeds/001 filters (a trader "
+            "sees its own)", tag="orders", roles=EVERYONE, query=OrderListQuery,
+            response=Page[TradeOrderOut])(list_orders)
+
+
+def _may_act_for(principal: Principal | None, account: uuid.UUID) -> None:
+    assert principal is not None
+    if principal.role is not Role.ADMIN and not principal.may_act_for(account):
+        raise ApiError(Errors.ACCOUNT_FORBIDDEN)
+
+
+def _own(principal: Principal | None) -> frozenset[uuid.UUID] | None:
+    assert principal is not None
+    return principal.accounts if principal.role is Role.TRADER else None
+
+
+def quote_out(q: rfq.QuoteRecord) -> QuoteOut:
+    bid_qq = None if q.bid_price is None else q.bid_price * q.quantity
+    ask_qq = None if q.ask_price is None else q.ask_price * q.quantity
+    price = None if q.order_side is None else q.price_for(q.order_side)
+    return QuoteOut(
+        quote_id=q.quote_id, dealer_account_id=q.dealer_account_id,
+        trading_account_id=q.trading_account_id, instrument_id=f"FERMATA:{q.symbol}",
+        symbol=q.symbol, order_side=q.order_side,
+        price=plain(price), bid_price=plain(q.bid_price), ask_price=plain(q.ask_price),
+        quantity=plain(q.quantity) or "0",
+        quote_quantity=plain(None if price is None else price * q.quantity),
+        bid_quote_quantity=plain(bid_qq), ask_quote_quantity=plain(ask_qq), status=q.status,
+        created_at=millis(q.created_at) or 0, created_at_date_time=iso(q.created_at) or "",
+        expire_at=millis(q.expire_at) or 0, expire_at_date_time=iso(q.expire_at) or "")
+
+
+async def request_quote(request: web.Request, principal: Principal | None,
+                        params: QuoteRequestBody) -> QuoteOut:
+    app = request.app
+    metrics = app[METRICS]
+    started = time.perf_counter()
+    try:
+        _may_act_for(principal, params.trading_account_id)
+        cmd = rfq.QuoteCommand(
+            params.dealer_account_id, params.trading_account_id, params.resolved_symbol,
+            params.order_side, None if params.quantity is None else Decimal(params.quantity),
+            None if params.quote_quantity is None else Decimal(params.quote_quantity))
+        async with UnitOfWork(app[POOL]) as uow:
+            record = await rfq.request_quote(uow, app[MARKET_DATA], cmd, app[CLOCK]())
+    except ApiError as exc:
+        metrics.quotes.labels("refused", exc.error.code).inc()
+        raise
+    metrics.quotes.labels("quoted", "ok").inc()
+    metrics.quote_latency.observe(time.perf_counter() - started)
+    return quote_out(record)
+
+
+async def get_quote(request: web.Request, principal: Principal | None,
+                    params: QuoteIdQuery) -> QuoteOut:
+    async with connection(request.app[POOL]) as conn:
+        record = await rfq.get_quote(conn, params.quote_id)
+    own = _own(principal)
+    if own is not None and record.trading_account_id not in own:
+        raise ApiError(Errors.ACCOUNT_FORBIDDEN)
+    return quote_out(record)
+
+
+async def list_quotes(request: web.Request, principal: Principal | None,
+                      params: QuoteListQuery) -> Page[QuoteOut]:
+    async with connection(request.app[POOL]) as conn:
+        records, total = await rfq.list_quotes(
+            conn, dealer_account_id=params.dealer_account_id,
+            trading_account_id=params.trading_account_id, status=params.status,
+            only=_own(principal), limit=params.limit, offset=params.offset)
+    return Page([quote_out(r) for r in records], total, params.limit, params.offset)
+
+
+def order_out(order: rfq.OrderRecord) -> TradeOrderOut:
+    base, quote = split_symbol(order.instrument_id.partition(":")[2])
+    executions = [
+        ExecutionOut(
+            execution_id=uuid.UUID(str(e["executionId"])), external_trade_id=None,
+            venue="FERMATA", instrument_id=order.instrument_id, order_side=order.order_side,
+            executed_quantity=plain(Decimal(e["quantity"])) or "0",
+            executed_price=plain(Decimal(e["price"])) or "0",
+            executed_cost=plain(Decimal(e["cost"])) or "0", fees=[],
+            executed_at=millis(_time(e["executedAt"])) or 0,
+            executed_at_date_time=iso(_time(e["executedAt"])) or "")
+        for e in order.executions
+    ]
+    return TradeOrderOut(
+        trade_order_id=order.trade_order_id, trading_account_id=order.trading_account_id,
+        venue="FERMATA", instrument_id=order.instrument_id, quote_id=order.quote_id,
+        base_asset=base, quote_asset=quote, order_side=order.order_side,
+        order_type=order.order_type, time_in_force="FOK", status=order.status,
+        reject_reason=order.reject_reason, cancel_reason=None, limit_price=None,
+        quantity=plain(order.quantity) or "0", order_quantity_type="BASE",
+        executed_price=plain(order.price if order.executed_quantity else None),
+        executed_quantity=plain(order.executed_quantity) or "0",
+        executed_cost=plain(order.executed_cost) or "0", fees=[], executions=executions,
+        created_at=millis(order.created_at) or 0,
+        created_at_date_time=iso(order.created_at) or "",
+        updated_at=millis(order.updated_at) or 0,
+        updated_at_date_time=iso(order.updated_at) or "")
+
+
+def _time(value: object) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value))
+
+
+async def submit_order(request: web.Request, principal: Principal | None,
+                       params: SubmitOrderBody) -> list[TradeOrderOut]:
+    app = request.app
+    metrics = app[METRICS]
+    try:
+        if params.order_type != "QUOTED" or params.quote_id is None:
+            raise ApiError(Errors.UNSUPPORTED_ORDER_TYPE)
+        _may_act_for(principal, params.trading_account_id)
+        cmd = rfq.AcceptCommand(
+            params.trading_account_id, params.instrument_id, params.order_side,
+            Decimal(params.quantity), params.quote_id, params.idempotency_key,
+            params.client_order_id)
+        async with UnitOfWork(app[POOL]) as uow:
+            order, created = await rfq.accept_quote(uow, cmd, app[ASSET_SCALES], app[CLOCK]())
+    except ApiError as exc:
+        metrics.accepts.labels("refused", exc.error.code).inc()
+        raise
+    if created:
+        metrics.accepts.labels("filled", "ok").inc()
+        symbol = order.instrument_id.partition(":")[2]
+        metrics.fills.labels(symbol, order.order_side).inc()
+        metrics.fill_notional.labels(split_symbol(symbol)[1]).inc(float(order.executed_cost))
+    else:
+        metrics.accepts.labels("replayed", "ok").inc()
+    return [order_out(order)]
+
+
+async def list_orders(request: web.Request, principal: Principal | None,
+                      params: OrderListQuery) -> Page[TradeOrderOut]:
+    def moment(ms: int | None) -> dt.datetime | None:
+        return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+    async with connection(request.app[POOL]) as conn:
+        orders, total = await rfq.list_orders(
+            conn, trade_order_id=params.trade_order_id, status=params.order_status or None,
+            trading_account_id=params.trading_account_id, instrument_id=params.instrument_id,
+            start=moment(params.start_time), end=moment(params.end_time), only=_own(principal),
+            ascending=params.ascending, limit=params.limit, offset=params.offset)
+    return Page([order_out(o) for o in orders], total, params.limit, params.offset)

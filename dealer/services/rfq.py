@@ -1,0 +1,411 @@
+"""RFQ: firm quotes from the dealer's fresh LP books, and their acceptance as QUOTED orders.
+
+A quote is priced by `pricing` from the consolidated book of the dealer's fresh LPs and stored
+with its hedge plan. An accept fills it at most once (the quote row is locked, its status moves
+OPEN → FILLED in the accepting transaction), and writes the order, its execution, the client's
+ledger postings (outbox) and the hedge job in that same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from dealer.errors import ApiError, Errors
+from dealer.marketdata import MarketDataService
+from dealer.services.dealers import DealerRecord, get_dealer
+from dealer.services.records import CLIENT, load_account
+from dealer.uow import UnitOfWork
+from ledger.assets import ScaleTable, UnknownAsset
+from ledger.outbox import enqueue_transaction
+from ledger.postings import client_fill
+from pricing.errors import (
+    InsufficientDepth,
+    NotionalAboveMaximum,
+    NotionalBelowMinimum,
+    QuoteRefused,
+    SizeAboveMaximum,
+    SizeBelowMinimum,
+)
+from pricing.quote import InstrumentRules, Quote, QuoteRequest, QuotingConfig, price_quote
+from pricing.sweep import consolidate_for_sweep
+from venues.base import split_symbol
+
+FERMATA = "FERMATA"
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteCommand:
+    dealer_account_id: uuid.UUID
+    trading_account_id: uuid.UUID
+    symbol: str
+    side: str | None
+    quantity: Decimal | None
+    quote_quantity: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteRecord:
+    quote_id: uuid.UUID
+    dealer_account_id: uuid.UUID
+    trading_account_id: uuid.UUID
+    symbol: str
+    order_side: str | None
+    quantity: Decimal
+    bid_price: Decimal | None
+    ask_price: Decimal | None
+    hedge_plan: dict[str, Any]
+    status: str
+    created_at: dt.datetime
+    expire_at: dt.datetime
+    filled_order_id: uuid.UUID | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> QuoteRecord:
+        return cls(**{name: row[name] for name in cls.__slots__})
+
+    def price_for(self, side: str) -> Decimal | None:
+        return self.ask_price if side == "BUY" else self.bid_price
+
+
+_QUOTE_COLUMNS = ", ".join(QuoteRecord.__slots__)
+
+
+async def client_account_for(conn: asyncpg.Connection, trading_account_id: uuid.UUID
+                             ) -> None:
+    account = await load_account(conn, trading_account_id)
+    if account is None or account.kind != CLIENT:
+        raise ApiError(Errors.CLIENT_NOT_FOUND, f"No client account {trading_account_id}")
+    if account.status != "ACTIVE":
+        raise ApiError(Errors.ACCOUNT_NOT_ACTIVE,
+                       f"Client account is not ACTIVE (status {account.status})")
+
+
+async def instrument_rules(conn: asyncpg.Connection, venues: list[str], symbol: str
+                           ) -> InstrumentRules | None:
+    """The FERMATA instrument's rules: the strictest of the LP venues' (so every hedge leg
+    is a valid order on any of them); None when no LP venue's instrument is synced."""
+    rows = await conn.fetch(
+        """SELECT tick_size, lot_size, min_quantity, max_quantity, min_notional
+           FROM instrument WHERE symbol = $1 AND venue = ANY($2::text[]) AND enabled""",
+        symbol, venues)
+    if not rows:
+        return None
+    maxima = [r["max_quantity"] for r in rows if r["max_quantity"] is not None]
+    return InstrumentRules(
+        tick_size=max(r["tick_size"] for r in rows), lot_size=max(r["lot_size"] for r in rows),
+        min_quantity=max(r["min_quantity"] for r in rows),
+        max_quantity=min(maxima) if maxima else None,
+        min_notional=max(r["min_notional"] for r in rows))
+
+
+async def exposure_of(conn: asyncpg.Connection, dealer_account_id: uuid.UUID, base: str
+                      ) -> Decimal:
+    """The dealer's unhedged base position: what open hedge jobs still have to do."""
+    value = await conn.fetchval(
+        """SELECT coalesce(sum(CASE WHEN side = 'SELL' THEN quantity ELSE -quantity END), 0)
+           FROM hedge_job WHERE dealer_account_id = $1 AND status NOT IN ('HEDGED', 'CANCELLED')
+             AND split_part(symbol, '/', 1) = $2""",
+        dealer_account_id, base)
+    return Decimal(value)
+
+
+def _refusal(exc: QuoteRefused) -> ApiError:
+    if isinstance(exc, InsufficientDepth):
+        return ApiError(Errors.INSUFFICIENT_DEPTH, f"Not enough depth: {exc}", {"metadata": {
+            "availableQuantity": str(exc.available_quantity)}})
+    if isinstance(exc, SizeBelowMinimum | SizeAboveMaximum | NotionalBelowMinimum
+                  | NotionalAboveMaximum):
+        return ApiError(Errors.SIZE_OUT_OF_LIMITS, f"Size outside limits: {exc}")
+    return ApiError(Errors.SIZE_OUT_OF_LIMITS, f"Cannot quote: {exc}")
+
+
+def _config(dealer: DealerRecord) -> QuotingConfig:
+    c = dealer.config
+    return QuotingConfig(
+        spread_bps=Decimal(c.spread_bps),
+        spread_tiers=tuple((Decimal(t.up_to_notional), Decimal(t.spread_bps))
+                           for t in c.spread_tiers),
+        min_quote_notional=Decimal(c.min_quote_notional),
+        max_quote_notional=Decimal(c.max_quote_notional),
+        inventory_skew_bps=Decimal(c.inventory_skew_bps),
+    )
+
+
+def _plan(quote: Quote) -> dict[str, Any]:
+    plan: dict[str, Any] = {}
+    for name, side in (("bid", quote.bid), ("ask", quote.ask)):
+        if side is None:
+            continue
+        sweep = side.sweep
+        plan[name] = {
+            "hedgeSide": sweep.hedge_side, "quantity": str(side.quantity),
+            "vwap": str(sweep.vwap), "worstPrice": str(sweep.worst_price),
+            "worstRawPrice": str(sweep.worst_raw_price),
+            "legs": [{"tradingAccountId": leg.source, "quantity": str(leg.quantity),
+                      "vwap": str(leg.vwap), "worstPrice": str(leg.worst_price)}
+                     for leg in side.hedge_plan],
+        }
+    return plan
+
+
+async def request_quote(uow: UnitOfWork, market_data: MarketDataService, cmd: QuoteCommand,
+                        now: dt.datetime) -> QuoteRecord:
+    """Price and store a firm quote (refusals are explicit ApiErrors, nothing written)."""
+    conn = uow.conn
+    dealer = await get_dealer(conn, cmd.dealer_account_id)
+    if dealer.status != "ACTIVE":
+        raise ApiError(Errors.DEALER_PAUSED, f"The dealer is paused: {dealer.pause_reason or ''}"
+                       .rstrip(": "))
+    await client_account_for(conn, cmd.trading_account_id)
+    if cmd.symbol not in dealer.config.symbols:
+        raise ApiError(Errors.SYMBOL_NOT_QUOTED, f"The dealer does not quote {cmd.symbol}")
+    if not dealer.linked_accounts:
+        raise ApiError(Errors.NO_LINKED_LP)
+    now_ms = int(now.timestamp() * 1000)
+    fresh = [(lp, state.book) for lp, state in market_data.lp_books(cmd.dealer_account_id,
+                                                                     cmd.symbol)
+             if lp.active and state is not None and state.book is not None
+             and state.is_fresh(now_ms, market_data.max_age_ms)]
+    if not fresh:
+        raise ApiError(Errors.BOOKS_STALE)
+    rules = await instrument_rules(conn, sorted({lp.venue for lp, _ in fresh}), cmd.symbol)
+    if rules is None:
+        raise ApiError(Errors.SYMBOL_NOT_QUOTED,
+                       f"No synced instrument {cmd.symbol} on the LP venues; sync instruments")
+    base, _ = split_symbol(cmd.symbol)
+    exposure = await exposure_of(conn, dealer.dealer_account_id, base)
+    limit = dealer.config.max_unhedged_exposure.get(base)
+    try:
+        quote = price_quote(
+            QuoteRequest(side=cmd.side,  # type: ignore[arg-type]
+                         rules=rules, config=_config(dealer), quantity=cmd.quantity,
+                         quote_quantity=cmd.quote_quantity, exposure=exposure,
+                         max_exposure=None if limit is None else Decimal(limit)),
+            consolidate_for_sweep([market_data.prepared_book(lp, book, rules.lot_size)
+                                   for lp, book in fresh], rules.lot_size))
+    except QuoteRefused as exc:
+        raise _refusal(exc) from None
+    if limit is not None:
+        # A client BUY leaves the dealer short until hedged, a SELL long.
+        worst = max(abs(exposure - quote.quantity) if quote.ask else Decimal(0),
+                    abs(exposure + quote.quantity) if quote.bid else Decimal(0))
+        if worst > Decimal(limit):
+            raise ApiError(Errors.EXPOSURE_LIMIT,
+                           f"Unhedged {base} would reach {worst} (limit {limit})")
+    quote_id = uuid.uuid4()
+    row = await conn.fetchrow(
+        f"""INSERT INTO quote (quote_id, dealer_account_id, trading_account_id, symbol,
+                order_side, quantity, bid_price, ask_price, hedge_plan, status, created_at,
+                expire_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'OPEN', $10, $11)
+            RETURNING {_QUOTE_COLUMNS}""",  # noqa: S608
+        quote_id, cmd.dealer_account_id, cmd.trading_account_id, cmd.symbol, cmd.side,
+        quote.quantity, quote.bid.price if quote.bid else None,
+        quote.ask.price if quote.ask else None, _plan(quote), now,
+        now + dt.timedelta(milliseconds=dealer.config.quote_ttl_ms))
+    assert row is not None
+    await uow.commit()
+    return QuoteRecord.from_row(row)
+
+
+async def get_quote(conn: asyncpg.Connection, quote_id: uuid.UUID) -> QuoteRecord:
+    row = await conn.fetchrow(
+        f"SELECT {_QUOTE_COLUMNS} FROM quote WHERE quote_id = $1", quote_id)  # noqa: S608
+    if row is None:
+        raise ApiError(Errors.QUOTE_NOT_FOUND)
+    return QuoteRecord.from_row(row)
+
+
+async def list_quotes(conn: asyncpg.Connection, *, dealer_account_id: uuid.UUID | None,
+                      trading_account_id: uuid.UUID | None, status: str | None,
+                      only: frozenset[uuid.UUID] | None, limit: int, offset: int
+                      ) -> tuple[list[QuoteRecord], int]:
+    where = """($1::uuid IS NULL OR dealer_account_id = $1)
+               AND ($2::uuid IS NULL OR trading_account_id = $2)
+               AND ($3::text IS NULL OR status = $3)
+               AND ($4::uuid[] IS NULL OR trading_account_id = ANY($4::uuid[]))"""
+    args = (dealer_account_id, trading_account_id, status,
+            None if only is None else list(only))
+    total = await conn.fetchval(f"SELECT count(*) FROM quote WHERE {where}", *args)  # noqa: S608
+    rows = await conn.fetch(
+        f"""SELECT {_QUOTE_COLUMNS} FROM quote WHERE {where}
+            ORDER BY created_at DESC, quote_id LIMIT $5 OFFSET $6""",  # noqa: S608
+        *args, limit, offset)
+    return [QuoteRecord.from_row(r) for r in rows], int(total)
+
+
+async def expire_quotes(conn: asyncpg.Connection, now: dt.datetime) -> int:
+    """Mark quotes past their expiry (the accept path checks the time itself)."""
+    result: str = await conn.execute(
+        "UPDATE quote SET status = 'EXPIRED' WHERE status = 'OPEN' AND expire_at <= $1", now)
+    return int(result.split()[-1])
+
+
+# ---------------------------------------------------------------- accept
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptCommand:
+    trading_account_id: uuid.UUID
+    instrument_id: str
+    side: str
+    quantity: Decimal
+    quote_id: uuid.UUID
+    idempotency_key: str | None
+    client_order_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    trade_order_id: uuid.UUID
+    trading_account_id: uuid.UUID
+    instrument_id: str
+    quote_id: uuid.UUID | None
+    order_side: str
+    order_type: str
+    status: str
+    reject_reason: str | None
+    quantity: Decimal
+    price: Decimal | None
+    executed_quantity: Decimal
+    executed_cost: Decimal
+    idempotency_key: str | None
+    client_order_id: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    executions: tuple[dict[str, Any], ...] = ()
+
+
+_ORDER_COLUMNS = ", ".join(n for n in OrderRecord.__slots__ if n != "executions")
+
+
+async def _order(conn: asyncpg.Connection, where: str, *args: object) -> OrderRecord | None:
+    row = await conn.fetchrow(
+        f"""SELECT {_ORDER_COLUMNS},
+                   coalesce((SELECT json_agg(json_build_object(
+                       'executionId', e.execution_id, 'quantity', e.quantity::text,
+                       'price', e.price::text, 'cost', e.cost::text,
+                       'executedAt', e.executed_at) ORDER BY e.executed_at)
+                    FROM trade_execution e WHERE e.trade_order_id = o.trade_order_id),
+                    '[]'::json) AS executions
+            FROM trade_order o WHERE {where}""", *args)  # noqa: S608
+    if row is None:
+        return None
+    values = {n: row[n] for n in OrderRecord.__slots__ if n != "executions"}
+    return OrderRecord(**values, executions=tuple(row["executions"]))
+
+
+async def _existing(conn: asyncpg.Connection, cmd: AcceptCommand) -> OrderRecord | None:
+    for column, value in (("idempotency_key", cmd.idempotency_key),
+                          ("client_order_id", cmd.client_order_id)):
+        if value is None:
+            continue
+        found = await _order(conn, f"o.trading_account_id = $1 AND o.{column} = $2",
+                             cmd.trading_account_id, value)
+        if found is not None:
+            if found.quote_id != cmd.quote_id or found.order_side != cmd.side:
+                raise ApiError(Errors.IDEMPOTENCY_CONFLICT)
+            return found
+    return None
+
+
+async def accept_quote(uow: UnitOfWork, cmd: AcceptCommand, scales: ScaleTable,
+                       now: dt.datetime) -> tuple[OrderRecord, bool]:
+    """Fill the quote once; answers the order and whether this call created it."""
+    conn = uow.conn
+    existing = await _existing(conn, cmd)
+    if existing is not None:
+        return existing, False
+    row = await conn.fetchrow(
+        f"SELECT {_QUOTE_COLUMNS} FROM quote WHERE quote_id = $1 FOR UPDATE",  # noqa: S608
+        cmd.quote_id)
+    if row is None:
+        raise ApiError(Errors.QUOTE_NOT_FOUND)
+    quote = QuoteRecord.from_row(row)
+    if quote.trading_account_id != cmd.trading_account_id:
+        raise ApiError(Errors.QUOTE_FOREIGN_CLIENT)
+    if cmd.instrument_id != f"{FERMATA}:{quote.symbol}":
+        raise ApiError(Errors.QUOTE_MISMATCH,
+                       f"The quote is for {FERMATA}:{quote.symbol}, not {cmd.instrument_id}")
+    price = quote.price_for(cmd.side)
+    if price is None or (quote.order_side is not None and quote.order_side != cmd.side):
+        raise ApiError(Errors.QUOTE_MISMATCH, f"The quote has no {cmd.side} side")
+    if cmd.quantity != quote.quantity:
+        raise ApiError(Errors.QUOTE_MISMATCH,
+                       f"The quote is for quantity {quote.quantity}, not {cmd.quantity}")
+    if quote.status == "FILLED":
+        raise ApiError(Errors.QUOTE_ALREADY_FILLED)
+    if quote.status == "EXPIRED" or now >= quote.expire_at:
+        raise ApiError(Errors.QUOTE_EXPIRED)
+    base_code, quote_code = split_symbol(quote.symbol)
+    try:
+        base, quote_asset = scales.asset(base_code), scales.asset(quote_code)
+    except UnknownAsset as exc:
+        raise ApiError(Errors.SYMBOL_NOT_QUOTED, str(exc)) from None
+    order_id = uuid.uuid4()
+    cost = price * quote.quantity
+    await conn.execute(
+        """INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id, quote_id,
+               order_side, order_type, status, quantity, price, executed_quantity,
+               executed_cost, idempotency_key, client_order_id, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, 'QUOTED', 'FILLED', $6, $7, $6, $8, $9, $10, $11, $11)""",
+        order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id, cmd.side,
+        quote.quantity, price, cost, cmd.idempotency_key, cmd.client_order_id, now)
+    await conn.execute(
+        """INSERT INTO trade_execution (execution_id, trade_order_id, quantity, price, cost,
+               executed_at) VALUES ($1, $2, $3, $4, $5, $6)""",
+        uuid.uuid4(), order_id, quote.quantity, price, cost, now)
+    await conn.execute(
+        "UPDATE quote SET status = 'FILLED', filled_order_id = $2 WHERE quote_id = $1",
+        quote.quote_id, order_id)
+    await enqueue_transaction(conn, client_fill(
+        cmd.trading_account_id, quote.dealer_account_id, cmd.side, base, quote_asset,
+        quote.quantity, price, reference=f"order-{order_id}",
+        metadata={"quoteId": str(quote.quote_id), "orderId": str(order_id)},
+        timestamp=now), now)
+    plan = quote.hedge_plan["ask" if cmd.side == "BUY" else "bid"]
+    await conn.execute(
+        """INSERT INTO hedge_job (job_id, dealer_account_id, trade_order_id, symbol, side,
+               quantity, plan, status, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', $8, $8)""",
+        uuid.uuid4(), quote.dealer_account_id, order_id, quote.symbol, plan["hedgeSide"],
+        quote.quantity, plan, now)
+    order = await _order(conn, "o.trade_order_id = $1", order_id)
+    assert order is not None
+    await uow.commit()
+    return order, True
+
+
+async def list_orders(conn: asyncpg.Connection, *, trade_order_id: uuid.UUID | None,
+                      status: str | None, trading_account_id: uuid.UUID | None,
+                      instrument_id: str | None, start: dt.datetime | None,
+                      end: dt.datetime | None, only: frozenset[uuid.UUID] | None,
+                      ascending: bool, limit: int, offset: int
+                      ) -> tuple[list[OrderRecord], int]:
+    where = """($1::uuid IS NULL OR o.trade_order_id = $1)
+               AND ($2::text IS NULL OR o.status = $2)
+               AND ($3::uuid IS NULL OR o.trading_account_id = $3)
+               AND ($4::text IS NULL OR o.instrument_id = $4)
+               AND ($5::timestamptz IS NULL OR o.created_at >= $5)
+               AND ($6::timestamptz IS NULL OR o.created_at < $6)
+               AND ($7::uuid[] IS NULL OR o.trading_account_id = ANY($7::uuid[]))"""
+    args = (trade_order_id, status, trading_account_id, instrument_id, start, end,
+            None if only is None else list(only))
+    total = await conn.fetchval(
+        f"SELECT count(*) FROM trade_order o WHERE {where}", *args)  # noqa: S608
+    ids = await conn.fetch(
+        f"""SELECT o.trade_order_id FROM trade_order o WHERE {where}
+            ORDER BY o.created_at {'ASC' if ascending else 'DESC'}, o.trade_order_id
+            LIMIT $8 OFFSET $9""", *args, limit, offset)  # noqa: S608
+    orders = []
+    for r in ids:
+        found = await _order(conn, "o.trade_order_id = $1", r["trade_order_id"])
+        assert found is not None
+        orders.append(found)
+    return orders, int(total)

@@ -1,0 +1,266 @@
+"""Firm client prices: sweep VWAP, spread by size tier, inventory skew, tick and lot rounding.
+
+Pure: no I/O, no clock. Everything is Decimal and exact except where a rule says how it rounds.
+
+Sides are the client's: a client BUY pays the dealer's ask and is hedged by sweeping the LPs'
+asks (the dealer buys); a client SELL receives the dealer's bid and sweeps the LPs' bids.
+
+    ask = ceil_to_tick(vwap_ask * (1 + (spread - skew) / 10 000))
+    bid = floor_to_tick(vwap_bid * (1 - (spread + skew) / 10 000))
+
+- vwap: the fee-adjusted VWAP of the sweep for the quoted quantity (pricing.sweep), rounded to
+  1e-18 against the dealer (up on asks, down on bids).
+- spread (bps): the first tier with sweep notional ≤ up_to_notional, else `spread_bps`; the
+  notional is the exact fee-adjusted hedge notional, before spread.
+- skew (bps) = inventory_skew_bps * exposure / max_exposure, exposure clipped to ±max_exposure, so
+  skew ∈ [-inventory_skew_bps, +inventory_skew_bps]. Exposure is the dealer's base position:
+  positive when long. A long dealer (skew > 0) lowers both prices, leaning to sell its inventory;
+  a short dealer raises both. No skew without a max exposure. The skew is rounded to 1e-6 bps in
+  the dealer's favour: down for the ask, up for the bid (each side reports the skew it applied).
+  A skew larger than the spread can put the ask below the hedge VWAP (or the bid above it): that
+  is the point of skewing, as such a trade reduces the dealer's position instead of adding to it.
+- Ticks round in the dealer's favour: the ask (client BUY) up, the bid (client SELL) down.
+- Quantity: a requested base quantity is rounded DOWN to the lot; a quote_quantity (an amount of
+  quote currency) becomes the largest whole-lot quantity whose fee-adjusted hedge notional is at
+  most that amount (before spread and tick rounding, so the client's quote_quantity can differ
+  from the amount by those). Zero is refused.
+- quote_quantity = price * quantity, exact (tick and lot decimals, no rounding); the ledger
+  rounds it to the asset's scale.
+- Checks, in order: lot-rounded quantity ≥ max(min_quantity, lot) and ≤ max_quantity; the sweep
+  (InsufficientDepth); then per side quote_quantity ≥ the instrument's min_notional, ≥ the
+  dealer's min_quote_notional and ≤ its max_quote_notional; a price must be positive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from pricing.errors import (
+    NotionalAboveMaximum,
+    NotionalBelowMinimum,
+    PriceNotPositive,
+    SizeAboveMaximum,
+    SizeBelowMinimum,
+)
+from pricing.sweep import (
+    DIVIDE_DOWN,
+    DIVIDE_UP,
+    EXACT,
+    HedgeLeg,
+    Sweep,
+    SweepBook,
+    lots_in,
+    quantity_for_quote_amount,
+    sweep_quantity,
+)
+
+Side = Literal["BUY", "SELL"]
+SpreadTier = tuple[Decimal, Decimal]  # (up_to_notional in quote currency, spread in bps)
+SKEW_QUANTUM = Decimal("1e-6")  # bps
+_BPS = Decimal(10000)
+_ZERO = Decimal(0)
+
+
+def _check_decimal(name: str, value: object, *, positive: bool = False) -> Decimal:
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise TypeError(f"{name} must be a finite Decimal, not {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentRules:
+    """Trading rules of the quoted instrument: tick, lot and size limits."""
+
+    tick_size: Decimal
+    lot_size: Decimal
+    min_quantity: Decimal = _ZERO
+    max_quantity: Decimal | None = None
+    min_notional: Decimal = _ZERO
+
+    def __post_init__(self) -> None:
+        _check_decimal("tick_size", self.tick_size, positive=True)
+        _check_decimal("lot_size", self.lot_size, positive=True)
+        _check_decimal("min_quantity", self.min_quantity)
+        _check_decimal("min_notional", self.min_notional)
+        if self.max_quantity is not None and (
+                _check_decimal("max_quantity", self.max_quantity) < self.min_quantity):
+            raise ValueError("max_quantity must not be below min_quantity")
+
+
+@dataclass(frozen=True, slots=True)
+class QuotingConfig:
+    """The dealer's pricing settings; tiers are (up_to_notional, spread_bps), increasing."""
+
+    spread_bps: Decimal
+    spread_tiers: tuple[SpreadTier, ...] = ()
+    min_quote_notional: Decimal = _ZERO
+    max_quote_notional: Decimal | None = None
+    inventory_skew_bps: Decimal = _ZERO
+
+    def __post_init__(self) -> None:
+        _check_decimal("spread_bps", self.spread_bps)
+        _check_decimal("min_quote_notional", self.min_quote_notional)
+        _check_decimal("inventory_skew_bps", self.inventory_skew_bps)
+        if self.max_quote_notional is not None and (
+                _check_decimal("max_quote_notional", self.max_quote_notional)
+                < self.min_quote_notional):
+            raise ValueError("max_quote_notional must not be below min_quote_notional")
+        previous: Decimal | None = None
+        for up_to, bps in self.spread_tiers:
+            _check_decimal("spread tier up_to_notional", up_to, positive=True)
+            _check_decimal("spread tier bps", bps)
+            if previous is not None and up_to <= previous:
+                raise ValueError("spread tiers must have strictly increasing up_to_notional")
+            previous = up_to
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteRequest:
+    """One RFQ: the client's side (None for two-way) and a base quantity or a quote amount.
+
+    `exposure` is the dealer's current base position (positive: long) and `max_exposure` the
+    position at which the full inventory skew applies (None: no skew).
+    """
+
+    side: Side | None
+    rules: InstrumentRules
+    config: QuotingConfig
+    quantity: Decimal | None = None
+    quote_quantity: Decimal | None = None
+    exposure: Decimal = _ZERO
+    max_exposure: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        if self.side not in ("BUY", "SELL", None):
+            raise ValueError(f"side must be BUY, SELL or None, not {self.side!r}")
+        if (self.quantity is None) == (self.quote_quantity is None):
+            raise ValueError("give exactly one of quantity and quote_quantity")
+        if self.quantity is not None:
+            _check_decimal("quantity", self.quantity, positive=True)
+        else:
+            _check_decimal("quote_quantity", self.quote_quantity, positive=True)
+            if self.side is None:
+                raise ValueError("a two-way quote needs a base quantity")
+        if not isinstance(self.exposure, Decimal) or not self.exposure.is_finite():
+            raise TypeError(f"exposure must be a finite Decimal, not {self.exposure!r}")
+        if self.max_exposure is not None:
+            _check_decimal("max_exposure", self.max_exposure, positive=True)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotedSide:
+    """A firm price for one client side, with the sweep that hedges it."""
+
+    side: Side
+    price: Decimal
+    quantity: Decimal
+    quote_quantity: Decimal
+    spread_bps: Decimal
+    skew_bps: Decimal
+    sweep: Sweep
+
+    @property
+    def hedge_plan(self) -> tuple[HedgeLeg, ...]:
+        """Per-LP quantities (summing exactly to `quantity`), raw VWAPs and worst raw prices."""
+        return self.sweep.hedge_plan
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The answer to a QuoteRequest: `ask` prices a client BUY, `bid` a client SELL."""
+
+    side: Side | None
+    quantity: Decimal
+    bid: QuotedSide | None
+    ask: QuotedSide | None
+
+    def for_side(self, side: Side) -> QuotedSide:
+        """The priced side a client `side` order would take."""
+        priced = self.ask if side == "BUY" else self.bid
+        if priced is None:
+            raise LookupError(f"this quote has no price for a client {side}")
+        return priced
+
+
+def spread_bps_for(config: QuotingConfig, notional: Decimal) -> Decimal:
+    """The spread of the first tier whose up_to_notional covers `notional`, else the base one."""
+    for up_to, bps in config.spread_tiers:
+        if notional <= up_to:
+            return bps
+    return config.spread_bps
+
+
+def inventory_skew_bps(skew_bps: Decimal, exposure: Decimal, max_exposure: Decimal | None, *,
+                       round_up: bool) -> Decimal:
+    """skew_bps * exposure / max_exposure with exposure clipped to ±max_exposure, in 1e-6 bps."""
+    if max_exposure is None or not skew_bps or not exposure:
+        return _ZERO
+    clipped = min(max(exposure, -max_exposure), max_exposure)
+    context = DIVIDE_UP if round_up else DIVIDE_DOWN
+    return context.divide(EXACT.multiply(skew_bps, clipped), max_exposure).quantize(
+        SKEW_QUANTUM, context=context)
+
+
+def round_to_tick(price: Decimal, tick_size: Decimal, *, up: bool) -> Decimal:
+    """`price` on the tick grid, up or down, exactly."""
+    ticks, rest = EXACT.divmod(price, tick_size)
+    if up and rest > 0:
+        ticks = EXACT.add(ticks, 1)
+    elif not up and rest < 0:
+        ticks = EXACT.subtract(ticks, 1)
+    return EXACT.multiply(ticks, tick_size)
+
+
+def price_quote(request: QuoteRequest, book: SweepBook) -> Quote:
+    """Price `request` on `book` (built with the instrument's lot size); see the module rules.
+
+    Raises a QuoteRefused subclass: SizeBelowMinimum, SizeAboveMaximum, InsufficientDepth,
+    NotionalBelowMinimum, NotionalAboveMaximum or PriceNotPositive.
+    """
+    rules = request.rules
+    if book.lot_size != rules.lot_size:
+        raise ValueError(f"the book counts lots of {book.lot_size}, the instrument's lot is "
+                         f"{rules.lot_size}")
+    if request.quantity is not None:
+        quantity = EXACT.multiply(Decimal(lots_in(request.quantity, rules.lot_size)),
+                                  rules.lot_size)
+    else:
+        assert request.quote_quantity is not None  # QuoteRequest holds exactly one of the two
+        swept = book.asks if request.side == "BUY" else book.bids
+        quantity = quantity_for_quote_amount(swept, request.quote_quantity)
+    minimum = max(rules.min_quantity, rules.lot_size)
+    if quantity < minimum:
+        raise SizeBelowMinimum(quantity, minimum)
+    if rules.max_quantity is not None and quantity > rules.max_quantity:
+        raise SizeAboveMaximum(quantity, rules.max_quantity)
+    ask = _quoted_side("BUY", request, book, quantity) if request.side != "SELL" else None
+    bid = _quoted_side("SELL", request, book, quantity) if request.side != "BUY" else None
+    return Quote(request.side, quantity, bid=bid, ask=ask)
+
+
+def _quoted_side(side: Side, request: QuoteRequest, book: SweepBook,
+                 quantity: Decimal) -> QuotedSide:
+    client_buys = side == "BUY"
+    config, rules = request.config, request.rules
+    sweep = sweep_quantity(book.asks if client_buys else book.bids, quantity)
+    spread = spread_bps_for(config, sweep.notional)
+    # a larger skew lowers both prices: rounding it down favours the ask, up favours the bid
+    skew = inventory_skew_bps(config.inventory_skew_bps, request.exposure, request.max_exposure,
+                              round_up=not client_buys)
+    margin = EXACT.subtract(spread, skew) if client_buys else EXACT.minus(EXACT.add(spread, skew))
+    unrounded = EXACT.multiply(sweep.vwap, EXACT.add(_BPS, margin)).scaleb(-4, EXACT)
+    price = round_to_tick(unrounded, rules.tick_size, up=client_buys)
+    if price <= 0:
+        raise PriceNotPositive(price)
+    quote_quantity = EXACT.multiply(price, quantity)
+    if quote_quantity < rules.min_notional:
+        raise NotionalBelowMinimum(quote_quantity, rules.min_notional, "instrument")
+    if quote_quantity < config.min_quote_notional:
+        raise NotionalBelowMinimum(quote_quantity, config.min_quote_notional, "dealer")
+    if config.max_quote_notional is not None and quote_quantity > config.max_quote_notional:
+        raise NotionalAboveMaximum(quote_quantity, config.max_quote_notional)
+    return QuotedSide(side, price, quantity, quote_quantity, spread, skew, sweep)

@@ -1,0 +1,469 @@
+"""Sweeps of the consolidated book: VWAP, worst price and the per-LP hedge plan of a size.
+
+Pure: no I/O, no clock. Three steps, each done as rarely as its input changes:
+
+1. `prepare_lp_book(book, lot_size)`, once per LP book update: each side's levels best first by
+   fee-adjusted price (buying costs price * (1 + fee), selling earns price * (1 - fee)), counted in
+   whole lots, with exact Decimal prefix sums of lots and of fee-adjusted and raw notional.
+2. `consolidate_for_sweep(books, lot_size)`, per set of LP books: a `SweepBook` whose sides are
+   merged across LPs on first use (numpy: one stable argsort of float64 keys), best first; equal
+   prices go by LP source id, then by the LP's own level order.
+3. `sweep_quantity` / `quantity_for_quote_amount`: a binary search on the merged cumulative lots
+   and, per LP, one lookup in its prefix sums, whatever the depth crossed.
+
+Exactness. Quantities are whole lots of the instrument (a level's sub-lot remainder cannot be
+quoted or hedged, so it is left out) and are integers. float64 only orders levels across LPs and
+estimates where a quote amount runs out: adjacent levels whose float keys are equal are re-ordered
+by their exact Decimal prices, and the amount estimate is settled with exact sums, so the result
+equals an all-Decimal sweep. Every number returned comes from the exact Decimal prefix sums
+(computed in a context of unlimited precision, whatever the caller's decimal context). The only
+rounding is a VWAP's division, to VWAP_QUANTUM against the dealer: up on asks (a hedge purchase
+never looks cheaper), down on bids (hedge proceeds never look larger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
+    ROUND_CEILING,
+    ROUND_FLOOR,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from itertools import accumulate
+from operator import mul
+from typing import Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from pricing.book import Level, LpBook
+from pricing.errors import InsufficientDepth
+
+HedgeSide = Literal["BUY", "SELL"]
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+ArrayT = TypeVar("ArrayT", IntArray, FloatArray)
+
+# Products and sums of finite decimals are exact at this precision; nothing divides in it except
+# integer division, so it never has to expand a repeating fraction.
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN,
+                traps=[InvalidOperation, DivisionByZero, Overflow])
+# Divisions round in a stated direction at 80 digits and are then quantized the same way, which is
+# exactly the directed rounding of the true quotient.
+DIVIDE_UP = Context(prec=80, rounding=ROUND_CEILING, traps=[InvalidOperation, DivisionByZero])
+DIVIDE_DOWN = Context(prec=80, rounding=ROUND_FLOOR, traps=[InvalidOperation, DivisionByZero])
+VWAP_QUANTUM = Decimal("1e-18")  # the wire format's finest decimal
+_MAX_LOTS = 2**62  # whole-side lot counts stay far inside int64
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # arrays inside: compared by identity
+class LpLadder:
+    """One side of one LP's book: whole-lot levels, best first, with inclusive prefix sums."""
+
+    adjusted_price: tuple[Decimal, ...]
+    raw_price: tuple[Decimal, ...]
+    cum_lots: tuple[int, ...]
+    cum_notional: tuple[Decimal, ...]  # fee-adjusted, quote currency
+    cum_raw_notional: tuple[Decimal, ...]
+    merge_keys: FloatArray  # float64 adjusted prices, negated on bids: ascending is best first
+    lots: IntArray
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PreparedLpBook:
+    """An LP book ready to merge, counted in lots of `lot_size`."""
+
+    source: str
+    lot_size: Decimal
+    bids: LpLadder
+    asks: LpLadder
+
+
+@dataclass(frozen=True, slots=True)
+class SweepLevel:
+    """One merged level, exact: who quotes it, at what raw and fee-adjusted price, how much."""
+
+    source: str
+    raw_price: Decimal
+    adjusted_price: Decimal
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BookSide:
+    """One side of the consolidated book, merged best first.
+
+    Merged level i is level `level_index[i]` of LP `sources[lp_index[i]]`, at the fee-adjusted
+    price `adjusted_price[i]` (float64, for searching and display; exact values live in the
+    ladders); `lots[i]` is its size in lots and `cum_lots[i]` counts the lots of levels 0..i.
+    `lp_order` lists the LPs present by their best level.
+    """
+
+    is_ask: bool
+    lot_size: Decimal
+    sources: tuple[str, ...]
+    ladders: tuple[LpLadder, ...]
+    adjusted_price: FloatArray
+    lp_index: IntArray
+    level_index: IntArray
+    lots: IntArray
+    cum_lots: IntArray
+    lp_order: tuple[int, ...]
+
+    @property
+    def name(self) -> Literal["BID", "ASK"]:
+        return "ASK" if self.is_ask else "BID"
+
+    @property
+    def available_quantity(self) -> Decimal:
+        """Whole-lot depth of the side, base currency."""
+        lots = int(self.cum_lots[-1]) if self.cum_lots.size else 0
+        return EXACT.multiply(Decimal(lots), self.lot_size)
+
+    @property
+    def available_quote_quantity(self) -> Decimal:
+        """Fee-adjusted notional of the whole side, quote currency."""
+        return _notional_before(self, [len(ladder.cum_lots) for ladder in self.ladders])
+
+    def levels(self) -> tuple[SweepLevel, ...]:
+        """The merged levels, best first, as exact Decimals."""
+        out = []
+        for lp, level in zip(self.lp_index.tolist(), self.level_index.tolist(), strict=True):
+            ladder = self.ladders[lp]
+            lots = ladder.cum_lots[level] - (ladder.cum_lots[level - 1] if level else 0)
+            out.append(SweepLevel(self.sources[lp], ladder.raw_price[level],
+                                  ladder.adjusted_price[level],
+                                  EXACT.multiply(Decimal(lots), self.lot_size)))
+        return tuple(out)
+
+
+class SweepBook:
+    """The consolidated book of one instrument in lots of `lot_size`; a side merges on first use.
+
+    Immutable once built (the merge is memoised), so one SweepBook can price any number of quotes.
+    """
+
+    __slots__ = ("_asks", "_bids", "_books", "lot_size", "sources")
+
+    def __init__(self, books: Sequence[PreparedLpBook], lot_size: Decimal) -> None:
+        self._books = tuple(sorted(books, key=lambda book: book.source))
+        self.lot_size = lot_size
+        self.sources = tuple(book.source for book in self._books)
+        self._bids: BookSide | None = None
+        self._asks: BookSide | None = None
+
+    @property
+    def bids(self) -> BookSide:
+        if self._bids is None:
+            self._bids = _merge(self.sources, tuple(b.bids for b in self._books), self.lot_size,
+                                is_ask=False)
+        return self._bids
+
+    @property
+    def asks(self) -> BookSide:
+        if self._asks is None:
+            self._asks = _merge(self.sources, tuple(b.asks for b in self._books), self.lot_size,
+                                is_ask=True)
+        return self._asks
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeLeg:
+    """What one LP fills in a sweep: quantity, its raw VWAP and its worst raw price."""
+
+    source: str
+    quantity: Decimal
+    vwap: Decimal
+    worst_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """The result of sweeping one side for `quantity` base.
+
+    `notional` and `raw_notional` are exact (with and without taker fees); the VWAPs are rounded
+    to VWAP_QUANTUM against the dealer; `hedge_plan` quantities sum exactly to `quantity`, LPs in
+    the order of their best level.
+    """
+
+    hedge_side: HedgeSide  # BUY when sweeping asks
+    quantity: Decimal
+    notional: Decimal
+    raw_notional: Decimal
+    vwap: Decimal
+    raw_vwap: Decimal
+    worst_price: Decimal
+    worst_raw_price: Decimal
+    hedge_plan: tuple[HedgeLeg, ...]
+
+
+def _read_only(array: ArrayT) -> ArrayT:
+    array.flags.writeable = False  # a SweepBook is shared by every quote priced on it
+    return array
+
+
+def _check_lot_size(lot_size: Decimal) -> None:
+    if not isinstance(lot_size, Decimal) or not lot_size.is_finite() or lot_size <= 0:
+        raise ValueError(f"lot_size must be a positive Decimal, not {lot_size!r}")
+
+
+def prepare_lp_book(book: LpBook, lot_size: Decimal) -> PreparedLpBook:
+    """Count `book` in whole lots of `lot_size`, best first, with exact prefix sums.
+
+    Prices must be positive, quantities non-negative and the taker fee in (-1, 1); levels holding
+    less than one lot are left out.
+    """
+    _check_lot_size(lot_size)
+    fee = book.taker_fee
+    if not fee.is_finite() or not -1 < fee < 1:
+        raise ValueError(f"taker fee of {book.source} must be in (-1, 1)")
+    with localcontext(EXACT):
+        bids = _ladder(book.source, book.bids, 1 - fee, lot_size, is_ask=False)
+        asks = _ladder(book.source, book.asks, 1 + fee, lot_size, is_ask=True)
+    return PreparedLpBook(book.source, lot_size, bids=bids, asks=asks)
+
+
+def _ladder(source: str, levels: Sequence[Level], factor: Decimal, lot_size: Decimal, *,
+            is_ask: bool) -> LpLadder:
+    """Runs in the EXACT context."""
+    rows: list[tuple[Decimal, int, Decimal, Decimal, int]] = []
+    for level_no, (price, quantity) in enumerate(levels):
+        if not price.is_finite() or price <= 0:
+            raise ValueError(f"{source}: price {price} is not positive")
+        if not quantity.is_finite() or quantity < 0:
+            raise ValueError(f"{source}: quantity {quantity} is negative")
+        lots = int(quantity // lot_size)
+        if lots:
+            adjusted = price * factor
+            rows.append((adjusted if is_ask else -adjusted, level_no, price, adjusted, lots))
+    if not rows:
+        return LpLadder((), (), (), (), (), _read_only(np.empty(0, np.float64)),
+                        _read_only(np.empty(0, np.int64)))
+    rows.sort()  # books come best first; sorting makes it a guarantee
+    keys, _, raw_price, adjusted_price, lots_column = zip(*rows, strict=True)
+    usable = [lots * lot_size for lots in lots_column]
+    cum_lots = tuple(accumulate(lots_column))
+    if cum_lots[-1] > _MAX_LOTS:
+        raise ValueError(f"{source}: too many lots of {lot_size} in one side")
+    return LpLadder(
+        adjusted_price, raw_price, cum_lots,
+        cum_notional=tuple(accumulate(map(mul, adjusted_price, usable))),
+        cum_raw_notional=tuple(accumulate(map(mul, raw_price, usable))),
+        merge_keys=_read_only(np.fromiter(map(float, keys), np.float64, len(keys))),
+        lots=_read_only(np.array(lots_column, dtype=np.int64)),
+    )
+
+
+def consolidate_for_sweep(books: Sequence[LpBook | PreparedLpBook], lot_size: Decimal
+                          ) -> SweepBook:
+    """A SweepBook of `books` (LpBooks are prepared here; prepared ones must use `lot_size`)."""
+    _check_lot_size(lot_size)
+    prepared = [book if isinstance(book, PreparedLpBook) else prepare_lp_book(book, lot_size)
+                for book in books]
+    if any(book.lot_size != lot_size for book in prepared):
+        raise ValueError(f"every LP book must be prepared with the lot size {lot_size}")
+    if len({book.source for book in prepared}) != len(prepared):
+        raise ValueError("each LP book needs its own source")
+    return SweepBook(prepared, lot_size)
+
+
+def _merge(sources: tuple[str, ...], ladders: tuple[LpLadder, ...], lot_size: Decimal, *,
+           is_ask: bool) -> BookSide:
+    present = [lp for lp, ladder in enumerate(ladders) if ladder.cum_lots]
+    if not present:
+        no_levels = _read_only(np.empty(0, np.int64))
+        return BookSide(is_ask, lot_size, sources, ladders, _read_only(np.empty(0, np.float64)),
+                        no_levels, no_levels, no_levels, no_levels, ())
+    ends = np.fromiter(accumulate(len(ladder.cum_lots) for ladder in ladders), np.int64,
+                       len(ladders))
+    starts = np.concatenate(([0], ends[:-1]))
+    keys = np.concatenate([ladder.merge_keys for ladder in ladders])
+    # ladders are in source order and each is best first, so a stable sort breaks equal keys
+    # by source, then by level
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    equal = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+    if equal.size:
+        _order_ties_exactly(order, equal, ends, starts, ladders, is_ask)
+        sorted_keys = keys[order]
+    lp_index = ends.searchsorted(order, side="right")
+    lots = np.concatenate([ladder.lots for ladder in ladders])[order]
+
+    def best_level(lp: int) -> tuple[Decimal, int]:
+        adjusted = ladders[lp].adjusted_price[0]
+        return (adjusted if is_ask else -adjusted, lp)
+
+    return BookSide(
+        is_ask, lot_size, sources, ladders,
+        adjusted_price=_read_only(sorted_keys if is_ask else -sorted_keys),
+        lp_index=_read_only(lp_index),
+        level_index=_read_only(order - starts[lp_index]),
+        lots=_read_only(lots),
+        cum_lots=_read_only(np.cumsum(lots)),
+        # the merge is exact, so LPs come in the order of their exact best prices
+        lp_order=tuple(sorted(present, key=best_level)),
+    )
+
+
+def _order_ties_exactly(order: npt.NDArray[np.intp], equal: npt.NDArray[np.intp],
+                        ends: IntArray, starts: IntArray, ladders: tuple[LpLadder, ...],
+                        is_ask: bool) -> None:
+    """Re-sort, in place, each run of equal float keys by exact price, source, then level."""
+
+    def exact_key(position: int) -> tuple[Decimal, int, int]:
+        lp = int(ends.searchsorted(position, side="right"))
+        level = position - int(starts[lp])
+        adjusted = ladders[lp].adjusted_price[level]
+        return (adjusted if is_ask else -adjusted, lp, level)
+
+    run_starts = [int(equal[0])]
+    run_ends = []
+    for previous, current in zip(equal[:-1].tolist(), equal[1:].tolist(), strict=True):
+        if current != previous + 1:
+            run_ends.append(previous + 2)
+            run_starts.append(current)
+    run_ends.append(int(equal[-1]) + 2)
+    for start, end in zip(run_starts, run_ends, strict=True):
+        order[start:end] = sorted(order[start:end].tolist(), key=exact_key)
+
+
+def lots_in(quantity: Decimal, lot_size: Decimal) -> int:
+    """`quantity` in whole lots, rounded down (quantities are never negative)."""
+    if not quantity.is_finite() or quantity < 0:
+        raise ValueError(f"quantity {quantity} must be a finite non-negative amount")
+    return int(EXACT.divide_int(quantity, lot_size))
+
+
+def _vwap(notional: Decimal, quantity: Decimal, is_ask: bool) -> Decimal:
+    """notional / quantity, rounded to VWAP_QUANTUM against the dealer."""
+    if is_ask:
+        return DIVIDE_UP.divide(notional, quantity).quantize(VWAP_QUANTUM, context=DIVIDE_UP)
+    return DIVIDE_DOWN.divide(notional, quantity).quantize(VWAP_QUANTUM, context=DIVIDE_DOWN)
+
+
+def _levels_before(side: BookSide, position: int) -> list[int]:
+    """How many levels of each LP come before merged level `position` (always a prefix)."""
+    counts: list[int] = np.bincount(side.lp_index[:position],
+                                    minlength=len(side.ladders)).tolist()
+    return counts
+
+
+def _notional_before(side: BookSide, counts: list[int]) -> Decimal:
+    total = _ZERO
+    for ladder, count in zip(side.ladders, counts, strict=True):
+        if count:
+            total = EXACT.add(total, ladder.cum_notional[count - 1])
+    return total
+
+
+def _level_notional(ladder: LpLadder, level: int) -> Decimal:
+    if not level:
+        return ladder.cum_notional[0]
+    return EXACT.subtract(ladder.cum_notional[level], ladder.cum_notional[level - 1])
+
+
+def sweep_quantity(side: BookSide, quantity: Decimal) -> Sweep:
+    """Sweep `side` best first for `quantity` base, a positive whole number of lots.
+
+    Raises InsufficientDepth (carrying the side's whole-lot depth) when the side holds less.
+    """
+    wanted = lots_in(quantity, side.lot_size)
+    if wanted == 0 or EXACT.multiply(Decimal(wanted), side.lot_size) != quantity:
+        raise ValueError(f"quantity {quantity} must be a positive multiple of {side.lot_size}")
+    if not side.cum_lots.size or int(side.cum_lots[-1]) < wanted:
+        raise InsufficientDepth(side.name, side.available_quantity,
+                                side.available_quote_quantity, requested_quantity=quantity)
+    last = int(side.cum_lots.searchsorted(wanted))  # the merged level the sweep ends in
+    take = wanted - (int(side.cum_lots[last - 1]) if last else 0)
+    take_quantity = EXACT.multiply(Decimal(take), side.lot_size)
+    last_lp = int(side.lp_index[last])
+    counts = _levels_before(side, last)
+    notional = raw_notional = _ZERO
+    worst_raw_price: Decimal | None = None
+    hedge_plan: list[HedgeLeg] = []
+    for lp in side.lp_order:
+        ladder, full = side.ladders[lp], counts[lp]
+        lots = ladder.cum_lots[full - 1] if full else 0
+        lp_notional = ladder.cum_notional[full - 1] if full else _ZERO
+        lp_raw_notional = ladder.cum_raw_notional[full - 1] if full else _ZERO
+        if lp == last_lp:  # its next level, `full`, is the one the sweep ends in
+            lots += take
+            lp_notional = EXACT.add(
+                lp_notional, EXACT.multiply(ladder.adjusted_price[full], take_quantity))
+            lp_raw_notional = EXACT.add(
+                lp_raw_notional, EXACT.multiply(ladder.raw_price[full], take_quantity))
+            lp_worst = ladder.raw_price[full]
+        elif full:
+            lp_worst = ladder.raw_price[full - 1]
+        else:
+            continue
+        notional = EXACT.add(notional, lp_notional)
+        raw_notional = EXACT.add(raw_notional, lp_raw_notional)
+        if worst_raw_price is None or (
+                lp_worst > worst_raw_price if side.is_ask else lp_worst < worst_raw_price):
+            worst_raw_price = lp_worst
+        lp_quantity = EXACT.multiply(Decimal(lots), side.lot_size)
+        hedge_plan.append(HedgeLeg(side.sources[lp], lp_quantity,
+                                   _vwap(lp_raw_notional, lp_quantity, side.is_ask), lp_worst))
+    assert worst_raw_price is not None  # the LP of the last level always takes part
+    return Sweep(
+        hedge_side="BUY" if side.is_ask else "SELL",
+        quantity=quantity,
+        notional=notional,
+        raw_notional=raw_notional,
+        vwap=_vwap(notional, quantity, side.is_ask),
+        raw_vwap=_vwap(raw_notional, quantity, side.is_ask),
+        worst_price=side.ladders[last_lp].adjusted_price[counts[last_lp]],
+        worst_raw_price=worst_raw_price,
+        hedge_plan=tuple(hedge_plan),
+    )
+
+
+def quantity_for_quote_amount(side: BookSide, amount: Decimal) -> Decimal:
+    """The largest whole-lot base quantity whose fee-adjusted notional on `side` is ≤ `amount`.
+
+    May be zero when one lot already costs more. Raises InsufficientDepth when the whole side is
+    worth less than `amount`.
+    """
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError(f"amount {amount} must be positive")
+    depth = len(side.cum_lots)
+    # levels [0, within) are affordable in full: the float estimate finds `within`, exact sums
+    # settle it (float rounding can only put it a level or so off)
+    estimate = np.cumsum(side.adjusted_price * side.lots) * float(side.lot_size)
+    within = int(estimate.searchsorted(float(amount), side="right"))
+    counts = _levels_before(side, within)
+    spent = _notional_before(side, counts)
+    while within > 0 and spent > amount:
+        within -= 1
+        lp = int(side.lp_index[within])
+        counts[lp] -= 1
+        spent = EXACT.subtract(spent, _level_notional(side.ladders[lp], counts[lp]))
+    while within < depth:
+        lp = int(side.lp_index[within])
+        with_level = EXACT.add(spent, _level_notional(side.ladders[lp], counts[lp]))
+        if with_level > amount:
+            break
+        spent, within = with_level, within + 1
+        counts[lp] += 1
+    if within == depth:  # the whole side is affordable: enough only if it is worth `amount`
+        if spent < amount:
+            raise InsufficientDepth(side.name, side.available_quantity, spent,
+                                    requested_quote_quantity=amount)
+        return side.available_quantity
+    lp = int(side.lp_index[within])
+    lot_cost = EXACT.multiply(side.ladders[lp].adjusted_price[counts[lp]], side.lot_size)
+    lots = (int(side.cum_lots[within - 1]) if within else 0) + int(
+        EXACT.divide_int(EXACT.subtract(amount, spent), lot_cost))
+    return EXACT.multiply(Decimal(lots), side.lot_size)
+
