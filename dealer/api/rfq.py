@@ -325,11 +325,14 @@ async def submit_order(request: web.Request, principal: Principal | None,
             Decimal(params.quantity), params.quote_id, params.idempotency_key,
             params.client_order_id)
         async with UnitOfWork(app[POOL]) as uow:
-            order, created = await rfq.accept_quote(uow, cmd, app[ASSET_SCALES], app[CLOCK]())
+            order, created = await rfq.accept_quote(uow, cmd, app[ASSET_SCALES], app[CLOCK](),
+                                                    app[MARKET_DATA])
     except ApiError as exc:
         metrics.accepts.labels("refused", exc.error.code).inc()
         raise
-    if created:
+    if created and order.status == "REJECTED":
+        metrics.accepts.labels("rejected", "last_look").inc()
+    elif created:
         metrics.accepts.labels("filled", "ok").inc()
         symbol = order.instrument_id.partition(":")[2]
         metrics.fills.labels(symbol, order.order_side).inc()

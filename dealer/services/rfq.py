@@ -33,7 +33,7 @@ from pricing.errors import (
     SizeBelowMinimum,
 )
 from pricing.quote import InstrumentRules, Quote, QuoteRequest, QuotingConfig, price_quote
-from pricing.sweep import consolidate_for_sweep
+from pricing.sweep import consolidate_for_sweep, sweep_quantity
 from venues.base import split_symbol
 
 FERMATA = "FERMATA"
@@ -137,7 +137,7 @@ def _config(dealer: DealerRecord) -> QuotingConfig:
     )
 
 
-def _plan(quote: Quote) -> dict[str, Any]:
+def _plan(quote: Quote, lot_size: Decimal) -> dict[str, Any]:
     plan: dict[str, Any] = {}
     for name, side in (("bid", quote.bid), ("ask", quote.ask)):
         if side is None:
@@ -145,6 +145,7 @@ def _plan(quote: Quote) -> dict[str, Any]:
         sweep = side.sweep
         plan[name] = {
             "hedgeSide": sweep.hedge_side, "quantity": str(side.quantity),
+            "lotSize": str(lot_size),
             "vwap": str(sweep.vwap), "worstPrice": str(sweep.worst_price),
             "worstRawPrice": str(sweep.worst_raw_price),
             "legs": [{"tradingAccountId": leg.source, "quantity": str(leg.quantity),
@@ -207,7 +208,7 @@ async def request_quote(uow: UnitOfWork, market_data: MarketDataService, cmd: Qu
             RETURNING {_QUOTE_COLUMNS}""",  # noqa: S608
         quote_id, cmd.dealer_account_id, cmd.trading_account_id, cmd.symbol, cmd.side,
         quote.quantity, quote.bid.price if quote.bid else None,
-        quote.ask.price if quote.ask else None, _plan(quote), now,
+        quote.ask.price if quote.ask else None, _plan(quote, rules.lot_size), now,
         now + dt.timedelta(milliseconds=dealer.config.quote_ttl_ms))
     assert row is not None
     await uow.commit()
@@ -315,8 +316,35 @@ async def _existing(conn: asyncpg.Connection, cmd: AcceptCommand) -> OrderRecord
     return None
 
 
+def last_look(market_data: MarketDataService, quote: QuoteRecord, side: str,
+              limit_bps: Decimal, now: dt.datetime) -> str | None:
+    """Why the fill must be refused (the market moved against the dealer by more than
+    `limit_bps` since the quote), or None to fill. The hedge is re-swept on the fresh books."""
+    plan = quote.hedge_plan["ask" if side == "BUY" else "bid"]
+    quoted_vwap = Decimal(plan["vwap"])
+    now_ms = int(now.timestamp() * 1000)
+    fresh = [(lp, state.book) for lp, state in market_data.lp_books(quote.dealer_account_id,
+                                                                     quote.symbol)
+             if lp.active and state is not None and state.book is not None
+             and state.is_fresh(now_ms, market_data.max_age_ms)]
+    if not fresh:
+        return "last look: no fresh LP book"
+    lot = Decimal(plan.get("lotSize", "0")) or quote.quantity
+    book = consolidate_for_sweep([market_data.prepared_book(lp, b, lot) for lp, b in fresh], lot)
+    try:
+        sweep = sweep_quantity(book.asks if side == "BUY" else book.bids, quote.quantity)
+    except QuoteRefused:
+        return "last look: not enough depth any more"
+    moved = (sweep.vwap - quoted_vwap) / quoted_vwap * 10000
+    adverse = moved if side == "BUY" else -moved
+    if adverse > limit_bps:
+        return f"last look: the market moved {adverse:.2f} bps against the quote"
+    return None
+
+
 async def accept_quote(uow: UnitOfWork, cmd: AcceptCommand, scales: ScaleTable,
-                       now: dt.datetime) -> tuple[OrderRecord, bool]:
+                       now: dt.datetime, market_data: MarketDataService | None = None
+                       ) -> tuple[OrderRecord, bool]:
     """Fill the quote once; answers the order and whether this call created it."""
     conn = uow.conn
     existing = await _existing(conn, cmd)
@@ -343,6 +371,12 @@ async def accept_quote(uow: UnitOfWork, cmd: AcceptCommand, scales: ScaleTable,
         raise ApiError(Errors.QUOTE_ALREADY_FILLED)
     if quote.status == "EXPIRED" or now >= quote.expire_at:
         raise ApiError(Errors.QUOTE_EXPIRED)
+    dealer = await get_dealer(conn, quote.dealer_account_id)
+    if dealer.config.last_look_bps is not None and market_data is not None:
+        reason = last_look(market_data, quote, cmd.side, Decimal(dealer.config.last_look_bps),
+                           now)
+        if reason is not None:
+            return await _reject(uow, cmd, quote, reason, now), True
     base_code, quote_code = split_symbol(quote.symbol)
     try:
         base, quote_asset = scales.asset(base_code), scales.asset(quote_code)
@@ -380,6 +414,26 @@ async def accept_quote(uow: UnitOfWork, cmd: AcceptCommand, scales: ScaleTable,
     assert order is not None
     await uow.commit()
     return order, True
+
+
+async def _reject(uow: UnitOfWork, cmd: AcceptCommand, quote: QuoteRecord, reason: str,
+                  now: dt.datetime) -> OrderRecord:
+    """A REJECTED order (the quote is spent: it expires); nothing is booked or hedged."""
+    order_id = uuid.uuid4()
+    await uow.conn.execute(
+        """INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id, quote_id,
+               order_side, order_type, status, reject_reason, quantity, price,
+               idempotency_key, client_order_id, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, 'QUOTED', 'REJECTED', $6, $7, $8, $9, $10, $11, $11)""",
+        order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id, cmd.side, reason,
+        quote.quantity, quote.price_for(cmd.side), cmd.idempotency_key, cmd.client_order_id,
+        now)
+    await uow.conn.execute("UPDATE quote SET status = 'EXPIRED' WHERE quote_id = $1",
+                           quote.quote_id)
+    order = await _order(uow.conn, "o.trade_order_id = $1", order_id)
+    assert order is not None
+    await uow.commit()
+    return order
 
 
 async def list_orders(conn: asyncpg.Connection, *, trade_order_id: uuid.UUID | None,

@@ -1,0 +1,95 @@
+"""Last look: an accept is REJECTED (with its reason) when the fresh books moved against the
+dealer by more than the dealer's lastLookBps since the quote; otherwise it fills."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from dealer.appkeys import VENUES
+from dealer.auth import Role
+from tests.conftest import assert_error, assert_ok, auth
+from tests.helpers import Client, connect_exchange_account, eventually, get, post
+
+VENUES_USED = (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot"))
+
+
+async def _desk(client: Client, last_look_bps: str) -> tuple[str, str, dict[str, str]]:
+    accounts = [await connect_exchange_account(client, v, e) for v, e in VENUES_USED]
+    _, body = await post(client, "/api/v3/fermata/dealer/create",
+                         {"symbols": ["BTC/USDT"], "lastLookBps": last_look_bps})
+    dealer = assert_ok(body)["dealerAccountId"]
+    for account in accounts:
+        status, body = await post(client, "/api/v3/fermata/dealer/link",
+                                  {"dealerAccountId": dealer, "tradingAccountId": account})
+        assert status == 200, body
+    _, body = await post(client, "/api/v3/fermata/client/create", {})
+    customer = assert_ok(body)["tradingAccountId"]
+    return dealer, customer, auth(Role.TRADER, [uuid.UUID(customer)])
+
+
+async def _quote(client: Client, dealer: str, customer: str, headers: dict[str, str]
+                 ) -> dict[str, Any]:
+    async def quoted() -> dict[str, Any] | None:
+        status, body = await post(client, "/api/v3/fermata/quote/request", {
+            "dealerAccountId": dealer, "tradingAccountId": customer, "symbol": "BTC/USDT",
+            "orderSide": "BUY", "quantity": "0.5"}, headers)
+        return body["data"] if status == 200 else None
+
+    result: dict[str, Any] = await eventually(quoted, within_s=3)
+    return result
+
+
+async def _accept(client: Client, customer: str, quote: dict[str, Any],
+                  headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    return await post(client, "/api/v3/trading/order/submit", {
+        "tradingAccountId": customer, "instrumentId": "FERMATA:BTC/USDT", "orderSide": "BUY",
+        "orderType": "QUOTED", "quantity": quote["quantity"], "quoteId": quote["quoteId"]},
+        headers)
+
+
+async def test_a_quiet_market_fills(client: Client) -> None:
+    dealer, customer, headers = await _desk(client, "1000")
+    quote = await _quote(client, dealer, customer, headers)
+    status, body = await _accept(client, customer, quote, headers)
+    assert status == 200, body
+    assert assert_ok(body)[0]["status"] == "FILLED"
+
+
+async def test_an_adverse_move_rejects_the_accept_and_books_nothing(
+    app: web.Application, client: Client, conn: asyncpg.Connection,
+) -> None:
+    dealer, customer, headers = await _desk(client, "5")
+    quote = await _quote(client, dealer, customer, headers)
+    # Every LP's asks jump 5 %: buying the hedge now costs far more than quoted.
+    for venue, _ in VENUES_USED:
+        paper = app[VENUES].market_data(venue)
+        current = await paper.order_book("BTC/USDT", 50)
+        paper.pin_book("BTC/USDT", current.bids,  # type: ignore[attr-defined]
+                       [(p * Decimal("1.05"), q) for p, q in current.asks])
+
+    async def moved() -> bool:
+        _, body = await get(client, "/api/v3/fermata/dealer/orderBook",
+                            {"dealerAccountId": dealer, "symbol": "BTC/USDT"}, headers)
+        best = Decimal(assert_ok(body)["asks"][0]["price"])
+        return best > Decimal(quote["price"]) * Decimal("1.02")
+
+    await eventually(moved, within_s=3)
+    status, body = await _accept(client, customer, quote, headers)
+    assert status == 200, body
+    [order] = assert_ok(body)
+    assert order["status"] == "REJECTED"
+    assert order["rejectReason"].startswith("last look: the market moved")
+    assert order["executions"] == []
+    assert await conn.fetchval("SELECT count(*) FROM hedge_job") == 0
+    assert await conn.fetchval("SELECT count(*) FROM trade_execution") == 0
+    assert await conn.fetchval(
+        "SELECT count(*) FROM ledger_outbox WHERE kind = 'transaction'") == 0
+    # The quote is spent.
+    status, body = await _accept(client, customer, quote, headers)
+    assert status == 400
+    assert_error(body, -160002)
