@@ -32,5 +32,6 @@ def add_job(scheduler: AsyncIOScheduler, metrics: Metrics, name: str,
         else:
             metrics.scheduler_runs.labels(name, "success").inc()
 
-    scheduler.add_job(run, "interval", seconds=every_seconds, id=name, name=name,
-                      next_run_time=first_run)
+    # APScheduler reads an explicit next_run_time=None as "paused": pass it only when set.
+    when = {} if first_run is None else {"next_run_time": first_run}
+    scheduler.add_job(run, "interval", seconds=every_seconds, id=name, name=name, **when)

