@@ -21,6 +21,11 @@ class Daemon:
     process: subprocess.Popen[str]
     url: str
     banner: str
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the daemon's stderr, for assertion messages."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -41,10 +46,13 @@ def daemon_env(data_dir: Path, **settings: str) -> dict[str, str]:
 
 def start_daemon(env: dict[str, str], *, timeout: float = 60.0) -> Daemon:
     """Start `dealerd run` and wait for its banner (the banner is printed once it listens)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dealer.cli", "run"], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True,
-    )
+    log = Path(env["DEALER_DATA_DIR"]) / f"dealerd-{time.monotonic_ns()}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dealer.cli", "run"], env=env, stdout=subprocess.PIPE,
+            stderr=stderr, text=True,
+        )
     assert process.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + timeout
@@ -61,8 +69,9 @@ def start_daemon(env: dict[str, str], *, timeout: float = 60.0) -> Daemon:
             break
     if url is None:
         process.kill()
-        raise AssertionError("daemon did not start:\n" + "\n".join(lines))
-    return Daemon(process, url, "\n".join(lines))
+        raise AssertionError("daemon did not start:\n" + "\n".join(lines) + "\n"
+                             + log.read_text(errors="replace")[-4000:])
+    return Daemon(process, url, "\n".join(lines), log)
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -48,7 +48,7 @@ def test_embedded_demo_daemon_curls_work_as_printed(tmp_path: Path) -> None:
                                   timeout=30, check=True)
             outputs.append(orjson.loads(done.stdout))
         health, dealer, links, book, accounts, unlink, link, relink, clients, ops = outputs
-        assert health["status"] == "healthy"
+        assert health["status"] == "healthy", (health, daemon.log_tail())
         assert dealer["success"]
         assert dealer["data"]["status"] == "ACTIVE"
         assert len(links["data"]) == 3
@@ -64,7 +64,7 @@ def test_embedded_demo_daemon_curls_work_as_printed(tmp_path: Path) -> None:
         assert len(clients["data"]) == 1
         assert {op["operationType"] for op in ops["data"]} >= {"CONNECT", "LINK", "UNLINK"}
     finally:
-        assert daemon.stop() == 0
+        assert daemon.stop() == 0, daemon.log_tail()
 
     # A restart keeps the data and prints the same desk (the demo is seeded once).
     again = start_daemon(daemon_env(tmp_path, DEALER_DEMO="1"), timeout=120)
@@ -72,7 +72,7 @@ def test_embedded_demo_daemon_curls_work_as_printed(tmp_path: Path) -> None:
         first_dealer = next(line for line in banner.splitlines() if "dealer  " in line)
         assert first_dealer in again.banner
     finally:
-        assert again.stop() == 0
+        assert again.stop() == 0, again.log_tail()
 
 
 def test_two_daemons_on_one_database_both_come_up(pg_server: Any, tmp_path: Path) -> None:
