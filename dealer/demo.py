@@ -171,7 +171,29 @@ def demo_steps(base_url: str, desk: DemoDesk) -> list[tuple[str, str]]:
         ("operation history of the BINANCE LP", _curl(
             base_url, f"/api/v3/tradingAccount/operation/list?tradingAccountId={first_lp}",
             "ADMIN_TOKEN")),
+        ("the client asks a firm price for 0.5 BTC (printed on stderr) and accepts it at once "
+         "(quotes live 5 s)", _quote_and_accept(base_url, desk)),
+        ("the ledger: the client's fill, booked double-entry",
+         _curl(base_url, "/api/v3/ledger/transaction/list?limit=1", "ADMIN_TOKEN")),
     ]
+
+
+def _quote_and_accept(base_url: str, desk: DemoDesk) -> str:
+    """One shell line: request a quote as the client, then accept it with its quoteId."""
+    client = str(desk.client_account_id)
+    request = _curl(base_url, "/api/v3/fermata/quote/request", "CLIENT_TOKEN", {
+        "dealerAccountId": str(desk.dealer_account_id), "tradingAccountId": client,
+        "symbol": "BTC/USDT", "orderSide": "BUY", "quantity": "0.5"})
+    pick = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"data\"][\"quoteId\"])'"
+    accept = orjson.dumps({"tradingAccountId": client, "instrumentId": "FERMATA:BTC/USDT",
+                           "orderSide": "BUY", "orderType": "QUOTED", "quantity": "0.5",
+                           "quoteId": "QUOTE"}).decode()
+    before, _, after = accept.partition("QUOTE\"")
+    body = "'" + before + "'\"$QUOTE_ID\"'\"" + after + "'"
+    return (f"QUOTE_ID=$({request} | tee /dev/stderr | {pick}) && "
+            f'curl -s -H "Authorization: Bearer $CLIENT_TOKEN" '
+            f"-H 'Content-Type: application/json' -d {body} "
+            f"{shlex.quote(base_url + '/api/v3/trading/order/submit')}")
 
 
 def banner(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,15 +40,22 @@ def test_embedded_demo_daemon_curls_work_as_printed(tmp_path: Path) -> None:
         assert "paper connector" in banner
         exports = [line for line in banner.splitlines() if line.startswith("export ")]
         assert [e.split("=")[0] for e in exports] == ["export ADMIN_TOKEN", "export CLIENT_TOKEN"]
-        curls = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
-        assert len(curls) == 10
-        outputs = []
-        for curl in curls:
+        curls = [line.strip() for line in banner.splitlines()
+                 if line.strip().startswith(("curl ", "QUOTE_ID="))]
+        assert len(curls) == 12
+        def run(curl: str) -> Any:
             script = "\n".join([*exports, curl])
             done = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
                                   timeout=30, check=True)
-            outputs.append(orjson.loads(done.stdout))
-        health, dealer, links, book, accounts, unlink, link, relink, clients, ops = outputs
+            return orjson.loads(done.stdout)
+
+        outputs = [run(curl) for curl in curls]
+        # The ledger books through the outbox, a moment after the fill: ask until it shows.
+        deadline = time.monotonic() + 5
+        while not outputs[-1]["data"] and time.monotonic() < deadline:
+            outputs[-1] = run(curls[-1])
+        (health, dealer, links, book, accounts, unlink, link, relink, clients, ops, fill,
+         journal) = outputs
         assert health["status"] == "healthy", (health, daemon.log_tail())
         assert dealer["success"]
         assert dealer["data"]["status"] == "ACTIVE"
@@ -63,6 +71,9 @@ def test_embedded_demo_daemon_curls_work_as_printed(tmp_path: Path) -> None:
         assert relink["error"] == "Trading account is already linked to this dealer"
         assert len(clients["data"]) == 1
         assert {op["operationType"] for op in ops["data"]} >= {"CONNECT", "LINK", "UNLINK"}
+        assert fill["data"][0]["status"] == "FILLED", fill
+        assert fill["data"][0]["executedQuantity"] == "0.5"
+        assert journal["data"][0]["metadata"]["kind"] == "client_fill", journal
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
 
