@@ -18,6 +18,7 @@ from dealer.appkeys import (
     ASSET_SCALES,
     CLOCK,
     DSN,
+    HEDGE_WORKER,
     LEDGER,
     MARKET_DATA,
     METRICS,
@@ -40,6 +41,7 @@ from dealer.services import reconciliation
 from dealer.services.rfq import expire_quotes as expire_open_quotes
 from dealer.settings import DaemonSecrets, Settings, SettingsError
 from dealer.uow import connection
+from hedging.worker import HedgeWorker
 from ledger.assets import DEFAULT_SCALES, ScaleTable, check_pinned
 from ledger.backend import LedgerBackend
 from ledger.formance import FormanceConfig, FormanceLedger
@@ -88,6 +90,7 @@ def create_app(
     app.cleanup_ctx.append(venues_ctx)
     app.cleanup_ctx.append(demo_ctx)
     app.cleanup_ctx.append(market_data_ctx)
+    app.cleanup_ctx.append(hedge_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
     return app
 
@@ -189,6 +192,21 @@ async def market_data_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await service.close()
+
+
+async def hedge_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The hedge worker (when enabled): resolves in-flight hedge orders, then hedges jobs."""
+    settings = app[SETTINGS]
+    worker = HedgeWorker(app[POOL], app[VENUES], app[ASSET_SCALES], app[METRICS], app[CLOCK],
+                         poll_interval_s=settings.hedge_poll_ms / 1000,
+                         max_attempts=settings.hedge_max_attempts)
+    app[HEDGE_WORKER] = worker
+    if settings.hedge_enabled:
+        worker.start()
+    try:
+        yield
+    finally:
+        await worker.stop()
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from dealer.marketdata import MarketDataService
     from dealer.metrics import Metrics
     from dealer.secretbox import SecretBox
+    from hedging.worker import HedgeWorker
     from ledger.assets import ScaleTable
     from ledger.backend import LedgerBackend
     from ledger.outbox import OutboxRelay
@@ -41,6 +42,7 @@ ASSET_SCALES: web.AppKey[ScaleTable] = web.AppKey("asset_scales")
 VENUES: web.AppKey[VenueRegistry] = web.AppKey("venues")
 MARKET_DATA: web.AppKey[MarketDataService] = web.AppKey("market_data")
 SCHEDULER: web.AppKey[AsyncIOScheduler] = web.AppKey("scheduler")
+HEDGE_WORKER: web.AppKey[HedgeWorker] = web.AppKey("hedge_worker")
 
 # Per-request storage.
 REQUEST_ID = web.RequestKey("request_id", str)

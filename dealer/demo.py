@@ -173,8 +173,9 @@ def demo_steps(base_url: str, desk: DemoDesk) -> list[tuple[str, str]]:
             "ADMIN_TOKEN")),
         ("the client asks a firm price for 0.5 BTC (printed on stderr) and accepts it at once "
          "(quotes live 5 s)", _quote_and_accept(base_url, desk)),
-        ("the ledger: the client's fill, booked double-entry",
-         _curl(base_url, "/api/v3/ledger/transaction/list?limit=1", "ADMIN_TOKEN")),
+        ("the ledger: the client's fill, booked double-entry (the hedges follow on the LPs)",
+         _curl(base_url, "/api/v3/ledger/transaction/list?limit=1&address=client:"
+               f"{desk.client_account_id}", "ADMIN_TOKEN")),
     ]
 
 

@@ -129,6 +129,29 @@ class Metrics:
             "dealer_fill_notional_total", "Client fill notional in quote currency, by quote asset",
             ["quote_asset"], registry=r)
 
+        self.hedge_orders = Counter(
+            "dealer_hedge_orders_total", "Hedge order events by LP venue and status (SENT when "
+            "sent, then FILLED, PARTIALLY_FILLED, EXPIRED, REJECTED or UNKNOWN)",
+            ["venue", "status"], registry=r)
+        self.hedge_first_order_latency_s = Histogram(
+            "dealer_hedge_first_order_latency_seconds",
+            "Time from a client fill to the first hedge order sent for it",
+            buckets=HTTP_BUCKETS, registry=r)
+        self.hedge_jobs_open = Gauge(
+            "dealer_hedge_jobs_open", "Hedge jobs not finished yet (PENDING or IN_PROGRESS)",
+            registry=r)
+
+    # The hedge worker's reporting interface (hedging.worker.HedgeMetrics).
+
+    def hedge_order(self, venue: str, status: str) -> None:
+        self.hedge_orders.labels(venue, status).inc()
+
+    def hedge_first_order_latency(self, seconds: float) -> None:
+        self.hedge_first_order_latency_s.observe(seconds)
+
+    def hedge_open_jobs(self, count: int) -> None:
+        self.hedge_jobs_open.set(count)
+
     # The ledger relay's reporting interface (ledger.outbox.RelayMetrics).
 
     def relay_sent(self, outcome: str, count: int) -> None:

@@ -102,6 +102,12 @@ class Settings(BaseModel):
     reconciliation_interval_s: int = Field(default=60, ge=5, le=86400,
                                            description="How often LP balances are reconciled "
                                            "with the ledger")
+    hedge_enabled: bool = Field(default=True, description="Run the hedge worker (IMMEDIATE "
+                                "hedging of client fills on the LPs)")
+    hedge_poll_ms: int = Field(default=100, ge=10, le=60000,
+                               description="How often the hedge worker looks for jobs when idle")
+    hedge_max_attempts: int = Field(default=3, ge=1, le=100,
+                                    description="Attempts per hedge job before it is FAILED")
     log_level: LogLevel = Field(default="INFO", description="Log level.")
     public_url: str | None = Field(default=None, description="URL printed in the banner; "
                                    "defaults to http://<host>:<port>.")

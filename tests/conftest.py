@@ -78,8 +78,10 @@ def secrets() -> DaemonSecrets:
 
 @pytest.fixture
 def settings(dsn: str, tmp_path: Path) -> Settings:
+    # Hedging stays off here so tests see accepted quotes' jobs as they were written; the hedge
+    # worker's own tests switch it on.
     return Settings(database_url=dsn, data_dir=tmp_path, jwt_secret=JWT_SECRET,
-                    secrets_key=SECRETS_KEY, db_pool_max=5)
+                    secrets_key=SECRETS_KEY, db_pool_max=5, hedge_enabled=False)
 
 
 @pytest.fixture

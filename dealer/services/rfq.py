@@ -108,7 +108,8 @@ async def exposure_of(conn: asyncpg.Connection, dealer_account_id: uuid.UUID, ba
                       ) -> Decimal:
     """The dealer's unhedged base position: what open hedge jobs still have to do."""
     value = await conn.fetchval(
-        """SELECT coalesce(sum(CASE WHEN side = 'SELL' THEN quantity ELSE -quantity END), 0)
+        """SELECT coalesce(sum(CASE WHEN side = 'SELL' THEN quantity - hedged_quantity
+                                    ELSE hedged_quantity - quantity END), 0)
            FROM hedge_job WHERE dealer_account_id = $1 AND status NOT IN ('HEDGED', 'CANCELLED')
              AND split_part(symbol, '/', 1) = $2""",
         dealer_account_id, base)
