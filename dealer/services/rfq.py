@@ -287,8 +287,9 @@ class OrderRecord:
 _ORDER_COLUMNS = ", ".join(n for n in OrderRecord.__slots__ if n != "executions")
 
 
-async def _order(conn: asyncpg.Connection, where: str, *args: object) -> OrderRecord | None:
-    row = await conn.fetchrow(
+async def _orders(conn: asyncpg.Connection, where: str, *args: object) -> list[OrderRecord]:
+    """Orders with their executions, in one query (`where` may end with ORDER BY / LIMIT)."""
+    rows = await conn.fetch(
         f"""SELECT {_ORDER_COLUMNS},
                    coalesce((SELECT json_agg(json_build_object(
                        'executionId', e.execution_id, 'quantity', e.quantity::text,
@@ -297,10 +298,13 @@ async def _order(conn: asyncpg.Connection, where: str, *args: object) -> OrderRe
                     FROM trade_execution e WHERE e.trade_order_id = o.trade_order_id),
                     '[]'::json) AS executions
             FROM trade_order o WHERE {where}""", *args)  # noqa: S608
-    if row is None:
-        return None
-    values = {n: row[n] for n in OrderRecord.__slots__ if n != "executions"}
-    return OrderRecord(**values, executions=tuple(row["executions"]))
+    return [OrderRecord(**{n: row[n] for n in OrderRecord.__slots__ if n != "executions"},
+                        executions=tuple(row["executions"])) for row in rows]
+
+
+async def _order(conn: asyncpg.Connection, where: str, *args: object) -> OrderRecord | None:
+    found = await _orders(conn, where, *args)
+    return found[0] if found else None
 
 
 async def _existing(conn: asyncpg.Connection, cmd: AcceptCommand) -> OrderRecord | None:
@@ -472,13 +476,7 @@ async def list_orders(conn: asyncpg.Connection, *, trade_order_id: uuid.UUID | N
             None if only is None else list(only))
     total = await conn.fetchval(
         f"SELECT count(*) FROM trade_order o WHERE {where}", *args)  # noqa: S608
-    ids = await conn.fetch(
-        f"""SELECT o.trade_order_id FROM trade_order o WHERE {where}
-            ORDER BY o.created_at {'ASC' if ascending else 'DESC'}, o.trade_order_id
-            LIMIT $8 OFFSET $9""", *args, limit, offset)  # noqa: S608
-    orders = []
-    for r in ids:
-        found = await _order(conn, "o.trade_order_id = $1", r["trade_order_id"])
-        assert found is not None
-        orders.append(found)
+    orders = await _orders(
+        conn, f"""{where} ORDER BY o.created_at {'ASC' if ascending else 'DESC'},
+                  o.trade_order_id LIMIT $8 OFFSET $9""", *args, limit, offset)
     return orders, int(total)

@@ -167,28 +167,29 @@ async def enable_account(
     uow: UnitOfWork, trading_account_id: uuid.UUID, now: dt.datetime
 ) -> TradingAccountRecord:
     """INACTIVE → ACTIVE (idempotent); an exchange account needs a usable credential."""
-    conn = uow.conn
-    account = await _mutable_account(conn, trading_account_id)
-    if account.status != "ACTIVE":
-        if account.is_exchange and all(c.status == "REVOKED" for c in account.credentials):
-            raise ApiError(Errors.CREDENTIAL_REVOKED,
-                           "Every credential of this account is revoked; rotate or connect anew")
-        await _set_status(conn, account, "ACTIVE", now)
-        await record_operation(conn, trading_account_id, "ENABLE", now)
-    updated = await require_account(conn, trading_account_id)
-    await uow.commit()
-    return updated
+    return await _switch(uow, trading_account_id, "ACTIVE", "ENABLE", now)
 
 
 async def disable_account(
     uow: UnitOfWork, trading_account_id: uuid.UUID, now: dt.datetime
 ) -> TradingAccountRecord:
     """ACTIVE → INACTIVE (idempotent). A linked LP stays linked but is not used while inactive."""
+    return await _switch(uow, trading_account_id, "INACTIVE", "DISABLE", now)
+
+
+async def _switch(uow: UnitOfWork, trading_account_id: uuid.UUID, status: str, operation: str,
+                  now: dt.datetime) -> TradingAccountRecord:
+    """Move to `status` (idempotent) and record `operation`; enabling an exchange account
+    needs a credential that is not revoked."""
     conn = uow.conn
     account = await _mutable_account(conn, trading_account_id)
-    if account.status != "INACTIVE":
-        await _set_status(conn, account, "INACTIVE", now)
-        await record_operation(conn, trading_account_id, "DISABLE", now)
+    if account.status != status:
+        if (status == "ACTIVE" and account.is_exchange
+                and all(c.status == "REVOKED" for c in account.credentials)):
+            raise ApiError(Errors.CREDENTIAL_REVOKED,
+                           "Every credential of this account is revoked; rotate or connect anew")
+        await _set_status(conn, account, status, now)
+        await record_operation(conn, trading_account_id, operation, now)
     updated = await require_account(conn, trading_account_id)
     await uow.commit()
     return updated
