@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 import dealer
 
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+HEDGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SLIPPAGE_BUCKETS = (-50.0, -20.0, -10.0, -5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 
 
 class Metrics:
@@ -140,6 +142,30 @@ class Metrics:
         self.hedge_jobs_open = Gauge(
             "dealer_hedge_jobs_open", "Hedge jobs not finished yet (PENDING or IN_PROGRESS)",
             registry=r)
+        self.hedge_jobs_finished = Counter(
+            "dealer_hedge_jobs_finished_total",
+            "Hedge jobs that reached a final status (HEDGED, FAILED, CANCELLED)", ["status"],
+            registry=r)
+        self.hedge_fully_hedged_latency_s = Histogram(
+            "dealer_hedge_fill_to_hedged_seconds",
+            "Time from a client fill to its hedge job being fully HEDGED",
+            buckets=HEDGE_BUCKETS, registry=r)
+        self.hedge_slippage = Histogram(
+            "dealer_hedge_slippage_bps",
+            "Hedge execution price vs the quote-time plan, bps (positive: worse for the dealer)",
+            ["venue"], buckets=SLIPPAGE_BUCKETS, registry=r)
+        self.unhedged_exposure = Gauge(
+            "dealer_unhedged_exposure",
+            "Unhedged position per dealer and base asset, in asset units (negative: short)",
+            ["dealer_account_id", "asset"], registry=r)
+        self.unhedged_notional = Gauge(
+            "dealer_unhedged_notional",
+            "Unhedged exposure per dealer valued at mid, in quote currency", ["dealer_account_id"],
+            registry=r)
+        self.kill_switch = Gauge(
+            "dealer_kill_switch_engaged",
+            "1 while a dealer's quoting is paused, by reason (manual, exposure, hedge_failures)",
+            ["dealer_account_id", "reason"], registry=r)
 
     # The hedge worker's reporting interface (hedging.worker.HedgeMetrics).
 
@@ -151,6 +177,15 @@ class Metrics:
 
     def hedge_open_jobs(self, count: int) -> None:
         self.hedge_jobs_open.set(count)
+
+    def hedge_job_finished(self, status: str, fill_to_final_s: float | None) -> None:
+        """A job reached HEDGED, FAILED or CANCELLED; the latency is observed for HEDGED only."""
+        self.hedge_jobs_finished.labels(status).inc()
+        if status == "HEDGED" and fill_to_final_s is not None:
+            self.hedge_fully_hedged_latency_s.observe(fill_to_final_s)
+
+    def hedge_slippage_bps(self, venue: str, bps: float) -> None:
+        self.hedge_slippage.labels(venue).observe(bps)
 
     # The ledger relay's reporting interface (ledger.outbox.RelayMetrics).
 
