@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Any
 
@@ -20,125 +19,33 @@ from dealer.appkeys import SCHEDULER
 from dealer.auth import Role
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN, VIEWER, assert_error, assert_ok, auth
+from tests.desk import (
+    INSTRUMENT,
+    LOT,
+    ORDERS,
+    QUOTE,
+    QUOTE_GET,
+    QUOTE_LIST,
+    RFQ_TABLES,
+    SUBMIT,
+    TICK,
+    TRANSACTIONS,
+    accept,
+    accept_body,
+    make_desk,
+    quote_body,
+    request_quote,
+)
 from tests.helpers import (
     Client,
     assert_invalid,
     assert_moment,
-    connect_exchange_account,
     eventually,
     get,
     outbox_drained,
     post,
     snapshot,
 )
-
-QUOTE = "/api/v3/fermata/quote/request"
-QUOTE_GET = "/api/v3/fermata/quote/get"
-QUOTE_LIST = "/api/v3/fermata/quote/list"
-SUBMIT = "/api/v3/trading/order/submit"
-ORDERS = "/api/v3/trading/order/list"
-TRANSACTIONS = "/api/v3/ledger/transaction/list"
-DEALER_BOOK = "/api/v3/fermata/dealer/orderBook"
-INSTRUMENT = "FERMATA:BTC/USDT"
-LOT = Decimal("0.00001")  # the strictest BTC/USDT lot of the three paper venues
-TICK = Decimal("0.1")  # and tick
-RFQ_TABLES = ("quote", "trade_order", "trade_execution", "hedge_job", "ledger_outbox")
-QUOTE_FIELDS = {
-    "quoteId", "dealerAccountId", "tradingAccountId", "instrumentId", "symbol", "orderSide",
-    "price", "bidPrice", "askPrice", "quantity", "quoteQuantity", "bidQuoteQuantity",
-    "askQuoteQuantity", "status", "createdAt", "createdAtDateTime", "expireAt",
-    "expireAtDateTime",
-}
-ORDER_FIELDS = {
-    "tradeOrderId", "tradingAccountId", "venue", "instrumentId", "quoteId", "baseAsset",
-    "quoteAsset", "orderSide", "orderType", "timeInForce", "status", "rejectReason",
-    "cancelReason", "limitPrice", "quantity", "orderQuantityType", "executedPrice",
-    "executedQuantity", "executedCost", "fees", "executions", "createdAt", "createdAtDateTime",
-    "updatedAt", "updatedAtDateTime",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Desk:
-    dealer: str
-    lps: list[str]
-    clients: list[str]
-
-    @property
-    def client(self) -> str:
-        return self.clients[0]
-
-
-async def _new_client(client: Client, nickname: str) -> str:
-    status, body = await post(client, "/api/v3/fermata/client/create", {"nickname": nickname})
-    assert status == 200, body
-    account: str = assert_ok(body)["tradingAccountId"]
-    return account
-
-
-async def _desk(client: Client, *, clients: int = 1, link: bool = True,
-                **config: Any) -> Desk:
-    """Three paper LPs linked to a BTC/USDT dealer (config: extra dealer fields), its clients,
-    and (when linked) every LP book fresh in the dealer's consolidated book."""
-    lps = [await connect_exchange_account(client, venue, external)
-           for venue, external in (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot"))]
-    status, body = await post(client, "/api/v3/fermata/dealer/create",
-                              {"symbols": ["BTC/USDT"], "nickname": "desk", **config})
-    assert status == 200, body
-    dealer: str = assert_ok(body)["dealerAccountId"]
-    if link:
-        for lp in lps:
-            status, body = await post(client, "/api/v3/fermata/dealer/link",
-                                      {"dealerAccountId": dealer, "tradingAccountId": lp})
-            assert status == 200, body
-
-        async def all_fresh() -> bool:
-            _, payload = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
-                                                         "symbol": "BTC/USDT", "depth": 1})
-            lp_states = assert_ok(payload)["lps"]
-            return len(lp_states) == 3 and all(lp["fresh"] for lp in lp_states)
-
-        await eventually(all_fresh, within_s=3.0)
-    accounts = [await _new_client(client, f"client {n}") for n in range(clients)]
-    return Desk(dealer, lps, accounts)
-
-
-def _quote_body(desk: Desk, **fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"dealerAccountId": desk.dealer, "tradingAccountId": desk.client,
-                            "symbol": "BTC/USDT"}
-    body.update(fields)
-    return {k: v for k, v in body.items() if v is not None}
-
-
-async def _quote(client: Client, desk: Desk, headers: dict[str, str] = ADMIN,
-                 **fields: Any) -> dict[str, Any]:
-    status, body = await post(client, QUOTE, _quote_body(desk, **fields), headers)
-    assert status == 200, body
-    quote: dict[str, Any] = assert_ok(body)
-    assert set(quote) == QUOTE_FIELDS
-    return quote
-
-
-def _accept_body(quote: dict[str, Any], side: str | None = None, **fields: Any
-                 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "tradingAccountId": quote["tradingAccountId"], "instrumentId": quote["instrumentId"],
-        "orderSide": side or quote["orderSide"], "orderType": "QUOTED",
-        "quantity": quote["quantity"], "quoteId": quote["quoteId"]}
-    body.update(fields)
-    return {k: v for k, v in body.items() if v is not None}
-
-
-async def _accept(client: Client, quote: dict[str, Any], side: str | None = None,
-                  headers: dict[str, str] = ADMIN, **fields: Any) -> dict[str, Any]:
-    status, body = await post(client, SUBMIT, _accept_body(quote, side, **fields), headers)
-    assert status == 200, body
-    orders = assert_ok(body)
-    assert isinstance(orders, list), orders
-    assert len(orders) == 1, orders
-    order: dict[str, Any] = orders[0]
-    assert set(order) == ORDER_FIELDS
-    return order
 
 
 async def _state(conn: asyncpg.Connection) -> tuple[dict[str, list[str]], dict[str, int]]:
@@ -215,8 +122,8 @@ async def _client_fills(client: Client, account: str) -> list[dict[str, Any]]:
 async def test_request_accept_fills_books_the_ledger_and_leaves_a_hedge_job(
     client: Client, conn: asyncpg.Connection
 ) -> None:
-    desk = await _desk(client)
-    quote = await _quote(client, desk, orderSide="BUY", quantity="0.5")
+    desk = await make_desk(client)
+    quote = await request_quote(client, desk, orderSide="BUY", quantity="0.5")
     assert quote["dealerAccountId"] == desk.dealer
     assert quote["tradingAccountId"] == desk.client
     assert (quote["instrumentId"], quote["symbol"]) == (INSTRUMENT, "BTC/USDT")
@@ -234,7 +141,7 @@ async def test_request_accept_fills_books_the_ledger_and_leaves_a_hedge_job(
     assert_moment(quote["expireAt"], quote["expireAtDateTime"])
     assert quote["expireAt"] - quote["createdAt"] == 5000  # the default quoteTtlMs
 
-    order = await _accept(client, quote, idempotencyKey="first-fill")
+    order = await accept(client, quote, idempotencyKey="first-fill")
     _assert_filled(order, quote, "BUY")
 
     # The quote is FILLED, for the client (trader token) and the desk alike.
@@ -295,8 +202,8 @@ async def test_request_accept_fills_books_the_ledger_and_leaves_a_hedge_job(
 async def test_a_two_way_quote_is_accepted_on_its_sell_side_at_the_bid(
     client: Client, conn: asyncpg.Connection
 ) -> None:
-    desk = await _desk(client)
-    quote = await _quote(client, desk, quantity="0.25")
+    desk = await make_desk(client)
+    quote = await request_quote(client, desk, quantity="0.25")
     assert quote["orderSide"] is None
     assert quote["price"] is None
     assert quote["quoteQuantity"] is None
@@ -307,7 +214,7 @@ async def test_a_two_way_quote_is_accepted_on_its_sell_side_at_the_bid(
     assert Decimal(quote["bidQuoteQuantity"]) == bid * Decimal("0.25")
     assert Decimal(quote["askQuoteQuantity"]) == ask * Decimal("0.25")
 
-    order = await _accept(client, quote, "SELL")
+    order = await accept(client, quote, "SELL")
     _assert_filled(order, quote, "SELL")
     assert Decimal(order["executedPrice"]) == bid
     job = await _hedge_job(conn, order)
@@ -315,7 +222,7 @@ async def test_a_two_way_quote_is_accepted_on_its_sell_side_at_the_bid(
     assert job["plan"]["hedgeSide"] == "SELL"
     assert sum(Decimal(leg["quantity"]) for leg in job["plan"]["legs"]) == Decimal("0.25")
     # Its other side is gone with the fill.
-    await _refused(client, SUBMIT, _accept_body(quote, "BUY"), 409, -160003)
+    await _refused(client, SUBMIT, accept_body(quote, "BUY"), 409, -160003)
 
     # The client sold: dealer → client the quote asset (rounded down: the dealer pays it),
     # client → dealer the base.
@@ -333,9 +240,9 @@ async def test_a_two_way_quote_is_accepted_on_its_sell_side_at_the_bid(
 async def test_a_quote_for_an_amount_to_spend_solves_for_a_whole_lot_quantity(
     client: Client, conn: asyncpg.Connection
 ) -> None:
-    desk = await _desk(client)
+    desk = await make_desk(client)
     amount = Decimal("1000")
-    quote = await _quote(client, desk, instrumentId=INSTRUMENT, symbol=None, orderSide="BUY",
+    quote = await request_quote(client, desk, instrumentId=INSTRUMENT, symbol=None, orderSide="BUY",
                          quoteQuantity=str(amount))
     price, quantity = Decimal(quote["price"]), Decimal(quote["quantity"])
     quote_quantity = Decimal(quote["quoteQuantity"])
@@ -351,28 +258,28 @@ async def test_a_quote_for_an_amount_to_spend_solves_for_a_whole_lot_quantity(
     # The client's price adds the spread (10 bps by default) and at most a tick of rounding.
     assert quote_quantity <= amount * (1 + Decimal("0.001")) + TICK * quantity
     job_plan_quantity = quantity
-    order = await _accept(client, quote)
+    order = await accept(client, quote)
     _assert_filled(order, quote, "BUY")
     assert Decimal(order["executedCost"]) == quote_quantity
     job = await _hedge_job(conn, order)
     assert job["quantity"] == job_plan_quantity
     # A client SELL of an amount to receive solves the same way on the bids.
-    sell = await _quote(client, desk, orderSide="SELL", quoteQuantity="2500")
+    sell = await request_quote(client, desk, orderSide="SELL", quoteQuantity="2500")
     assert Decimal(sell["quantity"]) % LOT == 0
     assert Decimal(sell["quoteQuantity"]) == Decimal(sell["price"]) * Decimal(sell["quantity"])
     assert Decimal(sell["price"]) < price
 
 
 async def test_order_and_quote_lists_filter_sort_and_page(client: Client) -> None:
-    desk = await _desk(client, clients=2)
+    desk = await make_desk(client, clients=2)
     first, second = desk.clients
-    buy = await _quote(client, desk, orderSide="BUY", quantity="0.1")
-    two_way = await _quote(client, desk, quantity="0.2")
-    other = await _quote(client, desk, tradingAccountId=second, orderSide="SELL",
+    buy = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
+    two_way = await request_quote(client, desk, quantity="0.2")
+    other = await request_quote(client, desk, tradingAccountId=second, orderSide="SELL",
                          quantity="0.3")
-    open_quote = await _quote(client, desk, orderSide="BUY", quantity="0.4")
-    orders = [await _accept(client, buy), await _accept(client, two_way, "SELL"),
-              await _accept(client, other)]
+    open_quote = await request_quote(client, desk, orderSide="BUY", quantity="0.4")
+    orders = [await accept(client, buy), await accept(client, two_way, "SELL"),
+              await accept(client, other)]
     ids = [o["tradeOrderId"] for o in orders]
     times = [o["createdAt"] for o in orders]
     assert times == sorted(times)
@@ -468,15 +375,15 @@ async def test_an_accept_at_or_after_expire_at_is_refused_and_writes_nothing(
     clock = ManualClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
     app = create_app(settings, secrets, clock=clock)
     client = await aiohttp_client(app)
-    desk = await _desk(client, quoteTtlMs=500)
-    late = await _quote(client, desk, orderSide="BUY", quantity="0.1")
-    in_time = await _quote(client, desk, orderSide="SELL", quantity="0.1")
+    desk = await make_desk(client, quoteTtlMs=500)
+    late = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
+    in_time = await request_quote(client, desk, orderSide="SELL", quantity="0.1")
     assert late["expireAt"] - late["createdAt"] == 500
     clock.now += dt.timedelta(milliseconds=499)
-    _assert_filled(await _accept(client, in_time), in_time, "SELL")
+    _assert_filled(await accept(client, in_time), in_time, "SELL")
     clock.now += dt.timedelta(milliseconds=1)
     before = await _state(conn)
-    body = await _refused(client, SUBMIT, _accept_body(late), 400, -160002)
+    body = await _refused(client, SUBMIT, accept_body(late), 400, -160002)
     assert "expired" in body["error"].lower()
     assert await _state(conn) == before
 
@@ -491,52 +398,52 @@ async def test_an_accept_at_or_after_expire_at_is_refused_and_writes_nothing(
     await eventually(expired, within_s=3.0)
     _, payload = await get(client, QUOTE_LIST, {"status": "EXPIRED"})
     assert [q["quoteId"] for q in assert_ok(payload)] == [late["quoteId"]]
-    await _refused(client, SUBMIT, _accept_body(late), 400, -160002)
+    await _refused(client, SUBMIT, accept_body(late), 400, -160002)
     assert (await _state(conn))[1] == before[1]
 
 
 async def test_accept_refusals_answer_their_errno_and_write_nothing(
     client: Client, conn: asyncpg.Connection
 ) -> None:
-    desk = await _desk(client, clients=2)
+    desk = await make_desk(client, clients=2)
     owner, stranger = desk.clients
-    quote = await _quote(client, desk, orderSide="BUY", quantity="0.5")
-    sell = await _quote(client, desk, orderSide="SELL", quantity="0.5")
+    quote = await request_quote(client, desk, orderSide="BUY", quantity="0.5")
+    sell = await request_quote(client, desk, orderSide="SELL", quantity="0.5")
     owner_token = auth(Role.TRADER, [uuid.UUID(owner)])
     stranger_token = auth(Role.TRADER, [uuid.UUID(stranger)])
     before = await _state(conn)
     unknown = str(uuid.uuid4())
     for body, status_code, errno, headers in (
-        (_accept_body(quote, quoteId=unknown), 404, -160001, ADMIN),
-        (_accept_body(quote, quoteId=unknown), 404, -160001, owner_token),
+        (accept_body(quote, quoteId=unknown), 404, -160001, ADMIN),
+        (accept_body(quote, quoteId=unknown), 404, -160001, owner_token),
         # another client: the desk on its behalf, or its own token
-        (_accept_body(quote, tradingAccountId=stranger), 403, -160005, ADMIN),
-        (_accept_body(quote, tradingAccountId=stranger), 403, -160005, stranger_token),
+        (accept_body(quote, tradingAccountId=stranger), 403, -160005, ADMIN),
+        (accept_body(quote, tradingAccountId=stranger), 403, -160005, stranger_token),
         # the owner's quote, but not what was quoted
-        (_accept_body(quote, quantity="0.4"), 400, -160004, owner_token),
-        (_accept_body(quote, quantity="0.50001"), 400, -160004, ADMIN),
-        (_accept_body(quote, "SELL"), 400, -160004, ADMIN),
-        (_accept_body(sell, "BUY"), 400, -160004, ADMIN),
-        (_accept_body(quote, instrumentId="FERMATA:ETH/USDT"), 400, -160004, ADMIN),
-        (_accept_body(quote, instrumentId="BINANCE:BTC/USDT"), 400, -160004, ADMIN),
-        (_accept_body(quote, instrumentId="BTC/USDT"), 400, -160004, ADMIN),
+        (accept_body(quote, quantity="0.4"), 400, -160004, owner_token),
+        (accept_body(quote, quantity="0.50001"), 400, -160004, ADMIN),
+        (accept_body(quote, "SELL"), 400, -160004, ADMIN),
+        (accept_body(sell, "BUY"), 400, -160004, ADMIN),
+        (accept_body(quote, instrumentId="FERMATA:ETH/USDT"), 400, -160004, ADMIN),
+        (accept_body(quote, instrumentId="BINANCE:BTC/USDT"), 400, -160004, ADMIN),
+        (accept_body(quote, instrumentId="BTC/USDT"), 400, -160004, ADMIN),
         # only QUOTED orders with their quoteId
-        (_accept_body(quote, orderType="MARKET"), 400, -160012, ADMIN),
-        (_accept_body(quote, orderType="LIMIT", limitPrice="1"), 400, -160012, ADMIN),
-        (_accept_body(quote, orderType=""), 400, -160012, ADMIN),
-        ({k: v for k, v in _accept_body(quote).items() if k != "quoteId"}, 400, -160012,
+        (accept_body(quote, orderType="MARKET"), 400, -160012, ADMIN),
+        (accept_body(quote, orderType="LIMIT", limitPrice="1"), 400, -160012, ADMIN),
+        (accept_body(quote, orderType=""), 400, -160012, ADMIN),
+        ({k: v for k, v in accept_body(quote).items() if k != "quoteId"}, 400, -160012,
          ADMIN),
         # a trader token that does not list the account
-        (_accept_body(quote), 403, -101005, stranger_token),
-        (_accept_body(quote), 403, -101005, auth(Role.TRADER, [])),
+        (accept_body(quote), 403, -101005, stranger_token),
+        (accept_body(quote), 403, -101005, auth(Role.TRADER, [])),
         # roles
-        (_accept_body(quote), 403, -101004, VIEWER),
-        (_accept_body(quote), 401, -101001, {}),
+        (accept_body(quote), 403, -101004, VIEWER),
+        (accept_body(quote), 401, -101001, {}),
     ):
         await _refused(client, SUBMIT, body, status_code, errno, headers)
     assert await _state(conn) == before
 
-    order = await _accept(client, quote, headers=owner_token)
+    order = await accept(client, quote, headers=owner_token)
     _assert_filled(order, quote, "BUY")
     after_fill = await _state(conn)
     assert after_fill[1] == {**before[1], "trade_order": 1, "trade_execution": 1,
@@ -544,7 +451,7 @@ async def test_accept_refusals_answer_their_errno_and_write_nothing(
     # Accepting it again, with or without a fresh idempotency key: already filled.
     for headers, fields in ((owner_token, {}), (ADMIN, {"idempotencyKey": "again"}),
                             (ADMIN, {"clientOrderId": "again"})):
-        await _refused(client, SUBMIT, _accept_body(quote, **fields), 409, -160003, headers)
+        await _refused(client, SUBMIT, accept_body(quote, **fields), 409, -160003, headers)
     assert await _state(conn) == after_fill
     text = await (await client.get("/metrics")).text()
     for line in ('dealer_quote_accepts_total{outcome="refused",reason="QUOTE_ALREADY_FILLED"} 3.0',
@@ -556,39 +463,39 @@ async def test_accept_refusals_answer_their_errno_and_write_nothing(
 async def test_idempotency_key_and_client_order_id_replay_the_same_order(
     client: Client, conn: asyncpg.Connection
 ) -> None:
-    desk = await _desk(client)
-    first = await _quote(client, desk, quantity="0.1")
-    second = await _quote(client, desk, quantity="0.1")
-    third = await _quote(client, desk, orderSide="BUY", quantity="0.1")
-    order = await _accept(client, first, "BUY", idempotencyKey="key-1")
+    desk = await make_desk(client)
+    first = await request_quote(client, desk, quantity="0.1")
+    second = await request_quote(client, desk, quantity="0.1")
+    third = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
+    order = await accept(client, first, "BUY", idempotencyKey="key-1")
     after = await _state(conn)
     # A retry with the same key answers the same order and writes nothing.
     for _ in range(2):
-        assert await _accept(client, first, "BUY", idempotencyKey="key-1") == order
+        assert await accept(client, first, "BUY", idempotencyKey="key-1") == order
     assert await _state(conn) == after
     assert await conn.fetchval("SELECT count(*) FROM trade_order WHERE idempotency_key = $1",
                                "key-1") == 1
     # The same key for another quote, or the other side of the same quote: a conflict.
-    for body in (_accept_body(second, "BUY", idempotencyKey="key-1"),
-                 _accept_body(first, "SELL", idempotencyKey="key-1")):
+    for body in (accept_body(second, "BUY", idempotencyKey="key-1"),
+                 accept_body(first, "SELL", idempotencyKey="key-1")):
         await _refused(client, SUBMIT, body, 409, -160013)
     assert await _state(conn) == after
 
     # clientOrderId likewise.
-    by_client_id = await _accept(client, second, "SELL", clientOrderId="mine-1")
+    by_client_id = await accept(client, second, "SELL", clientOrderId="mine-1")
     _assert_filled(by_client_id, second, "SELL")
     after = await _state(conn)
-    assert await _accept(client, second, "SELL", clientOrderId="mine-1") == by_client_id
-    for body in (_accept_body(third, clientOrderId="mine-1"),
-                 _accept_body(third, clientOrderId="mine-1", idempotencyKey="key-3")):
+    assert await accept(client, second, "SELL", clientOrderId="mine-1") == by_client_id
+    for body in (accept_body(third, clientOrderId="mine-1"),
+                 accept_body(third, clientOrderId="mine-1", idempotencyKey="key-3")):
         await _refused(client, SUBMIT, body, 409, -160013)
     assert await _state(conn) == after
     # A key known for one order and a client id known for another: a conflict too.
-    await _refused(client, SUBMIT, _accept_body(first, "BUY", idempotencyKey="key-1",
+    await _refused(client, SUBMIT, accept_body(first, "BUY", idempotencyKey="key-1",
                                                  clientOrderId="mine-1"), 409, -160013)
     assert await _state(conn) == after
     # Fresh keys on the third quote fill it.
-    _assert_filled(await _accept(client, third, idempotencyKey="key-3", clientOrderId="mine-3"),
+    _assert_filled(await accept(client, third, idempotencyKey="key-3", clientOrderId="mine-3"),
                    third, "BUY")
     assert await conn.fetchval("SELECT count(*) FROM trade_order") == 3
     text = await (await client.get("/metrics")).text()
@@ -601,10 +508,10 @@ async def test_idempotency_key_and_client_order_id_replay_the_same_order(
 async def test_quote_refusals_answer_their_errno_and_write_nothing(
     client: Client, conn: asyncpg.Connection
 ) -> None:
-    desk = await _desk(client, clients=2, maxQuoteNotional="100000",
+    desk = await make_desk(client, clients=2, maxQuoteNotional="100000",
                        maxUnhedgedExposure={"BTC": "0.1"})
     owner, stranger = desk.clients
-    small = await _quote(client, desk, orderSide="BUY", quantity="0.01")
+    small = await request_quote(client, desk, orderSide="BUY", quantity="0.01")
     price = Decimal(small["price"])
     assert price < Decimal("90000"), "1 BTC must fit the 100000 notional limit"
     too_big = (Decimal("150000") / price).quantize(LOT, ROUND_UP)
@@ -615,7 +522,7 @@ async def test_quote_refusals_answer_their_errno_and_write_nothing(
                        headers: dict[str, str] = ADMIN) -> None:
         before = await _state(conn)
         for fields, status_code, errno in cases:
-            await _refused(client, QUOTE, _quote_body(desk, **fields), status_code, errno,
+            await _refused(client, QUOTE, quote_body(desk, **fields), status_code, errno,
                            headers)
         assert await _state(conn) == before
 
@@ -637,7 +544,7 @@ async def test_quote_refusals_answer_their_errno_and_write_nothing(
         ({"orderSide": "SELL", "quantity": "1"}, 400, -160011),
         ({"quantity": "0.2"}, 400, -160011),
     ])
-    status, payload = await post(client, QUOTE, _quote_body(desk, quantity="100000",
+    status, payload = await post(client, QUOTE, quote_body(desk, quantity="100000",
                                                              orderSide="BUY"))
     assert Decimal(payload["details"]["metadata"]["availableQuantity"]) < 100000
     # Trader tokens: only for the accounts they list; viewers and anonymous callers: never.
@@ -645,7 +552,7 @@ async def test_quote_refusals_answer_their_errno_and_write_nothing(
                    auth(Role.TRADER, [uuid.UUID(stranger)]))
     await refusals([({"quantity": "0.1"}, 403, -101004)], VIEWER)
     await refusals([({"quantity": "0.1"}, 401, -101001)], {})
-    await _quote(client, desk, auth(Role.TRADER, [uuid.UUID(owner)]), orderSide="SELL",
+    await request_quote(client, desk, auth(Role.TRADER, [uuid.UUID(owner)]), orderSide="SELL",
                  quantity="0.05")
 
     # A paused dealer does not quote; resumed, it does again.
@@ -657,7 +564,7 @@ async def test_quote_refusals_answer_their_errno_and_write_nothing(
     status, body = await post(client, "/api/v3/fermata/dealer/resume",
                               {"dealerAccountId": desk.dealer})
     assert status == 200, body
-    await _quote(client, desk, quantity="0.05")
+    await request_quote(client, desk, quantity="0.05")
 
     # Without a fresh LP book (every LP account disabled): retry later.
     for lp in desk.lps:
@@ -681,8 +588,8 @@ async def test_quote_refusals_answer_their_errno_and_write_nothing(
 async def test_malformed_requests_are_refused_before_anything_else(
     client: Client, conn: asyncpg.Connection
 ) -> None:
-    desk = await _desk(client)
-    quote = await _quote(client, desk, orderSide="BUY", quantity="0.1")
+    desk = await make_desk(client)
+    quote = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
     before = await _state(conn)
     quote_cases: list[tuple[dict[str, Any], str | None]] = [
         ({"instrumentId": INSTRUMENT, "quantity": "1"}, None),  # symbol and instrumentId
@@ -708,7 +615,7 @@ async def test_malformed_requests_are_refused_before_anything_else(
         ({"tradingAccountId": 7, "quantity": "1"}, "tradingAccountId"),
     ]
     for fields, field in quote_cases:
-        status, body = await post(client, QUOTE, _quote_body(desk, **fields))
+        status, body = await post(client, QUOTE, quote_body(desk, **fields))
         assert_invalid(status, body, field)
     submit_cases: list[tuple[dict[str, Any], str]] = [
         ({"quantity": None}, "quantity"),
@@ -726,8 +633,8 @@ async def test_malformed_requests_are_refused_before_anything_else(
         ({"clientOrderId": 12}, "clientOrderId"),
     ]
     for fields, field in submit_cases:
-        status, body = await post(client, SUBMIT, _accept_body(quote, **fields))
+        status, body = await post(client, SUBMIT, accept_body(quote, **fields))
         assert_invalid(status, body, field)
     assert await _state(conn) == before
     # Still OPEN and acceptable after all that.
-    _assert_filled(await _accept(client, quote), quote, "BUY")
+    _assert_filled(await accept(client, quote), quote, "BUY")

@@ -21,7 +21,7 @@ from dealer.appkeys import ASSET_SCALES, CLOCK, HEDGE_WORKER, METRICS, POOL, VEN
 from dealer.settings import DaemonSecrets, Settings
 from hedging.worker import HedgeWorker
 from tests.conftest import VIEWER, assert_ok
-from tests.e2e.test_rfq import LOT, Desk, _accept, _desk, _quote
+from tests.desk import LOT, Desk, accept, make_desk, request_quote
 from tests.helpers import Client, eventually, get, outbox_drained
 from venues.base import ExecutionVenue, OrderRequest, OrderState, VenueAccount, VenueTimeout
 from venues.paper.client import PaperVenue
@@ -41,8 +41,8 @@ async def _fill(client: Client, desk: Desk, fills: tuple[tuple[str, str], ...] =
                 ) -> list[dict[str, Any]]:
     orders = []
     for side, quantity in fills:
-        quote = await _quote(client, desk, orderSide=side, quantity=quantity)
-        orders.append(await _accept(client, quote))
+        quote = await request_quote(client, desk, orderSide=side, quantity=quantity)
+        orders.append(await accept(client, quote))
     return orders
 
 
@@ -162,7 +162,7 @@ async def test_every_fill_is_hedged_once_and_the_books_net_out(
     conn: asyncpg.Connection,
 ) -> None:
     app, client = await _app(settings, secrets, aiohttp_client, hedge_enabled=True)
-    desk = await _desk(client)
+    desk = await make_desk(client)
     await _fill(client, desk)
     await _all_hedged(conn, len(FILLS))
     orders = await _check_orders(app, conn)
@@ -193,7 +193,7 @@ async def test_a_worker_restarted_after_a_send_resends_nothing(
     conn: asyncpg.Connection,
 ) -> None:
     app, client = await _app(settings, secrets, aiohttp_client)  # no worker of its own
-    desk = await _desk(client)
+    desk = await make_desk(client)
     await _fill(client, desk, FILLS[:2])
     first = Recording(app[VENUES])
     first.hang_after = 2  # the second order reaches its LP; then the worker "crashes"
@@ -221,7 +221,7 @@ async def test_an_unknown_outcome_is_resolved_by_client_order_id(
     conn: asyncpg.Connection,
 ) -> None:
     app, client = await _app(settings, secrets, aiohttp_client)
-    desk = await _desk(client)
+    desk = await make_desk(client)
     await _fill(client, desk, FILLS[:1])
     venues = Recording(app[VENUES])
     venues.timeout_after = 1  # the first order fills but its answer is lost
@@ -242,7 +242,7 @@ async def test_two_workers_share_the_jobs_and_run_each_once(
     conn: asyncpg.Connection, dsn: str,
 ) -> None:
     app, client = await _app(settings, secrets, aiohttp_client)
-    desk = await _desk(client)
+    desk = await make_desk(client)
     fills = FILLS + FILLS
     await _fill(client, desk, fills)
     venues = Recording(app[VENUES])
