@@ -177,9 +177,9 @@ class Generator:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def started(cls, connections: int) -> AsyncIterator[Generator]:
+    async def started(cls, connections: int, event_loop: str) -> AsyncIterator[Generator]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, SCRIPT, "--generator",
+            sys.executable, SCRIPT, "--generator", "--event-loop", event_loop,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         try:
             yield cls(proc, connections)
@@ -413,7 +413,7 @@ async def run(args: argparse.Namespace) -> None:
                                 secrets_key=SECRETS_KEY, log_level="WARNING")
             app = create_app(settings, DaemonSecrets(JWT_SECRET, SECRETS_KEY))
             async with serving(app) as base, serving(bare_app()) as bare_base, \
-                    Generator.started(args.connections) as gen:
+                    Generator.started(args.connections, args.event_loop) as gen:
                 admin = {"Authorization": f"Bearer {mint_token(JWT_SECRET, Role.ADMIN)}"}
                 dealer, client = await setup_desk(base, admin)
                 trader = mint_token(JWT_SECRET, Role.TRADER, accounts=[uuid.UUID(client)])
@@ -486,11 +486,19 @@ def main() -> None:
                         help="first rate of the quote search, req/s (the bare one starts at 4x)")
     parser.add_argument("--connections", type=int, default=256,
                         help="most connections the generator opens (default 256)")
+    parser.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="event loop of the servers and the generator (default uvloop, as "
+                        "`dealerd run` uses)")
     args = parser.parse_args()
+    loop_run = asyncio.run
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        loop_run = uvloop.run
     if args.generator:
-        asyncio.run(generator_main())
+        loop_run(generator_main())
     else:
-        asyncio.run(run(args))
+        loop_run(run(args))
 
 
 if __name__ == "__main__":

@@ -23,14 +23,17 @@ from dealer.appkeys import (
     MARKET_DATA,
     METRICS,
     POOL,
+    QUOTER,
     RELAY,
     SCHEDULER,
     SECRET_BOX,
     SECRETS,
     SETTINGS,
+    TOKENS,
     VENUES,
     Clock,
 )
+from dealer.auth import TokenVerifier
 from dealer.demo import demo_ctx
 from dealer.marketdata import MarketDataService
 from dealer.metrics import Metrics
@@ -38,6 +41,7 @@ from dealer.middlewares import MIDDLEWARES
 from dealer.scheduler import add_job, build_scheduler
 from dealer.secretbox import SecretBox
 from dealer.services import reconciliation
+from dealer.services.quoting import Quoter, QuoteWriter
 from dealer.services.rfq import expire_quotes as expire_open_quotes
 from dealer.settings import DaemonSecrets, Settings, SettingsError
 from dealer.uow import connection
@@ -77,6 +81,7 @@ def create_app(
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.http_max_body_bytes)
     app[SETTINGS] = settings
     app[SECRETS] = secrets
+    app[TOKENS] = TokenVerifier(secrets.jwt_secret)
     app[CLOCK] = clock
     app[METRICS] = Metrics()
     app[SECRET_BOX] = SecretBox(secrets.secrets_key)
@@ -90,6 +95,7 @@ def create_app(
     app.cleanup_ctx.append(venues_ctx)
     app.cleanup_ctx.append(demo_ctx)
     app.cleanup_ctx.append(market_data_ctx)
+    app.cleanup_ctx.append(quoting_ctx)
     app.cleanup_ctx.append(hedge_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
     return app
@@ -192,6 +198,17 @@ async def market_data_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await service.close()
+
+
+async def quoting_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The quote path: cached quoting facts and the group writer of quotes."""
+    writer = QuoteWriter(app[POOL])
+    writer.start()
+    app[QUOTER] = Quoter(app[POOL], app[MARKET_DATA], writer)
+    try:
+        yield
+    finally:
+        await writer.stop()
 
 
 async def hedge_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -15,11 +15,12 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
     from dealer.api.framework import Api
-    from dealer.auth import Principal
+    from dealer.auth import Principal, TokenVerifier
     from dealer.errors import ApiError
     from dealer.marketdata import MarketDataService
     from dealer.metrics import Metrics
     from dealer.secretbox import SecretBox
+    from dealer.services.quoting import Quoter
     from hedging.worker import HedgeWorker
     from ledger.assets import ScaleTable
     from ledger.backend import LedgerBackend
@@ -41,6 +42,8 @@ RELAY: web.AppKey[OutboxRelay] = web.AppKey("relay")
 ASSET_SCALES: web.AppKey[ScaleTable] = web.AppKey("asset_scales")
 VENUES: web.AppKey[VenueRegistry] = web.AppKey("venues")
 MARKET_DATA: web.AppKey[MarketDataService] = web.AppKey("market_data")
+QUOTER: web.AppKey[Quoter] = web.AppKey("quoter")
+TOKENS: web.AppKey[TokenVerifier] = web.AppKey("tokens")
 SCHEDULER: web.AppKey[AsyncIOScheduler] = web.AppKey("scheduler")
 HEDGE_WORKER: web.AppKey[HedgeWorker] = web.AppKey("hedge_worker")
 

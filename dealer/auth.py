@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -61,6 +62,37 @@ def mint_token(
 
 def verify_token(secret: str, token: str) -> Principal:
     """Decode and check a token; raises ApiError 401 for anything wrong with it."""
+    return _verified(secret, token)[0]
+
+
+class TokenVerifier:
+    """Verifies tokens, remembering the ones that passed until they expire: a client sends the
+    same token with every request, and checking its signature again each time is wasted work.
+    Bounded (forgets everything past `max_entries`); failures are never remembered."""
+
+    def __init__(self, secret: str, *, max_entries: int = 4096,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._secret = secret
+        self._max_entries = max_entries
+        self._clock = clock
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    def verify(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            principal, expires = known
+            if expires > self._clock():
+                return principal
+            del self._verified[token]
+            raise ApiError(Errors.TOKEN_EXPIRED)
+        principal, expires = _verified(self._secret, token)
+        if len(self._verified) >= self._max_entries:
+            self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+
+def _verified(secret: str, token: str) -> tuple[Principal, float]:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.DecodeError:
@@ -87,4 +119,5 @@ def verify_token(secret: str, token: str) -> Principal:
     except (ValueError, TypeError):
         raise ApiError(Errors.INVALID_TOKEN,
                        "Token has an invalid role or accounts claim") from None
-    return Principal(subject=str(claims["sub"]), role=role, accounts=accounts)
+    return (Principal(subject=str(claims["sub"]), role=role, accounts=accounts),
+            float(claims["exp"]))

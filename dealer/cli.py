@@ -8,8 +8,9 @@ import logging
 import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -99,7 +100,7 @@ def _run(settings: Settings) -> int:
         print(f"dealerd: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(app))
+        _event_loop_runner(settings)(_serve(app))
     except SecretKeyMismatch as exc:
         print(f"dealerd: {exc}", file=sys.stderr)
         return 2
@@ -107,6 +108,15 @@ def _run(settings: Settings) -> int:
         print(f"dealerd: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _event_loop_runner(settings: Settings) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """`asyncio.run`, on uvloop's event loop unless the settings ask for the standard one."""
+    if settings.event_loop == "uvloop" and sys.platform != "win32":
+        import uvloop
+
+        return uvloop.run
+    return asyncio.run
 
 
 async def _serve(app: web.Application) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import enum
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -22,7 +22,7 @@ import asyncpg
 from dealer.metrics import Metrics
 from dealer.uow import connection
 from pricing.book import LpBook
-from pricing.sweep import PreparedLpBook, prepare_lp_book
+from pricing.sweep import PreparedLpBook, SweepBook, consolidate_for_sweep, prepare_lp_book
 from venues.base import BookSnapshot, MarketDataVenue, VenueError
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ class MarketDataService:
         self._refresh_lock = asyncio.Lock()
         self._prepared: dict[tuple[uuid.UUID, Decimal, Decimal],
                              tuple[BookSnapshot, PreparedLpBook]] = {}
+        self._sweep_books: dict[tuple[frozenset[uuid.UUID], Decimal],
+                                tuple[tuple[PreparedLpBook, ...], SweepBook]] = {}
 
     # ------------------------------------------------------------ ingest (the hot path)
 
@@ -213,6 +215,20 @@ class MarketDataService:
                                           book.bids, book.asks), lot_size)
         self._prepared[key] = (book, prepared)
         return prepared
+
+    def sweep_book(self, books: Sequence[tuple[LiquidityProvider, BookSnapshot]],
+                   lot_size: Decimal) -> SweepBook:
+        """The consolidated book of these LP books, merged once per set of book updates: every
+        quote priced between two updates of the LPs' books shares one merge."""
+        prepared = tuple(self.prepared_book(lp, book, lot_size) for lp, book in books)
+        key = (frozenset(lp.trading_account_id for lp, _ in books), lot_size)
+        cached = self._sweep_books.get(key)
+        if cached is not None and len(cached[0]) == len(prepared) and all(
+                a is b for a, b in zip(cached[0], prepared, strict=True)):
+            return cached[1]
+        sweep_book = consolidate_for_sweep(prepared, lot_size)
+        self._sweep_books[key] = (prepared, sweep_book)
+        return sweep_book
 
     def dealer_symbols(self, dealer_account_id: uuid.UUID) -> list[str] | None:
         return self._subs.dealer_symbols.get(dealer_account_id)

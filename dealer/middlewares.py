@@ -13,8 +13,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from dealer.api.framework import json_response, validation_details
-from dealer.appkeys import AUTH_ERROR, METRICS, PRINCIPAL, REQUEST_ID, SECRETS
-from dealer.auth import verify_token
+from dealer.appkeys import AUTH_ERROR, METRICS, PRINCIPAL, REQUEST_ID, TOKENS
 from dealer.errors import ApiError, Errors
 from dealer.wire import error_envelope
 
@@ -120,8 +119,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                                                "Authorization must be 'Bearer <token>'")
         else:
             try:
-                request[PRINCIPAL] = verify_token(request.app[SECRETS].jwt_secret,
-                                                      token.strip())
+                request[PRINCIPAL] = request.app[TOKENS].verify(token.strip())
             except ApiError as exc:
                 request[AUTH_ERROR] = exc
     return await handler(request)

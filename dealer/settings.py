@@ -39,6 +39,9 @@ class Settings(BaseModel):
     http_port: int = Field(default=8080, ge=0, le=65535, description="Listen port (0: any free).")
     http_max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024,
                                      description="Largest accepted request body.")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="Event loop of `dealerd run`: uvloop (faster; not on "
+        "Windows, where asyncio is used) or the standard asyncio loop")
     jwt_secret: str | None = Field(default=None, description="HS256 secret for bearer tokens; "
                                    "unset: generated once and kept in the data directory.")
     secrets_key: str | None = Field(default=None, description="Fernet key encrypting credential "

@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
 
 from dealer.api.framework import Api
-from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL
+from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL, QUOTER
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors
 from dealer.services import rfq
@@ -247,8 +247,7 @@ async def request_quote(request: web.Request, principal: Principal | None,
             params.dealer_account_id, params.trading_account_id, params.resolved_symbol,
             params.order_side, None if params.quantity is None else Decimal(params.quantity),
             None if params.quote_quantity is None else Decimal(params.quote_quantity))
-        async with UnitOfWork(app[POOL]) as uow:
-            record = await rfq.request_quote(uow, app[MARKET_DATA], cmd, app[CLOCK]())
+        record = await app[QUOTER].request_quote(cmd, app[CLOCK]())
     except ApiError as exc:
         metrics.quotes.labels("refused", exc.error.code).inc()
         raise

@@ -1,15 +1,17 @@
 """RFQ: firm quotes from the dealer's fresh LP books, and their acceptance as QUOTED orders.
 
 A quote is priced by `pricing` from the consolidated book of the dealer's fresh LPs and stored
-with its hedge plan. An accept fills it at most once (the quote row is locked, its status moves
-OPEN → FILLED in the accepting transaction), and writes the order, its execution, the client's
-ledger postings (outbox) and the hedge job in that same transaction.
+with its hedge plan (the request path is `dealer.services.quoting`; its helpers are here). An
+accept fills it at most once (the quote row is locked, its status moves OPEN → FILLED in the
+accepting transaction), and writes the order, its execution, the client's ledger postings
+(outbox) and the hedge job in that same transaction.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -18,8 +20,7 @@ import asyncpg
 
 from dealer.errors import ApiError, Errors
 from dealer.marketdata import MarketDataService
-from dealer.services.dealers import DealerRecord, get_dealer
-from dealer.services.records import CLIENT, load_account
+from dealer.services.dealers import DealerConfig, get_dealer
 from dealer.uow import UnitOfWork
 from ledger.assets import ScaleTable, UnknownAsset
 from ledger.outbox import enqueue_transaction
@@ -32,7 +33,7 @@ from pricing.errors import (
     SizeAboveMaximum,
     SizeBelowMinimum,
 )
-from pricing.quote import InstrumentRules, Quote, QuoteRequest, QuotingConfig, price_quote
+from pricing.quote import InstrumentRules, Quote, QuotingConfig
 from pricing.sweep import consolidate_for_sweep, sweep_quantity
 from venues.base import split_symbol
 
@@ -76,32 +77,21 @@ class QuoteRecord:
 _QUOTE_COLUMNS = ", ".join(QuoteRecord.__slots__)
 
 
-async def client_account_for(conn: asyncpg.Connection, trading_account_id: uuid.UUID
-                             ) -> None:
-    account = await load_account(conn, trading_account_id)
-    if account is None or account.kind != CLIENT:
-        raise ApiError(Errors.CLIENT_NOT_FOUND, f"No client account {trading_account_id}")
-    if account.status != "ACTIVE":
-        raise ApiError(Errors.ACCOUNT_NOT_ACTIVE,
-                       f"Client account is not ACTIVE (status {account.status})")
-
-
-async def instrument_rules(conn: asyncpg.Connection, venues: list[str], symbol: str
-                           ) -> InstrumentRules | None:
-    """The FERMATA instrument's rules: the strictest of the LP venues' (so every hedge leg
-    is a valid order on any of them); None when no LP venue's instrument is synced."""
-    rows = await conn.fetch(
-        """SELECT tick_size, lot_size, min_quantity, max_quantity, min_notional
-           FROM instrument WHERE symbol = $1 AND venue = ANY($2::text[]) AND enabled""",
-        symbol, venues)
+def rules_from_rows(rows: Sequence[Mapping[str, Any]]) -> InstrumentRules | None:
+    """The FERMATA instrument's rules: the strictest of the LP venues' instruments (so every
+    hedge leg is a valid order on any of them); None when no LP venue's instrument is synced."""
     if not rows:
         return None
-    maxima = [r["max_quantity"] for r in rows if r["max_quantity"] is not None]
+
+    def values(name: str) -> list[Decimal]:
+        return [Decimal(str(r[name])) for r in rows if r[name] is not None]
+
+    maxima = values("max_quantity")
     return InstrumentRules(
-        tick_size=max(r["tick_size"] for r in rows), lot_size=max(r["lot_size"] for r in rows),
-        min_quantity=max(r["min_quantity"] for r in rows),
+        tick_size=max(values("tick_size")), lot_size=max(values("lot_size")),
+        min_quantity=max(values("min_quantity")),
         max_quantity=min(maxima) if maxima else None,
-        min_notional=max(r["min_notional"] for r in rows))
+        min_notional=max(values("min_notional")))
 
 
 async def exposure_of(conn: asyncpg.Connection, dealer_account_id: uuid.UUID, base: str
@@ -116,7 +106,7 @@ async def exposure_of(conn: asyncpg.Connection, dealer_account_id: uuid.UUID, ba
     return Decimal(value)
 
 
-def _refusal(exc: QuoteRefused) -> ApiError:
+def refusal(exc: QuoteRefused) -> ApiError:
     if isinstance(exc, InsufficientDepth):
         return ApiError(Errors.INSUFFICIENT_DEPTH, f"Not enough depth: {exc}", {"metadata": {
             "availableQuantity": str(exc.available_quantity)}})
@@ -126,8 +116,7 @@ def _refusal(exc: QuoteRefused) -> ApiError:
     return ApiError(Errors.SIZE_OUT_OF_LIMITS, f"Cannot quote: {exc}")
 
 
-def _config(dealer: DealerRecord) -> QuotingConfig:
-    c = dealer.config
+def quoting_config(c: DealerConfig) -> QuotingConfig:
     return QuotingConfig(
         spread_bps=Decimal(c.spread_bps),
         spread_tiers=tuple((Decimal(t.up_to_notional), Decimal(t.spread_bps))
@@ -138,7 +127,7 @@ def _config(dealer: DealerRecord) -> QuotingConfig:
     )
 
 
-def _plan(quote: Quote, lot_size: Decimal) -> dict[str, Any]:
+def stored_plan(quote: Quote, lot_size: Decimal) -> dict[str, Any]:
     plan: dict[str, Any] = {}
     for name, side in (("bid", quote.bid), ("ask", quote.ask)):
         if side is None:
@@ -154,66 +143,6 @@ def _plan(quote: Quote, lot_size: Decimal) -> dict[str, Any]:
                      for leg in side.hedge_plan],
         }
     return plan
-
-
-async def request_quote(uow: UnitOfWork, market_data: MarketDataService, cmd: QuoteCommand,
-                        now: dt.datetime) -> QuoteRecord:
-    """Price and store a firm quote (refusals are explicit ApiErrors, nothing written)."""
-    conn = uow.conn
-    dealer = await get_dealer(conn, cmd.dealer_account_id)
-    if dealer.status != "ACTIVE":
-        raise ApiError(Errors.DEALER_PAUSED, f"The dealer is paused: {dealer.pause_reason or ''}"
-                       .rstrip(": "))
-    await client_account_for(conn, cmd.trading_account_id)
-    if cmd.symbol not in dealer.config.symbols:
-        raise ApiError(Errors.SYMBOL_NOT_QUOTED, f"The dealer does not quote {cmd.symbol}")
-    if not dealer.linked_accounts:
-        raise ApiError(Errors.NO_LINKED_LP)
-    now_ms = int(now.timestamp() * 1000)
-    fresh = [(lp, state.book) for lp, state in market_data.lp_books(cmd.dealer_account_id,
-                                                                     cmd.symbol)
-             if lp.active and state is not None and state.book is not None
-             and state.is_fresh(now_ms, market_data.max_age_ms)]
-    if not fresh:
-        raise ApiError(Errors.BOOKS_STALE)
-    rules = await instrument_rules(conn, sorted({lp.venue for lp, _ in fresh}), cmd.symbol)
-    if rules is None:
-        raise ApiError(Errors.SYMBOL_NOT_QUOTED,
-                       f"No synced instrument {cmd.symbol} on the LP venues; sync instruments")
-    base, _ = split_symbol(cmd.symbol)
-    exposure = await exposure_of(conn, dealer.dealer_account_id, base)
-    limit = dealer.config.max_unhedged_exposure.get(base)
-    try:
-        quote = price_quote(
-            QuoteRequest(side=cmd.side,  # type: ignore[arg-type]
-                         rules=rules, config=_config(dealer), quantity=cmd.quantity,
-                         quote_quantity=cmd.quote_quantity, exposure=exposure,
-                         max_exposure=None if limit is None else Decimal(limit)),
-            consolidate_for_sweep([market_data.prepared_book(lp, book, rules.lot_size)
-                                   for lp, book in fresh], rules.lot_size))
-    except QuoteRefused as exc:
-        raise _refusal(exc) from None
-    if limit is not None:
-        # A client BUY leaves the dealer short until hedged, a SELL long.
-        worst = max(abs(exposure - quote.quantity) if quote.ask else Decimal(0),
-                    abs(exposure + quote.quantity) if quote.bid else Decimal(0))
-        if worst > Decimal(limit):
-            raise ApiError(Errors.EXPOSURE_LIMIT,
-                           f"Unhedged {base} would reach {worst} (limit {limit})")
-    quote_id = uuid.uuid4()
-    row = await conn.fetchrow(
-        f"""INSERT INTO quote (quote_id, dealer_account_id, trading_account_id, symbol,
-                order_side, quantity, bid_price, ask_price, hedge_plan, status, created_at,
-                expire_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'OPEN', $10, $11)
-            RETURNING {_QUOTE_COLUMNS}""",  # noqa: S608
-        quote_id, cmd.dealer_account_id, cmd.trading_account_id, cmd.symbol, cmd.side,
-        quote.quantity, quote.bid.price if quote.bid else None,
-        quote.ask.price if quote.ask else None, _plan(quote, rules.lot_size), now,
-        now + dt.timedelta(milliseconds=dealer.config.quote_ttl_ms))
-    assert row is not None
-    await uow.commit()
-    return QuoteRecord.from_row(row)
 
 
 async def get_quote(conn: asyncpg.Connection, quote_id: uuid.UUID) -> QuoteRecord:

@@ -8,7 +8,7 @@ import jwt
 import orjson
 import pytest
 
-from dealer.auth import ISSUER, Role, mint_token, verify_token
+from dealer.auth import ISSUER, Role, TokenVerifier, mint_token, verify_token
 from dealer.errors import ApiError
 
 SECRET = "s" * 64
@@ -74,3 +74,34 @@ def test_wrong_secret_wrong_issuer_bad_role_and_garbage_are_refused() -> None:
 def test_ttl_is_bounded() -> None:
     with pytest.raises(ValueError, match="ttl"):
         mint_token(SECRET, Role.ADMIN, ttl_seconds=0)
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_verifier_remembers_a_good_token_until_it_expires() -> None:
+    clock = _Clock(time.time())
+    verifier = TokenVerifier(SECRET, clock=clock)
+    token = mint_token(SECRET, Role.VIEWER, ttl_seconds=60, now=clock.now)
+    first = verifier.verify(token)
+    assert verifier.verify(token) is first  # remembered, not decoded again
+    clock.now += 61  # past `exp`: refused although it passed before
+    with pytest.raises(ApiError) as caught:
+        verifier.verify(token)
+    assert caught.value.error.code == "TOKEN_EXPIRED"
+
+
+def test_verifier_never_remembers_a_refusal_and_stays_bounded() -> None:
+    verifier = TokenVerifier(SECRET, max_entries=3)
+    forged = mint_token("another-secret-" + "x" * 40, Role.ADMIN)
+    for _ in range(2):
+        with pytest.raises(ApiError):
+            verifier.verify(forged)
+    tokens = [mint_token(SECRET, Role.VIEWER, subject=f"viewer-{n}") for n in range(10)]
+    assert [verifier.verify(t).subject for t in tokens] == [f"viewer-{n}" for n in range(10)]
+    assert len(verifier._verified) <= 3

@@ -1,0 +1,362 @@
+"""The quote path: price a firm quote from cached quoting facts and store it in one group write.
+
+A quote needs the dealer (status, configuration, links), the client account (kind, status) and
+the instrument rules of the LP venues. They change rarely (an admin acts) and are read for every
+quote, so they are cached in memory with a *version*: the row versions (`xmin`) of the rows they
+were read from. The quote's INSERT re-checks those versions in the same statement, so a quote is
+never stored on facts that changed, on this replica or any other: a stale quote is not written,
+its facts are reloaded and it is priced again. A refusal is only answered on freshly read facts.
+
+Quotes are inserted by one writer task in groups (one INSERT … SELECT FROM unnest, one commit
+for every quote waiting), so under load a database round trip and a WAL flush serve many quotes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from dealer.errors import ApiError, Errors
+from dealer.marketdata import MarketDataService
+from dealer.services.dealers import DealerRecord
+from dealer.services.records import CLIENT
+from dealer.services.rfq import (
+    QuoteCommand,
+    QuoteRecord,
+    exposure_of,
+    quoting_config,
+    refusal,
+    rules_from_rows,
+    stored_plan,
+)
+from dealer.uow import connection
+from pricing.errors import QuoteRefused
+from pricing.quote import InstrumentRules, Quote, QuoteRequest, price_quote
+from venues.base import split_symbol
+
+log = logging.getLogger(__name__)
+
+# Row versions. Each expression is used both where facts are read and where the INSERT checks
+# them, so the two cannot disagree. `xmin` changes with every update of a row.
+_DEALER_VERSION = """d.xmin::text || '/' || coalesce(
+    (SELECT string_agg(l.trading_account_id::text || '@' || l.xmin::text, ','
+                       ORDER BY l.trading_account_id)
+     FROM dealer_link l WHERE l.dealer_account_id = d.dealer_account_id), '')"""
+_CLIENT_VERSION = "ta.xmin::text"
+_RULES_VERSION = """coalesce(
+    (SELECT string_agg(i.instrument_id || '@' || i.xmin::text, ',' ORDER BY i.instrument_id)
+     FROM instrument i WHERE i.symbol = {symbol}), '')"""
+
+_LOAD_DEALER = f"""
+SELECT d.dealer_account_id, ta.venue, ta.nickname, d.status, d.pause_reason, d.config,
+       d.created_at, d.updated_at,
+       ARRAY(SELECT l.trading_account_id FROM dealer_link l
+             WHERE l.dealer_account_id = d.dealer_account_id
+             ORDER BY l.linked_at, l.trading_account_id) AS linked_accounts,
+       {_DEALER_VERSION} AS version
+FROM dealer d JOIN trading_account ta ON ta.trading_account_id = d.dealer_account_id
+WHERE d.dealer_account_id = $1"""  # noqa: S608
+_LOAD_CLIENT = f"""SELECT ta.kind, ta.status, {_CLIENT_VERSION} AS version
+FROM trading_account ta WHERE ta.trading_account_id = $1"""  # noqa: S608
+_LOAD_RULES = f"""
+SELECT {_RULES_VERSION.format(symbol="$1")} AS version,
+       coalesce((SELECT json_agg(json_build_object(
+           'venue', i.venue, 'tick_size', i.tick_size::text, 'lot_size', i.lot_size::text,
+           'min_quantity', i.min_quantity::text, 'max_quantity', i.max_quantity::text,
+           'min_notional', i.min_notional::text))
+        FROM instrument i WHERE i.symbol = $1 AND i.enabled), '[]'::json) AS rows"""  # noqa: S608
+
+_INSERT_QUOTES = f"""
+INSERT INTO quote (quote_id, dealer_account_id, trading_account_id, symbol, order_side, quantity,
+                   bid_price, ask_price, hedge_plan, status, created_at, expire_at)
+SELECT u.quote_id, u.dealer, u.client, u.symbol, u.side, u.quantity, u.bid, u.ask, u.plan,
+       'OPEN', u.created_at, u.expire_at
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::numeric[],
+            $7::numeric[], $8::numeric[], $9::jsonb[], $10::timestamptz[], $11::timestamptz[],
+            $12::text[], $13::text[], $14::text[])
+     AS u(quote_id, dealer, client, symbol, side, quantity, bid, ask, plan, created_at,
+          expire_at, dealer_version, client_version, rules_version)
+WHERE (SELECT {_DEALER_VERSION} FROM dealer d
+       WHERE d.dealer_account_id = u.dealer AND d.status = 'ACTIVE') = u.dealer_version
+  AND (SELECT {_CLIENT_VERSION} FROM trading_account ta
+       WHERE ta.trading_account_id = u.client AND ta.status = 'ACTIVE') = u.client_version
+  AND {_RULES_VERSION.format(symbol="u.symbol")} = u.rules_version
+RETURNING quote_id"""  # noqa: S608
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Dealer:
+    record: DealerRecord
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Client:
+    kind: str
+    status: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    rows: tuple[dict[str, Any], ...]
+    version: str
+
+    def for_venues(self, venues: set[str]) -> InstrumentRules | None:
+        return rules_from_rows([r for r in self.rows if r["venue"] in venues])
+
+
+@dataclass(slots=True)
+class QuotingCache:
+    """Quoting facts by id, each with the row versions it was read at (never trusted blindly:
+    the quote's INSERT re-checks the versions). Bounded: cleared when it grows past `limit`."""
+
+    limit: int = 10_000
+    dealers: dict[uuid.UUID, _Dealer] = field(default_factory=dict)
+    clients: dict[uuid.UUID, _Client | None] = field(default_factory=dict)
+    rules: dict[str, _Rules] = field(default_factory=dict)
+
+    def forget(self, cmd: QuoteCommand) -> None:
+        self.dealers.pop(cmd.dealer_account_id, None)
+        self.clients.pop(cmd.trading_account_id, None)
+        self.rules.pop(cmd.symbol, None)
+
+    def keep(self, cmd: QuoteCommand, dealer: _Dealer, client: _Client | None,
+             rules: _Rules) -> None:
+        if len(self.clients) >= self.limit:
+            self.dealers.clear()
+            self.clients.clear()
+            self.rules.clear()
+        self.dealers[cmd.dealer_account_id] = dealer
+        self.clients[cmd.trading_account_id] = client
+        self.rules[cmd.symbol] = rules
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    dealer: _Dealer
+    client: _Client | None
+    rules: _Rules
+    fresh: bool  # read from the database for this request
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteDraft:
+    """A priced quote waiting to be written, with the versions of the facts it was priced on."""
+
+    record: QuoteRecord
+    dealer_version: str
+    client_version: str
+    rules_version: str
+
+
+class QuoteWriter:
+    """Writes quotes in groups: every quote waiting when a write starts goes in that write."""
+
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 500) -> None:
+        self._pool = pool
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[QuoteDraft, asyncio.Future[bool]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="quote-writer")
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop."""
+        if self._task is None:
+            return
+        self._closing = True
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def write(self, draft: QuoteDraft) -> bool:
+        """True once the quote is committed; False when its facts changed (nothing written)."""
+        if self._task is None or self._closing:
+            raise ApiError(Errors.SERVICE_UNAVAILABLE, "The daemon is stopping")
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((draft, done))
+        return await done
+
+    async def _run(self) -> None:
+        # The writer keeps one pooled connection (no acquire/reset per group); after an error it
+        # gives the connection back, and the pool replaces it if it broke.
+        conn: asyncpg.pool.PoolConnectionProxy | None = None
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                try:
+                    if conn is None:
+                        conn = await self._pool.acquire()
+                    written = await self._insert(conn, [draft for draft, _ in batch])
+                except Exception as exc:  # every waiting request answers the outage
+                    if conn is not None:
+                        await self._pool.release(conn)
+                        conn = None
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for draft, done in batch:
+                        if not done.done():
+                            done.set_result(draft.record.quote_id in written)
+                finally:
+                    for _ in batch:
+                        self._queue.task_done()
+        finally:
+            if conn is not None:
+                await self._pool.release(conn)
+
+    @staticmethod
+    async def _insert(conn: asyncpg.pool.PoolConnectionProxy, drafts: Sequence[QuoteDraft]
+                      ) -> set[uuid.UUID]:
+        columns: list[list[Any]] = [[] for _ in range(14)]
+        for draft in drafts:
+            q = draft.record
+            for column, value in zip(columns, (
+                    q.quote_id, q.dealer_account_id, q.trading_account_id, q.symbol,
+                    q.order_side, q.quantity, q.bid_price, q.ask_price, q.hedge_plan,
+                    q.created_at, q.expire_at, draft.dealer_version, draft.client_version,
+                    draft.rules_version), strict=True):
+                column.append(value)
+        rows = await conn.fetch(_INSERT_QUOTES, *columns)
+        return {row["quote_id"] for row in rows}
+
+
+class Quoter:
+    """Request a firm quote: the use case behind `POST /api/v3/fermata/quote/request`."""
+
+    def __init__(self, pool: asyncpg.Pool, market_data: MarketDataService,
+                 writer: QuoteWriter, cache: QuotingCache | None = None) -> None:
+        self._pool = pool
+        self._market_data = market_data
+        self._writer = writer
+        self._cache = cache if cache is not None else QuotingCache()
+
+    async def request_quote(self, cmd: QuoteCommand, now: dt.datetime) -> QuoteRecord:
+        """Price and store a firm quote (refusals are explicit ApiErrors, nothing written)."""
+        facts = self._cached(cmd)
+        for _ in range(MAX_ATTEMPTS):
+            if facts is None:
+                facts = await self._load(cmd)
+            try:
+                draft = await self._draft(facts, cmd, now)
+            except ApiError:
+                if facts.fresh:
+                    raise
+                facts = None  # a refusal must stand on facts read now
+                continue
+            if await self._writer.write(draft):
+                return draft.record
+            self._cache.forget(cmd)  # changed since read: read again, price again
+            facts = None
+        raise ApiError(Errors.SERVICE_UNAVAILABLE,
+                       "The dealer's configuration kept changing while quoting; retry")
+
+    def _cached(self, cmd: QuoteCommand) -> _Facts | None:
+        dealer = self._cache.dealers.get(cmd.dealer_account_id)
+        rules = self._cache.rules.get(cmd.symbol)
+        if dealer is None or rules is None or cmd.trading_account_id not in self._cache.clients:
+            return None
+        return _Facts(dealer, self._cache.clients[cmd.trading_account_id], rules, fresh=False)
+
+    async def _load(self, cmd: QuoteCommand) -> _Facts:
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                                   readonly=True):
+            dealer_row = await conn.fetchrow(_LOAD_DEALER, cmd.dealer_account_id)
+            client_row = await conn.fetchrow(_LOAD_CLIENT, cmd.trading_account_id)
+            rules_row = await conn.fetchrow(_LOAD_RULES, cmd.symbol)
+        if dealer_row is None:
+            raise ApiError(Errors.DEALER_NOT_FOUND)
+        assert rules_row is not None
+        dealer = _Dealer(DealerRecord.from_row(dealer_row), dealer_row["version"])
+        client = None if client_row is None else _Client(
+            client_row["kind"], client_row["status"], client_row["version"])
+        rules = _Rules(tuple(rules_row["rows"]), rules_row["version"])
+        self._cache.keep(cmd, dealer, client, rules)
+        return _Facts(dealer, client, rules, fresh=True)
+
+    async def _draft(self, facts: _Facts, cmd: QuoteCommand, now: dt.datetime) -> QuoteDraft:
+        dealer = facts.dealer.record
+        if dealer.status != "ACTIVE":
+            raise ApiError(Errors.DEALER_PAUSED, f"The dealer is paused: "
+                           f"{dealer.pause_reason or ''}".rstrip(": "))
+        client = facts.client
+        if client is None or client.kind != CLIENT:
+            raise ApiError(Errors.CLIENT_NOT_FOUND, f"No client account {cmd.trading_account_id}")
+        if client.status != "ACTIVE":
+            raise ApiError(Errors.ACCOUNT_NOT_ACTIVE,
+                           f"Client account is not ACTIVE (status {client.status})")
+        if cmd.symbol not in dealer.config.symbols:
+            raise ApiError(Errors.SYMBOL_NOT_QUOTED, f"The dealer does not quote {cmd.symbol}")
+        if not dealer.linked_accounts:
+            raise ApiError(Errors.NO_LINKED_LP)
+        market_data = self._market_data
+        now_ms = int(now.timestamp() * 1000)
+        fresh = [(lp, state.book) for lp, state in market_data.lp_books(cmd.dealer_account_id,
+                                                                         cmd.symbol)
+                 if lp.active and state is not None and state.book is not None
+                 and state.is_fresh(now_ms, market_data.max_age_ms)]
+        if not fresh:
+            raise ApiError(Errors.BOOKS_STALE)
+        rules = facts.rules.for_venues({lp.venue for lp, _ in fresh})
+        if rules is None:
+            raise ApiError(Errors.SYMBOL_NOT_QUOTED,
+                           f"No synced instrument {cmd.symbol} on the LP venues; sync instruments")
+        base, _ = split_symbol(cmd.symbol)
+        config = dealer.config
+        limit = config.max_unhedged_exposure.get(base)
+        exposure = Decimal(0)
+        if limit is not None or Decimal(config.inventory_skew_bps) != 0:
+            # Exposure moves with every fill and hedge: read it now, never from a cache.
+            async with connection(self._pool) as conn:
+                exposure = await exposure_of(conn, dealer.dealer_account_id, base)
+        try:
+            quote = price_quote(
+                QuoteRequest(side=cmd.side,  # type: ignore[arg-type]
+                             rules=rules, config=quoting_config(config), quantity=cmd.quantity,
+                             quote_quantity=cmd.quote_quantity, exposure=exposure,
+                             max_exposure=None if limit is None else Decimal(limit)),
+                market_data.sweep_book(fresh, rules.lot_size))
+        except QuoteRefused as exc:
+            raise refusal(exc) from None
+        if limit is not None:
+            _check_exposure(quote, exposure, Decimal(limit), base)
+        assert facts.client is not None
+        return QuoteDraft(
+            QuoteRecord(
+                quote_id=uuid.uuid4(), dealer_account_id=cmd.dealer_account_id,
+                trading_account_id=cmd.trading_account_id, symbol=cmd.symbol,
+                order_side=cmd.side, quantity=quote.quantity,
+                bid_price=quote.bid.price if quote.bid else None,
+                ask_price=quote.ask.price if quote.ask else None,
+                hedge_plan=stored_plan(quote, rules.lot_size), status="OPEN", created_at=now,
+                expire_at=now + dt.timedelta(milliseconds=config.quote_ttl_ms),
+                filled_order_id=None),
+            facts.dealer.version, facts.client.version, facts.rules.version)
+
+
+def _check_exposure(quote: Quote, exposure: Decimal, limit: Decimal, base: str) -> None:
+    # A client BUY leaves the dealer short until hedged, a SELL long.
+    worst = max(abs(exposure - quote.quantity) if quote.ask else Decimal(0),
+                abs(exposure + quote.quantity) if quote.bid else Decimal(0))
+    if worst > limit:
+        raise ApiError(Errors.EXPOSURE_LIMIT, f"Unhedged {base} would reach {worst} "
+                       f"(limit {limit})")

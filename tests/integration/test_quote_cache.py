@@ -1,0 +1,117 @@
+"""The quote path caches quoting facts (dealer, client, instrument rules) in memory; a change made
+on another replica, or straight in the database, is never quoted past: the quote's INSERT
+re-checks the facts' row versions, and refusals are only answered on freshly read facts."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from dealer.app import create_app
+from dealer.errors import Errors
+from dealer.settings import DaemonSecrets, Settings
+from tests.conftest import assert_error
+from tests.desk import QUOTE, Desk, make_desk, quote_body, request_quote
+from tests.helpers import Client, post
+
+VENUES = ("BINANCE", "OKX", "BYBIT")
+
+
+async def _replicas(settings: Settings, secrets: DaemonSecrets,
+                    aiohttp_client: Any) -> tuple[Client, Client]:
+    first: Client = await aiohttp_client(create_app(settings, secrets))
+    second: Client = await aiohttp_client(create_app(settings, secrets))
+    return first, second
+
+
+async def _refused(client: Client, desk: Desk, errno: int) -> None:
+    status, body = await post(client, QUOTE, quote_body(desk, orderSide="BUY", quantity="0.1"))
+    assert_error(body, errno)
+    assert status >= 400, body
+
+
+async def _quote_count(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM quote"))
+
+
+async def test_admin_changes_on_another_replica_apply_to_the_next_quote(
+        settings: Settings, secrets: DaemonSecrets, aiohttp_client: Any,
+        conn: asyncpg.Connection) -> None:
+    first, second = await _replicas(settings, secrets, aiohttp_client)
+    desk = await make_desk(first)
+    await request_quote(first, desk, orderSide="BUY", quantity="0.1")  # warms first's cache
+    dealer = {"dealerAccountId": desk.dealer}
+
+    # Paused on the second replica: the first refuses at once, and quotes again once resumed.
+    status, body = await post(second, "/api/v3/fermata/dealer/pause", dealer)
+    assert status == 200, body
+    before = await _quote_count(conn)
+    await _refused(first, desk, Errors.DEALER_PAUSED.errno)
+    assert await _quote_count(conn) == before
+    status, body = await post(second, "/api/v3/fermata/dealer/resume", dealer)
+    assert status == 200, body
+    await request_quote(first, desk, orderSide="BUY", quantity="0.1")
+
+    # The client disabled, then enabled again.
+    client = {"tradingAccountId": desk.client}
+    status, body = await post(second, "/api/v3/tradingAccount/disable", client)
+    assert status == 200, body
+    await _refused(first, desk, Errors.ACCOUNT_NOT_ACTIVE.errno)
+    status, body = await post(second, "/api/v3/tradingAccount/enable", client)
+    assert status == 200, body
+    await request_quote(first, desk, orderSide="BUY", quantity="0.1")
+
+    # The instrument disabled on every LP venue: the symbol cannot be quoted.
+    for venue in VENUES:
+        status, body = await post(second, "/api/v3/market/instrument/disable",
+                                  {"instrumentId": f"{venue}:BTC/USDT"})
+        assert status == 200, body
+    await _refused(first, desk, Errors.SYMBOL_NOT_QUOTED.errno)
+    for venue in VENUES:
+        await post(second, "/api/v3/market/instrument/enable",
+                   {"instrumentId": f"{venue}:BTC/USDT"})
+    await request_quote(first, desk, orderSide="BUY", quantity="0.1")
+
+    # Every LP unlinked: nothing to quote from.
+    for lp in desk.lps:
+        status, body = await post(second, "/api/v3/fermata/dealer/unlink",
+                                  {**dealer, "tradingAccountId": lp})
+        assert status == 200, body
+    await _refused(first, desk, Errors.NO_LINKED_LP.errno)
+
+
+async def test_a_quote_priced_on_facts_changed_since_they_were_read_is_priced_again(
+        settings: Settings, secrets: DaemonSecrets, aiohttp_client: Any,
+        conn: asyncpg.Connection) -> None:
+    first, _ = await _replicas(settings, secrets, aiohttp_client)
+    desk = await make_desk(first)
+    narrow = await request_quote(first, desk, orderSide="BUY", quantity="0.1")
+    # Changed behind every replica's back (no API call, no notification): the cached spread of
+    # 10 bps is stale, and the quote must not be stored at it.
+    await conn.execute(
+        """UPDATE dealer SET config = jsonb_set(config, '{spreadBps}', '"500"')
+           WHERE dealer_account_id = $1::uuid""", desk.dealer)
+    wide = await request_quote(first, desk, orderSide="BUY", quantity="0.1")
+    ratio = Decimal(wide["price"]) / Decimal(narrow["price"])
+    assert ratio > Decimal("1.04"), (narrow["price"], wide["price"])
+    stored = await conn.fetchval("SELECT ask_price FROM quote WHERE quote_id = $1::uuid",
+                                 wide["quoteId"])
+    assert stored == Decimal(wide["price"])
+
+
+async def test_quotes_requested_together_are_all_stored(client: Client,
+                                                        conn: asyncpg.Connection) -> None:
+    desk = await make_desk(client)
+    quotes = await asyncio.gather(*(
+        request_quote(client, desk, orderSide=side, quantity=quantity)
+        for side in ("BUY", "SELL") for quantity in ("0.1", "0.2", "0.3", "0.4", "0.5")))
+    ids = {q["quoteId"] for q in quotes}
+    assert len(ids) == 10
+    rows = await conn.fetch("SELECT quote_id::text, quantity, status FROM quote")
+    assert {r["quote_id"] for r in rows} == ids
+    assert all(r["status"] == "OPEN" for r in rows)
+    by_id = {r["quote_id"]: r["quantity"] for r in rows}
+    assert all(by_id[q["quoteId"]] == Decimal(q["quantity"]) for q in quotes)
