@@ -75,21 +75,30 @@ SELECT {_RULES_VERSION.format(symbol="$1")} AS version,
            'min_notional', i.min_notional::text))
         FROM instrument i WHERE i.symbol = $1 AND i.enabled), '[]'::json) AS rows"""  # noqa: S608
 
+# The versions are checked once per distinct (dealer, client, symbol) of the group, not per row.
 _INSERT_QUOTES = f"""
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                         $6::numeric[], $7::numeric[], $8::numeric[], $9::jsonb[],
+                         $10::timestamptz[], $11::timestamptz[], $12::text[], $13::text[],
+                         $14::text[])
+        AS u(quote_id, dealer, client, symbol, side, quantity, bid, ask, plan, created_at,
+             expire_at, dealer_version, client_version, rules_version)
+), unchanged AS (
+    SELECT k.* FROM (SELECT DISTINCT dealer, client, symbol, dealer_version, client_version,
+                                     rules_version FROM u) AS k
+    WHERE (SELECT {_DEALER_VERSION} FROM dealer d
+           WHERE d.dealer_account_id = k.dealer AND d.status = 'ACTIVE') = k.dealer_version
+      AND (SELECT {_CLIENT_VERSION} FROM trading_account ta
+           WHERE ta.trading_account_id = k.client AND ta.status = 'ACTIVE') = k.client_version
+      AND {_RULES_VERSION.format(symbol="k.symbol")} = k.rules_version
+)
 INSERT INTO quote (quote_id, dealer_account_id, trading_account_id, symbol, order_side, quantity,
                    bid_price, ask_price, hedge_plan, status, created_at, expire_at)
 SELECT u.quote_id, u.dealer, u.client, u.symbol, u.side, u.quantity, u.bid, u.ask, u.plan,
        'OPEN', u.created_at, u.expire_at
-FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::numeric[],
-            $7::numeric[], $8::numeric[], $9::jsonb[], $10::timestamptz[], $11::timestamptz[],
-            $12::text[], $13::text[], $14::text[])
-     AS u(quote_id, dealer, client, symbol, side, quantity, bid, ask, plan, created_at,
-          expire_at, dealer_version, client_version, rules_version)
-WHERE (SELECT {_DEALER_VERSION} FROM dealer d
-       WHERE d.dealer_account_id = u.dealer AND d.status = 'ACTIVE') = u.dealer_version
-  AND (SELECT {_CLIENT_VERSION} FROM trading_account ta
-       WHERE ta.trading_account_id = u.client AND ta.status = 'ACTIVE') = u.client_version
-  AND {_RULES_VERSION.format(symbol="u.symbol")} = u.rules_version
+FROM u JOIN unchanged USING (dealer, client, symbol, dealer_version, client_version,
+                           rules_version)
 RETURNING quote_id"""  # noqa: S608
 
 MAX_ATTEMPTS = 3
