@@ -204,6 +204,13 @@ class MarketDataService:
                     out.append((lp, self._states.get((venue, sym))))
         return out
 
+    def fresh_books(self, dealer_account_id: uuid.UUID, symbol: str, now_ms: int
+                    ) -> list[tuple[LiquidityProvider, BookSnapshot]]:
+        """The books pricing may use now: of the dealer's active LPs, fresh at `now_ms`."""
+        return [(lp, state.book) for lp, state in self.lp_books(dealer_account_id, symbol)
+                if lp.active and state is not None and state.book is not None
+                and state.is_fresh(now_ms, self.max_age_ms)]
+
     def prepared_book(self, lp: LiquidityProvider, book: BookSnapshot, lot_size: Decimal
                       ) -> PreparedLpBook:
         """The LP's book ready for sweeping, prepared once per book update (quotes reuse it)."""

@@ -319,10 +319,7 @@ class Quoter:
             raise ApiError(Errors.NO_LINKED_LP)
         market_data = self._market_data
         now_ms = int(now.timestamp() * 1000)
-        fresh = [(lp, state.book) for lp, state in market_data.lp_books(cmd.dealer_account_id,
-                                                                         cmd.symbol)
-                 if lp.active and state is not None and state.book is not None
-                 and state.is_fresh(now_ms, market_data.max_age_ms)]
+        fresh = market_data.fresh_books(cmd.dealer_account_id, cmd.symbol, now_ms)
         if not fresh:
             raise ApiError(Errors.BOOKS_STALE)
         rules = facts.rules.for_venues({lp.venue for lp, _ in fresh})

@@ -262,10 +262,7 @@ def last_look(market_data: MarketDataService, quote: QuoteRecord, side: str,
     plan = quote.hedge_plan["ask" if side == "BUY" else "bid"]
     quoted_vwap = Decimal(plan["vwap"])
     now_ms = int(now.timestamp() * 1000)
-    fresh = [(lp, state.book) for lp, state in market_data.lp_books(quote.dealer_account_id,
-                                                                     quote.symbol)
-             if lp.active and state is not None and state.book is not None
-             and state.is_fresh(now_ms, market_data.max_age_ms)]
+    fresh = market_data.fresh_books(quote.dealer_account_id, quote.symbol, now_ms)
     if not fresh:
         return "last look: no fresh LP book"
     lot = Decimal(plan.get("lotSize", "0")) or quote.quantity
