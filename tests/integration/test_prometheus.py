@@ -5,6 +5,7 @@ a metric the daemon does not export. Also: no id of a quote, order or client in 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import re
 import time
@@ -317,8 +318,7 @@ async def _session_then_queries(daemon: Daemon, prometheus: Prometheus,
 
 
 def _epoch(rfc3339: str) -> float:
-    import datetime as dt
-
+    """Prometheus' timestamps carry nanoseconds; Python reads up to microseconds."""
     trimmed = re.sub(r"(\.\d{6})\d*", r"\1", rfc3339).replace("Z", "+00:00")
     return dt.datetime.fromisoformat(trimmed).timestamp()
 
