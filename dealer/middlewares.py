@@ -1,4 +1,5 @@
-"""Middlewares: request id → metrics → errors → auth. Every failure becomes the seed envelope."""
+"""Middlewares: request id (and its log context) → metrics → errors → auth. Every failure
+becomes the seed envelope."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
+from dealer import logs
 from dealer.api.framework import json_response, validation_details
 from dealer.appkeys import AUTH_ERROR, METRICS, PRINCIPAL, REQUEST_ID, TOKENS
 from dealer.errors import ApiError, Errors
@@ -30,17 +32,58 @@ DATABASE_OUTAGE = (
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+access_log = logging.getLogger("dealer.access")
+# Scrapes and probes arrive every few seconds: their lines are DEBUG so INFO stays readable.
+_QUIET_ROUTES = frozenset({"/metrics", "/api/v3/health"})
+# Query parameters whose (UUID) value names the dealer or quote a request is about.
+_QUERY_IDS = {"dealerAccountId": "dealer_account_id", "quoteId": "quote_id"}
+
+
+def route_template(request: web.Request) -> str:
+    """The matched route's template (bounded: never the raw path), or `unmatched`."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _ids_in_query(request: web.Request) -> dict[str, str]:
+    ids = {}
+    for param, field in _QUERY_IDS.items():
+        value = request.query.get(param)
+        if value is None:
+            continue
+        try:
+            ids[field] = str(uuid.UUID(value))
+        except ValueError:
+            continue  # the handler refuses it; a log line must not carry arbitrary input
+    return ids
 
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Take a well-formed `X-Request-Id` or make one; echo it on the response."""
+    """Take a well-formed `X-Request-Id` or make one; echo it on the response. Every log line
+    written while serving the request carries it, and one access line closes the request."""
     offered = request.headers.get("X-Request-Id", "")
     request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
     request[REQUEST_ID] = request_id
-    response = await handler(request)
-    response.headers["X-Request-Id"] = request_id
-    return response
+    started = time.perf_counter()
+    status = 500
+    with logs.scope(request_id=request_id, **_ids_in_query(request)):
+        try:
+            response = await handler(request)
+            response.headers["X-Request-Id"] = request_id
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # redirects: the error middleware answers the rest
+            status = exc.status
+            raise
+        finally:
+            route = route_template(request)
+            level = logging.DEBUG if route in _QUIET_ROUTES else logging.INFO
+            if access_log.isEnabledFor(level):
+                access_log.log(level, "%s %s %d", request.method, route, status, extra={
+                    "method": request.method, "route": route, "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "remote": request.remote})
 
 
 @web.middleware
@@ -53,8 +96,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
         return response
     finally:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
+        route = route_template(request)
         metrics = request.app[METRICS]
         metrics.http_requests.labels(route, request.method, str(status)).inc()
         metrics.http_latency.labels(route, request.method).observe(time.perf_counter() - started)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dealer.logs import LogFormat
+
 ConnectorKind = Literal["paper", "cadenza"]
 LedgerBackendName = Literal["local", "formance"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -112,6 +114,9 @@ class Settings(BaseModel):
     hedge_max_attempts: int = Field(default=3, ge=1, le=100,
                                     description="Attempts per hedge job before it is FAILED")
     log_level: LogLevel = Field(default="INFO", description="Log level.")
+    log_format: LogFormat = Field(default="json", description="`json` (one object per line, "
+                                  "with request id, dealer id and quote id when known) or "
+                                  "`text`.")
     public_url: str | None = Field(default=None, description="URL printed in the banner; "
                                    "defaults to http://<host>:<port>.")
 

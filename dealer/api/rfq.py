@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
 
+from dealer import logs
 from dealer.api.framework import Api
 from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL, QUOTER
 from dealer.auth import Principal, Role
@@ -241,6 +242,7 @@ async def request_quote(request: web.Request, principal: Principal | None,
     app = request.app
     metrics = app[METRICS]
     started = time.perf_counter()
+    logs.bind(dealer_account_id=params.dealer_account_id)
     try:
         _may_act_for(principal, params.trading_account_id)
         cmd = rfq.QuoteCommand(
@@ -253,6 +255,7 @@ async def request_quote(request: web.Request, principal: Principal | None,
         raise
     metrics.quotes.labels("quoted", "ok").inc()
     metrics.quote_latency.observe(time.perf_counter() - started)
+    logs.bind(quote_id=record.quote_id)
     return quote_out(record)
 
 
@@ -315,6 +318,7 @@ async def submit_order(request: web.Request, principal: Principal | None,
                        params: SubmitOrderBody) -> list[TradeOrderOut]:
     app = request.app
     metrics = app[METRICS]
+    logs.bind(quote_id=params.quote_id)
     try:
         if params.order_type != "QUOTED" or params.quote_id is None:
             raise ApiError(Errors.UNSUPPORTED_ORDER_TYPE)
@@ -329,6 +333,7 @@ async def submit_order(request: web.Request, principal: Principal | None,
     except ApiError as exc:
         metrics.accepts.labels("refused", exc.error.code).inc()
         raise
+    logs.bind(trade_order_id=order.trade_order_id)
     if created and order.status == "REJECTED":
         metrics.accepts.labels("rejected", "last_look").inc()
     elif created:
