@@ -117,7 +117,8 @@ class Settings(BaseModel):
                                             "finished hedge jobs that pauses its quoting")
     kill_switch_failure_window: int = Field(default=20, ge=1, le=10000,
                                             description="How many of a dealer's last finished "
-                                            "hedge jobs the failure rate looks at")
+                                            "hedge jobs (newest client fills first) the failure "
+                                            "rate looks at")
     kill_switch_min_jobs: int = Field(default=5, ge=1, le=10000,
                                       description="Finished hedge jobs needed before the failure "
                                       "rate can pause a dealer")

@@ -34,6 +34,7 @@ from dealer.services.dealers import (
     SpreadBps,
     SpreadTiers,
     Symbols,
+    UnlinkState,
 )
 from dealer.services.exposure import export_kill_switch
 from dealer.services.reconciliation import capture_baseline
@@ -174,7 +175,7 @@ class LinkOut(WireModel):
 class UnlinkOut(WireModel):
     dealer_account_id: uuid.UUID
     trading_account_id: uuid.UUID
-    state: LinkState = Field(description="UNLINKED (done) or DRAINING (accepted: unlinked in "
+    state: UnlinkState = Field(description="UNLINKED (done) or DRAINING (accepted: unlinked in "
                              "the background once its hedge work in flight is done)")
     orders_in_flight: int = Field(description="The LP's hedge orders whose outcome is not "
                                   "known yet (SENT or UNKNOWN)")

@@ -104,11 +104,10 @@ async def _kill_switches(pool: asyncpg.Pool) -> HealthCheck:
     """Every paused dealer and who paused it. Only the automatic kill switch degrades health
     (an admin's pause is a decision, not a fault); neither makes the daemon unhealthy."""
     async with pool.acquire() as conn:
-        rows = await asyncio.wait_for(conn.fetch(
+        rows = await conn.fetch(
             """SELECT dealer_account_id, coalesce(paused_by, 'manual') AS reason, pause_reason,
                       updated_at
-               FROM dealer WHERE status = 'PAUSED' ORDER BY updated_at, dealer_account_id"""),
-            HEALTH_TIMEOUT_SECONDS)
+               FROM dealer WHERE status = 'PAUSED' ORDER BY updated_at, dealer_account_id""")
     engaged = [KillSwitchState(dealer_account_id=str(r["dealer_account_id"]), reason=r["reason"],
                                pause_reason=r["pause_reason"], since=millis(r["updated_at"]) or 0,
                                since_date_time=iso(r["updated_at"]) or "") for r in rows]
@@ -118,7 +117,7 @@ async def _kill_switches(pool: asyncpg.Pool) -> HealthCheck:
 
 async def _dealers_check(request: web.Request) -> HealthCheck:
     try:
-        return await _kill_switches(request.app[POOL])
+        return await asyncio.wait_for(_kill_switches(request.app[POOL]), HEALTH_TIMEOUT_SECONDS)
     except Exception as exc:
         return HealthCheck(status="unknown", detail=type(exc).__name__)
 

@@ -45,7 +45,8 @@ DealerStatus = Literal["ACTIVE", "PAUSED"]
 # Who paused a dealer: an admin, or the kill switch (unhedged notional, hedge failure rate).
 PausedBy = Literal["manual", "exposure", "hedge_failures"]
 MANUAL = "manual"
-LinkState = Literal["LINKED", "DRAINING", "UNLINKED"]
+LinkState = Literal["LINKED", "DRAINING"]
+UnlinkState = Literal["UNLINKED", "DRAINING"]
 HedgeMode = Literal["IMMEDIATE", "NETTED"]
 
 # ---------------------------------------------------------------- configuration fields
@@ -553,7 +554,7 @@ class LpWork:
 
 @dataclass(frozen=True, slots=True)
 class UnlinkOutcome:
-    state: LinkState  # UNLINKED, or DRAINING until its work in flight is done
+    state: UnlinkState  # UNLINKED, or DRAINING until its work in flight is done
     work: LpWork
 
 

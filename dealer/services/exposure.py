@@ -16,22 +16,24 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Literal
 
 import asyncpg
 
 from dealer.errors import ApiError, Errors
 from dealer.marketdata import MarketDataService
 from dealer.metrics import Metrics
-from dealer.services.dealers import DealerConfig, PausedBy
+from dealer.services.dealers import DealerConfig, DealerStatus, PausedBy
 from dealer.uow import connection
 from venues.base import split_symbol
 
 log = logging.getLogger(__name__)
 
 KILL_SWITCH_REASONS: tuple[PausedBy, ...] = ("manual", "exposure", "hedge_failures")
+# The hedge_job statuses that still hold exposure: every status but HEDGED and CANCELLED (the
+# contract), listed so the status index serves a check that runs every second. A test compares
+# this list with the statuses the table allows.
+OPEN_STATUSES = ("PENDING", "IN_PROGRESS", "FAILED")
 AUTOMATIC: tuple[PausedBy, ...] = ("exposure", "hedge_failures")
-DealerStatus = Literal["ACTIVE", "PAUSED"]
 PriceOf = Callable[[str], Decimal | None]
 
 
@@ -161,10 +163,9 @@ async def _positions(conn: asyncpg.Connection, dealer_account_id: uuid.UUID | No
                   count(*) FILTER (WHERE status IN ('PENDING', 'IN_PROGRESS')) AS open_jobs,
                   count(*) FILTER (WHERE status = 'FAILED') AS failed_jobs
            FROM hedge_job
-           WHERE status NOT IN ('HEDGED', 'CANCELLED')
-             AND ($1::uuid IS NULL OR dealer_account_id = $1)
+           WHERE status = ANY($2::text[]) AND ($1::uuid IS NULL OR dealer_account_id = $1)
            GROUP BY 1, 2""",
-        dealer_account_id)
+        dealer_account_id, list(OPEN_STATUSES))
     found: dict[uuid.UUID, dict[str, _Position]] = {}
     for r in rows:
         found.setdefault(r["dealer_account_id"], {})[r["asset"]] = _Position(
@@ -174,17 +175,23 @@ async def _positions(conn: asyncpg.Connection, dealer_account_id: uuid.UUID | No
 
 async def _failures(conn: asyncpg.Connection, window: int, dealer_account_id: uuid.UUID | None
                     ) -> dict[uuid.UUID, FailureStats]:
-    # CANCELLED jobs are the desk's decision, not a hedge outcome: they are left out.
+    # The last `window` finished jobs by fill time, taken from each final status's newest
+    # (the status index serves both, however long the history). CANCELLED jobs are the desk's
+    # decision, not a hedge outcome: they are left out.
     rows = await conn.fetch(
-        """SELECT dealer_account_id, count(*) AS finished,
-                  count(*) FILTER (WHERE status = 'FAILED') AS failed
-           FROM (SELECT dealer_account_id, status,
-                        row_number() OVER (PARTITION BY dealer_account_id
-                                           ORDER BY updated_at DESC, job_id) AS recent
-                 FROM hedge_job
-                 WHERE status IN ('HEDGED', 'FAILED')
-                   AND ($2::uuid IS NULL OR dealer_account_id = $2)) finished
-           WHERE recent <= $1
+        """SELECT d.dealer_account_id, count(*) AS finished,
+                  count(*) FILTER (WHERE last.status = 'FAILED') AS failed
+           FROM dealer d CROSS JOIN LATERAL (
+               SELECT status FROM (
+                   (SELECT status, created_at, job_id FROM hedge_job
+                    WHERE status = 'HEDGED' AND dealer_account_id = d.dealer_account_id
+                    ORDER BY created_at DESC, job_id LIMIT $1)
+                   UNION ALL
+                   (SELECT status, created_at, job_id FROM hedge_job
+                    WHERE status = 'FAILED' AND dealer_account_id = d.dealer_account_id
+                    ORDER BY created_at DESC, job_id LIMIT $1)) finished
+               ORDER BY created_at DESC, job_id LIMIT $1) last
+           WHERE $2::uuid IS NULL OR d.dealer_account_id = $2
            GROUP BY 1""",
         window, dealer_account_id)
     return {r["dealer_account_id"]: FailureStats(int(r["finished"]), int(r["failed"]))

@@ -209,7 +209,12 @@ def _log_action(action: str, job: HedgeJobRecord, actor: str, reason: str) -> No
 async def retry_job(uow: UnitOfWork, now: dt.datetime, job_id: uuid.UUID, *, actor: str,
                     reason: str) -> HedgeJobRecord:
     """A FAILED job back to PENDING with a fresh attempt budget (`attempts` 0) and no claim,
-    so the next free hedge worker picks it up; what it hedged already stays hedged."""
+    so the next free hedge worker picks it up; what it hedged already stays hedged.
+
+    `attempts` is the budget spent since the job was created or retried; the client order ids
+    of a retried job's new attempts must continue after the highest attempt its hedge_order
+    rows record (h-<job>-<attempt>-<leg> is unique), which is the worker's side of this.
+    """
     conn = uow.conn
     job = await _locked_job(conn, job_id)
     if job.status != FAILED:

@@ -21,7 +21,6 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 import asyncpg
 
 from dealer.errors import ApiError, Errors
-from dealer.services.hedges import plan_price
 from ledger.accounts import dealer_account
 from ledger.assets import (
     Asset,
@@ -274,10 +273,20 @@ async def load_facts(conn: asyncpg.Connection, dealer_account_id: uuid.UUID
                WHERE q.dealer_account_id = $1 AND o.status = 'FILLED'
                ORDER BY o.created_at, o.trade_order_id""",
             dealer_account_id)
+        # Only the plan figures an order needs leave the database (whole plans are large):
+        # its leg's LP and VWAP, and the legs' exact Σ quantity * vwap and Σ quantity.
         hedge_rows = await conn.fetch(
-            """SELECT h.client_order_id, h.leg, h.trading_account_id, h.symbol, h.side,
-                      h.filled_quantity, h.avg_price, h.fee_asset, h.fee_amount, j.plan
+            """SELECT h.client_order_id, h.trading_account_id, h.symbol, h.side,
+                      h.filled_quantity, h.avg_price, h.fee_asset, h.fee_amount,
+                      j.plan -> 'legs' -> h.leg ->> 'tradingAccountId' AS leg_account,
+                      j.plan -> 'legs' -> h.leg ->> 'vwap' AS leg_vwap,
+                      legs.cost AS legs_cost, legs.quantity AS legs_quantity
                FROM hedge_order h JOIN hedge_job j USING (job_id)
+               LEFT JOIN LATERAL (
+                   SELECT sum((l ->> 'quantity')::numeric * (l ->> 'vwap')::numeric) AS cost,
+                          sum((l ->> 'quantity')::numeric) AS quantity
+                   FROM jsonb_array_elements(CASE WHEN jsonb_typeof(j.plan -> 'legs') = 'array'
+                                                  THEN j.plan -> 'legs' END) l) legs ON true
                WHERE j.dealer_account_id = $1 AND h.filled_quantity > 0
                  AND h.avg_price IS NOT NULL
                ORDER BY h.created_at, h.client_order_id""",
@@ -292,11 +301,19 @@ async def load_facts(conn: asyncpg.Connection, dealer_account_id: uuid.UUID
         for r in client_rows]
     hedge_fills = []
     for r in hedge_rows:
-        plan = r["plan"] if isinstance(r["plan"], dict) else {}
         hedge_fills.append(HedgeFillFact(
             client_order_id=r["client_order_id"], lp_account_id=r["trading_account_id"],
             symbol=r["symbol"], side=r["side"], filled_quantity=Decimal(r["filled_quantity"]),
             average_price=Decimal(r["avg_price"]), fee_asset=r["fee_asset"],
             fee_amount=None if r["fee_amount"] is None else Decimal(r["fee_amount"]),
-            plan_price=plan_price(plan, r["leg"], r["trading_account_id"])))
+            plan_price=_plan_price(r)))
     return client_fills, hedge_fills, int(pending)
+
+
+def _plan_price(row: asyncpg.Record) -> Decimal | None:
+    """`hedges.plan_price` from the figures the query extracted (the same rule and digits)."""
+    if row["leg_vwap"] is not None and row["leg_account"] == str(row["trading_account_id"]):
+        return Decimal(row["leg_vwap"])
+    if not row["legs_quantity"]:
+        return None
+    return Decimal(row["legs_cost"]) / Decimal(row["legs_quantity"])

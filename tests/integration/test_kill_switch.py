@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -19,7 +20,7 @@ from aiohttp import web
 from dealer import db
 from dealer.app import create_app
 from dealer.appkeys import CLOCK, MARKET_DATA
-from dealer.services.exposure import KillSwitchPolicy, check_and_engage
+from dealer.services.exposure import OPEN_STATUSES, KillSwitchPolicy, check_and_engage
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import VIEWER, assert_error, assert_ok
 from tests.desk import QUOTE, Desk, accept, make_desk, quote_body, request_quote
@@ -244,3 +245,15 @@ async def test_replicas_checking_at_once_pause_a_dealer_once(
         [report] = [c for c in checked if c.dealer_account_id == uuid.UUID(desk.dealer)]
         assert (report.status, report.paused_by) == ("PAUSED", "exposure")
 
+
+
+async def test_the_open_statuses_are_every_status_but_hedged_and_cancelled(
+    conn: asyncpg.Connection,
+) -> None:
+    # The exposure query lists the statuses that hold exposure (so an index serves it): a
+    # status added to hedge_job must be placed on one side or the other.
+    definition = await conn.fetchval(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = "
+        "'hedge_job_status_ck'")
+    allowed = set(re.findall(r"'([A-Z_]+)'", definition))
+    assert allowed - {"HEDGED", "CANCELLED"} == set(OPEN_STATUSES)
