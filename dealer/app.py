@@ -10,7 +10,16 @@ import asyncpg
 from aiohttp import web
 
 from dealer import db
-from dealer.api import credentials, fermata, ledger, market, meta, rfq, trading_accounts
+from dealer.api import (
+    credentials,
+    fermata,
+    hedging,
+    ledger,
+    market,
+    meta,
+    rfq,
+    trading_accounts,
+)
 from dealer.api.framework import Api
 from dealer.api.market import sync_venue
 from dealer.appkeys import (
@@ -38,7 +47,7 @@ from dealer.demo import demo_ctx
 from dealer.marketdata import MarketDataService
 from dealer.metrics import Metrics
 from dealer.middlewares import MIDDLEWARES
-from dealer.scheduler import add_job, build_scheduler
+from dealer.scheduler import add_job, build_scheduler, drain_links, exposure_check
 from dealer.secretbox import SecretBox
 from dealer.services import reconciliation
 from dealer.services.quoting import Quoter, QuoteWriter
@@ -67,7 +76,7 @@ def utc_now() -> dt.datetime:
 def build_api() -> Api:
     """Every endpoint of the daemon, registered once (used by the app and the OpenAPI test)."""
     api = Api()
-    for area in (meta, credentials, trading_accounts, fermata, market, ledger, rfq):
+    for area in (meta, credentials, trading_accounts, fermata, market, ledger, rfq, hedging):
         area.register(api)
     return api
 
@@ -253,7 +262,17 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         async with connection(app[POOL]) as conn:
             await expire_open_quotes(conn, app[CLOCK]())
 
+    async def check_exposure() -> None:
+        await exposure_check(app[POOL], app[MARKET_DATA], metrics,
+                             hedging.kill_switch_policy(settings), app[CLOCK]())
+
+    async def drain_lps() -> None:
+        await drain_links(app[POOL], app[MARKET_DATA], metrics, app[CLOCK]())
+
     add_job(scheduler, metrics, "quote_expiry", expire_quotes, 1.0)
+    add_job(scheduler, metrics, "exposure_check", check_exposure,
+            settings.exposure_check_ms / 1000)
+    add_job(scheduler, metrics, "lp_drain", drain_lps, settings.exposure_check_ms / 1000)
     add_job(scheduler, metrics, "reconciliation", reconcile_lps,
             settings.reconciliation_interval_s)
     add_job(scheduler, metrics, "book_subscriptions", refresh_subscriptions,

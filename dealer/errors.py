@@ -3,7 +3,7 @@
 Errnos are stable; they are listed in the OpenAPI document and the README. Ranges:
 -100xxx request, -101xxx auth, -110xxx credentials, -120xxx trading accounts,
 -130xxx FERMATA dealers, clients and links (seeds/002 fixes -130007), -140xxx market data,
--150xxx ledger, -160xxx RFQ.
+-150xxx ledger, -160xxx RFQ, -170xxx hedging.
 """
 
 from __future__ import annotations
@@ -93,6 +93,10 @@ class Errors:
     INVALID_DEALER_CONFIG = ErrorCode(
         -130008, 400, "INVALID_DEALER_CONFIG", "Invalid dealer configuration"
     )
+    LP_ORDERS_IN_FLIGHT = ErrorCode(
+        -130010, 409, "LP_ORDERS_IN_FLIGHT",
+        "The LP has hedge orders in flight; unlink with drain: true, or once they finish",
+    )
 
     UNKNOWN_SYMBOLS = ErrorCode(
         -140001, 400, "UNKNOWN_SYMBOLS", "The venue does not list these symbols"
@@ -158,6 +162,23 @@ class Errors:
     IDEMPOTENCY_CONFLICT = ErrorCode(
         -160013, 409, "IDEMPOTENCY_CONFLICT",
         "idempotencyKey or clientOrderId already used for another order",
+    )
+
+    HEDGE_JOB_NOT_FOUND = ErrorCode(-170001, 404, "HEDGE_JOB_NOT_FOUND", "Hedge job not found")
+    HEDGE_JOB_NOT_FAILED = ErrorCode(
+        -170002, 409, "HEDGE_JOB_NOT_FAILED", "Only a FAILED hedge job can be retried"
+    )
+    HEDGE_JOB_NOT_CANCELLABLE = ErrorCode(
+        -170003, 409, "HEDGE_JOB_NOT_CANCELLABLE",
+        "Only a PENDING or FAILED hedge job can be cancelled",
+    )
+    HEDGE_JOB_CLAIMED = ErrorCode(
+        -170004, 409, "HEDGE_JOB_CLAIMED",
+        "A hedge worker is working this job now; retry when its claim is released",
+    )
+    HEDGE_ORDERS_IN_FLIGHT = ErrorCode(
+        -170005, 409, "HEDGE_ORDERS_IN_FLIGHT",
+        "The hedge job has orders whose outcome is not known yet (SENT or UNKNOWN)",
     )
 
     @classmethod

@@ -113,6 +113,20 @@ class Settings(BaseModel):
                                description="How often the hedge worker looks for jobs when idle")
     hedge_max_attempts: int = Field(default=3, ge=1, le=100,
                                     description="Attempts per hedge job before it is FAILED")
+    exposure_check_ms: int = Field(default=1000, ge=100, le=60000,
+                                   description="How often every dealer's unhedged exposure is "
+                                   "valued and the kill switch checked (and draining LP links "
+                                   "unlinked once idle)")
+    kill_switch_failure_rate: float = Field(default=0.5, gt=0.0, le=1.0,
+                                            description="Share of FAILED among a dealer's last "
+                                            "finished hedge jobs that pauses its quoting")
+    kill_switch_failure_window: int = Field(default=20, ge=1, le=10000,
+                                            description="How many of a dealer's last finished "
+                                            "hedge jobs (newest client fills first) the failure "
+                                            "rate looks at")
+    kill_switch_min_jobs: int = Field(default=5, ge=1, le=10000,
+                                      description="Finished hedge jobs needed before the failure "
+                                      "rate can pause a dealer")
     log_level: LogLevel = Field(default="INFO", description="Log level.")
     log_format: LogFormat = Field(default="json", description="`json` (one object per line, "
                                   "with request id, dealer id and quote id when known) or "

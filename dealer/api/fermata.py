@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -23,18 +24,24 @@ from dealer.services.dealers import (
     ExposureLimits,
     HedgeMode,
     LinkRecord,
+    LinkState,
     NettingWindowMs,
     NonNegativeDecimal,
+    PausedBy,
     PositiveDecimal,
     QuoteTtlMs,
     SmallBps,
     SpreadBps,
     SpreadTiers,
     Symbols,
+    UnlinkState,
 )
+from dealer.services.exposure import export_kill_switch
 from dealer.services.reconciliation import capture_baseline
 from dealer.uow import UnitOfWork
 from dealer.wire import ListQuery, Nickname, Page, QueryModel, WireModel, iso, millis
+
+log = logging.getLogger(__name__)
 
 TAG_DEALERS = "dealers"
 TAG_CLIENTS = "clients"
@@ -103,6 +110,13 @@ class LinkBody(WireModel):
     trading_account_id: uuid.UUID = Field(description="Exchange trading account ID (the LP)")
 
 
+class UnlinkBody(LinkBody):
+    drain: bool = Field(default=False, strict=True,
+                        description="With hedge work in flight on the LP: stop routing hedges "
+                        "to it and unlink it once that work is done (answers the link's state) "
+                        "instead of refusing")
+
+
 class CreateClientBody(WireModel):
     nickname: Nickname | None = None
 
@@ -133,6 +147,8 @@ class DealerOut(WireModel):
     nickname: str | None
     status: DealerStatus
     pause_reason: str | None
+    paused_by: PausedBy | None = Field(description="Who paused it: manual (an admin), or the "
+                                       "kill switch (exposure, hedge_failures); null when ACTIVE")
     config: DealerConfig
     linked_accounts: list[uuid.UUID]
     created_at: int
@@ -149,15 +165,28 @@ class LinkOut(WireModel):
     nickname: str | None
     status: str
     ledger_account: str
+    draining: bool = Field(description="Unlink requested while hedge work was in flight: no "
+                           "new hedge orders go to it; it is unlinked once that work is done")
+    state: LinkState = Field(description="LINKED or DRAINING")
     linked_at: int
     linked_at_date_time: str
+
+
+class UnlinkOut(WireModel):
+    dealer_account_id: uuid.UUID
+    trading_account_id: uuid.UUID
+    state: UnlinkState = Field(description="UNLINKED (done) or DRAINING (accepted: unlinked in "
+                             "the background once its hedge work in flight is done)")
+    orders_in_flight: int = Field(description="The LP's hedge orders whose outcome is not "
+                                  "known yet (SENT or UNKNOWN)")
+    jobs_in_progress: int = Field(description="IN_PROGRESS hedge jobs whose plan routes to it")
 
 
 def dealer_out(record: DealerRecord) -> DealerOut:
     return DealerOut(
         dealer_account_id=record.dealer_account_id, trading_account_id=record.dealer_account_id,
         venue=record.venue, nickname=record.nickname, status=record.status,
-        pause_reason=record.pause_reason, config=record.config,
+        pause_reason=record.pause_reason, paused_by=record.paused_by, config=record.config,
         linked_accounts=list(record.linked_accounts),
         created_at=millis(record.created_at) or 0,
         created_at_date_time=iso(record.created_at) or "",
@@ -171,7 +200,8 @@ def link_out(record: LinkRecord) -> LinkOut:
         dealer_account_id=record.dealer_account_id, trading_account_id=record.trading_account_id,
         venue=record.venue, external_trading_account_id=record.external_trading_account_id,
         nickname=record.nickname, status=record.status, ledger_account=record.ledger_account,
-        linked_at=millis(record.linked_at) or 0, linked_at_date_time=iso(record.linked_at) or "",
+        draining=record.draining, state=record.state, linked_at=millis(record.linked_at) or 0,
+        linked_at_date_time=iso(record.linked_at) or "",
     )
 
 
@@ -207,9 +237,15 @@ def register(api: Api) -> None:
              description="Admin only. Answers `\"ok\"`. The account must be an exchange "
              "account (not FERMATA) in ACTIVE status and linked to no dealer.")(link)
     api.post("/api/v3/fermata/dealer/unlink", summary="Remove an LP link (the ledger account "
-             "and its history stay)", tag=TAG_DEALERS, roles=ADMIN_ONLY, response=str,
-             body=LinkBody, errors=[Errors.DEALER_NOT_FOUND, Errors.TRADING_ACCOUNT_NOT_FOUND,
-                                    Errors.NOT_LINKED])(unlink)
+             "and its history stay); with drain: true, once its hedge work in flight is done",
+             tag=TAG_DEALERS, roles=ADMIN_ONLY, response=str | UnlinkOut, body=UnlinkBody,
+             errors=[Errors.DEALER_NOT_FOUND, Errors.TRADING_ACCOUNT_NOT_FOUND,
+                     Errors.NOT_LINKED, Errors.LP_ORDERS_IN_FLIGHT],
+             description="Admin only. Without `drain` answers `\"ok\"`, or refuses an LP with "
+             "hedge orders in flight (SENT/UNKNOWN) or IN_PROGRESS hedge jobs routed to it "
+             "(`-130010`, nothing written). With `\"drain\": true` answers the link's `state`: "
+             "`UNLINKED` when nothing was in flight, else `DRAINING` (accepted: no new hedge "
+             "orders go to it and a background job unlinks it once its work is done).")(unlink)
     api.get("/api/v3/fermata/dealer/listLinks", summary="A dealer's LP links, oldest first",
             tag=TAG_DEALERS, roles=READERS, response=Page[LinkOut], query=LinkListQuery,
             errors=[Errors.DEALER_NOT_FOUND])(list_links)
@@ -281,6 +317,8 @@ async def pause_dealer(
     async with _uow(request) as uow:
         record = await dealers.pause_dealer(uow, request.app[CLOCK](), params.dealer_account_id,
                                             params.reason)
+    export_kill_switch(request.app[METRICS], record.dealer_account_id, record.status,
+                       record.paused_by)
     return dealer_out(record)
 
 
@@ -289,6 +327,8 @@ async def resume_dealer(
 ) -> DealerOut:
     async with _uow(request) as uow:
         record = await dealers.resume_dealer(uow, request.app[CLOCK](), params.dealer_account_id)
+    export_kill_switch(request.app[METRICS], record.dealer_account_id, record.status,
+                       record.paused_by)
     return dealer_out(record)
 
 
@@ -304,13 +344,25 @@ async def link(request: web.Request, principal: Principal | None, params: LinkBo
     return "ok"
 
 
-async def unlink(request: web.Request, principal: Principal | None, params: LinkBody) -> str:
+async def unlink(request: web.Request, principal: Principal | None,
+                 params: UnlinkBody) -> str | UnlinkOut:
     async with _uow(request) as uow:
-        await dealers.unlink_lp(uow, request.app[CLOCK](), params.dealer_account_id,
-                                params.trading_account_id)
-    request.app[METRICS].links_changed.labels("unlink").inc()
-    await follow_links(request.app)
-    return "ok"
+        outcome = await dealers.unlink_lp(uow, request.app[CLOCK](), params.dealer_account_id,
+                                          params.trading_account_id, drain=params.drain)
+    if outcome.state == "UNLINKED":
+        request.app[METRICS].links_changed.labels("unlink").inc()
+        await follow_links(request.app)
+    else:
+        log.info("LP %s of dealer %s is draining: %d order(s) in flight, %d job(s) in "
+                 "progress", params.trading_account_id, params.dealer_account_id,
+                 outcome.work.orders, outcome.work.jobs,
+                 extra={"event": "lp_draining", "trading_account_id":
+                        str(params.trading_account_id)})
+    if not params.drain:
+        return "ok"
+    return UnlinkOut(dealer_account_id=params.dealer_account_id,
+                     trading_account_id=params.trading_account_id, state=outcome.state,
+                     orders_in_flight=outcome.work.orders, jobs_in_progress=outcome.work.jobs)
 
 
 async def list_links(

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import Field
 
 import dealer
 from dealer.api.framework import Api, Endpoint, json_response, openapi_document
 from dealer.appkeys import API, CLOCK, LEDGER, MARKET_DATA, METRICS, POOL, VENUES
 from dealer.auth import Principal
 from dealer.wire import WireModel, iso, millis
+
+if TYPE_CHECKING:
+    import asyncpg
 
 TITLE = "Fermata Dealer API"
 DESCRIPTION = (
@@ -32,6 +36,14 @@ class RootInfo(WireModel):
     docs: str
 
 
+class KillSwitchState(WireModel):
+    dealer_account_id: str
+    reason: str = Field(description="manual, exposure or hedge_failures")
+    pause_reason: str | None
+    since: int
+    since_date_time: str
+
+
 class HealthCheck(WireModel):
     status: str
     latency_ms: float | None = None
@@ -39,6 +51,7 @@ class HealthCheck(WireModel):
     backend: str | None = None
     connectors: dict[str, str] | None = None
     stale_books: list[dict[str, Any]] | None = None
+    kill_switches: list[KillSwitchState] | None = None
 
 
 class Health(WireModel):
@@ -52,8 +65,9 @@ class Health(WireModel):
 def register(api: Api) -> None:
     api.get("/", summary="API name and version", tag="meta", roles=None,
             response=RootInfo)(root)
-    api.get("/api/v3/health", summary="Health of the database, ledger and venues (no envelope, "
-            "as the seed; degraded while an LP book is stale; 503 when unhealthy)", tag="meta",
+    api.get("/api/v3/health", summary="Health of the database, ledger and venues, and the "
+            "dealers' kill switches (no envelope, as the seed; degraded while an LP book is "
+            "stale or a kill switch is engaged; 503 when unhealthy)", tag="meta",
             roles=None, response=Health)(health)
     api.get("/metrics", summary="Prometheus metrics (text exposition format)", tag="meta",
             roles=None, response=None)(metrics)
@@ -86,6 +100,28 @@ async def _database_check(request: web.Request) -> None:
         await conn.fetchval("SELECT 1")
 
 
+async def _kill_switches(pool: asyncpg.Pool) -> HealthCheck:
+    """Every paused dealer and who paused it. Only the automatic kill switch degrades health
+    (an admin's pause is a decision, not a fault); neither makes the daemon unhealthy."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT dealer_account_id, coalesce(paused_by, 'manual') AS reason, pause_reason,
+                      updated_at
+               FROM dealer WHERE status = 'PAUSED' ORDER BY updated_at, dealer_account_id""")
+    engaged = [KillSwitchState(dealer_account_id=str(r["dealer_account_id"]), reason=r["reason"],
+                               pause_reason=r["pause_reason"], since=millis(r["updated_at"]) or 0,
+                               since_date_time=iso(r["updated_at"]) or "") for r in rows]
+    automatic = any(k.reason != "manual" for k in engaged)
+    return HealthCheck(status="degraded" if automatic else "healthy", kill_switches=engaged)
+
+
+async def _dealers_check(request: web.Request) -> HealthCheck:
+    try:
+        return await asyncio.wait_for(_kill_switches(request.app[POOL]), HEALTH_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return HealthCheck(status="unknown", detail=type(exc).__name__)
+
+
 async def health(request: web.Request, principal: Principal | None, params: None) -> web.Response:
     app = request.app
     database = await _timed(_database_check(request))
@@ -97,13 +133,15 @@ async def health(request: web.Request, principal: Principal | None, params: None
         status="degraded" if stale else "healthy", connectors=connectors, stale_books=stale,
         detail="every venue is served by the paper connector" if app[VENUES].all_paper else None,
     )
-    checks = {"database": database, "ledger": ledger, "venues": venues}
+    dealers = (await _dealers_check(request) if database.status == "healthy"
+               else HealthCheck(status="unknown", detail="database unavailable"))
+    checks = {"database": database, "ledger": ledger, "venues": venues, "dealers": dealers}
     for name, check in checks.items():
         app[METRICS].health_check.labels(name).set(1 if check.status == "healthy" else 0)
     if database.status != "healthy" or ledger.status != "healthy":
         status = "unhealthy"
     else:
-        status = "degraded" if stale else "healthy"
+        status = "degraded" if stale or dealers.status == "degraded" else "healthy"
     now = app[CLOCK]()
     body = Health(status=status, timestamp=millis(now) or 0, iso_date_time=iso(now) or "",
                   version=dealer.__version__, checks=checks)

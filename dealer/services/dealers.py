@@ -42,6 +42,11 @@ ACTIVE = "ACTIVE"
 PAUSED = "PAUSED"
 
 DealerStatus = Literal["ACTIVE", "PAUSED"]
+# Who paused a dealer: an admin, or the kill switch (unhedged notional, hedge failure rate).
+PausedBy = Literal["manual", "exposure", "hedge_failures"]
+MANUAL = "manual"
+LinkState = Literal["LINKED", "DRAINING"]
+UnlinkState = Literal["UNLINKED", "DRAINING"]
 HedgeMode = Literal["IMMEDIATE", "NETTED"]
 
 # ---------------------------------------------------------------- configuration fields
@@ -201,6 +206,7 @@ class DealerRecord:
     nickname: str | None
     status: DealerStatus
     pause_reason: str | None
+    paused_by: PausedBy | None
     config: DealerConfig
     linked_accounts: tuple[uuid.UUID, ...]
     created_at: dt.datetime
@@ -211,7 +217,7 @@ class DealerRecord:
         return cls(
             dealer_account_id=row["dealer_account_id"], venue=row["venue"],
             nickname=row["nickname"], status=row["status"], pause_reason=row["pause_reason"],
-            config=DealerConfig.model_validate(row["config"]),
+            paused_by=row["paused_by"], config=DealerConfig.model_validate(row["config"]),
             linked_accounts=tuple(row["linked_accounts"]), created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
@@ -226,17 +232,22 @@ class LinkRecord:
     nickname: str | None
     status: str
     linked_at: dt.datetime
+    draining: bool = False
 
     @property
     def ledger_account(self) -> str:
         return exchange_account(self.trading_account_id)
 
+    @property
+    def state(self) -> LinkState:
+        return "DRAINING" if self.draining else "LINKED"
+
 
 # ---------------------------------------------------------------- dealers
 
 _DEALER_SELECT = """
-SELECT d.dealer_account_id, ta.venue, ta.nickname, d.status, d.pause_reason, d.config,
-       d.created_at, d.updated_at,
+SELECT d.dealer_account_id, ta.venue, ta.nickname, d.status, d.pause_reason, d.paused_by,
+       d.config, d.created_at, d.updated_at,
        ARRAY(SELECT l.trading_account_id FROM dealer_link l
              WHERE l.dealer_account_id = d.dealer_account_id
              ORDER BY l.linked_at, l.trading_account_id) AS linked_accounts
@@ -363,14 +374,17 @@ async def update_dealer(
 async def pause_dealer(
     uow: UnitOfWork, now: dt.datetime, dealer_account_id: uuid.UUID, reason: str | None = None
 ) -> DealerRecord:
-    """Stop quoting. Pausing a paused dealer changes nothing unless a new reason is given."""
+    """Stop quoting (paused_by `manual`). Pausing a dealer an admin paused changes nothing
+    unless a new reason is given; pausing one the kill switch paused makes the pause manual."""
     conn = uow.conn
     await _lock_dealer(conn, dealer_account_id)
     current = await _dealer(conn, dealer_account_id)
-    if current.status == PAUSED and (reason is None or reason == current.pause_reason):
+    if (current.status == PAUSED and current.paused_by == MANUAL
+            and (reason is None or reason == current.pause_reason)):
         return current
     await conn.execute(
-        """UPDATE dealer SET status = 'PAUSED', pause_reason = $2, updated_at = $3
+        """UPDATE dealer SET status = 'PAUSED', paused_by = 'manual', pause_reason = $2,
+               updated_at = $3
            WHERE dealer_account_id = $1""",
         dealer_account_id, reason if reason is not None else current.pause_reason, now,
     )
@@ -382,14 +396,16 @@ async def pause_dealer(
 async def resume_dealer(
     uow: UnitOfWork, now: dt.datetime, dealer_account_id: uuid.UUID
 ) -> DealerRecord:
-    """Quote again; resuming an active dealer changes nothing."""
+    """Quote again, whoever paused it; resuming an active dealer changes nothing. (A kill
+    switch whose condition still holds pauses the dealer again at its next check.)"""
     conn = uow.conn
     await _lock_dealer(conn, dealer_account_id)
     current = await _dealer(conn, dealer_account_id)
     if current.status == ACTIVE:
         return current
     await conn.execute(
-        """UPDATE dealer SET status = 'ACTIVE', pause_reason = NULL, updated_at = $2
+        """UPDATE dealer SET status = 'ACTIVE', pause_reason = NULL, paused_by = NULL,
+               updated_at = $2
            WHERE dealer_account_id = $1""",
         dealer_account_id, now,
     )
@@ -429,7 +445,7 @@ async def list_clients(
 
 _LINKS_PAGE = """
 SELECT l.dealer_account_id, l.trading_account_id, ta.venue, ta.external_trading_account_id,
-       ta.nickname, ta.status, l.linked_at
+       ta.nickname, ta.status, l.linked_at, l.draining
 FROM dealer_link l JOIN trading_account ta USING (trading_account_id)
 WHERE l.dealer_account_id = $1
 ORDER BY l.linked_at, l.trading_account_id
@@ -523,28 +539,128 @@ async def link_lp(
     await uow.commit()
 
 
+@dataclass(frozen=True, slots=True)
+class LpWork:
+    """What an LP still has in flight: hedge orders whose outcome is not known yet (SENT or
+    UNKNOWN) and IN_PROGRESS hedge jobs whose plan routes to it."""
+
+    orders: int
+    jobs: int
+
+    @property
+    def idle(self) -> bool:
+        return self.orders == 0 and self.jobs == 0
+
+
+@dataclass(frozen=True, slots=True)
+class UnlinkOutcome:
+    state: UnlinkState  # UNLINKED, or DRAINING until its work in flight is done
+    work: LpWork
+
+
+async def lp_work_in_flight(conn: asyncpg.Connection, trading_account_id: uuid.UUID) -> LpWork:
+    """The LP's hedge work in flight (whichever dealer's jobs: plans keep their LPs)."""
+    orders = await conn.fetchval(
+        """SELECT count(*) FROM hedge_order
+           WHERE trading_account_id = $1 AND status IN ('SENT', 'UNKNOWN')""",
+        trading_account_id)
+    jobs = await conn.fetchval(
+        """SELECT count(*) FROM hedge_job
+           WHERE status = 'IN_PROGRESS'
+             AND plan -> 'legs' @> jsonb_build_array(jsonb_build_object('tradingAccountId',
+                                                                        $1::text))""",
+        str(trading_account_id))
+    return LpWork(int(orders), int(jobs))
+
+
+async def _locked_link(conn: asyncpg.Connection, dealer_account_id: uuid.UUID,
+                       trading_account_id: uuid.UUID) -> asyncpg.Record | None:
+    # Locked so that the in-flight check and the unlink (or drain) see one state of the link: a
+    # hedge worker that reads the link FOR SHARE before recording an order on this LP waits.
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """SELECT draining FROM dealer_link
+           WHERE dealer_account_id = $1 AND trading_account_id = $2 FOR UPDATE""",
+        dealer_account_id, trading_account_id)
+    return row
+
+
+async def _remove_link(conn: asyncpg.Connection, now: dt.datetime, dealer_account_id: uuid.UUID,
+                       trading_account_id: uuid.UUID, *, drained: bool) -> None:
+    await conn.execute(
+        "DELETE FROM dealer_link WHERE dealer_account_id = $1 AND trading_account_id = $2",
+        dealer_account_id, trading_account_id,
+    )
+    detail: dict[str, Any] = {"dealerAccountId": str(dealer_account_id),
+                              "ledgerAccount": exchange_account(trading_account_id)}
+    if drained:
+        detail["drained"] = True
+    await record_operation(conn, trading_account_id, "UNLINK", now, detail)
+
+
 async def unlink_lp(
     uow: UnitOfWork,
     now: dt.datetime,
     dealer_account_id: uuid.UUID,
     trading_account_id: uuid.UUID,
-) -> None:
-    """Remove a link; the `exchange:` ledger account stays, its history still matters."""
+    *,
+    drain: bool = False,
+) -> UnlinkOutcome:
+    """Remove a link; the `exchange:` ledger account stays, its history still matters.
+
+    An LP with hedge work in flight is not unlinked: without `drain` the call is refused
+    (LP_ORDERS_IN_FLIGHT, nothing written); with `drain` the link is marked draining (no new
+    hedge orders are routed to it) and `complete_drain` unlinks it once its work is done.
+    """
     conn = uow.conn
     await _dealer_and_locked_account(conn, dealer_account_id, trading_account_id)
-    removed = await conn.fetchval(
-        """DELETE FROM dealer_link WHERE dealer_account_id = $1 AND trading_account_id = $2
-           RETURNING linked_at""",
-        dealer_account_id, trading_account_id,
-    )
-    if removed is None:
+    link = await _locked_link(conn, dealer_account_id, trading_account_id)
+    if link is None:
         raise ApiError(Errors.NOT_LINKED)
-    await record_operation(
-        conn, trading_account_id, "UNLINK", now,
-        {"dealerAccountId": str(dealer_account_id),
-         "ledgerAccount": exchange_account(trading_account_id)},
-    )
+    work = await lp_work_in_flight(conn, trading_account_id)
+    if not work.idle:
+        if not drain:
+            raise ApiError(
+                Errors.LP_ORDERS_IN_FLIGHT,
+                f"The LP has {work.orders} hedge order(s) in flight and {work.jobs} hedge "
+                "job(s) in progress routed to it; unlink with drain: true, or once they finish",
+                {"metadata": {"ordersInFlight": work.orders, "jobsInProgress": work.jobs}})
+        if not link["draining"]:
+            await conn.execute(
+                """UPDATE dealer_link SET draining = true
+                   WHERE dealer_account_id = $1 AND trading_account_id = $2""",
+                dealer_account_id, trading_account_id)
+            await uow.commit()
+        return UnlinkOutcome("DRAINING", work)
+    await _remove_link(conn, now, dealer_account_id, trading_account_id,
+                       drained=link["draining"])
     await uow.commit()
+    return UnlinkOutcome("UNLINKED", work)
+
+
+async def draining_links(conn: asyncpg.Connection) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(dealer, LP account) of every link waiting for its work in flight to finish."""
+    rows = await conn.fetch(
+        """SELECT dealer_account_id, trading_account_id FROM dealer_link WHERE draining
+           ORDER BY linked_at, trading_account_id""")
+    return [(r["dealer_account_id"], r["trading_account_id"]) for r in rows]
+
+
+async def complete_drain(
+    uow: UnitOfWork, now: dt.datetime, dealer_account_id: uuid.UUID,
+    trading_account_id: uuid.UUID,
+) -> bool:
+    """Unlink a draining LP if nothing is in flight any more; True when it was unlinked."""
+    conn = uow.conn
+    if await load_account(conn, trading_account_id, for_update=True) is None:
+        return False
+    link = await _locked_link(conn, dealer_account_id, trading_account_id)
+    if link is None or not link["draining"]:
+        return False
+    if not (await lp_work_in_flight(conn, trading_account_id)).idle:
+        return False
+    await _remove_link(conn, now, dealer_account_id, trading_account_id, drained=True)
+    await uow.commit()
+    return True
 
 
 async def list_links(
@@ -565,6 +681,7 @@ async def list_links(
             dealer_account_id=r["dealer_account_id"], trading_account_id=r["trading_account_id"],
             venue=r["venue"], external_trading_account_id=r["external_trading_account_id"],
             nickname=r["nickname"], status=r["status"], linked_at=r["linked_at"],
+            draining=r["draining"],
         )
         for r in rows
     ]

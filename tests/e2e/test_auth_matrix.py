@@ -61,6 +61,11 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/api/v3/fermata/quote/list"): {A, V, T},
     ("POST", "/api/v3/trading/order/submit"): {A, T},
     ("GET", "/api/v3/trading/order/list"): {A, V, T},
+    ("GET", "/api/v3/fermata/hedge/list"): {A, V},
+    ("POST", "/api/v3/fermata/hedge/retry"): {A},
+    ("POST", "/api/v3/fermata/hedge/cancel"): {A},
+    ("GET", "/api/v3/fermata/dealer/exposure"): {A, V},
+    ("GET", "/api/v3/fermata/dealer/pnl"): {A, V},
 }
 ENDPOINTS = build_api().endpoints
 PROTECTED = [ep for ep in ENDPOINTS if ep.roles is not None]

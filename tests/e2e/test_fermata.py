@@ -825,7 +825,8 @@ async def test_list_links(client: TestClient, conn: asyncpg.Connection) -> None:
     first = links[0]
     assert set(first) == {"dealerAccountId", "tradingAccountId", "venue",
                           "externalTradingAccountId", "nickname", "status", "ledgerAccount",
-                          "linkedAt", "linkedAtDateTime"}
+                          "draining", "state", "linkedAt", "linkedAtDateTime"}
+    assert (first["draining"], first["state"]) == (False, "LINKED")
     assert first["dealerAccountId"] == dealer_id
     assert first["venue"] == "BINANCE"
     assert first["externalTradingAccountId"] == "spot"

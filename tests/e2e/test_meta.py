@@ -19,10 +19,11 @@ async def test_health_is_green_with_every_check(client: TestClient) -> None:
     assert resp.status == 200
     body = await resp.json()
     assert body["status"] == "healthy"
-    assert set(body["checks"]) == {"database", "ledger", "venues"}
+    assert set(body["checks"]) == {"database", "ledger", "venues", "dealers"}
     assert all(check["status"] == "healthy" for check in body["checks"].values())
     assert body["checks"]["venues"]["connectors"]["BINANCE"] == "paper"
     assert body["checks"]["ledger"]["backend"] == "local"
+    assert body["checks"]["dealers"]["killSwitches"] == []
 
 
 async def test_unknown_route_and_method_answer_the_envelope(client: TestClient) -> None:

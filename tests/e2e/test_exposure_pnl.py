@@ -1,0 +1,228 @@
+"""A dealer's exposure and PnL over HTTP on a desk of three paper LPs. The PnL's realised figure
+is rebuilt from the fills, hedge orders and fees, and must equal the dealer's balance in the
+ledger once the outbox is drained: after hedges on both sides (the paper venue charges a BUY's
+fee in base and a SELL's in quote), and before any hedge."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from dealer.app import create_app
+from dealer.settings import DaemonSecrets, Settings
+from tests.conftest import ADMIN, TRADER, VIEWER, assert_error, assert_ok
+from tests.desk import Desk, accept, make_desk, request_quote
+from tests.helpers import Client, assert_invalid, eventually, get, outbox_drained, post
+
+AppClient = Callable[[web.Application], Awaitable[Client]]
+EXPOSURE = "/api/v3/fermata/dealer/exposure"
+PNL = "/api/v3/fermata/dealer/pnl"
+HEDGES = "/api/v3/fermata/hedge/list"
+FILLS = (("BUY", "0.5"), ("SELL", "0.3"), ("BUY", "0.2"), ("SELL", "0.25"))
+MICRO = Decimal("0.000001")
+
+
+async def _fill(client: Client, desk: Desk, fills: tuple[tuple[str, str], ...]
+                ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    done = []
+    for side, quantity in fills:
+        quote = await request_quote(client, desk, orderSide=side, quantity=quantity)
+        done.append((quote, await accept(client, quote)))
+    return done
+
+
+async def _exposure(client: Client, desk: Desk) -> dict[str, Any]:
+    status, body = await get(client, EXPOSURE, {"dealerAccountId": desk.dealer}, VIEWER)
+    assert status == 200, body
+    data: dict[str, Any] = assert_ok(body)
+    return data
+
+
+async def _pnl(client: Client, desk: Desk) -> dict[str, Any]:
+    status, body = await get(client, PNL, {"dealerAccountId": desk.dealer}, VIEWER)
+    assert status == 200, body
+    data: dict[str, Any] = assert_ok(body)
+    return data
+
+
+async def _ledger_balances(client: Client, desk: Desk) -> dict[str, Decimal]:
+    status, body = await get(client, "/api/v3/ledger/account",
+                             {"address": f"dealer:{desk.dealer}"}, VIEWER)
+    assert status == 200, body
+    return {b["asset"]: Decimal(b["amount"]) for b in assert_ok(body)["balances"]}
+
+
+def _at_scale(value: Decimal) -> Decimal:
+    return value.quantize(MICRO, rounding=ROUND_HALF_EVEN)
+
+
+# ---------------------------------------------------------------- exposure
+
+
+async def test_exposure_per_asset_with_its_notional_limits_and_kill_switch(
+    client: Client, conn: asyncpg.Connection,
+) -> None:
+    desk = await make_desk(client, maxUnhedgedExposure={"BTC": "5"})
+    fills = await _fill(client, desk, (("BUY", "0.5"), ("SELL", "0.2")))
+    data = await _exposure(client, desk)
+    assert set(data) == {"dealerAccountId", "status", "notionalAsset", "unhedgedNotional",
+                         "notionalComplete", "maxUnhedgedNotional", "killSwitch", "assets",
+                         "checkedAt", "checkedAtDateTime"}
+    assert (data["dealerAccountId"], data["status"]) == (desk.dealer, "ACTIVE")
+    assert (data["notionalAsset"], data["maxUnhedgedNotional"]) == ("USDT", "250000")
+    assert data["killSwitch"] == {
+        "engaged": False, "reason": None, "pauseReason": None,
+        "hedgeFailures": {"finished": 0, "failed": 0, "rate": None, "threshold": "0.5",
+                          "window": 20, "minJobs": 5}}
+    [btc] = data["assets"]
+    # The client BUY left the dealer short 0.5, the SELL long 0.2.
+    assert (btc["asset"], btc["unhedgedQuantity"], btc["maxUnhedgedExposure"]) == (
+        "BTC", "-0.3", "5")
+    assert (btc["openJobs"], btc["failedJobs"], btc["priceFresh"]) == (2, 0, True)
+    mid = Decimal(btc["mid"])
+    price = Decimal(fills[0][0]["price"])
+    assert abs(mid - price) / price < Decimal("0.005")
+    assert Decimal(btc["notional"]) == Decimal("-0.3") * mid
+    assert Decimal(data["unhedgedNotional"]) == abs(Decimal(btc["notional"]))
+    assert data["notionalComplete"] is True
+
+    # A FAILED job still counts, as a failed job.
+    await conn.execute("UPDATE hedge_job SET status = 'FAILED' WHERE side = 'SELL'")
+    [btc] = (await _exposure(client, desk))["assets"]
+    assert (btc["unhedgedQuantity"], btc["openJobs"], btc["failedJobs"]) == ("-0.3", 1, 1)
+
+    status, body = await post(client, "/api/v3/fermata/dealer/pause",
+                              {"dealerAccountId": desk.dealer, "reason": "lunch"})
+    assert assert_ok(body)["pausedBy"] == "manual"
+    kill_switch = (await _exposure(client, desk))["killSwitch"]
+    assert (kill_switch["engaged"], kill_switch["reason"], kill_switch["pauseReason"]) == (
+        True, "manual", "lunch")
+
+    # Without a fresh LP book the position has no price: null, flagged, left out of the sum.
+    for lp in desk.lps:
+        status, body = await post(client, "/api/v3/fermata/dealer/unlink",
+                                  {"dealerAccountId": desk.dealer, "tradingAccountId": lp})
+        assert status == 200, body
+    data = await _exposure(client, desk)
+    [btc] = data["assets"]
+    assert (btc["mid"], btc["notional"], btc["priceFresh"]) == (None, None, False)
+    assert (data["unhedgedNotional"], data["notionalComplete"]) == ("0", False)
+
+
+async def test_exposure_refusals(client: Client) -> None:
+    status, body = await get(client, EXPOSURE, {"dealerAccountId": str(uuid.uuid4())})
+    assert status == 404
+    assert_error(body, -130001)
+    for params in ({}, {"dealerAccountId": "desk"}, {"dealerAccountId": str(uuid.uuid4()),
+                                                     "asset": "BTC"}):
+        for path in (EXPOSURE, PNL):
+            status, body = await get(client, path, params)
+            assert_invalid(status, body)
+    for path in (EXPOSURE, PNL):
+        status, body = await get(client, path, {"dealerAccountId": str(uuid.uuid4())}, TRADER)
+        assert status == 403
+        assert_error(body, -101004)
+    status, body = await get(client, PNL, {"dealerAccountId": str(uuid.uuid4())}, ADMIN)
+    assert status == 404
+    assert_error(body, -130001)
+
+
+# ---------------------------------------------------------------- PnL
+
+
+async def test_realised_pnl_equals_the_ledger_balance_after_hedging(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app = create_app(settings.model_copy(update={"hedge_enabled": True, "hedge_poll_ms": 20}),
+                     secrets)
+    client = await aiohttp_client(app)
+    desk = await make_desk(client, spreadBps="10")
+    fills = await _fill(client, desk, FILLS)
+
+    async def hedged() -> bool:
+        statuses = [r["status"] for r in await conn.fetch("SELECT status FROM hedge_job")]
+        assert "FAILED" not in statuses
+        return statuses == ["HEDGED"] * len(FILLS)
+
+    await eventually(hedged, within_s=20.0, every_s=0.05)
+    await outbox_drained(conn, within_s=5.0)
+    pnl = await _pnl(client, desk)
+    ledger = await _ledger_balances(client, desk)
+    assert (pnl["pendingEntries"], pnl["unbookedFills"]) == (0, 0)
+    [usdt] = pnl["quoteAssets"]
+    assert usdt["asset"] == "USDT"
+    assert Decimal(usdt["realised"]) == ledger["USDT/6"]
+    [btc] = pnl["inventory"]
+    assert (btc["asset"], Decimal(btc["quantity"])) == ("BTC", ledger.get("BTC/8", Decimal(0)))
+    assert abs(Decimal(btc["quantity"])) <= Decimal("0.00001")  # hedged to within a lot
+
+    _, body = await get(client, HEDGES, {"dealerAccountId": desk.dealer}, VIEWER)
+    jobs = assert_ok(body)
+    executed = [o for j in jobs for o in j["orders"] if Decimal(o["filledQuantity"]) > 0]
+    assert usdt["clientFills"] == len(FILLS)
+    assert usdt["hedgeOrders"] == len(executed)
+    # Fees as the venues charged them (BUYs in BTC, SELLs in USDT), and as the ledger took them.
+    charged: dict[str, Decimal] = {}
+    for order in executed:
+        charged[order["feeAsset"]] = charged.get(order["feeAsset"], Decimal(0)) \
+            + Decimal(order["fee"])
+    fees = {f["asset"]: f for f in pnl["fees"]}
+    assert set(fees) == {"BTC", "USDT"} == set(charged)
+    for asset, fee in fees.items():
+        assert Decimal(fee["amount"]) == charged[asset]
+        assert 0 < Decimal(fee["booked"]) <= Decimal(fee["amount"])
+
+    # Spread against each quote's plan VWAP; slippage of each execution against its plan price.
+    plan_vwap = {j["tradeOrderId"]: Decimal(j["planVwap"]) for j in jobs}
+    spread = Decimal(0)
+    notional = Decimal(0)
+    for quote, order in fills:
+        edge = Decimal(quote["price"]) - plan_vwap[order["tradeOrderId"]]
+        spread += (edge if order["orderSide"] == "BUY" else -edge) * Decimal(quote["quantity"])
+        notional += Decimal(quote["quoteQuantity"])
+    assert Decimal(usdt["spreadCaptured"]) == _at_scale(spread)
+    # The quotes were priced 10 bps off their plan VWAP, rounded to the tick for the dealer.
+    assert spread >= notional * Decimal("0.0009")
+    slippage = Decimal(0)
+    for order in executed:
+        worse = Decimal(order["avgPrice"]) - Decimal(order["planPrice"])
+        slippage += (worse if order["orderSide"] == "BUY" else -worse) \
+            * Decimal(order["filledQuantity"])
+    assert Decimal(usdt["hedgeSlippage"]) == _at_scale(slippage)
+    assert usdt["hedgeSlippageBps"] is not None
+    assert usdt["total"] is not None
+    assert Decimal(usdt["total"]) == _at_scale(
+        Decimal(usdt["realised"]) + Decimal(usdt["unrealised"]))
+    assert Decimal(btc["unrealised"]) == _at_scale(Decimal(btc["quantity"]) * Decimal(btc["mid"]))
+
+
+async def test_realised_pnl_equals_the_ledger_balance_before_hedging(
+    client: Client, conn: asyncpg.Connection,
+) -> None:
+    desk = await make_desk(client)
+    empty = await _pnl(client, desk)
+    assert (empty["quoteAssets"], empty["inventory"], empty["fees"]) == ([], [], [])
+    await _fill(client, desk, (("BUY", "0.5"), ("SELL", "0.2"), ("BUY", "0.00123")))
+    await outbox_drained(conn)
+    pnl = await _pnl(client, desk)
+    ledger = await _ledger_balances(client, desk)
+    [usdt] = pnl["quoteAssets"]
+    [btc] = pnl["inventory"]
+    assert Decimal(usdt["realised"]) == ledger["USDT/6"]
+    assert Decimal(btc["quantity"]) == ledger["BTC/8"] == Decimal("-0.30123")
+    assert (usdt["hedgeOrders"], usdt["hedgeSlippage"], usdt["hedgeSlippageBps"]) == (
+        0, "0", None)
+    assert pnl["fees"] == []
+    assert btc["priceAsset"] == "USDT"
+    unrealised = Decimal(btc["quantity"]) * Decimal(btc["mid"])
+    assert Decimal(btc["unrealised"]) == _at_scale(unrealised)
+    assert Decimal(usdt["unrealised"]) == _at_scale(unrealised)
+    # Short BTC bought back at mid: what the spread earned, give or take the market's move.
+    assert Decimal(usdt["total"]) == _at_scale(Decimal(usdt["realised"]) + unrealised)
+    assert Decimal(usdt["spreadCaptured"]) > 0
