@@ -57,11 +57,13 @@ _RULES_VERSION = """coalesce(
      FROM instrument i WHERE i.symbol = {symbol}), '')"""
 
 _LOAD_DEALER = f"""
-SELECT d.dealer_account_id, ta.venue, ta.nickname, d.status, d.pause_reason, d.config,
-       d.created_at, d.updated_at,
+SELECT d.dealer_account_id, ta.venue, ta.nickname, d.status, d.pause_reason, d.paused_by,
+       d.config, d.created_at, d.updated_at,
        ARRAY(SELECT l.trading_account_id FROM dealer_link l
              WHERE l.dealer_account_id = d.dealer_account_id
              ORDER BY l.linked_at, l.trading_account_id) AS linked_accounts,
+       ARRAY(SELECT l.trading_account_id FROM dealer_link l
+             WHERE l.dealer_account_id = d.dealer_account_id AND l.draining) AS draining,
        {_DEALER_VERSION} AS version
 FROM dealer d JOIN trading_account ta ON ta.trading_account_id = d.dealer_account_id
 WHERE d.dealer_account_id = $1"""  # noqa: S608
@@ -107,6 +109,7 @@ MAX_ATTEMPTS = 3
 @dataclass(frozen=True, slots=True)
 class _Dealer:
     record: DealerRecord
+    draining: frozenset[uuid.UUID]  # LPs being drained before an unlink: no new hedges there
     version: str
 
 
@@ -295,7 +298,8 @@ class Quoter:
         if dealer_row is None:
             raise ApiError(Errors.DEALER_NOT_FOUND)
         assert rules_row is not None
-        dealer = _Dealer(DealerRecord.from_row(dealer_row), dealer_row["version"])
+        dealer = _Dealer(DealerRecord.from_row(dealer_row), frozenset(dealer_row["draining"]),
+                         dealer_row["version"])
         client = None if client_row is None else _Client(
             client_row["kind"], client_row["status"], client_row["version"])
         rules = _Rules(tuple(rules_row["rows"]), rules_row["version"])
@@ -319,7 +323,10 @@ class Quoter:
             raise ApiError(Errors.NO_LINKED_LP)
         market_data = self._market_data
         now_ms = int(now.timestamp() * 1000)
-        fresh = market_data.fresh_books(cmd.dealer_account_id, cmd.symbol, now_ms)
+        # A draining LP gets no new hedge orders, so it prices no new quote either.
+        fresh = [(lp, book) for lp, book in market_data.fresh_books(cmd.dealer_account_id,
+                                                                     cmd.symbol, now_ms)
+                 if lp.trading_account_id not in facts.dealer.draining]
         if not fresh:
             raise ApiError(Errors.BOOKS_STALE)
         rules = facts.rules.for_venues({lp.venue for lp, _ in fresh})

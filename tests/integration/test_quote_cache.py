@@ -5,6 +5,8 @@ re-checks the facts' row versions, and refusals are only answered on freshly rea
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -115,3 +117,22 @@ async def test_quotes_requested_together_are_all_stored(client: Client,
     assert all(r["status"] == "OPEN" for r in rows)
     by_id = {r["quote_id"]: r["quantity"] for r in rows}
     assert all(by_id[q["quoteId"]] == Decimal(q["quantity"]) for q in quotes)
+
+
+async def test_a_draining_lp_prices_no_new_quote(client: Client, conn: asyncpg.Connection
+                                                 ) -> None:
+    desk = await make_desk(client)
+    before = await request_quote(client, desk, orderSide="BUY", quantity="5")
+    swept = await _plan_lps(conn, before["quoteId"])
+    assert len(swept) >= 2, swept  # deep enough to need several LPs
+    drained = sorted(swept)[0]
+    await conn.execute("UPDATE dealer_link SET draining = true WHERE trading_account_id = $1",
+                       uuid.UUID(drained))
+    after = await request_quote(client, desk, orderSide="BUY", quantity="5")
+    assert drained not in await _plan_lps(conn, after["quoteId"])
+
+
+async def _plan_lps(conn: asyncpg.Connection, quote_id: str) -> set[str]:
+    plan = await conn.fetchval("SELECT hedge_plan::text FROM quote WHERE quote_id = $1",
+                               uuid.UUID(quote_id))
+    return {leg["tradingAccountId"] for leg in json.loads(plan)["ask"]["legs"]}
