@@ -1,14 +1,23 @@
 """A desk for RFQ and hedging tests: three paper LPs (BINANCE spot, OKX trading, BYBIT spot)
-linked to a BTC/USDT dealer, its clients, and the quote/accept calls over HTTP."""
+linked to a BTC/USDT dealer, its clients, the quote/accept calls over HTTP, and what hedging
+tests check (jobs settled, ledger balances, every asset summing to zero)."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import ADMIN, assert_ok
+import asyncpg
+
+from tests.conftest import ADMIN, VIEWER, assert_ok
 from tests.helpers import Client, connect_exchange_account, eventually, get, post
+from venues.paper.schemas import load_journal
 
 QUOTE = "/api/v3/fermata/quote/request"
 QUOTE_GET = "/api/v3/fermata/quote/get"
@@ -117,3 +126,67 @@ async def accept(client: Client, quote: dict[str, Any], side: str | None = None,
     order: dict[str, Any] = orders[0]
     assert set(order) == ORDER_FIELDS
     return order
+
+
+# ---------------------------------------------------------------- hedging
+
+FINAL = ("HEDGED", "FAILED", "CANCELLED")
+
+
+def random_fill(rng: random.Random, *, smallest: str = "0.001", largest: str = "0.5"
+                ) -> tuple[str, str]:
+    """A client side and a whole-lot quantity between `smallest` and `largest` BTC."""
+    low, high = int(Decimal(smallest) / LOT), int(Decimal(largest) / LOT)
+    return rng.choice(("BUY", "SELL")), str(rng.randint(low, high) * LOT)
+
+
+async def fill_all(client: Client, desk: Desk, fills: Sequence[tuple[str, str]], *,
+                   concurrency: int = 8) -> list[dict[str, Any]]:
+    """Quote and accept every (side, quantity), `concurrency` at a time; the orders, in order."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(side: str, quantity: str) -> dict[str, Any]:
+        async with gate:
+            quote = await request_quote(client, desk, orderSide=side, quantity=quantity)
+            return await accept(client, quote)
+
+    return list(await asyncio.gather(*(one(side, quantity) for side, quantity in fills)))
+
+
+async def hedges_final(conn: asyncpg.Connection, count: int, *, within_s: float = 20.0
+                       ) -> list[asyncpg.Record]:
+    """Wait until `count` hedge jobs exist and none is open; answers them."""
+
+    async def settled() -> list[asyncpg.Record] | None:
+        rows = await conn.fetch("SELECT * FROM hedge_job ORDER BY created_at")
+        if len(rows) == count and all(r["status"] in FINAL for r in rows):
+            return rows
+        return None
+
+    rows: list[asyncpg.Record] = await eventually(settled, within_s=within_s, every_s=0.05)
+    return rows
+
+
+async def ledger_balances(client: Client, address: str) -> dict[str, Decimal]:
+    status, body = await get(client, "/api/v3/ledger/account", {"address": address}, VIEWER)
+    assert status == 200, body
+    return {b["asset"]: Decimal(b["amount"]) for b in assert_ok(body)["balances"]}
+
+
+async def assets_sum_to_zero(conn: asyncpg.Connection) -> None:
+    sums = await conn.fetch(
+        "SELECT asset, sum(input - output) AS total FROM ledger_balance GROUP BY asset")
+    assert sums
+    assert all(r["total"] == 0 for r in sums), [dict(r) for r in sums]
+
+
+def venue_submits(data_dir: Path) -> collections.Counter[tuple[str, str]]:
+    """How often each (venue, client order id) reached a paper venue, from the venues' journals
+    (`DEALER_PAPER_JOURNAL`): a repeated submit of one id shows as a count above one."""
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    for path in sorted((data_dir / "paper").glob("*.jsonl")):
+        venue = path.stem.upper()
+        for entry in load_journal(path):
+            if entry.event in ("submit", "duplicate") and entry.order is not None:
+                counts[(venue, entry.order.client_order_id)] += 1
+    return counts
