@@ -205,6 +205,7 @@ async def hedge_ctx(app: web.Application) -> AsyncIterator[None]:
                          max_attempts=settings.hedge_max_attempts,
                          lease_s=settings.hedge_lease_ms / 1000,
                          backoff_s=settings.hedge_backoff_ms / 1000,
+                         unknown_grace_s=settings.hedge_unknown_grace_ms / 1000,
                          concurrency=settings.hedge_concurrency,
                          netting_threshold=Decimal(str(settings.hedge_netting_threshold)),
                          balance_ttl_s=settings.hedge_balance_ttl_ms / 1000)

@@ -124,6 +124,9 @@ class Settings(BaseModel):
     hedge_netting_threshold: float = Field(default=0.5, ge=0.0, le=1.0,
                                            description="Share of the dealer's unhedged limits at "
                                            "which a NETTED window closes early (0: never)")
+    hedge_unknown_grace_ms: int = Field(default=5000, ge=100, le=600000,
+                                        description="How long a venue may not know a hedge "
+                                        "order sent to it before it counts as never received")
     hedge_balance_ttl_ms: int = Field(default=5000, ge=100, le=600000,
                                       description="Age after which cached LP balances are "
                                       "refreshed (in the background)")

@@ -85,6 +85,12 @@ class BalanceCache:
         if spend is not None and spend.answered_at is None:
             spend.answered_at = self._monotonic()
 
+    def refresh_soon(self, trading_account_id: uuid.UUID) -> None:
+        """Its figures may be out of date (nothing could be routed): refresh at next use."""
+        entry = self._entries.get(trading_account_id)
+        if entry is not None:
+            entry.stale = True
+
     async def close(self) -> None:
         tasks = list(self._refreshing.values())
         self._refreshing.clear()

@@ -275,11 +275,16 @@ def route(side: str, target: Decimal, lps: Sequence[LpRoute], bound: Decimal, *,
     as too small joins the largest share. LPs in `avoid` (they just refused this group) are used
     only when no other LP can take anything.
     """
+    others = [lp for lp in lps if lp.trading_account_id not in avoid]
+    if avoid and others:
+        without = route(side, target, others, bound, plan_legs=plan_legs, taken=taken)
+        if without.orders and without.unrouted <= 0:
+            return without
     taken_now: dict[LevelKey, Decimal] = dict(taken or {})
     if target <= 0 or not lps:
         reason = None if target <= 0 else "no LP linked, active and not draining"
         return Routing((), ZERO, unrouted=max(target, ZERO), reason=reason, taken=taken_now)
-    usable = [lp for lp in lps if lp.trading_account_id not in avoid] or list(lps)
+    usable = list(lps)
     by_id = {lp.trading_account_id: lp for lp in usable}
     limits = {lp.trading_account_id: on_tick(side, bound, lp.tick_size) for lp in usable}
     room: dict[uuid.UUID, Decimal | None] = {

@@ -159,6 +159,11 @@ class _Plan:
     attempt: int
     reference: Decimal | None  # the plan VWAP executions are compared with (slippage)
     orders: list[_Sent] = field(default_factory=list)
+    # carry the lead takes over (its side, either way): the lane's carry left by the groups
+    # routed before it in the round, and its own orders' expected lot rounding. Booked when the
+    # orders are recorded, so the next group (or round) makes up for it even while these
+    # orders are still in flight.
+    carry_in: Decimal = Decimal(0)
 
 
 _JOB_COLUMNS = """j.job_id, j.trade_order_id, j.side, j.quantity, j.hedged_quantity, j.carry_in,
@@ -522,7 +527,11 @@ class HedgeWorker:
         return due
 
     async def _size(self, lane: _Lane, jobs: list[_Job]) -> tuple[list[_Plan], Decimal]:
-        """Net, route and record the round's orders as SENT (committed before any is sent)."""
+        """Net, route and record the round's orders as SENT (committed before any is sent).
+
+        The lane's carry is handed from group to group: each routed group takes what is left
+        of it and leaves its own expected rounding, so the lane ends the round with at most
+        the last group's rounding (under half a lot)."""
         by_id = {j.job_id: j for j in jobs}
         async with self._pool.acquire() as conn:
             carry = await self._lane_carry(cast(asyncpg.Connection, conn), lane)
@@ -533,6 +542,7 @@ class HedgeWorker:
         taken: Mapping[policy.LevelKey, Decimal] = {}
         plans: list[_Plan] = []
         outcomes: dict[uuid.UUID, str] = {}  # lead → why nothing was sent
+        running = netting.lane_carry  # what the lane still has to buy (+) or sell (-)
         for group in netting.groups:
             members = [by_id[group.lead], *(by_id[r] for r in group.riders)]
             first = by_id[group.lead]
@@ -545,17 +555,27 @@ class HedgeWorker:
             if bound_reference is None:
                 outcomes[group.lead] = "no plan price to bound the hedge"
                 continue
+            direction = policy.sign(group.side)
+            # the carry joins this group's target (never taking more than the target has)
+            take = max(direction * running, -(group.target - dust))
             routing = policy.route(
-                group.side, group.target, await self._routes(lane, group.side, lps),
+                group.side, group.target + take, await self._routes(lane, group.side, lps),
                 policy.price_bound(group.side, bound_reference, lane.slippage_bps),
                 plan_legs=first.plan.legs if attempt == 1 and lane.mode == "IMMEDIATE" else (),
                 avoid=await self._refused_lps(group.lead) if attempt > 1 else frozenset(),
                 taken=taken)
             taken = routing.taken
+            if routing.unrouted > 0:  # short of balance: the next attempt asks the venues again
+                for lp in lps:
+                    self._balances.refresh_soon(lp.trading_account_id)
             if routing.below_minimum:
                 outcomes[group.lead] = "residual"
             elif not routing.orders:
                 outcomes[group.lead] = routing.reason or "no LP can take it"
+            else:
+                rounding = routing.expected_net - (group.target + take - routing.unrouted)
+                plan.carry_in = take + rounding
+                running -= direction * plan.carry_in
             for leg, intent in enumerate(routing.orders if not routing.below_minimum else ()):
                 order = _Sent(policy.client_order_id(group.lead, attempt, leg), group.lead,
                               lp_by_id[intent.trading_account_id], lane.symbol, group.side,
@@ -566,7 +586,8 @@ class HedgeWorker:
                                      *_spent(lane.symbol, order.side, order.quantity,
                                              order.limit))
         try:
-            await self._record_intents(lane, jobs, netting, plans, outcomes, dust)
+            await self._record_intents(lane, jobs, netting, plans, outcomes, dust,
+                                       running - carry)
         except BaseException:
             for plan in plans:  # nothing was sent
                 for order in plan.orders:
@@ -645,8 +666,9 @@ class HedgeWorker:
 
     async def _record_intents(self, lane: _Lane, jobs: Sequence[_Job], netting: policy.Netting,
                               plans: Sequence[_Plan], outcomes: Mapping[uuid.UUID, str],
-                              dust: Decimal) -> None:
-        """One transaction: the netting, the groups, and every order as SENT."""
+                              dust: Decimal, carry_change: Decimal) -> None:
+        """One transaction: the netting, the groups, the change of the lane's carry (added:
+        answers recorded meanwhile change it too), and every order as SENT."""
         now = self._clock()
         by_id = {j.job_id: j for j in jobs}
         first_orders: list[_Job] = []
@@ -659,7 +681,7 @@ class HedgeWorker:
                            carry_in = carry_in + $3, updated_at = $4 WHERE job_id = $1""",
                     job_id, netting.hedged.get(job_id, Decimal(0)),
                     netting.carry_in.get(job_id, Decimal(0)), now)
-            carry_delta = netting.lane_carry - await self._lane_carry(c, lane)
+            carry_delta = carry_change
             for plan in plans:
                 group = plan.group
                 members = [group.lead, *group.riders]
@@ -707,8 +729,9 @@ class HedgeWorker:
                 await c.execute(
                     """UPDATE hedge_job SET attempts = $2, status = 'IN_PROGRESS',
                            residual = false, lead_job_id = NULL, last_error = NULL,
-                           next_attempt_at = NULL, updated_at = $3 WHERE job_id = $1""",
-                    group.lead, plan.attempt, now)
+                           next_attempt_at = NULL, carry_in = carry_in + $4, updated_at = $3
+                       WHERE job_id = $1""",
+                    group.lead, plan.attempt, now, plan.carry_in)
                 for order in plan.orders:
                     await c.execute(
                         """INSERT INTO hedge_order (client_order_id, job_id, attempt, leg,

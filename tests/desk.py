@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -14,9 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
+from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL, VENUES
+from hedging.worker import HedgeWorker
 from tests.conftest import ADMIN, VIEWER, assert_ok
-from tests.helpers import Client, connect_exchange_account, eventually, get, post
+from tests.helpers import (
+    Client,
+    connect_exchange_account,
+    eventually,
+    get,
+    outbox_drained,
+    post,
+)
+from venues.paper.client import PaperVenue
 from venues.paper.schemas import load_journal
 
 QUOTE = "/api/v3/fermata/quote/request"
@@ -79,15 +91,23 @@ async def make_desk(client: Client, *, clients: int = 1, link: bool = True,
                                       {"dealerAccountId": dealer, "tradingAccountId": lp})
             assert status == 200, body
 
-        async def all_fresh() -> bool:
-            _, payload = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
-                                                         "symbol": "BTC/USDT", "depth": 1})
-            lp_states = assert_ok(payload)["lps"]
-            return len(lp_states) == 3 and all(lp["fresh"] for lp in lp_states)
-
-        await eventually(all_fresh, within_s=3.0)
+        await books_fresh(client, dealer, "BTC/USDT")
     accounts = [await new_client(client, f"client {n}") for n in range(clients)]
     return Desk(dealer, lps, accounts)
+
+
+async def books_fresh(client: Client, dealer: str, symbol: str, *, within_s: float = 3.0
+                      ) -> None:
+    """Wait until the app behind `client` has a fresh book of `symbol` from each of the
+    dealer's three LPs."""
+
+    async def all_fresh() -> bool:
+        _, payload = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
+                                                     "symbol": symbol, "depth": 1})
+        lp_states = assert_ok(payload)["lps"]
+        return len(lp_states) == 3 and all(lp["fresh"] for lp in lp_states)
+
+    await eventually(all_fresh, within_s=within_s)
 
 
 def quote_body(desk: Desk, **fields: Any) -> dict[str, Any]:
@@ -190,3 +210,45 @@ def venue_submits(data_dir: Path) -> collections.Counter[tuple[str, str]]:
             if entry.event in ("submit", "duplicate") and entry.order is not None:
                 counts[(venue, entry.order.client_order_id)] += 1
     return counts
+
+
+def hedge_worker(app: web.Application, venues: Any = None, pool: asyncpg.Pool | None = None,
+                 **options: Any) -> HedgeWorker:
+    """A hedge worker on the app's database, books and venues (or `venues`), quick to retry."""
+    options = {"poll_interval_s": 0.02, "backoff_s": 0.02, "unknown_grace_s": 0.5, **options}
+    return HedgeWorker(pool or app[POOL], venues or app[VENUES], app[ASSET_SCALES],
+                       app[METRICS], app[CLOCK], books=app[MARKET_DATA].fresh_book, **options)
+
+
+def paper_venue(app: web.Application, venue: str) -> PaperVenue:
+    connector = app[VENUES].execution(venue)
+    assert isinstance(connector, PaperVenue)
+    return connector
+
+
+async def check_books(client: Client, conn: asyncpg.Connection, desk: Desk, *,
+                      reconcile: bool = True) -> dict[str, Decimal]:
+    """The dealer's base back within a lot of zero, every asset summing to zero, and (unless
+    a test moved LP balances by hand) every LP reconciled with its venue up to the bookings'
+    rounding; answers the dealer's balances."""
+    await outbox_drained(conn, within_s=10.0)
+    balances = await ledger_balances(client, f"dealer:{desk.dealer}")
+    assert abs(balances.get("BTC/8", Decimal(0))) < LOT, balances
+    await assets_sum_to_zero(conn)
+    if not reconcile:
+        return balances
+    status, body = await get(client, "/api/v3/ledger/reconciliation",
+                             {"dealerAccountId": desk.dealer}, VIEWER)
+    assert status == 200, body
+    lps = assert_ok(body)["lps"]
+    assert len(lps) == len(desk.lps)
+    # USDT is booked at scale 6 and each hedge's quote leg and fee round (one minor unit at
+    # most) in the dealer's favour, while the paper venue keeps 8+ decimals.
+    fills = collections.Counter(r["trading_account_id"] for r in await conn.fetch(
+        "SELECT trading_account_id FROM hedge_order WHERE filled_quantity > 0"))
+    for lp in lps:
+        assert lp["pendingEntries"] == 0, lp
+        allowed = Decimal("0.000001") * 2 * fills[uuid.UUID(lp["tradingAccountId"])]
+        for asset in lp["assets"]:
+            assert abs(Decimal(asset["drift"])) <= allowed, (lp["venue"], asset)
+    return balances
