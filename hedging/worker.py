@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ Clock = Callable[[], dt.datetime]
 Books = Callable[[str, str], BookSnapshot | None]  # venue, symbol → the fresh book, if any
 CHANNEL = "hedge_job"
 MAX_LEADS_PER_ROUND = 50
+LP_CACHE_S = 1.0
 _OPEN = "('SENT', 'UNKNOWN')"
 _LIVE = "('PENDING', 'IN_PROGRESS')"
 
@@ -99,6 +101,13 @@ class _Lane:
     @property
     def key(self) -> str:
         return f"{self.dealer_account_id}/{self.symbol}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    lane: _Lane
+    carry: Decimal  # the lane's, when claimed
+    jobs: list[_Job]
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +235,7 @@ class HedgeWorker:
         self._deliveries: set[asyncio.Task[None]] = set()  # orders in flight, answers to record
         self._reported_at: dt.datetime | None = None
         self._not_due: dict[str, dt.datetime] = {}  # NETTED lanes whose window is still open
+        self._lp_cache: dict[str, tuple[float, list[_Lp]]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -296,9 +306,11 @@ class HedgeWorker:
     async def _listen(self) -> None:
         """Wake on NOTIFY hedge_job (a job written or put back to PENDING); polls otherwise."""
 
-        def notified(*_: object) -> None:
+        def notified(_conn: object, _pid: object, _channel: object, payload: object) -> None:
             self._not_due.clear()  # a new fill may close a netting window early
-            self._wake.set()
+            # a lane of this dealer being sized now claims the new job when it is done
+            if not any(key.startswith(f"{payload}/") for key in self._rounds):
+                self._wake.set()
 
         while True:
             try:
@@ -317,20 +329,20 @@ class HedgeWorker:
 
     async def _start_rounds(self) -> None:
         while len(self._rounds) < self._concurrency and not self._stopping.is_set():
-            lane = await self._claim_lane(only_open_orders=False)
-            if lane is None:
+            claim = await self._claim(only_open_orders=False)
+            if claim is None:
                 return
-            task = asyncio.create_task(self._round_task(lane), name=f"hedge {lane.key}")
-            self._rounds[lane.key] = task
+            key = claim.lane.key
+            self._rounds[key] = asyncio.create_task(self._round_task(claim), name=f"hedge {key}")
 
-    async def _round_task(self, lane: _Lane) -> None:
+    async def _round_task(self, claim: _Claim) -> None:
         try:
-            delivery = await self._round(lane)
+            delivery = await self._round(claim)
         except Exception:
-            log.exception("hedge round of %s failed", lane.key)
+            log.exception("hedge round of %s failed", claim.lane.key)
             delivery = None
         finally:
-            self._rounds.pop(lane.key, None)
+            self._rounds.pop(claim.lane.key, None)
             self._wake.set()
         if delivery is not None:
             self._deliveries.add(delivery)
@@ -343,114 +355,136 @@ class HedgeWorker:
         sending nothing new; answers how many lanes were looked at."""
         seen: set[str] = set()
         while not self._stopping.is_set():
-            lane = await self._claim_lane(only_open_orders=True, exclude=seen)
-            if lane is None:
+            claim = await self._claim(only_open_orders=True, exclude=seen)
+            if claim is None:
                 break
-            seen.add(lane.key)
-            jobs: list[_Job] = []
+            seen.add(claim.lane.key)
             try:
-                jobs = await self._claim_jobs(lane)
-                await self._resolve(lane, [j for j in jobs if j.has_open_orders])
+                await self._resolve(claim.lane, [j for j in claim.jobs if j.has_open_orders])
             finally:
-                await self._release_jobs(j.job_id for j in jobs)
-                await self._release_lane(lane)
+                await self._release(claim.lane, [j.job_id for j in claim.jobs])
         return len(seen)
 
     async def run_once(self) -> bool:
         """Claim one ready lane and work one round of it; False when no lane was ready."""
         await self._report_open_jobs()
-        lane = await self._claim_lane(only_open_orders=False)
-        if lane is None:
+        claim = await self._claim(only_open_orders=False)
+        if claim is None:
             return False
-        delivery = await self._round(lane)
+        delivery = await self._round(claim)
         if delivery is not None:
             await delivery
         return True
 
     # ------------------------------------------------------------ claims
 
-    async def _claim_lane(self, *, only_open_orders: bool,
-                          exclude: set[str] | None = None) -> _Lane | None:
+    async def _claim(self, *, only_open_orders: bool,
+                     exclude: set[str] | None = None) -> _Claim | None:
+        """One statement: a ready lane (`FOR UPDATE SKIP LOCKED`, then leased) and its jobs for
+        this round (the same way): leads not in backoff (oldest first, at most
+        MAX_LEADS_PER_ROUND), their riders, and the residuals waiting for a host. With
+        `only_open_orders`: a lane with orders in flight, and those orders' jobs."""
         now = self._clock()
         busy = set(self._rounds) | set(exclude or ())
         busy |= {key for key, due in self._not_due.items() if due > now}
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                f"""SELECT l.dealer_account_id, l.symbol, d.config
-                    FROM hedge_lane l JOIN dealer d USING (dealer_account_id)
-                    WHERE (l.claimed_until IS NULL OR l.claimed_until < $1)
-                      AND NOT ((l.dealer_account_id::text || '/' || l.symbol) = ANY($2::text[]))
-                      AND EXISTS (
-                        SELECT 1 FROM hedge_job j
-                        WHERE j.dealer_account_id = l.dealer_account_id AND j.symbol = l.symbol
-                          AND j.status IN {_LIVE}
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""WITH lane AS (
+                        SELECT l.dealer_account_id, l.symbol, l.carry, d.config
+                        FROM hedge_lane l JOIN dealer d USING (dealer_account_id)
+                        WHERE (l.claimed_until IS NULL OR l.claimed_until < $1)
+                          AND NOT ((l.dealer_account_id::text || '/' || l.symbol)
+                                   = ANY($2::text[]))
+                          AND EXISTS (
+                            SELECT 1 FROM hedge_job j
+                            WHERE j.dealer_account_id = l.dealer_account_id
+                              AND j.symbol = l.symbol AND j.status IN {_LIVE}
+                              AND (j.claimed_until IS NULL OR j.claimed_until < $1)
+                              AND CASE WHEN $3::boolean THEN EXISTS (
+                                    SELECT 1 FROM hedge_order o WHERE o.job_id = j.job_id
+                                    AND o.status IN {_OPEN})
+                                  ELSE NOT j.residual AND j.lead_job_id IS NULL
+                                    AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= $1)
+                                  END)
+                        ORDER BY l.updated_at
+                        LIMIT 1 FOR UPDATE OF l SKIP LOCKED),
+                    leased AS (
+                        UPDATE hedge_lane h SET claimed_by = $4, claimed_until = $5,
+                            updated_at = $1
+                        FROM lane WHERE h.dealer_account_id = lane.dealer_account_id
+                          AND h.symbol = lane.symbol
+                        RETURNING h.symbol),
+                    live AS (
+                        SELECT j.job_id, j.lead_job_id, j.residual, j.next_attempt_at,
+                               j.created_at
+                        FROM hedge_job j JOIN lane ON j.dealer_account_id = lane.dealer_account_id
+                          AND j.symbol = lane.symbol
+                        WHERE j.status IN {_LIVE}
                           AND (j.claimed_until IS NULL OR j.claimed_until < $1)
-                          AND CASE WHEN $3::boolean THEN EXISTS (
-                                SELECT 1 FROM hedge_order o WHERE o.job_id = j.job_id
-                                AND o.status IN {_OPEN})
-                              ELSE NOT j.residual AND j.lead_job_id IS NULL
-                                AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= $1)
-                              END)
-                    ORDER BY l.updated_at
-                    LIMIT 1 FOR UPDATE OF l SKIP LOCKED""",  # noqa: S608
-                now, sorted(busy), only_open_orders)
-            if row is None:
-                return None
-            await conn.execute(
-                """UPDATE hedge_lane SET claimed_by = $3, claimed_until = $4, updated_at = $5
-                   WHERE dealer_account_id = $1 AND symbol = $2""",
-                row["dealer_account_id"], row["symbol"], self.worker_id, now + self._lease, now)
-        config = row["config"]
+                        FOR UPDATE OF j SKIP LOCKED),
+                    leads AS (
+                        SELECT job_id FROM live
+                        WHERE lead_job_id IS NULL
+                          AND (residual OR next_attempt_at IS NULL OR next_attempt_at <= $1
+                               OR ($3 AND EXISTS (SELECT 1 FROM hedge_order o
+                                                  WHERE o.job_id = live.job_id
+                                                  AND o.status IN {_OPEN})))
+                        ORDER BY residual, created_at LIMIT {MAX_LEADS_PER_ROUND}),
+                    claimed AS (
+                        UPDATE hedge_job j SET claimed_by = $4, claimed_until = $5
+                        FROM live
+                        WHERE j.job_id = live.job_id
+                          AND (live.job_id IN (SELECT job_id FROM leads)
+                               OR live.lead_job_id IN (SELECT job_id FROM leads))
+                        RETURNING {_JOB_COLUMNS})
+                    SELECT lane.dealer_account_id AS lane_dealer, lane.symbol AS lane_symbol,
+                           lane.carry AS lane_carry, lane.config AS lane_config, claimed.*
+                    FROM lane LEFT JOIN claimed ON true""",  # noqa: S608
+                now, sorted(busy), only_open_orders, self.worker_id, now + self._lease)
+        if not rows:
+            return None
+        first = rows[0]
+        config = first["lane_config"]
         if isinstance(config, str):
             config = json.loads(config)
         limits = config.get("maxUnhedgedExposure") or {}
-        base, _ = split_symbol(row["symbol"])
+        base, _ = split_symbol(first["lane_symbol"])
         notional = config.get("maxUnhedgedNotional")
-        return _Lane(row["dealer_account_id"], row["symbol"],
+        lane = _Lane(first["lane_dealer"], first["lane_symbol"],
                      str(config.get("hedgeMode") or "IMMEDIATE"),
                      int(config.get("hedgeNettingWindowMs") or 1000),
                      Decimal(str(config.get("slippageToleranceBps") or "0")),
                      Decimal(str(notional)) if notional else None,
                      Decimal(str(limits[base])) if base in limits else None)
-
-    async def _claim_jobs(self, lane: _Lane) -> list[_Job]:
-        """The lane's jobs for this round, claimed: leads not in backoff (oldest first, at most
-        MAX_LEADS_PER_ROUND), their riders, and the residuals waiting for a host."""
-        now = self._clock()
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"""WITH live AS (
-                        SELECT job_id, lead_job_id, residual, next_attempt_at, created_at
-                        FROM hedge_job
-                        WHERE dealer_account_id = $1 AND symbol = $2 AND status IN {_LIVE}
-                          AND (claimed_until IS NULL OR claimed_until < $3)
-                        FOR UPDATE SKIP LOCKED),
-                    leads AS (
-                        SELECT job_id FROM live
-                        WHERE lead_job_id IS NULL
-                          AND (residual OR next_attempt_at IS NULL OR next_attempt_at <= $3)
-                        ORDER BY residual, created_at LIMIT {MAX_LEADS_PER_ROUND})
-                    UPDATE hedge_job j SET claimed_by = $4, claimed_until = $5
-                    FROM live
-                    WHERE j.job_id = live.job_id
-                      AND (live.job_id IN (SELECT job_id FROM leads)
-                           OR live.lead_job_id IN (SELECT job_id FROM leads))
-                    RETURNING {_JOB_COLUMNS}""",  # noqa: S608
-                lane.dealer_account_id, lane.symbol, now, self.worker_id, now + self._lease)
-        jobs = [_job(r) for r in rows]
+        jobs = [_job(r) for r in rows if r["job_id"] is not None]
         jobs.sort(key=lambda j: (j.created_at, j.job_id))
-        return jobs
+        return _Claim(lane, Decimal(first["lane_carry"]), jobs)
 
-    async def _reload(self, job_ids: Sequence[uuid.UUID]) -> list[_Job]:
+    async def _reload(self, job_ids: Sequence[uuid.UUID]) -> tuple[list[_Job], Decimal | None]:
+        """The claimed jobs still live, and their lane's carry, as they are now."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"""SELECT {_JOB_COLUMNS} FROM hedge_job j
+                f"""SELECT {_JOB_COLUMNS}, (SELECT l.carry FROM hedge_lane l
+                        WHERE l.dealer_account_id = j.dealer_account_id
+                          AND l.symbol = j.symbol) AS lane_carry
+                    FROM hedge_job j
                     WHERE j.job_id = ANY($1::uuid[]) AND j.status IN {_LIVE}
                       AND j.claimed_by = $2""",  # noqa: S608
                 list(job_ids), self.worker_id)
         jobs = [_job(r) for r in rows]
         jobs.sort(key=lambda j: (j.created_at, j.job_id))
-        return jobs
+        return jobs, (Decimal(rows[0]["lane_carry"]) if rows else None)
+
+    async def _release(self, lane: _Lane, job_ids: Iterable[uuid.UUID]) -> None:
+        """Give back the lane and the jobs (one statement)."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                """WITH jobs AS (
+                       UPDATE hedge_job SET claimed_by = NULL, claimed_until = NULL
+                       WHERE job_id = ANY($4::uuid[]) AND claimed_by = $3 RETURNING 1)
+                   UPDATE hedge_lane SET claimed_by = NULL, claimed_until = NULL
+                   WHERE dealer_account_id = $1 AND symbol = $2 AND claimed_by = $3""",
+                lane.dealer_account_id, lane.symbol, self.worker_id, list(job_ids))
 
     async def _release_jobs(self, job_ids: Iterable[uuid.UUID]) -> None:
         ids = list(job_ids)
@@ -460,13 +494,6 @@ class HedgeWorker:
             await conn.execute(
                 """UPDATE hedge_job SET claimed_by = NULL, claimed_until = NULL
                    WHERE job_id = ANY($1::uuid[]) AND claimed_by = $2""", ids, self.worker_id)
-
-    async def _release_lane(self, lane: _Lane) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.execute(
-                """UPDATE hedge_lane SET claimed_by = NULL, claimed_until = NULL
-                   WHERE dealer_account_id = $1 AND symbol = $2 AND claimed_by = $3""",
-                lane.dealer_account_id, lane.symbol, self.worker_id)
 
     async def _report_open_jobs(self) -> None:
         now = self._clock()
@@ -481,23 +508,24 @@ class HedgeWorker:
 
     # ------------------------------------------------------------ one round
 
-    async def _round(self, lane: _Lane) -> asyncio.Task[None] | None:
+    async def _round(self, claim: _Claim) -> asyncio.Task[None] | None:
         """Size and record one round of the lane under its lease; answers the task that sends
         the orders and records the answers (the lane is free again by then)."""
-        claimed: list[uuid.UUID] = []
-        kept: set[uuid.UUID] = set()
+        lane, jobs, carry = claim.lane, claim.jobs, claim.carry
+        claimed = [j.job_id for j in jobs]
+        released = False
         try:
-            jobs = await self._claim_jobs(lane)
-            claimed = [j.job_id for j in jobs]
             if any(j.has_open_orders for j in jobs):
                 await self._resolve(lane, [j for j in jobs if j.has_open_orders])
-                jobs = await self._reload(claimed)
+                jobs, now_carry = await self._reload(claimed)
+                carry = carry if now_carry is None else now_carry
             blocked = {j.job_id for j in jobs if j.has_open_orders}
             blocked |= {j.job_id for j in jobs if j.lead in blocked}
             jobs = [j for j in jobs if j.job_id not in blocked]
             if not jobs or (lane.mode == "NETTED" and not self._netting_due(lane, jobs)):
                 return None
-            plans, dust = await self._size(lane, jobs)
+            plans, dust = await self._size(lane, jobs, carry, claimed)
+            released = True  # recording the orders gave back the lane and the other jobs
             kept = {m for plan in plans if plan.orders
                     for m in (plan.group.lead, *plan.group.riders)}
             if not kept:
@@ -505,8 +533,8 @@ class HedgeWorker:
             return asyncio.create_task(self._deliver(lane, plans, dust, kept),
                                        name=f"hedge orders {lane.key}")
         finally:
-            await self._release_jobs(j for j in claimed if j not in kept)
-            await self._release_lane(lane)
+            if not released:
+                await self._release(lane, claimed)
 
     def _netting_due(self, lane: _Lane, jobs: Sequence[_Job]) -> bool:
         now = self._clock()
@@ -526,16 +554,16 @@ class HedgeWorker:
             self._not_due[lane.key] = oldest + dt.timedelta(milliseconds=lane.window_ms)
         return due
 
-    async def _size(self, lane: _Lane, jobs: list[_Job]) -> tuple[list[_Plan], Decimal]:
-        """Net, route and record the round's orders as SENT (committed before any is sent).
+    async def _size(self, lane: _Lane, jobs: list[_Job], carry: Decimal,
+                    claimed: Sequence[uuid.UUID]) -> tuple[list[_Plan], Decimal]:
+        """Net and route the round, then record its orders as SENT (committed before any is
+        sent); that statement also gives back the lane and the jobs without orders.
 
         The lane's carry is handed from group to group: each routed group takes what is left
         of it and leaves its own expected rounding, so the lane ends the round with at most
         the last group's rounding (under half a lot)."""
         by_id = {j.job_id: j for j in jobs}
-        async with self._pool.acquire() as conn:
-            carry = await self._lane_carry(cast(asyncpg.Connection, conn), lane)
-            lps = await self._lps(cast(asyncpg.Connection, conn), lane)
+        lps = await self._lps_for(lane)
         netting = policy.form_groups(lane.mode, [j.state() for j in jobs], carry)
         dust = max((j.plan.lot_size for j in jobs), default=Decimal(0))
         lp_by_id = {lp.trading_account_id: lp for lp in lps}
@@ -570,13 +598,14 @@ class HedgeWorker:
                     self._balances.refresh_soon(lp.trading_account_id)
             if routing.below_minimum:
                 outcomes[group.lead] = "residual"
-            elif not routing.orders:
+                continue
+            if not routing.orders:
                 outcomes[group.lead] = routing.reason or "no LP can take it"
-            else:
-                rounding = routing.expected_net - (group.target + take - routing.unrouted)
-                plan.carry_in = take + rounding
-                running -= direction * plan.carry_in
-            for leg, intent in enumerate(routing.orders if not routing.below_minimum else ()):
+                continue
+            rounding = routing.expected_net - (group.target + take - routing.unrouted)
+            plan.carry_in = take + rounding
+            running -= direction * plan.carry_in
+            for leg, intent in enumerate(routing.orders):
                 order = _Sent(policy.client_order_id(group.lead, attempt, leg), group.lead,
                               lp_by_id[intent.trading_account_id], lane.symbol, group.side,
                               intent.quantity, intent.limit_price)
@@ -587,7 +616,7 @@ class HedgeWorker:
                                              order.limit))
         try:
             await self._record_intents(lane, jobs, netting, plans, outcomes, dust,
-                                       running - carry)
+                                       netting.lane_carry - carry, claimed)
         except BaseException:
             for plan in plans:  # nothing was sent
                 for order in plan.orders:
@@ -602,11 +631,15 @@ class HedgeWorker:
             sent = [order for plan in plans for order in plan.orders]
             await asyncio.gather(*(self._send(order) for order in sent))
             async with self._pool.acquire() as conn, conn.transaction():
+                carry_delta = Decimal(0)
                 for plan in plans:
                     if plan.orders:
-                        await self._record_answers(cast(asyncpg.Connection, conn), lane,
-                                                   plan.group.lead, plan.orders,
-                                                   plan.reference, dust)
+                        carry_delta += await self._record_answers(
+                            cast(asyncpg.Connection, conn), lane, plan.group.lead,
+                            plan.orders, plan.reference, dust)
+                if carry_delta:
+                    await self._add_carry(cast(asyncpg.Connection, conn), lane, carry_delta,
+                                          self._clock())
         except Exception:
             log.exception("hedge orders of %s: answers not recorded (resolved by client "
                           "order id next round)", lane.key)
@@ -625,6 +658,17 @@ class HedgeWorker:
         return frozenset(r["trading_account_id"] for r in rows)
 
     # ------------------------------------------------------------ LPs and routes
+
+    async def _lps_for(self, lane: _Lane) -> list[_Lp]:
+        """The lane's LPs, read at most every LP_CACHE_S (the statement that records the
+        orders checks their links again, so a stale list never sends to a draining LP)."""
+        cached = self._lp_cache.get(lane.key)
+        if cached is not None and time.monotonic() - cached[0] < LP_CACHE_S:
+            return cached[1]
+        async with self._pool.acquire() as conn:
+            lps = await self._lps(cast(asyncpg.Connection, conn), lane)
+        self._lp_cache[lane.key] = (time.monotonic(), lps)
+        return lps
 
     async def _lps(self, conn: asyncpg.Connection, lane: _Lane) -> list[_Lp]:
         """The dealer's LPs a hedge may go to: linked, not draining, ACTIVE, instrument listed."""
@@ -666,110 +710,206 @@ class HedgeWorker:
 
     async def _record_intents(self, lane: _Lane, jobs: Sequence[_Job], netting: policy.Netting,
                               plans: Sequence[_Plan], outcomes: Mapping[uuid.UUID, str],
-                              dust: Decimal, carry_change: Decimal) -> None:
-        """One transaction: the netting, the groups, the change of the lane's carry (added:
-        answers recorded meanwhile change it too), and every order as SENT."""
+                              dust: Decimal, netting_carry: Decimal,
+                              claimed: Sequence[uuid.UUID]) -> None:
+        """Record the round before anything is sent: the groups with orders, their orders as
+        SENT and the lane's carry in one statement (that also gives back the lane and the
+        jobs without orders); the rest (offsets of other jobs, groups settled, residual or
+        not routed) first, in the same transaction, when there is any."""
         now = self._clock()
         by_id = {j.job_id: j for j in jobs}
-        first_orders: list[_Job] = []
+        sending = [plan for plan in plans if plan.orders]
+        members = {m for plan in sending for m in (plan.group.lead, *plan.group.riders)}
+        first_lead = netting.groups[0].lead if netting.groups else None
+        # the lane carry the netting gave the first lead travels with that lead's update
+        carry_with_lead = first_lead if first_lead in {p.group.lead for p in sending} else None
+        others = [j for j in set(netting.hedged) | set(netting.carry_in) if j not in members]
+        slow = bool(others) or len(sending) < len(plans) or (
+            netting_carry != 0 and carry_with_lead is None)
         finished: list[tuple[_Job, str]] = []
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
             c = cast(asyncpg.Connection, conn)
-            for job_id in set(netting.hedged) | set(netting.carry_in):
-                await c.execute(
-                    """UPDATE hedge_job SET hedged_quantity = hedged_quantity + $2,
-                           carry_in = carry_in + $3, updated_at = $4 WHERE job_id = $1""",
-                    job_id, netting.hedged.get(job_id, Decimal(0)),
-                    netting.carry_in.get(job_id, Decimal(0)), now)
-            carry_delta = carry_change
-            for plan in plans:
-                group = plan.group
-                members = [group.lead, *group.riders]
-                states = await self._states(c, members)
-                lead = states.get(group.lead)
-                if lead is None:  # cancelled meanwhile: nothing is sent for it
-                    for order in plan.orders:
-                        self._balances.answered(order.lp.trading_account_id, order.coid)
-                    plan.orders.clear()
-                    continue
-                riders = [states[r] for r in group.riders if r in states]
-                if group.target < dust:
-                    allocation = policy.allocate(lead, riders, Decimal(0), dust, settle=True)
-                    carry_delta += await self._apply(c, allocation, now)
-                    finished += [(by_id[j], policy.HEDGED) for j in allocation.done]
-                    await self._end_group(c, [m for m in members if m not in allocation.done],
-                                          now)
-                    continue
-                if group.riders:
-                    await c.execute(
-                        """UPDATE hedge_job SET lead_job_id = $2, residual = false,
-                               status = 'IN_PROGRESS', updated_at = $3
-                           WHERE job_id = ANY($1::uuid[])""", list(group.riders), group.lead,
-                        now)
-                outcome = outcomes.get(group.lead)
-                if outcome == "residual":
-                    moved = lead.carry_in
-                    carry_delta += policy.sign(lead.side) * moved
-                    await c.execute(
-                        f"""UPDATE hedge_job SET residual = true, status = 'PENDING',
-                               lead_job_id = NULL, carry_in = carry_in - CASE
-                                 WHEN job_id = $2 THEN $3::numeric ELSE 0 END,
-                               last_error = $4, updated_at = $5
-                           WHERE job_id = ANY($1::uuid[]) AND status IN {_LIVE}""",  # noqa: S608
-                        members, group.lead, moved,
-                        f"residual below every LP venue's minimum order: waits for the next "
-                        f"hedge of {lane.symbol}", now)
-                    continue
-                if outcome is not None:  # nothing could be routed: the attempt still counts
-                    failed = await self._attempted(c, group, plan.attempt, outcome, now)
-                    finished += [(by_id[j], policy.FAILED) for j in failed if j in by_id]
-                    if failed:  # the lead's carry goes back to the lane
-                        carry_delta += policy.sign(lead.side) * lead.carry_in
-                    continue
-                await c.execute(
-                    """UPDATE hedge_job SET attempts = $2, status = 'IN_PROGRESS',
-                           residual = false, lead_job_id = NULL, last_error = NULL,
-                           next_attempt_at = NULL, carry_in = carry_in + $4, updated_at = $3
-                       WHERE job_id = $1""",
-                    group.lead, plan.attempt, now, plan.carry_in)
-                for order in plan.orders:
-                    await c.execute(
-                        """INSERT INTO hedge_order (client_order_id, job_id, attempt, leg,
-                               trading_account_id, venue, symbol, side, quantity, limit_price,
-                               status, sent_by, created_at, updated_at)
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'SENT', $11, $12,
-                                   $12)""",
-                        order.coid, group.lead, plan.attempt, plan.orders.index(order),
-                        order.lp.trading_account_id, order.lp.venue, lane.symbol, order.side,
-                        order.quantity, order.limit, self.worker_id, now)
-                newly = await c.fetch(
-                    """UPDATE hedge_job SET first_order_at = $2
-                       WHERE job_id = ANY($1::uuid[]) AND first_order_at IS NULL
-                       RETURNING job_id""", members, now)
-                first_orders += [by_id[r["job_id"]] for r in newly if r["job_id"] in by_id]
-            grouped = {m for plan in plans for m in (plan.group.lead, *plan.group.riders)}
-            offset_only = [j for j in netting.hedged if j not in grouped]
-            if offset_only:  # netted away entirely (or down to dust) without an order
-                settled = policy.settle_dust(
-                    (await self._states(c, offset_only)).values(), dust)
-                carry_delta += await self._apply(c, settled, now)
-                finished += [(by_id[j], policy.HEDGED) for j in settled.done]
-            if carry_delta:
-                await self._add_carry(c, lane, carry_delta, now)
-            # The jobs with orders stay claimed (a fresh lease) until their answers are in.
-            await c.execute(
-                """UPDATE hedge_job SET claimed_until = $2
-                   WHERE job_id = ANY($1::uuid[]) AND claimed_by = $3""",
-                [m for plan in plans if plan.orders
-                 for m in (plan.group.lead, *plan.group.riders)], now + self._lease,
-                self.worker_id)
-        for job in first_orders:
-            self._metrics.hedge_first_order_latency(
-                max((now - job.created_at).total_seconds(), 0.0))
-        for plan in plans:
+            async with contextlib.AsyncExitStack() as stack:
+                if slow:
+                    await stack.enter_async_context(c.transaction())
+                    finished += await self._record_rest(
+                        c, lane, by_id, netting, plans, outcomes, dust, others,
+                        netting_carry if carry_with_lead is None else Decimal(0), now)
+                result = await self._record_sending(
+                    c, lane, netting, sending, netting_carry, carry_with_lead,
+                    [j for j in claimed if j not in members], now)
+        sent = {r["id"] for r in result if r["kind"] == "order"}
+        applied = {uuid.UUID(r["id"]) for r in result if r["kind"] == "lead"}
+        dropped = [plan for plan in sending if plan.group.lead not in applied]
+        for plan in dropped:  # an LP started draining, or the lead was cancelled meanwhile
+            self._lp_cache.pop(lane.key, None)
+            for order in plan.orders:
+                self._balances.answered(order.lp.trading_account_id, order.coid)
+            plan.orders.clear()
+        if dropped:
+            await self._release_jobs(m for plan in dropped
+                                     for m in (plan.group.lead, *plan.group.riders))
+        assert all(order.coid in sent for plan in sending for order in plan.orders)
+        for row in result:
+            if row["kind"] == "first" and uuid.UUID(row["id"]) in by_id:
+                self._metrics.hedge_first_order_latency(max(
+                    (now - by_id[uuid.UUID(row["id"])].created_at).total_seconds(), 0.0))
+        for plan in sending:
             for order in plan.orders:
                 self._metrics.hedge_order(order.lp.venue, policy.SENT)
         self._finished(finished, now)
+
+    async def _record_sending(self, conn: asyncpg.Connection, lane: _Lane,
+                              netting: policy.Netting, sending: Sequence[_Plan],
+                              netting_carry: Decimal, carry_with_lead: uuid.UUID | None,
+                              release: Sequence[uuid.UUID], now: dt.datetime
+                              ) -> list[asyncpg.Record]:
+        """One statement: the LPs are checked (linked, not draining: a drain waits for this
+        to commit, then sees these orders in flight), the leads and riders updated, the orders
+        inserted as SENT, the lane's carry moved, the lane and the other jobs given back."""
+        leads = [plan.group.lead for plan in sending]
+        lane_deltas = []
+        for plan in sending:
+            delta = -policy.sign(plan.group.side) * plan.carry_in
+            lane_deltas.append(delta + (netting_carry if plan.group.lead == carry_with_lead
+                                        else Decimal(0)))
+        riders = [(r, plan.group.lead) for plan in sending for r in plan.group.riders]
+        orders = [(o, plan) for plan in sending for o in plan.orders]
+        return await conn.fetch(
+            f"""WITH links AS (
+                    SELECT trading_account_id FROM dealer_link
+                    WHERE dealer_account_id = $1 AND NOT draining
+                      AND trading_account_id = ANY($11::uuid[])
+                    FOR SHARE),
+                bad AS (
+                    SELECT o.lead FROM unnest($10::uuid[], $11::uuid[]) AS o(lead, account)
+                    WHERE o.account NOT IN (SELECT trading_account_id FROM links)),
+                leads AS (
+                    UPDATE hedge_job j SET attempts = g.attempt, status = 'IN_PROGRESS',
+                        residual = false, lead_job_id = NULL, last_error = NULL,
+                        next_attempt_at = NULL, hedged_quantity = j.hedged_quantity + g.hedged,
+                        carry_in = j.carry_in + g.carry_in,
+                        first_order_at = coalesce(j.first_order_at, $3),
+                        claimed_until = $5, updated_at = $3
+                    FROM unnest($6::uuid[], $7::int[], $8::numeric[], $9::numeric[],
+                                $19::numeric[])
+                         AS g(job_id, attempt, hedged, carry_in, lane)
+                    WHERE j.job_id = g.job_id AND j.status IN {_LIVE} AND j.claimed_by = $4
+                      AND g.job_id NOT IN (SELECT lead FROM bad)
+                    RETURNING j.job_id, g.lane, j.first_order_at = $3 AS first),
+                riders AS (
+                    UPDATE hedge_job j SET lead_job_id = r.lead, residual = false,
+                        status = 'IN_PROGRESS', hedged_quantity = j.hedged_quantity + r.hedged,
+                        first_order_at = coalesce(j.first_order_at, $3), claimed_until = $5,
+                        updated_at = $3
+                    FROM unnest($12::uuid[], $13::uuid[], $14::numeric[])
+                         AS r(job_id, lead, hedged)
+                    WHERE j.job_id = r.job_id AND r.lead IN (SELECT job_id FROM leads)
+                    RETURNING j.job_id, j.first_order_at = $3 AS first),
+                orders AS (
+                    INSERT INTO hedge_order (client_order_id, job_id, attempt, leg,
+                        trading_account_id, venue, symbol, side, quantity, limit_price, status,
+                        sent_by, created_at, updated_at)
+                    SELECT o.coid, o.lead, o.attempt, o.leg, o.account, o.venue, $2, o.side,
+                           o.quantity, o.limit_price, 'SENT', $4, $3, $3
+                    FROM unnest($15::text[], $10::uuid[], $16::int[], $17::int[], $11::uuid[],
+                                $18::text[], $20::text[], $21::numeric[], $22::numeric[])
+                         AS o(coid, lead, attempt, leg, account, venue, side, quantity,
+                              limit_price)
+                    WHERE o.lead IN (SELECT job_id FROM leads)
+                    RETURNING client_order_id),
+                freed AS (
+                    UPDATE hedge_job SET claimed_by = NULL, claimed_until = NULL
+                    WHERE job_id = ANY($23::uuid[]) AND claimed_by = $4 RETURNING 1),
+                lane AS (
+                    UPDATE hedge_lane SET
+                        carry = carry + coalesce((SELECT sum(lane) FROM leads), 0),
+                        claimed_by = CASE WHEN claimed_by = $4 THEN NULL ELSE claimed_by END,
+                        claimed_until = CASE WHEN claimed_by = $4 THEN NULL
+                                             ELSE claimed_until END,
+                        updated_at = $3
+                    WHERE dealer_account_id = $1 AND symbol = $2 RETURNING 1)
+                SELECT 'order' AS kind, client_order_id AS id FROM orders
+                UNION ALL SELECT 'lead', job_id::text FROM leads
+                UNION ALL SELECT 'first', job_id::text FROM leads WHERE first
+                UNION ALL SELECT 'first', job_id::text FROM riders WHERE first""",  # noqa: S608
+            lane.dealer_account_id, lane.symbol, now, self.worker_id, now + self._lease,
+            leads, [plan.attempt for plan in sending],
+            [netting.hedged.get(lead, Decimal(0)) for lead in leads],
+            [netting.carry_in.get(plan.group.lead, Decimal(0)) + plan.carry_in
+             for plan in sending],
+            [plan.group.lead for _, plan in orders],
+            [o.lp.trading_account_id for o, _ in orders],
+            [r for r, _ in riders], [lead for _, lead in riders],
+            [netting.hedged.get(r, Decimal(0)) for r, _ in riders],
+            [o.coid for o, _ in orders], [plan.attempt for _, plan in orders],
+            [plan.orders.index(o) for o, plan in orders], [o.lp.venue for o, _ in orders],
+            lane_deltas, [o.side for o, _ in orders], [o.quantity for o, _ in orders],
+            [o.limit for o, _ in orders], list(release))
+
+    async def _record_rest(self, c: asyncpg.Connection, lane: _Lane,
+                           by_id: Mapping[uuid.UUID, _Job], netting: policy.Netting,
+                           plans: Sequence[_Plan],
+                           outcomes: Mapping[uuid.UUID, str], dust: Decimal,
+                           others: Sequence[uuid.UUID], carry_delta: Decimal,
+                           now: dt.datetime) -> list[tuple[_Job, str]]:
+        """What a round decides besides sending: offsets of jobs that send nothing, groups
+        settled by offsets, residual groups, groups no LP could take (inside the caller's
+        transaction, before the sending statement)."""
+        finished: list[tuple[_Job, str]] = []
+        for job_id in others:
+            await c.execute(
+                """UPDATE hedge_job SET hedged_quantity = hedged_quantity + $2,
+                       carry_in = carry_in + $3, updated_at = $4 WHERE job_id = $1""",
+                job_id, netting.hedged.get(job_id, Decimal(0)),
+                netting.carry_in.get(job_id, Decimal(0)), now)
+        for plan in plans:
+            group = plan.group
+            if plan.orders:
+                continue
+            members = [group.lead, *group.riders]
+            states = await self._states(c, members)
+            lead = states.get(group.lead)
+            if lead is None:  # cancelled meanwhile
+                continue
+            riders = [states[r] for r in group.riders if r in states]
+            if group.target < dust:
+                allocation = policy.allocate(lead, riders, Decimal(0), dust, settle=True)
+                carry_delta += await self._apply(c, allocation, now)
+                finished += [(by_id[j], policy.HEDGED) for j in allocation.done]
+                await self._end_group(c, [m for m in members if m not in allocation.done], now)
+                continue
+            outcome = outcomes.get(group.lead, "no LP can take it")
+            if outcome == "residual":
+                carry_delta += policy.sign(lead.side) * lead.carry_in
+                await c.execute(
+                    f"""UPDATE hedge_job SET residual = true, status = 'PENDING',
+                           lead_job_id = NULL, carry_in = carry_in - CASE
+                             WHEN job_id = $2 THEN $3::numeric ELSE 0 END,
+                           last_error = $4, updated_at = $5
+                       WHERE job_id = ANY($1::uuid[]) AND status IN {_LIVE}""",  # noqa: S608
+                    members, group.lead, lead.carry_in,
+                    f"residual below every LP venue's minimum order: waits for the next "
+                    f"hedge of {lane.symbol}", now)
+                continue
+            if group.riders:  # they wait with their lead
+                await c.execute(
+                    """UPDATE hedge_job SET lead_job_id = $2, residual = false,
+                           status = 'IN_PROGRESS', updated_at = $3
+                       WHERE job_id = ANY($1::uuid[])""", list(group.riders), group.lead, now)
+            failed = await self._attempted(c, group, plan.attempt, outcome, now)
+            finished += [(by_id[j], policy.FAILED) for j in failed if j in by_id]
+            if failed:  # the lead's carry goes back to the lane
+                carry_delta += policy.sign(lead.side) * lead.carry_in
+        grouped = {m for plan in plans for m in (plan.group.lead, *plan.group.riders)}
+        offset_only = [j for j in netting.hedged if j not in grouped]
+        if offset_only:  # netted away entirely (or down to dust) without an order
+            settled = policy.settle_dust((await self._states(c, offset_only)).values(), dust)
+            carry_delta += await self._apply(c, settled, now)
+            finished += [(by_id[j], policy.HEDGED) for j in settled.done]
+        if carry_delta:
+            await self._add_carry(c, lane, carry_delta, now)
+        return finished
 
     async def _attempted(self, conn: asyncpg.Connection, group: policy.Group, attempt: int,
                          error: str, now: dt.datetime) -> list[uuid.UUID]:
@@ -833,11 +973,15 @@ class HedgeWorker:
             by_lead.setdefault(order.lead, []).append(order)
         dust = max((j.plan.lot_size for j in jobs), default=Decimal(0))
         async with self._pool.acquire() as conn, conn.transaction():
+            carry_delta = Decimal(0)
             for lead, orders in by_lead.items():
                 members = await self._members(cast(asyncpg.Connection, conn), lead)
-                await self._record_answers(
+                carry_delta += await self._record_answers(
                     cast(asyncpg.Connection, conn), lane, lead, orders,
                     _weighted(members, lambda j: j.plan.raw_vwap), dust)
+            if carry_delta:
+                await self._add_carry(cast(asyncpg.Connection, conn), lane, carry_delta,
+                                      self._clock())
 
     async def _ask(self, order: _Sent, created_at: dt.datetime) -> None:
         venue = self._venues.execution(order.lp.venue)
@@ -860,9 +1004,10 @@ class HedgeWorker:
 
     async def _record_answers(self, conn: asyncpg.Connection, lane: _Lane, lead_id: uuid.UUID,
                               orders: Sequence[_Sent], reference: Decimal | None,
-                              dust: Decimal) -> None:
+                              dust: Decimal) -> Decimal:
         """The answers of one group's orders, their postings, and the progress they made
-        (inside the caller's transaction)."""
+        (inside the caller's transaction); answers the change of the lane's carry, which the
+        caller writes last (the lane's row stays unlocked while the rest is written)."""
         now = self._clock()
         base_code, _ = split_symbol(lane.symbol)
         progress = Decimal(0)
@@ -881,14 +1026,24 @@ class HedgeWorker:
             elif await self._mark(conn, order.coid, policy.UNKNOWN, order.unknown or "", now):
                 statuses.append((order.lp.venue, policy.UNKNOWN))
                 log.warning("hedge order %s outcome unknown: %s", order.coid, order.unknown)
-        still_open = await conn.fetchval(
-            f"""SELECT count(*) FROM hedge_order
-                WHERE job_id = $1 AND status IN {_OPEN}""", lead_id)  # noqa: S608
-        members = await self._states(conn, await self._member_ids(conn, lead_id))
-        lead = members.pop(lead_id, None)
+        rows = await conn.fetch(
+            f"""SELECT job_id, side, quantity, hedged_quantity, carry_in, residual, lead_job_id,
+                       attempts, created_at,
+                       (SELECT count(*) FROM hedge_order o WHERE o.job_id = $1
+                        AND o.status IN {_OPEN}) AS still_open
+                FROM hedge_job WHERE (job_id = $1 OR lead_job_id = $1) AND status IN {_LIVE}
+                ORDER BY created_at, job_id FOR UPDATE""", lead_id)  # noqa: S608
+        states = {r["job_id"]: policy.JobState(
+            r["job_id"], r["side"], Decimal(r["quantity"]), Decimal(r["hedged_quantity"]),
+            Decimal(r["carry_in"]), r["residual"], r["lead_job_id"], int(r["attempts"]))
+            for r in rows}
+        created = {r["job_id"]: r["created_at"] for r in rows}
+        lead = states.pop(lead_id, None)
         finished: list[tuple[uuid.UUID, str]] = []
+        carry_delta = Decimal(0)
         if lead is not None:
-            riders = list(members.values())
+            still_open = bool(rows[0]["still_open"])
+            riders = list(states.values())
             allocation = policy.allocate(lead, riders, progress, dust, settle=not still_open)
             carry_delta = await self._apply(conn, allocation, now)
             finished += [(j, policy.HEDGED) for j in allocation.done]
@@ -897,13 +1052,11 @@ class HedgeWorker:
                     """UPDATE hedge_job SET next_attempt_at = $2, updated_at = $3
                        WHERE job_id = $1""", lead_id, now + self._backoff(1), now)
             elif lead_id not in allocation.done:
-                attempt = await conn.fetchval(
-                    "SELECT attempts FROM hedge_job WHERE job_id = $1", lead_id)
-                if int(attempt) >= self._max_attempts:
+                if lead.attempts >= self._max_attempts:
                     failed = await self._fail(
-                        conn, lead_id, int(attempt),
-                        f"{lead.need} {lane.symbol} left unhedged after {attempt} attempt(s)",
-                        now)
+                        conn, lead_id, lead.attempts,
+                        f"{lead.need - progress} {lane.symbol} left unhedged after "
+                        f"{lead.attempts} attempt(s)", now)
                     carry_delta += policy.sign(lead.side) * (
                         lead.carry_in + allocation.carry_in.get(lead_id, Decimal(0)))
                     finished += [(j, policy.FAILED) for j in failed]
@@ -911,22 +1064,20 @@ class HedgeWorker:
                     await conn.execute(
                         f"""UPDATE hedge_job SET next_attempt_at = $2, updated_at = $3
                             WHERE job_id = $1 AND status IN {_LIVE}""",  # noqa: S608
-                        lead_id, now + self._backoff(int(attempt)), now)
+                        lead_id, now + self._backoff(lead.attempts), now)
             else:
                 # the lead is done; riders it could not satisfy wait for the lane's next round
-                await self._end_group(conn, [m for m in members if m not in allocation.done],
+                await self._end_group(conn, [m for m in states if m not in allocation.done],
                                       now)
-            if carry_delta:
-                await self._add_carry(conn, lane, carry_delta, now)
         for venue, status in statuses:
             self._metrics.hedge_order(venue, status)
-        created = await self._created(conn, [j for j, _ in finished])
         for job_id, status in finished:
             if job_id in created:
                 self._metrics.hedge_job_finished(
                     status, max((now - created[job_id]).total_seconds(), 0.0))
             if status == policy.FAILED:
                 log.warning("hedge job %s FAILED", job_id)
+        return carry_delta
 
     async def _record_state(self, conn: asyncpg.Connection, lane: _Lane, lead_id: uuid.UUID,
                             order: _Sent, now: dt.datetime) -> Decimal | None:
@@ -934,29 +1085,24 @@ class HedgeWorker:
         state = order.state
         assert state is not None
         base_code, quote_code = split_symbol(lane.symbol)
-        row = await conn.fetchrow(
-            f"""SELECT trading_account_id FROM hedge_order
-                WHERE client_order_id = $1 AND status IN {_OPEN} FOR UPDATE""",  # noqa: S608
-            order.coid)
-        if row is None:
-            return None
         fees = policy.fees_by_asset(state.executions)
         fee_in_base = policy.base_fee(state.executions, base_code)
         fee_asset = next(iter(fees), None)
-        status = policy.order_status_of(state)
-        await conn.execute(
-            """UPDATE hedge_order SET status = $2, filled_quantity = $3, avg_price = $4,
-                   fee_asset = $5, fee_amount = $6, reject_reason = $7, updated_at = $8
-               WHERE client_order_id = $1""",
-            order.coid, status, state.filled_quantity, state.average_price,
-            base_code if fee_in_base else fee_asset,
+        trade_order_id = await conn.fetchval(
+            f"""UPDATE hedge_order o SET status = $2, filled_quantity = $3, avg_price = $4,
+                    fee_asset = $5, fee_amount = $6, reject_reason = $7, updated_at = $8
+                FROM hedge_job j
+                WHERE o.client_order_id = $1 AND o.status IN {_OPEN} AND j.job_id = o.job_id
+                RETURNING j.trade_order_id""",  # noqa: S608
+            order.coid, policy.order_status_of(state), state.filled_quantity,
+            state.average_price, base_code if fee_in_base else fee_asset,
             fee_in_base if fee_in_base else (fees[fee_asset] if fee_asset else None),
             state.reject_reason, now)
+        if trade_order_id is None:
+            return None  # recorded already
         self._balances.answered(order.lp.trading_account_id, order.coid)
         if state.filled_quantity <= 0:
             return Decimal(0)
-        trade_order_id = await conn.fetchval(
-            "SELECT trade_order_id FROM hedge_job WHERE job_id = $1", lead_id)
         for tx in self._postings(lane, lead_id, trade_order_id, order.coid,
                                  order.lp.trading_account_id, state, base_code, quote_code,
                                  fees, now):
@@ -985,12 +1131,6 @@ class HedgeWorker:
         return bool(changed)
 
     # ------------------------------------------------------------ job bookkeeping
-
-    async def _member_ids(self, conn: asyncpg.Connection, lead: uuid.UUID) -> list[uuid.UUID]:
-        rows = await conn.fetch(
-            f"""SELECT job_id FROM hedge_job WHERE (job_id = $1 OR lead_job_id = $1)
-                AND status IN {_LIVE} ORDER BY created_at, job_id""", lead)  # noqa: S608
-        return [r["job_id"] for r in rows]
 
     async def _members(self, conn: asyncpg.Connection, lead: uuid.UUID) -> list[_Job]:
         rows = await conn.fetch(
@@ -1058,15 +1198,6 @@ class HedgeWorker:
             """UPDATE hedge_lane SET carry = carry + $3, updated_at = $4
                WHERE dealer_account_id = $1 AND symbol = $2""",
             lane.dealer_account_id, lane.symbol, delta, now)
-
-    async def _created(self, conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]
-                       ) -> dict[uuid.UUID, dt.datetime]:
-        if not job_ids:
-            return {}
-        rows = await conn.fetch(
-            "SELECT job_id, created_at FROM hedge_job WHERE job_id = ANY($1::uuid[])",
-            list(job_ids))
-        return {r["job_id"]: r["created_at"] for r in rows}
 
     def _finished(self, finished: Sequence[tuple[_Job, str]], now: dt.datetime) -> None:
         for job, status in finished:
