@@ -203,22 +203,30 @@ class FloorClaimer:
             await self._task
 
     async def _run(self) -> None:
+        def notified(*_: object) -> None:
+            self._wake.set()
+
         async with self._pool.acquire() as listener:
-            await listener.add_listener("hedge_job", lambda *_: self._wake.set())
-            while True:
-                self._wake.clear()
-                async with self._pool.acquire() as conn, conn.transaction():
-                    rows = await conn.fetch(
-                        """UPDATE hedge_job SET status = 'IN_PROGRESS', claimed_by = 'floor'
-                           WHERE job_id IN (SELECT job_id FROM hedge_job
-                                            WHERE status = 'PENDING'
-                                            FOR UPDATE SKIP LOCKED)
-                           RETURNING job_id""")
-                now = time.time()
-                for row in rows:
-                    self.claimed_at[row["job_id"]] = now
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.1)
+            await listener.add_listener("hedge_job", notified)
+            try:
+                await self._claim_all()
+            finally:
+                await listener.remove_listener("hedge_job", notified)
+
+    async def _claim_all(self) -> None:
+        while True:
+            self._wake.clear()
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(
+                    """UPDATE hedge_job SET status = 'IN_PROGRESS', claimed_by = 'floor'
+                       WHERE job_id IN (SELECT job_id FROM hedge_job WHERE status = 'PENDING'
+                                        FOR UPDATE SKIP LOCKED)
+                       RETURNING job_id""")
+            now = time.time()
+            for row in rows:
+                self.claimed_at[row["job_id"]] = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
 
 
 def _free_socket() -> socket.socket:

@@ -1187,11 +1187,6 @@ class HedgeWorker:
                 RETURNING job_id""", lead, attempt, error[:500], now)  # noqa: S608
         return [r["job_id"] for r in rows]
 
-    async def _lane_carry(self, conn: asyncpg.Connection, lane: _Lane) -> Decimal:
-        return Decimal(await conn.fetchval(
-            "SELECT carry FROM hedge_lane WHERE dealer_account_id = $1 AND symbol = $2",
-            lane.dealer_account_id, lane.symbol) or 0)
-
     async def _add_carry(self, conn: asyncpg.Connection, lane: _Lane, delta: Decimal,
                          now: dt.datetime) -> None:
         await conn.execute(

@@ -8,7 +8,7 @@ import asyncio
 import collections
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +38,7 @@ SUBMIT = "/api/v3/trading/order/submit"
 ORDERS = "/api/v3/trading/order/list"
 TRANSACTIONS = "/api/v3/ledger/transaction/list"
 DEALER_BOOK = "/api/v3/fermata/dealer/orderBook"
+AppClient = Callable[[web.Application], Awaitable[Client]]  # the aiohttp_client fixture
 INSTRUMENT = "FERMATA:BTC/USDT"
 LOT = Decimal("0.00001")  # the strictest BTC/USDT lot of the three paper venues
 TICK = Decimal("0.1")  # and tick

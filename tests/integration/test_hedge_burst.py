@@ -17,6 +17,7 @@ from dealer.services.rfq import exposure_of
 from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
     LOT,
+    AppClient,
     assets_sum_to_zero,
     fill_all,
     hedges_final,
@@ -26,7 +27,6 @@ from tests.desk import (
     venue_submits,
 )
 from tests.helpers import eventually, outbox_drained
-from tests.integration.test_hedge_worker import AppClient
 
 MICRO = Decimal("0.000001")  # one USDT/6 minor unit
 

@@ -6,6 +6,7 @@ venue twice (the venues' journals say so)."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -20,6 +21,7 @@ from dealer.services.rfq import exposure_of
 from dealer.settings import DaemonSecrets, Settings
 from hedging.worker import HedgeWorker
 from tests.desk import (
+    AppClient,
     Desk,
     check_books,
     fill_all,
@@ -30,7 +32,6 @@ from tests.desk import (
     venue_submits,
 )
 from tests.helpers import Client, eventually
-from tests.integration.test_hedge_worker import AppClient
 from venues.base import VenueAccount
 
 VENUES = ("BINANCE", "OKX", "BYBIT")
@@ -68,8 +69,6 @@ def _never_twice(settings: Settings, orders: list[asyncpg.Record]) -> None:
 
 
 def _lp(desk: Desk, venue: str) -> VenueAccount:
-    import uuid
-
     return VenueAccount(uuid.UUID(desk.lps[VENUES.index(venue)]), "")
 
 
@@ -78,7 +77,7 @@ async def _plans(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         "SELECT plan FROM hedge_job ORDER BY created_at")]
 
 
-async def _metric(app: web.Application, name: str, **labels: str) -> float:
+def _metric(app: web.Application, name: str, **labels: str) -> float:
     value = app[METRICS].registry.get_sample_value(name, labels)
     return value or 0.0
 
@@ -156,9 +155,9 @@ async def test_timeouts_lost_orders_and_status_outages_end_hedged_never_doubled(
     assert {o["status"] for o in orders} <= {"FILLED", "PARTIALLY_FILLED", "EXPIRED",
                                              "REJECTED"}
     assert any(o["reject_reason"] == "the venue never received it" for o in orders)
-    assert await _metric(app, "dealer_hedge_orders_total", venue="BINANCE",
-                         status="UNKNOWN") + await _metric(
-        app, "dealer_hedge_orders_total", venue="OKX", status="UNKNOWN") + await _metric(
+    assert _metric(app, "dealer_hedge_orders_total", venue="BINANCE",
+                         status="UNKNOWN") + _metric(
+        app, "dealer_hedge_orders_total", venue="OKX", status="UNKNOWN") + _metric(
         app, "dealer_hedge_orders_total", venue="BYBIT", status="UNKNOWN") > 0
     _never_twice(settings, orders)
     await check_books(client, conn, desk)
@@ -185,7 +184,7 @@ async def test_an_lp_out_of_balance_is_routed_around_and_none_left_fails_visibly
     assert len(failed) == 1
     assert "no LP has balance" in failed[0]["last_error"]
     assert await exposure_of(conn, failed[0]["dealer_account_id"], "BTC") == Decimal("-0.1")
-    assert await _metric(app, "dealer_hedge_jobs_finished_total", status="FAILED") == 1
+    assert _metric(app, "dealer_hedge_jobs_finished_total", status="FAILED") == 1
 
     # Topped up and retried (what the hedge/retry endpoint does): hedged after all.
     paper_venue(app, "OKX").set_balance(_lp(desk, "OKX"), "USDT", Decimal(1_000_000))

@@ -4,6 +4,7 @@ exposure, into the next window."""
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,7 @@ from dealer.app import create_app
 from dealer.services.rfq import exposure_of
 from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
+    AppClient,
     Desk,
     check_books,
     fill_all,
@@ -22,7 +24,6 @@ from tests.desk import (
     venue_submits,
 )
 from tests.helpers import Client, eventually
-from tests.integration.test_hedge_worker import AppClient
 
 
 async def _netted_desk(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
@@ -52,7 +53,8 @@ async def test_a_window_hedges_only_the_net_of_its_fills(
     bought = sum(o["filled_quantity"] for o in orders)
     assert Decimal("0.2") <= bought <= Decimal("0.2") / Decimal("0.999") + Decimal("0.00003")
     oldest = min(j["created_at"] for j in jobs)
-    assert min(o["created_at"] for o in orders) - oldest >= _ms(1400)  # the window was kept
+    # the window was kept
+    assert min(o["created_at"] for o in orders) - oldest >= dt.timedelta(milliseconds=1400)
     assert all(count == 1 for count in venue_submits(settings.data_dir).values())
     await check_books(client, conn, desk)
 
@@ -104,9 +106,3 @@ async def test_a_net_below_every_minimum_is_carried_into_the_next_window(
     sold = sum(o["filled_quantity"] for o in await conn.fetch("SELECT * FROM hedge_order"))
     assert sold == Decimal("0.10004")
     await check_books(client, conn, desk)
-
-
-def _ms(milliseconds: int) -> Any:
-    import datetime as dt
-
-    return dt.timedelta(milliseconds=milliseconds)

@@ -15,6 +15,7 @@ from dealer.app import create_app
 from dealer.appkeys import HEDGE_WORKER, VENUES
 from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
+    AppClient,
     accept,
     books_fresh,
     check_books,
@@ -25,7 +26,6 @@ from tests.desk import (
     request_quote,
     venue_submits,
 )
-from tests.integration.test_hedge_worker import AppClient
 
 
 async def test_two_daemons_share_the_jobs_and_execute_each_once(
