@@ -494,8 +494,14 @@ class _Book:
                 - self.hedged.get(job_id, ZERO))
 
     def offset(self, job_id: uuid.UUID, amount: Decimal) -> None:
-        if amount:
-            self.hedged[job_id] = self.hedged.get(job_id, ZERO) + amount
+        """Credit `amount` of the job's need: its carry-in first, then its own quantity (so
+        hedged never exceeds quantity)."""
+        carried = max(self.jobs[job_id].carry_in + self.carry_in.get(job_id, ZERO), ZERO)
+        from_carry = min(amount, carried)
+        if from_carry:
+            self.carry_in[job_id] = self.carry_in.get(job_id, ZERO) - from_carry
+        if amount - from_carry:
+            self.hedged[job_id] = self.hedged.get(job_id, ZERO) + amount - from_carry
 
     def add_carry(self, job_id: uuid.UUID, amount: Decimal) -> None:
         if amount:

@@ -1,22 +1,24 @@
 """The hedge worker: turns client fills' hedge jobs into IOC limit orders on the linked LPs.
 
-Jobs are hedged by *lane* (one dealer, one symbol). A worker claims a lane with
-`FOR UPDATE SKIP LOCKED` and a lease, then the lane's ready jobs (same way), and works one round:
+Jobs are hedged by *lane* (one dealer, one symbol). A round of a lane:
 
-1. resolve the lane's in-flight orders (SENT/UNKNOWN) by client order id, before anything new;
-2. form the round's groups (`policy.form_groups`: IMMEDIATE, one per fill; NETTED, one per
-   window) and route each group's target across the LPs (`policy.route`);
-3. record every order (status SENT, deterministic client order id `h-<lead>-<attempt>-<leg>`)
-   with the netting decisions, and COMMIT, before anything is sent;
-4. send the orders (concurrently);
-5. in ONE transaction record every answer, enqueue its hedge_fill postings (DESIGN §7) and book
-   the progress to the jobs (`policy.allocate`); release the jobs and the lane.
+1. one statement claims a ready lane and its jobs (`FOR UPDATE SKIP LOCKED`, then a lease);
+2. the jobs' in-flight orders (SENT/UNKNOWN) are resolved by client order id, before anything
+   new is sent for them;
+3. the round's groups are formed (`policy.form_groups`: IMMEDIATE, one per fill; NETTED, one
+   per window) and each group's target is routed across the LPs (`policy.route`);
+4. one statement records every order (status SENT, deterministic client order id
+   `h-<lead>-<attempt>-<leg>`), checks the LP links (FOR SHARE), moves the lane's carry and
+   gives the lane back, and commits BEFORE anything is sent;
+5. the orders are sent (concurrently) while the lane's next round may already be sized; ONE
+   transaction then records every answer, enqueues its hedge_fill postings (DESIGN §7) and
+   books the progress to the jobs (`policy.allocate`); the jobs are given back.
 
-An order whose outcome is unknown (VenueTimeout, VenueUnavailable, a crash between 3 and 5)
+An order whose outcome is unknown (VenueTimeout, VenueUnavailable, a crash between 4 and 5)
 stays SENT/UNKNOWN and its group waits: the next round of its lane asks the venue first. What is
 left re-routes at the next attempt on fresh books, with backoff, up to `max_attempts`; then the
 group's jobs are FAILED and keep counting as exposure. Several workers (replicas) share the
-lanes; a lane, and so each job, is worked by one of them at a time. A worker works up to
+lanes; a lane, and so each job, is worked by one of them at a time. A worker sizes up to
 `concurrency` lanes at once and wakes on `NOTIFY hedge_job` when a job is written.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -194,6 +197,15 @@ def _job(row: asyncpg.Record) -> _Job:
                 row["has_open_orders"], row["first_order_at"])
 
 
+def _free_orphans(jobs: list[_Job]) -> list[_Job]:
+    """Oldest first; a rider whose lead is not among them (it ended) rides no more."""
+    ids = {j.job_id for j in jobs}
+    jobs = [j if j.lead is None or j.lead in ids else dataclasses.replace(j, lead=None)
+            for j in jobs]
+    jobs.sort(key=lambda j: (j.created_at, j.job_id))
+    return jobs
+
+
 def _weighted(jobs: Iterable[_Job], value: Callable[[_Job], Decimal | None]) -> Decimal | None:
     pairs = [(job.quantity, v) for job in jobs if (v := value(job)) is not None]
     total = sum((q for q, _ in pairs), Decimal(0))
@@ -297,9 +309,12 @@ class HedgeWorker:
 
     async def _idle(self) -> None:
         timeout = self._poll_interval_s
+        now = self._clock()
+        # a window that closed is claimable again (by this worker or another): forget it
+        self._not_due = {key: due for key, due in self._not_due.items() if due > now}
         if self._not_due:
             soonest = min(self._not_due.values())
-            timeout = min(timeout, max((soonest - self._clock()).total_seconds(), 0.0))
+            timeout = min(timeout, (soonest - now).total_seconds())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -315,12 +330,19 @@ class HedgeWorker:
         while True:
             try:
                 async with self._pool.acquire() as conn:
+                    lost = asyncio.Event()
+
+                    def closed(*_: object, event: asyncio.Event = lost) -> None:
+                        event.set()
+
+                    conn.add_termination_listener(closed)
                     await conn.add_listener(CHANNEL, notified)
                     try:
-                        await asyncio.Event().wait()
+                        await lost.wait()
                     finally:
                         with contextlib.suppress(Exception):
                             await conn.remove_listener(CHANNEL, notified)
+                raise ConnectionError("the listening connection was closed")
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -403,7 +425,11 @@ class HedgeWorker:
                               AND CASE WHEN $3::boolean THEN EXISTS (
                                     SELECT 1 FROM hedge_order o WHERE o.job_id = j.job_id
                                     AND o.status IN {_OPEN})
-                                  ELSE NOT j.residual AND j.lead_job_id IS NULL
+                                  ELSE NOT j.residual
+                                    AND (j.lead_job_id IS NULL OR NOT EXISTS (
+                                        SELECT 1 FROM hedge_job lead
+                                        WHERE lead.job_id = j.lead_job_id
+                                          AND lead.status IN {_LIVE}))
                                     AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= $1)
                                   END)
                         ORDER BY l.updated_at
@@ -422,9 +448,11 @@ class HedgeWorker:
                         WHERE j.status IN {_LIVE}
                           AND (j.claimed_until IS NULL OR j.claimed_until < $1)
                         FOR UPDATE OF j SKIP LOCKED),
-                    leads AS (
+                    leads AS (  -- riders of a lead that ended (e.g. cancelled) are free
                         SELECT job_id FROM live
-                        WHERE lead_job_id IS NULL
+                        WHERE (lead_job_id IS NULL OR NOT EXISTS (
+                                 SELECT 1 FROM hedge_job lead WHERE lead.job_id = live.lead_job_id
+                                 AND lead.status IN {_LIVE}))
                           AND (residual OR next_attempt_at IS NULL OR next_attempt_at <= $1
                                OR ($3 AND EXISTS (SELECT 1 FROM hedge_order o
                                                   WHERE o.job_id = live.job_id
@@ -456,8 +484,7 @@ class HedgeWorker:
                      Decimal(str(config.get("slippageToleranceBps") or "0")),
                      Decimal(str(notional)) if notional else None,
                      Decimal(str(limits[base])) if base in limits else None)
-        jobs = [_job(r) for r in rows if r["job_id"] is not None]
-        jobs.sort(key=lambda j: (j.created_at, j.job_id))
+        jobs = _free_orphans([_job(r) for r in rows if r["job_id"] is not None])
         return _Claim(lane, Decimal(first["lane_carry"]), jobs)
 
     async def _reload(self, job_ids: Sequence[uuid.UUID]) -> tuple[list[_Job], Decimal | None]:
@@ -471,8 +498,7 @@ class HedgeWorker:
                     WHERE j.job_id = ANY($1::uuid[]) AND j.status IN {_LIVE}
                       AND j.claimed_by = $2""",  # noqa: S608
                 list(job_ids), self.worker_id)
-        jobs = [_job(r) for r in rows]
-        jobs.sort(key=lambda j: (j.created_at, j.job_id))
+        jobs = _free_orphans([_job(r) for r in rows])
         return jobs, (Decimal(rows[0]["lane_carry"]) if rows else None)
 
     async def _release(self, lane: _Lane, job_ids: Iterable[uuid.UUID]) -> None:

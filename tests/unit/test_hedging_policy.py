@@ -257,12 +257,13 @@ def test_a_window_that_nets_to_nothing_sends_nothing() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["BUY", "SELL"]), st.integers(1, 10**6),
-                          st.booleans()), min_size=1, max_size=8),
+                          st.booleans(), st.integers(0, 9)), min_size=1, max_size=8),
        st.integers(-9, 9), st.sampled_from(["IMMEDIATE", "NETTED"]))
 def test_netting_keeps_the_dealers_position(
-        rows: list[tuple[policy.Side, int, bool]], carry_units: int, mode: str) -> None:
-    jobs = [job(uuid.UUID(int=n + 1), side, str(units * LOT), residual=residual)
-            for n, (side, units, residual) in enumerate(rows)]
+        rows: list[tuple[policy.Side, int, bool, int]], carry_units: int, mode: str) -> None:
+    jobs = [job(uuid.UUID(int=n + 1), side, str(units * LOT), residual=residual,
+                carry_in=str(carried * LOT / 10))
+            for n, (side, units, residual, carried) in enumerate(rows)]
     carry = carry_units * LOT / 10
 
     def position(hedged: dict[uuid.UUID, Decimal], carry_in: dict[uuid.UUID, Decimal],
@@ -279,6 +280,8 @@ def test_netting_keeps_the_dealers_position(
         members = [group.lead, *group.riders]
         assert all(next(j for j in jobs if j.job_id == m).side == group.side for m in members)
         assert group.target >= 0  # zero: offsets did it all, settled without an order
+    for j in jobs:  # offsets never hedge more than a job's quantity
+        assert j.hedged + netting.hedged.get(j.job_id, D(0)) <= j.quantity
     grouped = {m for g in netting.groups for m in (g.lead, *g.riders)}
     assert len(grouped) == sum(1 + len(g.riders) for g in netting.groups)
     assert all(v > 0 for v in netting.hedged.values())
