@@ -390,6 +390,9 @@ async def _measure_floor(name: str, pool: Any, cmd: dict[str, Any]) -> Phase:
     async with FloorClaimer(pool) as floor:
         clients = await run_clients(cmd)
         claimed = await _settled(pool, since, 1, 30, ("IN_PROGRESS",))
+    async with pool.acquire() as conn:  # not hedged: out of the way of the next phase
+        await conn.execute("UPDATE hedge_job SET status = 'CANCELLED', claimed_by = NULL "
+                           "WHERE claimed_by = 'floor'")
     return Phase(name, clients, first=[
         floor.claimed_at[j["job_id"]] - j["created_at"].timestamp() for j in claimed
         if j["job_id"] in floor.claimed_at])
