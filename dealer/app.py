@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 
 import asyncpg
 from aiohttp import web
@@ -221,11 +222,19 @@ async def quoting_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def hedge_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The hedge worker (when enabled): resolves in-flight hedge orders, then hedges jobs."""
+    """The hedge worker (when enabled): resolves in-flight hedge orders, then hedges jobs.
+    Stopping lets the orders in flight be answered and recorded (bounded)."""
     settings = app[SETTINGS]
     worker = HedgeWorker(app[POOL], app[VENUES], app[ASSET_SCALES], app[METRICS], app[CLOCK],
+                         books=app[MARKET_DATA].fresh_book,
                          poll_interval_s=settings.hedge_poll_ms / 1000,
-                         max_attempts=settings.hedge_max_attempts)
+                         max_attempts=settings.hedge_max_attempts,
+                         lease_s=settings.hedge_lease_ms / 1000,
+                         backoff_s=settings.hedge_backoff_ms / 1000,
+                         unknown_grace_s=settings.hedge_unknown_grace_ms / 1000,
+                         concurrency=settings.hedge_concurrency,
+                         netting_threshold=Decimal(str(settings.hedge_netting_threshold)),
+                         balance_ttl_s=settings.hedge_balance_ttl_ms / 1000)
     app[HEDGE_WORKER] = worker
     if settings.hedge_enabled:
         worker.start()
@@ -294,6 +303,7 @@ def build_venues(settings: Settings, now_ms: Callable[[], int]) -> VenueRegistry
         book_interval_ms=settings.paper_book_interval_ms, latency_ms=settings.paper_latency_ms,
         reject_ratio=settings.paper_reject_ratio, timeout_ratio=settings.paper_timeout_ratio,
         starting_balances=dict(settings.paper_balances),
+        journal_dir=settings.data_dir / "paper" if settings.paper_journal else None,
     )
     factories: dict[str, ConnectorFactory] = {
         "paper": lambda venue: PaperVenue(venue, paper, now_ms),

@@ -71,6 +71,9 @@ class Settings(BaseModel):
     paper_timeout_ratio: float = Field(default=0.0, ge=0.0, le=1.0,
                                        description="Share of paper order submits that time out "
                                        "(the order may still fill; status tells)")
+    paper_journal: bool = Field(default=False, description="The paper connector journals its "
+                                "orders and balances under <data dir>/paper and reloads them at "
+                                "start")
     paper_balances: dict[str, Decimal] = Field(
         default_factory=lambda: {"USDT": Decimal(1_000_000), "USDC": Decimal(1_000_000),
                                  "BTC": Decimal(20), "ETH": Decimal(300)},
@@ -107,10 +110,11 @@ class Settings(BaseModel):
     reconciliation_interval_s: int = Field(default=60, ge=5, le=86400,
                                            description="How often LP balances are reconciled "
                                            "with the ledger")
-    hedge_enabled: bool = Field(default=True, description="Run the hedge worker (IMMEDIATE "
-                                "hedging of client fills on the LPs)")
+    hedge_enabled: bool = Field(default=True, description="Run the hedge worker (hedging of "
+                                "client fills on the LPs)")
     hedge_poll_ms: int = Field(default=100, ge=10, le=60000,
-                               description="How often the hedge worker looks for jobs when idle")
+                               description="How often an idle hedge worker looks for jobs "
+                               "(it is woken at once when a job is written)")
     hedge_max_attempts: int = Field(default=3, ge=1, le=100,
                                     description="Attempts per hedge job before it is FAILED")
     exposure_check_ms: int = Field(default=1000, ge=100, le=60000,
@@ -127,6 +131,24 @@ class Settings(BaseModel):
     kill_switch_min_jobs: int = Field(default=5, ge=1, le=10000,
                                       description="Finished hedge jobs needed before the failure "
                                       "rate can pause a dealer")
+    hedge_concurrency: int = Field(default=4, ge=1, le=64,
+                                   description="Lanes (dealer and symbol) a hedge worker sizes "
+                                   "at once")
+    hedge_lease_ms: int = Field(default=10000, ge=1000, le=600000,
+                                description="Lease of a hedge worker's claim on a lane or a job; "
+                                "a crashed worker's claims are taken over after it")
+    hedge_backoff_ms: int = Field(default=200, ge=10, le=60000,
+                                  description="Backoff before a hedge's second attempt, doubling "
+                                  "(at most 5 s)")
+    hedge_netting_threshold: float = Field(default=0.5, ge=0.0, le=1.0,
+                                           description="Share of the dealer's unhedged limits at "
+                                           "which a NETTED window closes early (0: never)")
+    hedge_unknown_grace_ms: int = Field(default=5000, ge=100, le=600000,
+                                        description="How long a venue may not know a hedge "
+                                        "order sent to it before it counts as never received")
+    hedge_balance_ttl_ms: int = Field(default=5000, ge=100, le=600000,
+                                      description="Age after which cached LP balances are "
+                                      "refreshed (in the background)")
     log_level: LogLevel = Field(default="INFO", description="Log level.")
     log_format: LogFormat = Field(default="json", description="`json` (one object per line, "
                                   "with request id, dealer id and quote id when known) or "

@@ -1,43 +1,54 @@
-"""The hedge worker (IMMEDIATE mode): turns each client fill's hedge job into IOC limit orders.
+"""The hedge worker: turns client fills' hedge jobs into IOC limit orders on the linked LPs.
 
-One job at a time is claimed with `FOR UPDATE SKIP LOCKED` and a lease (`claimed_by`,
-`claimed_until`), so several workers (replicas) share the jobs and each job has one worker.
-For each plan leg with something left to do, the worker
+Jobs are hedged by *lane* (one dealer, one symbol). A round of a lane:
 
-1. records the hedge order (status SENT, deterministic client order id) and COMMITS;
-2. sends it to the LP through the `ExecutionVenue` protocol;
-3. in ONE transaction records the answer, enqueues the hedge_fill postings (DESIGN §7) and adds
-   the net progress to the job.
+1. one statement claims a ready lane and its jobs (`FOR UPDATE SKIP LOCKED`, then a lease);
+2. the jobs' in-flight orders (SENT/UNKNOWN) are resolved by client order id, before anything
+   new is sent for them;
+3. the round's groups are formed (`policy.form_groups`: IMMEDIATE, one per fill; NETTED, one
+   per window) and each group's target is routed across the LPs (`policy.route`);
+4. one statement records every order (status SENT, deterministic client order id
+   `h-<lead>-<attempt>-<leg>`), checks the LP links (FOR SHARE), moves the lane's carry and
+   gives the lane back, and commits BEFORE anything is sent;
+5. the orders are sent (concurrently) while the lane's next round may already be sized; ONE
+   transaction then records every answer, enqueues its hedge_fill postings (DESIGN §7) and
+   books the progress to the jobs (`policy.allocate`); the jobs are given back.
 
-An order whose outcome is unknown (VenueTimeout / VenueUnavailable, or a crash between 1 and 3)
-stays SENT/UNKNOWN; before anything new is sent for its job, the worker asks the venue about its
-client order id. On start every such order is resolved first. A remainder re-routes on the same
-legs at the next attempt (with backoff) up to `max_attempts`; then the job is FAILED.
+An order whose outcome is unknown (VenueTimeout, VenueUnavailable, a crash between 4 and 5)
+stays SENT/UNKNOWN and its group waits: the next round of its lane asks the venue first. What is
+left re-routes at the next attempt on fresh books, with backoff, up to `max_attempts`; then the
+group's jobs are FAILED and keep counting as exposure. Several workers (replicas) share the
+lanes; a lane, and so each job, is worked by one of them at a time. A worker sizes up to
+`concurrency` lanes at once and wakes on `NOTIFY hedge_job` when a job is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
 import socket
+import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import asyncpg
 
 from hedging import policy
+from hedging.balances import BalanceCache
 from ledger.accounts import dealer_account, exchange_account
 from ledger.assets import Asset, ScaleTable, UnknownAsset, minor_paid_by_dealer
 from ledger.backend import LedgerTransaction, Posting
 from ledger.outbox import enqueue_transaction
 from ledger.postings import FEE_REFERENCE_SUFFIX, EntryKind, hedge_fill
 from venues.base import (
+    BookSnapshot,
     ExecutionVenue,
     OrderRequest,
     OrderState,
@@ -51,10 +62,17 @@ from venues.base import (
     VenueUnavailable,
     split_symbol,
 )
+from venues.fees import default_fees
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+Books = Callable[[str, str], BookSnapshot | None]  # venue, symbol → the fresh book, if any
+CHANNEL = "hedge_job"
+MAX_LEADS_PER_ROUND = 50
+LP_CACHE_S = 1.0
+_OPEN = "('SENT', 'UNKNOWN')"
+_LIVE = "('PENDING', 'IN_PROGRESS')"
 
 
 class ExecutionVenues(Protocol):
@@ -68,52 +86,168 @@ class HedgeMetrics(Protocol):
 
     def hedge_open_jobs(self, count: int) -> None: ...
 
+    def hedge_job_finished(self, status: str, fill_to_final_s: float | None) -> None: ...
+
+    def hedge_slippage_bps(self, venue: str, bps: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Lane:
+    dealer_account_id: uuid.UUID
+    symbol: str
+    mode: str
+    window_ms: int
+    slippage_bps: Decimal
+    max_notional: Decimal | None
+    max_exposure: Decimal | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.dealer_account_id}/{self.symbol}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    lane: _Lane
+    carry: Decimal  # the lane's, when claimed
+    jobs: list[_Job]
+
 
 @dataclass(frozen=True, slots=True)
 class _Job:
     job_id: uuid.UUID
-    dealer_account_id: uuid.UUID
     trade_order_id: uuid.UUID
-    symbol: str
-    side: str
+    side: policy.Side
     quantity: Decimal
-    plan: dict[str, Any]
+    hedged: Decimal
+    carry_in: Decimal
+    residual: bool
+    lead: uuid.UUID | None
     attempts: int
+    last_attempt: int  # the highest attempt number of its orders
+    plan: policy.HedgePlan
     created_at: dt.datetime
+    has_open_orders: bool
+    first_order_at: dt.datetime | None
+
+    def state(self) -> policy.JobState:
+        return policy.JobState(self.job_id, self.side, self.quantity, self.hedged,
+                               self.carry_in, self.residual, self.lead, self.attempts)
 
 
 @dataclass(frozen=True, slots=True)
-class _Route:
+class _Lp:
+    trading_account_id: uuid.UUID
     venue: str
     account: VenueAccount
-    price: Decimal
+    taker_fee: Decimal
+    tick_size: Decimal
+    lot_size: Decimal
     min_quantity: Decimal
     min_notional: Decimal
 
 
-_JOB_COLUMNS = ("job_id, dealer_account_id, trade_order_id, symbol, side, quantity, plan, "
-                "attempts, created_at")
-_OPEN = "('SENT', 'UNKNOWN')"
+@dataclass(slots=True)
+class _Sent:
+    """One order of a round: what was recorded, then what the venue answered."""
+
+    coid: str
+    lead: uuid.UUID
+    lp: _Lp
+    symbol: str
+    side: str
+    quantity: Decimal
+    limit: Decimal
+    state: OrderState | None = None
+    refusal: str | None = None
+    unknown: str | None = None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A group of the round, as sent."""
+
+    group: policy.Group
+    attempt: int
+    reference: Decimal | None  # the plan VWAP executions are compared with (slippage)
+    orders: list[_Sent] = field(default_factory=list)
+    # carry the lead takes over (its side, either way): the lane's carry left by the groups
+    # routed before it in the round, and its own orders' expected lot rounding. Booked when the
+    # orders are recorded, so the next group (or round) makes up for it even while these
+    # orders are still in flight.
+    carry_in: Decimal = Decimal(0)
+
+
+_JOB_COLUMNS = """j.job_id, j.trade_order_id, j.side, j.quantity, j.hedged_quantity, j.carry_in,
+    j.residual, j.lead_job_id, j.attempts, j.plan, j.created_at, j.first_order_at,
+    EXISTS (SELECT 1 FROM hedge_order o WHERE o.job_id = j.job_id
+            AND o.status IN ('SENT', 'UNKNOWN')) AS has_open_orders,
+    (SELECT coalesce(max(o.attempt), 0) FROM hedge_order o WHERE o.job_id = j.job_id)
+        AS last_attempt"""
+
+
+def _job(row: asyncpg.Record) -> _Job:
+    plan = row["plan"]
+    if isinstance(plan, str):  # a connection without the jsonb codec
+        plan = json.loads(plan)
+    return _Job(row["job_id"], row["trade_order_id"], row["side"], Decimal(row["quantity"]),
+                Decimal(row["hedged_quantity"]), Decimal(row["carry_in"]), row["residual"],
+                row["lead_job_id"], int(row["attempts"]), int(row["last_attempt"]),
+                policy.parse_plan(plan if isinstance(plan, dict) else {}), row["created_at"],
+                row["has_open_orders"], row["first_order_at"])
+
+
+def _free_orphans(jobs: list[_Job]) -> list[_Job]:
+    """Oldest first; a rider whose lead is not among them (it ended) rides no more."""
+    ids = {j.job_id for j in jobs}
+    jobs = [j if j.lead is None or j.lead in ids else dataclasses.replace(j, lead=None)
+            for j in jobs]
+    jobs.sort(key=lambda j: (j.created_at, j.job_id))
+    return jobs
+
+
+def _weighted(jobs: Iterable[_Job], value: Callable[[_Job], Decimal | None]) -> Decimal | None:
+    pairs = [(job.quantity, v) for job in jobs if (v := value(job)) is not None]
+    total = sum((q for q, _ in pairs), Decimal(0))
+    if not pairs or total <= 0:
+        return None
+    return sum((q * v for q, v in pairs), Decimal(0)) / total
 
 
 class HedgeWorker:
     def __init__(self, pool: asyncpg.Pool, venues: ExecutionVenues, scales: ScaleTable,
-                 metrics: HedgeMetrics, clock: Clock, *, poll_interval_s: float = 0.1,
-                 max_attempts: int = 3, lease_s: float = 30.0, backoff_s: float = 0.2,
-                 unknown_grace_s: float = 5.0, worker_id: str | None = None) -> None:
+                 metrics: HedgeMetrics, clock: Clock, *, books: Books | None = None,
+                 poll_interval_s: float = 0.1, max_attempts: int = 3, lease_s: float = 10.0,
+                 backoff_s: float = 0.2, max_backoff_s: float = 5.0,
+                 unknown_grace_s: float = 5.0, concurrency: int = 4,
+                 netting_threshold: Decimal = Decimal("0.5"), balance_ttl_s: float = 5.0,
+                 worker_id: str | None = None) -> None:
         self._pool = pool
         self._venues = venues
         self._scales = scales
         self._metrics = metrics
         self._clock = clock
+        self._books = books
         self._poll_interval_s = poll_interval_s
         self._max_attempts = max_attempts
         self._lease = dt.timedelta(seconds=lease_s)
+        self._call_timeout_s = max(lease_s / 2, 0.1)
         self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
         self._unknown_grace = dt.timedelta(seconds=unknown_grace_s)
+        self._concurrency = max(concurrency, 1)
+        self._netting_threshold = netting_threshold
+        self._balances = BalanceCache(balance_ttl_s)
+        self._fee_in_base: dict[uuid.UUID, bool] = {}  # learnt from each LP's BUY fills
         self.worker_id = worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._rounds: dict[str, asyncio.Task[None]] = {}  # lanes being sized, by lane
+        self._deliveries: set[asyncio.Task[None]] = set()  # orders in flight, answers to record
+        self._reported_at: dt.datetime | None = None
+        self._not_due: dict[str, dt.datetime] = {}  # NETTED lanes whose window is still open
+        self._lp_cache: dict[str, tuple[float, list[_Lp]]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -123,345 +257,981 @@ class HedgeWorker:
             self._task = asyncio.create_task(self._run(), name=f"hedge-worker-{self.worker_id}")
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """Finish the current step (up to `grace_s`), then stop; claims are released."""
+        """Let running rounds finish (up to `grace_s`), then stop; claims are released."""
         task, self._task = self._task, None
         if task is None:
             return
         self._stopping.set()
+        self._wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=grace_s)
         except TimeoutError:
             task.cancel()
+            for pending in [*self._rounds.values(), *self._deliveries]:
+                pending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._balances.close()
         with contextlib.suppress(Exception):
             async with self._pool.acquire() as conn:
                 await conn.execute(
                     """UPDATE hedge_job SET claimed_by = NULL, claimed_until = NULL
                        WHERE claimed_by = $1""", self.worker_id)
+                await conn.execute(
+                    """UPDATE hedge_lane SET claimed_by = NULL, claimed_until = NULL
+                       WHERE claimed_by = $1""", self.worker_id)
+
+    def wake(self) -> None:
+        self._wake.set()
 
     async def _run(self) -> None:
+        listener = asyncio.create_task(self._listen(), name="hedge-listener")
         try:
-            await self.recover()
-        except Exception:
-            log.exception("hedge recovery failed; retried job by job")
-        while not self._stopping.is_set():
             try:
-                worked = await self.run_once()
+                await self.recover()
             except Exception:
-                log.exception("hedge worker pass failed")
-                worked = False
-            if not worked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self._poll_interval_s)
+                log.exception("hedge recovery failed; each lane resolves its orders first")
+            while not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    await self._report_open_jobs()
+                    await self._start_rounds()
+                except Exception:
+                    log.exception("hedge worker pass failed")
+                await self._idle()
+            while self._rounds or self._deliveries:
+                await asyncio.gather(*self._rounds.values(), *self._deliveries,
+                                     return_exceptions=True)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
-    # ------------------------------------------------------------ passes
+    async def _idle(self) -> None:
+        timeout = self._poll_interval_s
+        now = self._clock()
+        # a window that closed is claimable again (by this worker or another): forget it
+        self._not_due = {key: due for key, due in self._not_due.items() if due > now}
+        if self._not_due:
+            soonest = min(self._not_due.values())
+            timeout = min(timeout, (soonest - now).total_seconds())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _listen(self) -> None:
+        """Wake on NOTIFY hedge_job (a job written or put back to PENDING); polls otherwise."""
+
+        def notified(_conn: object, _pid: object, _channel: object, payload: object) -> None:
+            self._not_due.clear()  # a new fill may close a netting window early
+            # a lane of this dealer being sized now claims the new job when it is done
+            if not any(key.startswith(f"{payload}/") for key in self._rounds):
+                self._wake.set()
+
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    lost = asyncio.Event()
+
+                    def closed(*_: object, event: asyncio.Event = lost) -> None:
+                        event.set()
+
+                    conn.add_termination_listener(closed)
+                    await conn.add_listener(CHANNEL, notified)
+                    try:
+                        await lost.wait()
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await conn.remove_listener(CHANNEL, notified)
+                raise ConnectionError("the listening connection was closed")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("hedge job listener lost; polling until it is back")
+                await asyncio.sleep(1.0)
+
+    async def _start_rounds(self) -> None:
+        while len(self._rounds) < self._concurrency and not self._stopping.is_set():
+            claim = await self._claim(only_open_orders=False)
+            if claim is None:
+                return
+            key = claim.lane.key
+            self._rounds[key] = asyncio.create_task(self._round_task(claim), name=f"hedge {key}")
+
+    async def _round_task(self, claim: _Claim) -> None:
+        try:
+            delivery = await self._round(claim)
+        except Exception:
+            log.exception("hedge round of %s failed", claim.lane.key)
+            delivery = None
+        finally:
+            self._rounds.pop(claim.lane.key, None)
+            self._wake.set()
+        if delivery is not None:
+            self._deliveries.add(delivery)
+            delivery.add_done_callback(self._deliveries.discard)
+
+    # ------------------------------------------------------------ public passes
 
     async def recover(self) -> int:
-        """Resolve every in-flight (SENT/UNKNOWN) order of unclaimed jobs; answers how many
-        jobs were looked at. Nothing new is sent."""
-        seen: set[uuid.UUID] = set()
+        """Resolve the in-flight (SENT/UNKNOWN) orders of every lane this worker can claim,
+        sending nothing new; answers how many lanes were looked at."""
+        seen: set[str] = set()
         while not self._stopping.is_set():
-            job = await self._claim(only_open_orders=True, exclude=seen)
-            if job is None:
+            claim = await self._claim(only_open_orders=True, exclude=seen)
+            if claim is None:
                 break
-            seen.add(job.job_id)
+            seen.add(claim.lane.key)
             try:
-                await self._resolve_open(job)
+                await self._resolve(claim.lane, [j for j in claim.jobs if j.has_open_orders])
             finally:
-                await self._release(job.job_id, backoff_s=0)
+                await self._release(claim.lane, [j.job_id for j in claim.jobs])
         return len(seen)
 
     async def run_once(self) -> bool:
-        """Claim and work one job; False when there was none."""
+        """Claim one ready lane and work one round of it; False when no lane was ready."""
         await self._report_open_jobs()
-        job = await self._claim(only_open_orders=False)
-        if job is None:
+        claim = await self._claim(only_open_orders=False)
+        if claim is None:
             return False
-        backoff = 0.0
-        try:
-            backoff = await self._work(job)
-        except Exception as exc:
-            log.exception("hedge job %s failed this pass", job.job_id)
-            backoff = self._backoff_s * max(job.attempts, 1)
-            with contextlib.suppress(Exception):
-                async with self._pool.acquire() as conn:
-                    await conn.execute("UPDATE hedge_job SET last_error = $2 WHERE job_id = $1",
-                                       job.job_id, f"{type(exc).__name__}: {exc}"[:500])
-        finally:
-            await self._release(job.job_id, backoff_s=backoff)
+        delivery = await self._round(claim)
+        if delivery is not None:
+            await delivery
         return True
 
     # ------------------------------------------------------------ claims
 
     async def _claim(self, *, only_open_orders: bool,
-                     exclude: set[uuid.UUID] | None = None) -> _Job | None:
+                     exclude: set[str] | None = None) -> _Claim | None:
+        """One statement: a ready lane (`FOR UPDATE SKIP LOCKED`, then leased) and its jobs for
+        this round (the same way): leads not in backoff (oldest first, at most
+        MAX_LEADS_PER_ROUND), their riders, and the residuals waiting for a host. With
+        `only_open_orders`: a lane with orders in flight, and those orders' jobs."""
         now = self._clock()
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                f"""SELECT {_JOB_COLUMNS} FROM hedge_job j
-                    WHERE status IN ('PENDING', 'IN_PROGRESS')
-                      AND (claimed_until IS NULL OR claimed_until < $1)
-                      AND NOT (job_id = ANY($2::uuid[]))
-                      AND (NOT $3::boolean OR EXISTS (SELECT 1 FROM hedge_order o
-                           WHERE o.job_id = j.job_id AND o.status IN {_OPEN}))
-                    ORDER BY EXISTS (SELECT 1 FROM hedge_order o WHERE o.job_id = j.job_id
-                                     AND o.status IN {_OPEN}) DESC, created_at
-                    LIMIT 1 FOR UPDATE SKIP LOCKED""",  # noqa: S608
-                now, list(exclude or ()), only_open_orders)
-            if row is None:
-                return None
-            await conn.execute(
-                """UPDATE hedge_job SET status = 'IN_PROGRESS', claimed_by = $2,
-                       claimed_until = $3, updated_at = $4 WHERE job_id = $1""",
-                row["job_id"], self.worker_id, now + self._lease, now)
-        plan = row["plan"]
-        if isinstance(plan, str):  # a pool without the jsonb codec
-            plan = json.loads(plan)
-        return _Job(row["job_id"], row["dealer_account_id"], row["trade_order_id"],
-                    row["symbol"], row["side"], Decimal(row["quantity"]),
-                    plan if isinstance(plan, dict) else {}, int(row["attempts"]),
-                    row["created_at"])
+        busy = set(self._rounds) | set(exclude or ())
+        busy |= {key for key, due in self._not_due.items() if due > now}
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""WITH lane AS (
+                        SELECT l.dealer_account_id, l.symbol, l.carry, d.config
+                        FROM hedge_lane l JOIN dealer d USING (dealer_account_id)
+                        WHERE (l.claimed_until IS NULL OR l.claimed_until < $1)
+                          AND NOT ((l.dealer_account_id::text || '/' || l.symbol)
+                                   = ANY($2::text[]))
+                          AND EXISTS (
+                            SELECT 1 FROM hedge_job j
+                            WHERE j.dealer_account_id = l.dealer_account_id
+                              AND j.symbol = l.symbol AND j.status IN {_LIVE}
+                              AND (j.claimed_until IS NULL OR j.claimed_until < $1)
+                              AND CASE WHEN $3::boolean THEN EXISTS (
+                                    SELECT 1 FROM hedge_order o WHERE o.job_id = j.job_id
+                                    AND o.status IN {_OPEN})
+                                  ELSE NOT j.residual
+                                    AND (j.lead_job_id IS NULL OR NOT EXISTS (
+                                        SELECT 1 FROM hedge_job lead
+                                        WHERE lead.job_id = j.lead_job_id
+                                          AND lead.status IN {_LIVE}))
+                                    AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= $1)
+                                  END)
+                        ORDER BY l.updated_at
+                        LIMIT 1 FOR UPDATE OF l SKIP LOCKED),
+                    leased AS (
+                        UPDATE hedge_lane h SET claimed_by = $4, claimed_until = $5,
+                            updated_at = $1
+                        FROM lane WHERE h.dealer_account_id = lane.dealer_account_id
+                          AND h.symbol = lane.symbol
+                        RETURNING h.symbol),
+                    live AS (
+                        SELECT j.job_id, j.lead_job_id, j.residual, j.next_attempt_at,
+                               j.created_at
+                        FROM hedge_job j JOIN lane ON j.dealer_account_id = lane.dealer_account_id
+                          AND j.symbol = lane.symbol
+                        WHERE j.status IN {_LIVE}
+                          AND (j.claimed_until IS NULL OR j.claimed_until < $1)
+                        FOR UPDATE OF j SKIP LOCKED),
+                    leads AS (  -- riders of a lead that ended (e.g. cancelled) are free
+                        SELECT job_id FROM live
+                        WHERE (lead_job_id IS NULL OR NOT EXISTS (
+                                 SELECT 1 FROM hedge_job lead WHERE lead.job_id = live.lead_job_id
+                                 AND lead.status IN {_LIVE}))
+                          AND (residual OR next_attempt_at IS NULL OR next_attempt_at <= $1
+                               OR ($3 AND EXISTS (SELECT 1 FROM hedge_order o
+                                                  WHERE o.job_id = live.job_id
+                                                  AND o.status IN {_OPEN})))
+                        ORDER BY residual, created_at LIMIT {MAX_LEADS_PER_ROUND}),
+                    claimed AS (
+                        UPDATE hedge_job j SET claimed_by = $4, claimed_until = $5
+                        FROM live
+                        WHERE j.job_id = live.job_id
+                          AND (live.job_id IN (SELECT job_id FROM leads)
+                               OR live.lead_job_id IN (SELECT job_id FROM leads))
+                        RETURNING {_JOB_COLUMNS})
+                    SELECT lane.dealer_account_id AS lane_dealer, lane.symbol AS lane_symbol,
+                           lane.carry AS lane_carry, lane.config AS lane_config, claimed.*
+                    FROM lane LEFT JOIN claimed ON true""",  # noqa: S608
+                now, sorted(busy), only_open_orders, self.worker_id, now + self._lease)
+        if not rows:
+            return None
+        first = rows[0]
+        config = first["lane_config"]
+        if isinstance(config, str):
+            config = json.loads(config)
+        limits = config.get("maxUnhedgedExposure") or {}
+        base, _ = split_symbol(first["lane_symbol"])
+        notional = config.get("maxUnhedgedNotional")
+        lane = _Lane(first["lane_dealer"], first["lane_symbol"],
+                     str(config.get("hedgeMode") or "IMMEDIATE"),
+                     int(config.get("hedgeNettingWindowMs") or 1000),
+                     Decimal(str(config.get("slippageToleranceBps") or "0")),
+                     Decimal(str(notional)) if notional else None,
+                     Decimal(str(limits[base])) if base in limits else None)
+        jobs = _free_orphans([_job(r) for r in rows if r["job_id"] is not None])
+        return _Claim(lane, Decimal(first["lane_carry"]), jobs)
 
-    async def _release(self, job_id: uuid.UUID, *, backoff_s: float) -> None:
-        until = self._clock() + dt.timedelta(seconds=backoff_s) if backoff_s > 0 else None
+    async def _reload(self, job_ids: Sequence[uuid.UUID]) -> tuple[list[_Job], Decimal | None]:
+        """The claimed jobs still live, and their lane's carry, as they are now."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {_JOB_COLUMNS}, (SELECT l.carry FROM hedge_lane l
+                        WHERE l.dealer_account_id = j.dealer_account_id
+                          AND l.symbol = j.symbol) AS lane_carry
+                    FROM hedge_job j
+                    WHERE j.job_id = ANY($1::uuid[]) AND j.status IN {_LIVE}
+                      AND j.claimed_by = $2""",  # noqa: S608
+                list(job_ids), self.worker_id)
+        jobs = _free_orphans([_job(r) for r in rows])
+        return jobs, (Decimal(rows[0]["lane_carry"]) if rows else None)
+
+    async def _release(self, lane: _Lane, job_ids: Iterable[uuid.UUID]) -> None:
+        """Give back the lane and the jobs (one statement)."""
         async with self._pool.acquire() as conn:
             await conn.execute(
-                """UPDATE hedge_job SET claimed_by = NULL, claimed_until = $3
-                   WHERE job_id = $1 AND claimed_by = $2""", job_id, self.worker_id, until)
+                """WITH jobs AS (
+                       UPDATE hedge_job SET claimed_by = NULL, claimed_until = NULL
+                       WHERE job_id = ANY($4::uuid[]) AND claimed_by = $3 RETURNING 1)
+                   UPDATE hedge_lane SET claimed_by = NULL, claimed_until = NULL
+                   WHERE dealer_account_id = $1 AND symbol = $2 AND claimed_by = $3""",
+                lane.dealer_account_id, lane.symbol, self.worker_id, list(job_ids))
+
+    async def _release_jobs(self, job_ids: Iterable[uuid.UUID]) -> None:
+        ids = list(job_ids)
+        if not ids:
+            return
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                """UPDATE hedge_job SET claimed_by = NULL, claimed_until = NULL
+                   WHERE job_id = ANY($1::uuid[]) AND claimed_by = $2""", ids, self.worker_id)
 
     async def _report_open_jobs(self) -> None:
+        now = self._clock()
+        if self._reported_at is not None and (now - self._reported_at).total_seconds() < max(
+                self._poll_interval_s, 0.2):
+            return
+        self._reported_at = now
         async with self._pool.acquire() as conn:
             count = await conn.fetchval(
-                "SELECT count(*) FROM hedge_job WHERE status IN ('PENDING', 'IN_PROGRESS')")
+                f"SELECT count(*) FROM hedge_job WHERE status IN {_LIVE}")  # noqa: S608
         self._metrics.hedge_open_jobs(int(count))
 
-    # ------------------------------------------------------------ one job
+    # ------------------------------------------------------------ one round
 
-    async def _work(self, job: _Job) -> float:
-        """One pass over a claimed job; answers the backoff before its next pass."""
-        if not await self._resolve_open(job):
-            return self._backoff_s  # an outcome is still unknown: nothing new is sent
-        legs = policy.plan_legs(job.plan)
-        lot = Decimal(str(job.plan.get("lotSize") or "0"))
-        async with self._pool.acquire() as conn:
-            filled, progress = await self._fills_by_leg(cast(asyncpg.Connection, conn),
-                                                        job.job_id)
-            slippage = Decimal(str(await conn.fetchval(
-                "SELECT coalesce(config->>'slippageToleranceBps', '0') FROM dealer "
-                "WHERE dealer_account_id = $1", job.dealer_account_id) or "0"))
-            routes = {leg.index: await self._route(cast(asyncpg.Connection, conn), job, leg,
-                                                   slippage) for leg in legs}
-        total_left = policy.round_to_lot(job.quantity - sum(progress.values(), Decimal(0)), lot)
-        if total_left <= 0:
-            await self._finish(job, policy.HEDGED, None)
-            return 0.0
-
-        def sendable(index: int, quantity: Decimal) -> bool:
-            route = routes[index]
-            return quantity >= route.min_quantity and quantity * route.price >= route.min_notional
-
-        orders = policy.allocate(legs, filled, total_left, lot, sendable)
-        if not orders:
-            await self._finish(job, policy.HEDGED,
-                               f"residual {total_left} below the LP venues' minimum order size")
-            return 0.0
-        if job.attempts >= self._max_attempts:
-            await self._finish(job, policy.FAILED,
-                               f"{total_left} {job.symbol} left unhedged after "
-                               f"{job.attempts} attempt(s)")
-            return 0.0
-        attempt = job.attempts + 1
-        for leg in legs:
-            quantity = orders.get(leg.index)
-            if quantity is None:
-                continue
-            if self._stopping.is_set():
-                break
-            if not await self._send_leg(job, attempt, leg, quantity, routes[leg.index]):
-                return self._backoff_s  # unknown outcome: resolve on the next pass
-        return self._backoff_s * attempt
-
-    async def _route(self, conn: asyncpg.Connection, job: _Job, leg: policy.PlanLeg,
-                     slippage_bps: Decimal) -> _Route:
-        account = await conn.fetchrow(
-            """SELECT venue, external_trading_account_id, venue_ref FROM trading_account
-               WHERE trading_account_id = $1""", leg.trading_account_id)
-        if account is None:
-            raise LookupError(f"no LP trading account {leg.trading_account_id}")
-        rules = await conn.fetchrow(
-            """SELECT tick_size, min_quantity, min_notional FROM instrument
-               WHERE venue = $1 AND symbol = $2""", account["venue"], job.symbol)
-        tick = None if rules is None else Decimal(rules["tick_size"])
-        return _Route(
-            venue=account["venue"],
-            account=VenueAccount(leg.trading_account_id, account["external_trading_account_id"],
-                                 account["venue_ref"]),
-            price=policy.limit_price(job.side, leg.worst_price, slippage_bps, tick),
-            min_quantity=Decimal(0) if rules is None else Decimal(rules["min_quantity"]),
-            min_notional=Decimal(0) if rules is None else Decimal(rules["min_notional"]))
-
-    async def _fills_by_leg(self, conn: asyncpg.Connection, job_id: uuid.UUID
-                            ) -> tuple[dict[int, Decimal], dict[int, Decimal]]:
-        """Per leg: the quantity filled, and the net progress (less base fees on a BUY)."""
-        rows = await conn.fetch(
-            """SELECT leg, filled_quantity, fee_asset, fee_amount, side, symbol
-               FROM hedge_order WHERE job_id = $1""", job_id)
-        filled: dict[int, Decimal] = {}
-        progress: dict[int, Decimal] = {}
-        for r in rows:
-            base, _ = split_symbol(r["symbol"])
-            fee = Decimal(r["fee_amount"] or 0) if r["fee_asset"] == base else Decimal(0)
-            quantity = Decimal(r["filled_quantity"])
-            filled[r["leg"]] = filled.get(r["leg"], Decimal(0)) + quantity
-            progress[r["leg"]] = progress.get(r["leg"], Decimal(0)) + policy.net_progress(
-                r["side"], quantity, fee)
-        return filled, progress
-
-    async def _finish(self, job: _Job, status: str, error: str | None) -> None:
-        async with self._pool.acquire() as conn:
-            await conn.execute(
-                """UPDATE hedge_job SET status = $2, last_error = coalesce($3, last_error),
-                       updated_at = $4 WHERE job_id = $1""",
-                job.job_id, status, error, self._clock())
-        if status == policy.FAILED:
-            log.warning("hedge job %s FAILED: %s", job.job_id, error)
-
-    async def _send_leg(self, job: _Job, attempt: int, leg: policy.PlanLeg, quantity: Decimal,
-                        route: _Route) -> bool:
-        """Record, send, record the answer; False when the outcome is unknown."""
-        coid = policy.client_order_id(job.job_id, attempt, leg.index)
-        now = self._clock()
-        venue, price = route.venue, route.price
-        async with self._pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                """INSERT INTO hedge_order (client_order_id, job_id, attempt, leg,
-                       trading_account_id, venue, symbol, side, quantity, limit_price,
-                       status, created_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'SENT', $11, $11)
-                   ON CONFLICT DO NOTHING RETURNING client_order_id""",
-                coid, job.job_id, attempt, leg.index, leg.trading_account_id, venue,
-                job.symbol, job.side, quantity, price, now)
-            if inserted is None:  # already recorded: its outcome is resolved, never resent
-                return True
-            first = await conn.fetchval(
-                """UPDATE hedge_job SET attempts = greatest(attempts, $2),
-                       first_order_at = coalesce(first_order_at, $3),
-                       claimed_until = $4, updated_at = $3
-                   WHERE job_id = $1 RETURNING first_order_at = $3""",
-                job.job_id, attempt, now, now + self._lease)
-        if first:
-            self._metrics.hedge_first_order_latency(
-                max((now - job.created_at).total_seconds(), 0.0))
-        self._metrics.hedge_order(venue, policy.SENT)
-        venue_account = route.account
-        request = OrderRequest(client_order_id=coid, symbol=job.symbol, side=Side(job.side),
-                               order_type=OrderType.LIMIT, quantity=quantity, limit_price=price,
-                               time_in_force=TimeInForce.IOC)
+    async def _round(self, claim: _Claim) -> asyncio.Task[None] | None:
+        """Size and record one round of the lane under its lease; answers the task that sends
+        the orders and records the answers (the lane is free again by then)."""
+        lane, jobs, carry = claim.lane, claim.jobs, claim.carry
+        claimed = [j.job_id for j in jobs]
+        released = False
         try:
-            state = await self._venues.execution(venue).submit_order(venue_account, request)
-        except (VenueTimeout, VenueUnavailable) as exc:
-            await self._mark_unknown(coid, venue, f"submit: {exc}")
+            if any(j.has_open_orders for j in jobs):
+                await self._resolve(lane, [j for j in jobs if j.has_open_orders])
+                jobs, now_carry = await self._reload(claimed)
+                carry = carry if now_carry is None else now_carry
+            blocked = {j.job_id for j in jobs if j.has_open_orders}
+            blocked |= {j.job_id for j in jobs if j.lead in blocked}
+            jobs = [j for j in jobs if j.job_id not in blocked]
+            if not jobs or (lane.mode == "NETTED" and not self._netting_due(lane, jobs)):
+                return None
+            plans, dust = await self._size(lane, jobs, carry, claimed)
+            released = True  # recording the orders gave back the lane and the other jobs
+            kept = {m for plan in plans if plan.orders
+                    for m in (plan.group.lead, *plan.group.riders)}
+            if not kept:
+                return None
+            return asyncio.create_task(self._deliver(lane, plans, dust, kept),
+                                       name=f"hedge orders {lane.key}")
+        finally:
+            if not released:
+                await self._release(lane, claimed)
+
+    def _netting_due(self, lane: _Lane, jobs: Sequence[_Job]) -> bool:
+        now = self._clock()
+        fresh = [j for j in jobs if not j.residual and j.lead is None]
+        if not fresh:
             return False
+        oldest = min(j.created_at for j in fresh)
+        net = sum((policy.sign(j.side) * (j.quantity - j.hedged) for j in jobs), Decimal(0))
+        price = _weighted(jobs, lambda j: j.plan.raw_vwap) or Decimal(0)
+        due = policy.netting_due(
+            now_ms=int(now.timestamp() * 1000), oldest_ms=int(oldest.timestamp() * 1000),
+            window_ms=lane.window_ms, net=net, price=price, max_notional=lane.max_notional,
+            max_exposure=lane.max_exposure, threshold=self._netting_threshold)
+        if due:
+            self._not_due.pop(lane.key, None)
+        else:
+            self._not_due[lane.key] = oldest + dt.timedelta(milliseconds=lane.window_ms)
+        return due
+
+    async def _size(self, lane: _Lane, jobs: list[_Job], carry: Decimal,
+                    claimed: Sequence[uuid.UUID]) -> tuple[list[_Plan], Decimal]:
+        """Net and route the round, then record its orders as SENT (committed before any is
+        sent); that statement also gives back the lane and the jobs without orders.
+
+        The lane's carry is handed from group to group: each routed group takes what is left
+        of it and leaves its own expected rounding, so the lane ends the round with at most
+        the last group's rounding (under half a lot)."""
+        by_id = {j.job_id: j for j in jobs}
+        lps = await self._lps_for(lane)
+        netting = policy.form_groups(lane.mode, [j.state() for j in jobs], carry)
+        dust = max((j.plan.lot_size for j in jobs), default=Decimal(0))
+        lp_by_id = {lp.trading_account_id: lp for lp in lps}
+        taken: Mapping[policy.LevelKey, Decimal] = {}
+        plans: list[_Plan] = []
+        outcomes: dict[uuid.UUID, str] = {}  # lead → why nothing was sent
+        running = netting.lane_carry  # what the lane still has to buy (+) or sell (-)
+        for group in netting.groups:
+            members = [by_id[group.lead], *(by_id[r] for r in group.riders)]
+            first = by_id[group.lead]
+            attempt = max(group.attempts, first.last_attempt) + 1
+            plan = _Plan(group, attempt, _weighted(members, lambda j: j.plan.raw_vwap))
+            plans.append(plan)
+            if group.target < dust:
+                continue  # offsets did it: settled without orders
+            bound_reference = _weighted(members, lambda j: j.plan.reference_worst)
+            if bound_reference is None:
+                outcomes[group.lead] = "no plan price to bound the hedge"
+                continue
+            direction = policy.sign(group.side)
+            # the carry joins this group's target (never taking more than the target has)
+            take = max(direction * running, -(group.target - dust))
+            routing = policy.route(
+                group.side, group.target + take, await self._routes(lane, group.side, lps),
+                policy.price_bound(group.side, bound_reference, lane.slippage_bps),
+                plan_legs=first.plan.legs if attempt == 1 and lane.mode == "IMMEDIATE" else (),
+                avoid=await self._refused_lps(group.lead) if attempt > 1 else frozenset(),
+                taken=taken)
+            taken = routing.taken
+            if routing.unrouted > 0:  # short of balance: the next attempt asks the venues again
+                for lp in lps:
+                    self._balances.refresh_soon(lp.trading_account_id)
+            if routing.below_minimum:
+                outcomes[group.lead] = "residual"
+                continue
+            if not routing.orders:
+                outcomes[group.lead] = routing.reason or "no LP can take it"
+                continue
+            rounding = routing.expected_net - (group.target + take - routing.unrouted)
+            plan.carry_in = take + rounding
+            running -= direction * plan.carry_in
+            for leg, intent in enumerate(routing.orders):
+                order = _Sent(policy.client_order_id(group.lead, attempt, leg), group.lead,
+                              lp_by_id[intent.trading_account_id], lane.symbol, group.side,
+                              intent.quantity, intent.limit_price)
+                plan.orders.append(order)
+                # the next groups of the round route on what is left
+                self._balances.spend(order.lp.trading_account_id, order.coid,
+                                     *_spent(lane.symbol, order.side, order.quantity,
+                                             order.limit))
+        try:
+            await self._record_intents(lane, jobs, netting, plans, outcomes, dust,
+                                       netting.lane_carry - carry, claimed)
+        except BaseException:
+            for plan in plans:  # nothing was sent
+                for order in plan.orders:
+                    self._balances.answered(order.lp.trading_account_id, order.coid)
+            raise
+        return plans, dust
+
+    async def _deliver(self, lane: _Lane, plans: Sequence[_Plan], dust: Decimal,
+                       job_ids: set[uuid.UUID]) -> None:
+        """Send the round's orders, then record every answer in one transaction."""
+        try:
+            sent = [order for plan in plans for order in plan.orders]
+            await asyncio.gather(*(self._send(order) for order in sent))
+            async with self._pool.acquire() as conn, conn.transaction():
+                carry_delta = Decimal(0)
+                for plan in plans:
+                    if plan.orders:
+                        carry_delta += await self._record_answers(
+                            cast(asyncpg.Connection, conn), lane, plan.group.lead,
+                            plan.orders, plan.reference, dust)
+                if carry_delta:
+                    await self._add_carry(cast(asyncpg.Connection, conn), lane, carry_delta,
+                                          self._clock())
+        except Exception:
+            log.exception("hedge orders of %s: answers not recorded (resolved by client "
+                          "order id next round)", lane.key)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._release_jobs(job_ids)
+            self._wake.set()
+
+    async def _refused_lps(self, lead: uuid.UUID) -> frozenset[uuid.UUID]:
+        """LPs that refused the group's latest attempt: the next one tries the others first."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """SELECT trading_account_id FROM hedge_order
+                   WHERE job_id = $1 AND status = 'REJECTED' AND attempt = (
+                       SELECT max(attempt) FROM hedge_order WHERE job_id = $1)""", lead)
+        return frozenset(r["trading_account_id"] for r in rows)
+
+    # ------------------------------------------------------------ LPs and routes
+
+    async def _lps_for(self, lane: _Lane) -> list[_Lp]:
+        """The lane's LPs, read at most every LP_CACHE_S (the statement that records the
+        orders checks their links again, so a stale list never sends to a draining LP)."""
+        cached = self._lp_cache.get(lane.key)
+        if cached is not None and time.monotonic() - cached[0] < LP_CACHE_S:
+            return cached[1]
+        async with self._pool.acquire() as conn:
+            lps = await self._lps(cast(asyncpg.Connection, conn), lane)
+        self._lp_cache[lane.key] = (time.monotonic(), lps)
+        return lps
+
+    async def _lps(self, conn: asyncpg.Connection, lane: _Lane) -> list[_Lp]:
+        """The dealer's LPs a hedge may go to: linked, not draining, ACTIVE, instrument listed."""
+        rows = await conn.fetch(
+            """SELECT l.trading_account_id, ta.venue, ta.external_trading_account_id,
+                      ta.venue_ref, ta.taker_fee, i.tick_size, i.lot_size, i.min_quantity,
+                      i.min_notional
+               FROM dealer_link l
+               JOIN trading_account ta ON ta.trading_account_id = l.trading_account_id
+               JOIN instrument i ON i.venue = ta.venue AND i.symbol = $2 AND i.enabled
+               WHERE l.dealer_account_id = $1 AND NOT l.draining AND ta.status = 'ACTIVE'
+               ORDER BY l.linked_at, l.trading_account_id""",
+            lane.dealer_account_id, lane.symbol)
+        return [_Lp(r["trading_account_id"], r["venue"],
+                    VenueAccount(r["trading_account_id"], r["external_trading_account_id"],
+                                 r["venue_ref"]),
+                    Decimal(r["taker_fee"]) if r["taker_fee"] is not None
+                    else default_fees(r["venue"])[1],
+                    Decimal(r["tick_size"]), Decimal(r["lot_size"]),
+                    Decimal(r["min_quantity"]), Decimal(r["min_notional"]))
+                for r in rows]
+
+    async def _routes(self, lane: _Lane, side: str, lps: Sequence[_Lp]) -> list[policy.LpRoute]:
+        base, quote = split_symbol(lane.symbol)
+        spends = quote if side == "BUY" else base
+        routes = []
+        for lp in lps:
+            book = self._books(lp.venue, lane.symbol) if self._books is not None else None
+            levels = None if book is None else (book.asks if side == "BUY" else book.bids)
+            free = await self._balances.free(self._venues.execution(lp.venue), lp.account)
+            routes.append(policy.LpRoute(
+                lp.trading_account_id, lp.venue, lp.taker_fee, lp.tick_size, lp.lot_size,
+                lp.min_quantity, lp.min_notional, levels,
+                None if free is None else max(free.get(spends, Decimal(0)), Decimal(0)),
+                self._fee_in_base.get(lp.trading_account_id, True)))
+        return routes
+
+    # ------------------------------------------------------------ before sending
+
+    async def _record_intents(self, lane: _Lane, jobs: Sequence[_Job], netting: policy.Netting,
+                              plans: Sequence[_Plan], outcomes: Mapping[uuid.UUID, str],
+                              dust: Decimal, netting_carry: Decimal,
+                              claimed: Sequence[uuid.UUID]) -> None:
+        """Record the round before anything is sent: the groups with orders, their orders as
+        SENT and the lane's carry in one statement (that also gives back the lane and the
+        jobs without orders); the rest (offsets of other jobs, groups settled, residual or
+        not routed) first, in the same transaction, when there is any."""
+        now = self._clock()
+        by_id = {j.job_id: j for j in jobs}
+        sending = [plan for plan in plans if plan.orders]
+        members = {m for plan in sending for m in (plan.group.lead, *plan.group.riders)}
+        first_lead = netting.groups[0].lead if netting.groups else None
+        # the lane carry the netting gave the first lead travels with that lead's update
+        carry_with_lead = first_lead if first_lead in {p.group.lead for p in sending} else None
+        others = [j for j in set(netting.hedged) | set(netting.carry_in) if j not in members]
+        slow = bool(others) or len(sending) < len(plans) or (
+            netting_carry != 0 and carry_with_lead is None)
+        finished: list[tuple[_Job, str]] = []
+        async with self._pool.acquire() as conn:
+            c = cast(asyncpg.Connection, conn)
+            async with contextlib.AsyncExitStack() as stack:
+                if slow:
+                    await stack.enter_async_context(c.transaction())
+                    finished += await self._record_rest(
+                        c, lane, by_id, netting, plans, outcomes, dust, others,
+                        netting_carry if carry_with_lead is None else Decimal(0), now)
+                result = await self._record_sending(
+                    c, lane, netting, sending, netting_carry, carry_with_lead,
+                    [j for j in claimed if j not in members], now)
+        sent = {r["id"] for r in result if r["kind"] == "order"}
+        applied = {uuid.UUID(r["id"]) for r in result if r["kind"] == "lead"}
+        dropped = [plan for plan in sending if plan.group.lead not in applied]
+        for plan in dropped:  # an LP started draining, or the lead was cancelled meanwhile
+            self._lp_cache.pop(lane.key, None)
+            for order in plan.orders:
+                self._balances.answered(order.lp.trading_account_id, order.coid)
+            plan.orders.clear()
+        if dropped:
+            await self._release_jobs(m for plan in dropped
+                                     for m in (plan.group.lead, *plan.group.riders))
+        assert all(order.coid in sent for plan in sending for order in plan.orders)
+        for row in result:
+            if row["kind"] == "first" and uuid.UUID(row["id"]) in by_id:
+                self._metrics.hedge_first_order_latency(max(
+                    (now - by_id[uuid.UUID(row["id"])].created_at).total_seconds(), 0.0))
+        for plan in sending:
+            for order in plan.orders:
+                self._metrics.hedge_order(order.lp.venue, policy.SENT)
+        self._finished(finished, now)
+
+    async def _record_sending(self, conn: asyncpg.Connection, lane: _Lane,
+                              netting: policy.Netting, sending: Sequence[_Plan],
+                              netting_carry: Decimal, carry_with_lead: uuid.UUID | None,
+                              release: Sequence[uuid.UUID], now: dt.datetime
+                              ) -> list[asyncpg.Record]:
+        """One statement: the LPs are checked (linked, not draining: a drain waits for this
+        to commit, then sees these orders in flight), the leads and riders updated, the orders
+        inserted as SENT, the lane's carry moved, the lane and the other jobs given back."""
+        leads = [plan.group.lead for plan in sending]
+        lane_deltas = []
+        for plan in sending:
+            delta = -policy.sign(plan.group.side) * plan.carry_in
+            lane_deltas.append(delta + (netting_carry if plan.group.lead == carry_with_lead
+                                        else Decimal(0)))
+        riders = [(r, plan.group.lead) for plan in sending for r in plan.group.riders]
+        orders = [(o, plan) for plan in sending for o in plan.orders]
+        return await conn.fetch(
+            f"""WITH links AS (
+                    SELECT trading_account_id FROM dealer_link
+                    WHERE dealer_account_id = $1 AND NOT draining
+                      AND trading_account_id = ANY($11::uuid[])
+                    FOR SHARE),
+                bad AS (
+                    SELECT o.lead FROM unnest($10::uuid[], $11::uuid[]) AS o(lead, account)
+                    WHERE o.account NOT IN (SELECT trading_account_id FROM links)),
+                leads AS (
+                    UPDATE hedge_job j SET attempts = g.attempt, status = 'IN_PROGRESS',
+                        residual = false, lead_job_id = NULL, last_error = NULL,
+                        next_attempt_at = NULL, hedged_quantity = j.hedged_quantity + g.hedged,
+                        carry_in = j.carry_in + g.carry_in,
+                        first_order_at = coalesce(j.first_order_at, $3),
+                        claimed_until = $5, updated_at = $3
+                    FROM unnest($6::uuid[], $7::int[], $8::numeric[], $9::numeric[],
+                                $19::numeric[])
+                         AS g(job_id, attempt, hedged, carry_in, lane)
+                    WHERE j.job_id = g.job_id AND j.status IN {_LIVE} AND j.claimed_by = $4
+                      AND g.job_id NOT IN (SELECT lead FROM bad)
+                    RETURNING j.job_id, g.lane, j.first_order_at = $3 AS first),
+                riders AS (
+                    UPDATE hedge_job j SET lead_job_id = r.lead, residual = false,
+                        status = 'IN_PROGRESS', hedged_quantity = j.hedged_quantity + r.hedged,
+                        first_order_at = coalesce(j.first_order_at, $3), claimed_until = $5,
+                        updated_at = $3
+                    FROM unnest($12::uuid[], $13::uuid[], $14::numeric[])
+                         AS r(job_id, lead, hedged)
+                    WHERE j.job_id = r.job_id AND r.lead IN (SELECT job_id FROM leads)
+                    RETURNING j.job_id, j.first_order_at = $3 AS first),
+                orders AS (
+                    INSERT INTO hedge_order (client_order_id, job_id, attempt, leg,
+                        trading_account_id, venue, symbol, side, quantity, limit_price, status,
+                        sent_by, created_at, updated_at)
+                    SELECT o.coid, o.lead, o.attempt, o.leg, o.account, o.venue, $2, o.side,
+                           o.quantity, o.limit_price, 'SENT', $4, $3, $3
+                    FROM unnest($15::text[], $10::uuid[], $16::int[], $17::int[], $11::uuid[],
+                                $18::text[], $20::text[], $21::numeric[], $22::numeric[])
+                         AS o(coid, lead, attempt, leg, account, venue, side, quantity,
+                              limit_price)
+                    WHERE o.lead IN (SELECT job_id FROM leads)
+                    RETURNING client_order_id),
+                freed AS (
+                    UPDATE hedge_job SET claimed_by = NULL, claimed_until = NULL
+                    WHERE job_id = ANY($23::uuid[]) AND claimed_by = $4 RETURNING 1),
+                lane AS (
+                    UPDATE hedge_lane SET
+                        carry = carry + coalesce((SELECT sum(lane) FROM leads), 0),
+                        claimed_by = CASE WHEN claimed_by = $4 THEN NULL ELSE claimed_by END,
+                        claimed_until = CASE WHEN claimed_by = $4 THEN NULL
+                                             ELSE claimed_until END,
+                        updated_at = $3
+                    WHERE dealer_account_id = $1 AND symbol = $2 RETURNING 1)
+                SELECT 'order' AS kind, client_order_id AS id FROM orders
+                UNION ALL SELECT 'lead', job_id::text FROM leads
+                UNION ALL SELECT 'first', job_id::text FROM leads WHERE first
+                UNION ALL SELECT 'first', job_id::text FROM riders WHERE first""",  # noqa: S608
+            lane.dealer_account_id, lane.symbol, now, self.worker_id, now + self._lease,
+            leads, [plan.attempt for plan in sending],
+            [netting.hedged.get(lead, Decimal(0)) for lead in leads],
+            [netting.carry_in.get(plan.group.lead, Decimal(0)) + plan.carry_in
+             for plan in sending],
+            [plan.group.lead for _, plan in orders],
+            [o.lp.trading_account_id for o, _ in orders],
+            [r for r, _ in riders], [lead for _, lead in riders],
+            [netting.hedged.get(r, Decimal(0)) for r, _ in riders],
+            [o.coid for o, _ in orders], [plan.attempt for _, plan in orders],
+            [plan.orders.index(o) for o, plan in orders], [o.lp.venue for o, _ in orders],
+            lane_deltas, [o.side for o, _ in orders], [o.quantity for o, _ in orders],
+            [o.limit for o, _ in orders], list(release))
+
+    async def _record_rest(self, c: asyncpg.Connection, lane: _Lane,
+                           by_id: Mapping[uuid.UUID, _Job], netting: policy.Netting,
+                           plans: Sequence[_Plan],
+                           outcomes: Mapping[uuid.UUID, str], dust: Decimal,
+                           others: Sequence[uuid.UUID], carry_delta: Decimal,
+                           now: dt.datetime) -> list[tuple[_Job, str]]:
+        """What a round decides besides sending: offsets of jobs that send nothing, groups
+        settled by offsets, residual groups, groups no LP could take (inside the caller's
+        transaction, before the sending statement)."""
+        finished: list[tuple[_Job, str]] = []
+        for job_id in others:
+            await c.execute(
+                """UPDATE hedge_job SET hedged_quantity = hedged_quantity + $2,
+                       carry_in = carry_in + $3, updated_at = $4 WHERE job_id = $1""",
+                job_id, netting.hedged.get(job_id, Decimal(0)),
+                netting.carry_in.get(job_id, Decimal(0)), now)
+        for plan in plans:
+            group = plan.group
+            if plan.orders:
+                continue
+            members = [group.lead, *group.riders]
+            states = await self._states(c, members)
+            lead = states.get(group.lead)
+            if lead is None:  # cancelled meanwhile
+                continue
+            riders = [states[r] for r in group.riders if r in states]
+            if group.target < dust:
+                allocation = policy.allocate(lead, riders, Decimal(0), dust, settle=True)
+                carry_delta += await self._apply(c, allocation, now)
+                finished += [(by_id[j], policy.HEDGED) for j in allocation.done]
+                await self._end_group(c, [m for m in members if m not in allocation.done], now)
+                continue
+            outcome = outcomes.get(group.lead, "no LP can take it")
+            if outcome == "residual":
+                carry_delta += policy.sign(lead.side) * lead.carry_in
+                await c.execute(
+                    f"""UPDATE hedge_job SET residual = true, status = 'PENDING',
+                           lead_job_id = NULL, carry_in = carry_in - CASE
+                             WHEN job_id = $2 THEN $3::numeric ELSE 0 END,
+                           last_error = $4, updated_at = $5
+                       WHERE job_id = ANY($1::uuid[]) AND status IN {_LIVE}""",  # noqa: S608
+                    members, group.lead, lead.carry_in,
+                    f"residual below every LP venue's minimum order: waits for the next "
+                    f"hedge of {lane.symbol}", now)
+                continue
+            if group.riders:  # they wait with their lead
+                await c.execute(
+                    """UPDATE hedge_job SET lead_job_id = $2, residual = false,
+                           status = 'IN_PROGRESS', updated_at = $3
+                       WHERE job_id = ANY($1::uuid[])""", list(group.riders), group.lead, now)
+            failed = await self._attempted(c, group, plan.attempt, outcome, now)
+            finished += [(by_id[j], policy.FAILED) for j in failed if j in by_id]
+            if failed:  # the lead's carry goes back to the lane
+                carry_delta += policy.sign(lead.side) * lead.carry_in
+        grouped = {m for plan in plans for m in (plan.group.lead, *plan.group.riders)}
+        offset_only = [j for j in netting.hedged if j not in grouped]
+        if offset_only:  # netted away entirely (or down to dust) without an order
+            settled = policy.settle_dust((await self._states(c, offset_only)).values(), dust)
+            carry_delta += await self._apply(c, settled, now)
+            finished += [(by_id[j], policy.HEDGED) for j in settled.done]
+        if carry_delta:
+            await self._add_carry(c, lane, carry_delta, now)
+        return finished
+
+    async def _attempted(self, conn: asyncpg.Connection, group: policy.Group, attempt: int,
+                         error: str, now: dt.datetime) -> list[uuid.UUID]:
+        """An attempt that sent nothing: backoff, or FAILED at the last one (answers those)."""
+        if attempt >= self._max_attempts:
+            return await self._fail(conn, group.lead, attempt, error, now)
+        await conn.execute(
+            """UPDATE hedge_job SET attempts = $2, status = 'IN_PROGRESS', last_error = $3,
+                   next_attempt_at = $4, updated_at = $5 WHERE job_id = $1""",
+            group.lead, attempt, error[:500], now + self._backoff(attempt), now)
+        return []
+
+    def _backoff(self, attempt: int) -> dt.timedelta:
+        return dt.timedelta(seconds=min(self._backoff_s * 2 ** max(attempt - 1, 0),
+                                        self._max_backoff_s))
+
+    # ------------------------------------------------------------ sending
+
+    async def _send(self, order: _Sent) -> None:
+        request = OrderRequest(client_order_id=order.coid, symbol=order.symbol,
+                               side=Side(order.side), order_type=OrderType.LIMIT,
+                               quantity=order.quantity, limit_price=order.limit,
+                               time_in_force=TimeInForce.IOC)
+        venue = self._venues.execution(order.lp.venue)
+        try:
+            order.state = await asyncio.wait_for(
+                venue.submit_order(order.lp.account, request), self._call_timeout_s)
+        except (VenueTimeout, VenueUnavailable, TimeoutError) as exc:
+            order.unknown = f"submit: {exc or type(exc).__name__}"
         except VenueError as exc:
-            await self._record_refusal(coid, venue, str(exc))
-            return True
-        await self._record(job, coid, venue, state)
-        return True
+            order.refusal = str(exc)
+        except Exception as exc:  # a connector bug: the outcome is unknown, never resent
+            log.exception("hedge order %s: submit failed", order.coid)
+            order.unknown = f"submit: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------ in-flight orders
 
-    async def _resolve_open(self, job: _Job) -> bool:
-        """Ask the venue about every SENT/UNKNOWN order of the job; True when none is left."""
+    async def _resolve(self, lane: _Lane, jobs: Sequence[_Job]) -> None:
+        """Ask the venues about the jobs' SENT/UNKNOWN orders and record what they say."""
+        if not jobs:
+            return
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"""SELECT o.client_order_id, o.venue, o.trading_account_id, o.created_at,
-                           t.external_trading_account_id, t.venue_ref
+                f"""SELECT o.client_order_id, o.job_id, o.side, o.quantity, o.limit_price,
+                           o.created_at, o.trading_account_id, o.venue,
+                           t.external_trading_account_id, t.venue_ref, t.taker_fee
                     FROM hedge_order o JOIN trading_account t USING (trading_account_id)
-                    WHERE o.job_id = $1 AND o.status IN {_OPEN}
+                    WHERE o.job_id = ANY($1::uuid[]) AND o.status IN {_OPEN}
                     ORDER BY o.attempt, o.leg""",  # noqa: S608
-                job.job_id)
-        resolved = True
+                [j.job_id for j in jobs])
+        by_lead: dict[uuid.UUID, list[_Sent]] = {}
         for r in rows:
-            coid, venue = r["client_order_id"], r["venue"]
-            account = VenueAccount(r["trading_account_id"], r["external_trading_account_id"],
-                                   r["venue_ref"])
-            execution = self._venues.execution(venue)
-            try:
-                state = await execution.order_status(account, coid)
-                if not state.status.is_closed:
-                    state = await execution.cancel_order(account, coid)
-            except UnknownOrder:
-                if self._clock() - r["created_at"] < self._unknown_grace:
-                    await self._mark_unknown(coid, venue, "the venue does not know it (yet)")
-                    resolved = False
-                else:  # never reached the venue: nothing was traded
-                    await self._record_refusal(coid, venue, "the venue never received it")
-                continue
-            except VenueError as exc:
-                await self._mark_unknown(coid, venue, f"status: {exc}")
-                resolved = False
-                continue
-            await self._record(job, coid, venue, state)
-        return resolved
-
-    async def _mark_unknown(self, coid: str, venue: str, error: str) -> None:
-        async with self._pool.acquire() as conn:
-            changed = await conn.fetchval(
-                """UPDATE hedge_order SET status = 'UNKNOWN', reject_reason = $2, updated_at = $3
-                   WHERE client_order_id = $1 AND status = 'SENT' RETURNING 1""",
-                coid, error[:500], self._clock())
-        if changed:
-            self._metrics.hedge_order(venue, policy.UNKNOWN)
-        log.warning("hedge order %s outcome unknown: %s", coid, error)
-
-    async def _record_refusal(self, coid: str, venue: str, reason: str) -> None:
-        async with self._pool.acquire() as conn:
-            changed = await conn.fetchval(
-                f"""UPDATE hedge_order SET status = 'REJECTED', reject_reason = $2,
-                        updated_at = $3
-                    WHERE client_order_id = $1 AND status IN {_OPEN} RETURNING 1""",  # noqa: S608
-                coid, reason[:500], self._clock())
-        if changed:
-            self._metrics.hedge_order(venue, policy.REJECTED)
-
-    async def _record(self, job: _Job, coid: str, venue: str, state: OrderState) -> None:
-        """The venue's answer, its postings and the job's progress, in one transaction."""
-        status = policy.order_status_of(state)
-        now = self._clock()
-        fees = policy.fees_by_asset(state.executions)
-        base_code, quote_code = split_symbol(job.symbol)
-        fee_in_base = policy.base_fee(state.executions, base_code)
+            lp = _Lp(r["trading_account_id"], r["venue"],
+                     VenueAccount(r["trading_account_id"], r["external_trading_account_id"],
+                                  r["venue_ref"]),
+                     Decimal(r["taker_fee"] or 0), Decimal(0), Decimal(0), Decimal(0),
+                     Decimal(0))
+            order = _Sent(r["client_order_id"], r["job_id"], lp, lane.symbol, r["side"],
+                          Decimal(r["quantity"]), Decimal(r["limit_price"]))
+            await self._ask(order, r["created_at"])
+            by_lead.setdefault(order.lead, []).append(order)
+        dust = max((j.plan.lot_size for j in jobs), default=Decimal(0))
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                f"""SELECT trading_account_id FROM hedge_order
-                    WHERE client_order_id = $1 AND status IN {_OPEN} FOR UPDATE""",  # noqa: S608
-                coid)
-            if row is None:
-                return  # recorded already
-            fee_asset = next(iter(fees), None)
-            await conn.execute(
-                """UPDATE hedge_order SET status = $2, filled_quantity = $3, avg_price = $4,
-                       fee_asset = $5, fee_amount = $6, reject_reason = $7, updated_at = $8
-                   WHERE client_order_id = $1""",
-                coid, status, state.filled_quantity, state.average_price,
-                base_code if fee_in_base else fee_asset,
-                fee_in_base if fee_in_base else (fees[fee_asset] if fee_asset else None),
-                state.reject_reason, now)
-            if state.filled_quantity > 0:
-                for tx in self._postings(job, coid, row["trading_account_id"], state,
-                                         base_code, quote_code, fees, now):
-                    await enqueue_transaction(cast(asyncpg.Connection, conn), tx, now)
-                await conn.execute(
-                    """UPDATE hedge_job SET hedged_quantity = hedged_quantity + $2,
-                           updated_at = $3 WHERE job_id = $1""",
-                    job.job_id, policy.net_progress(job.side, state.filled_quantity,
-                                                    fee_in_base), now)
-        self._metrics.hedge_order(venue, status)
+            carry_delta = Decimal(0)
+            for lead, orders in by_lead.items():
+                members = await self._members(cast(asyncpg.Connection, conn), lead)
+                carry_delta += await self._record_answers(
+                    cast(asyncpg.Connection, conn), lane, lead, orders,
+                    _weighted(members, lambda j: j.plan.raw_vwap), dust)
+            if carry_delta:
+                await self._add_carry(cast(asyncpg.Connection, conn), lane, carry_delta,
+                                      self._clock())
 
-    def _postings(self, job: _Job, coid: str, lp: uuid.UUID, state: OrderState,
-                  base_code: str, quote_code: str, fees: dict[str, Decimal],
-                  now: dt.datetime) -> list[LedgerTransaction]:
+    async def _ask(self, order: _Sent, created_at: dt.datetime) -> None:
+        venue = self._venues.execution(order.lp.venue)
+        try:
+            state = await asyncio.wait_for(
+                venue.order_status(order.lp.account, order.coid), self._call_timeout_s)
+            if not state.status.is_closed:
+                state = await asyncio.wait_for(
+                    venue.cancel_order(order.lp.account, order.coid), self._call_timeout_s)
+            order.state = state
+        except UnknownOrder:
+            if self._clock() - created_at < self._unknown_grace:
+                order.unknown = "the venue does not know it (yet)"
+            else:  # never reached the venue: nothing was traded
+                order.refusal = "the venue never received it"
+        except (VenueError, TimeoutError) as exc:
+            order.unknown = f"status: {exc or type(exc).__name__}"
+
+    # ------------------------------------------------------------ after sending
+
+    async def _record_answers(self, conn: asyncpg.Connection, lane: _Lane, lead_id: uuid.UUID,
+                              orders: Sequence[_Sent], reference: Decimal | None,
+                              dust: Decimal) -> Decimal:
+        """The answers of one group's orders, their postings, and the progress they made
+        (inside the caller's transaction); answers the change of the lane's carry, which the
+        caller writes last (the lane's row stays unlocked while the rest is written)."""
+        now = self._clock()
+        base_code, _ = split_symbol(lane.symbol)
+        progress = Decimal(0)
+        statuses: list[tuple[str, str]] = []
+        for order in orders:
+            if order.state is not None:
+                recorded = await self._record_state(conn, lane, lead_id, order, now)
+                if recorded is not None:
+                    progress += recorded
+                    statuses.append((order.lp.venue, policy.order_status_of(order.state)))
+                    self._observe(order, reference, base_code)
+            elif order.refusal is not None:
+                if await self._mark(conn, order.coid, policy.REJECTED, order.refusal, now):
+                    statuses.append((order.lp.venue, policy.REJECTED))
+                self._balances.answered(order.lp.trading_account_id, order.coid)
+            elif await self._mark(conn, order.coid, policy.UNKNOWN, order.unknown or "", now):
+                statuses.append((order.lp.venue, policy.UNKNOWN))
+                log.warning("hedge order %s outcome unknown: %s", order.coid, order.unknown)
+        rows = await conn.fetch(
+            f"""SELECT job_id, side, quantity, hedged_quantity, carry_in, residual, lead_job_id,
+                       attempts, created_at,
+                       (SELECT count(*) FROM hedge_order o WHERE o.job_id = $1
+                        AND o.status IN {_OPEN}) AS still_open
+                FROM hedge_job WHERE (job_id = $1 OR lead_job_id = $1) AND status IN {_LIVE}
+                ORDER BY created_at, job_id FOR UPDATE""", lead_id)  # noqa: S608
+        states = {r["job_id"]: policy.JobState(
+            r["job_id"], r["side"], Decimal(r["quantity"]), Decimal(r["hedged_quantity"]),
+            Decimal(r["carry_in"]), r["residual"], r["lead_job_id"], int(r["attempts"]))
+            for r in rows}
+        created = {r["job_id"]: r["created_at"] for r in rows}
+        lead = states.pop(lead_id, None)
+        finished: list[tuple[uuid.UUID, str]] = []
+        carry_delta = Decimal(0)
+        if lead is not None:
+            still_open = bool(rows[0]["still_open"])
+            riders = list(states.values())
+            allocation = policy.allocate(lead, riders, progress, dust, settle=not still_open)
+            carry_delta = await self._apply(conn, allocation, now)
+            finished += [(j, policy.HEDGED) for j in allocation.done]
+            if still_open:
+                await conn.execute(
+                    """UPDATE hedge_job SET next_attempt_at = $2, updated_at = $3
+                       WHERE job_id = $1""", lead_id, now + self._backoff(1), now)
+            elif lead_id not in allocation.done:
+                if lead.attempts >= self._max_attempts:
+                    failed = await self._fail(
+                        conn, lead_id, lead.attempts,
+                        f"{lead.need - progress} {lane.symbol} left unhedged after "
+                        f"{lead.attempts} attempt(s)", now)
+                    carry_delta += policy.sign(lead.side) * (
+                        lead.carry_in + allocation.carry_in.get(lead_id, Decimal(0)))
+                    finished += [(j, policy.FAILED) for j in failed]
+                else:
+                    await conn.execute(
+                        f"""UPDATE hedge_job SET next_attempt_at = $2, updated_at = $3
+                            WHERE job_id = $1 AND status IN {_LIVE}""",  # noqa: S608
+                        lead_id, now + self._backoff(lead.attempts), now)
+            else:
+                # the lead is done; riders it could not satisfy wait for the lane's next round
+                await self._end_group(conn, [m for m in states if m not in allocation.done],
+                                      now)
+        for venue, status in statuses:
+            self._metrics.hedge_order(venue, status)
+        for job_id, status in finished:
+            if job_id in created:
+                self._metrics.hedge_job_finished(
+                    status, max((now - created[job_id]).total_seconds(), 0.0))
+            if status == policy.FAILED:
+                log.warning("hedge job %s FAILED", job_id)
+        return carry_delta
+
+    async def _record_state(self, conn: asyncpg.Connection, lane: _Lane, lead_id: uuid.UUID,
+                            order: _Sent, now: dt.datetime) -> Decimal | None:
+        """One answer and its postings; the net progress it made (None: recorded already)."""
+        state = order.state
+        assert state is not None
+        base_code, quote_code = split_symbol(lane.symbol)
+        fees = policy.fees_by_asset(state.executions)
+        fee_in_base = policy.base_fee(state.executions, base_code)
+        fee_asset = next(iter(fees), None)
+        trade_order_id = await conn.fetchval(
+            f"""UPDATE hedge_order o SET status = $2, filled_quantity = $3, avg_price = $4,
+                    fee_asset = $5, fee_amount = $6, reject_reason = $7, updated_at = $8
+                FROM hedge_job j
+                WHERE o.client_order_id = $1 AND o.status IN {_OPEN} AND j.job_id = o.job_id
+                RETURNING j.trade_order_id""",  # noqa: S608
+            order.coid, policy.order_status_of(state), state.filled_quantity,
+            state.average_price, base_code if fee_in_base else fee_asset,
+            fee_in_base if fee_in_base else (fees[fee_asset] if fee_asset else None),
+            state.reject_reason, now)
+        if trade_order_id is None:
+            return None  # recorded already
+        self._balances.answered(order.lp.trading_account_id, order.coid)
+        if state.filled_quantity <= 0:
+            return Decimal(0)
+        for tx in self._postings(lane, lead_id, trade_order_id, order.coid,
+                                 order.lp.trading_account_id, state, base_code, quote_code,
+                                 fees, now):
+            await enqueue_transaction(conn, tx, now)
+        if order.side == "BUY" and fees:
+            self._fee_in_base[order.lp.trading_account_id] = fee_in_base > 0
+        return policy.net_progress(order.side, state.filled_quantity, fee_in_base)
+
+    def _observe(self, order: _Sent, reference: Decimal | None, base_code: str) -> None:
+        state = order.state
+        if state is None or reference is None:
+            return
+        for execution in state.executions:
+            self._metrics.hedge_slippage_bps(
+                order.lp.venue, float(policy.slippage_bps(order.side, execution.price,
+                                                          reference)))
+
+    async def _mark(self, conn: asyncpg.Connection, coid: str, status: str, reason: str,
+                    now: dt.datetime) -> bool:
+        """SENT → UNKNOWN, or SENT/UNKNOWN → REJECTED; False when nothing changed."""
+        allowed = "('SENT')" if status == policy.UNKNOWN else _OPEN
+        changed = await conn.fetchval(
+            f"""UPDATE hedge_order SET status = $2, reject_reason = $3, updated_at = $4
+                WHERE client_order_id = $1 AND status IN {allowed} RETURNING 1""",  # noqa: S608
+            coid, status, reason[:500], now)
+        return bool(changed)
+
+    # ------------------------------------------------------------ job bookkeeping
+
+    async def _members(self, conn: asyncpg.Connection, lead: uuid.UUID) -> list[_Job]:
+        rows = await conn.fetch(
+            f"""SELECT {_JOB_COLUMNS} FROM hedge_job j
+                WHERE j.job_id = $1 OR j.lead_job_id = $1""", lead)  # noqa: S608
+        return [_job(r) for r in rows]
+
+    async def _states(self, conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]
+                      ) -> dict[uuid.UUID, policy.JobState]:
+        """Live jobs as they are now (locked for this transaction), oldest first."""
+        rows = await conn.fetch(
+            f"""SELECT job_id, side, quantity, hedged_quantity, carry_in, residual,
+                       lead_job_id, attempts
+                FROM hedge_job WHERE job_id = ANY($1::uuid[]) AND status IN {_LIVE}
+                ORDER BY created_at, job_id FOR UPDATE""", list(job_ids))  # noqa: S608
+        return {r["job_id"]: policy.JobState(
+            r["job_id"], r["side"], Decimal(r["quantity"]), Decimal(r["hedged_quantity"]),
+            Decimal(r["carry_in"]), r["residual"], r["lead_job_id"], int(r["attempts"]))
+            for r in rows}
+
+    async def _apply(self, conn: asyncpg.Connection, allocation: policy.Allocation,
+                     now: dt.datetime) -> Decimal:
+        """Write an allocation; answers the change of the lane's carry."""
+        for job_id in set(allocation.hedged) | set(allocation.carry_in):
+            await conn.execute(
+                """UPDATE hedge_job SET hedged_quantity = hedged_quantity + $2,
+                       carry_in = carry_in + $3, updated_at = $4 WHERE job_id = $1""",
+                job_id, allocation.hedged.get(job_id, Decimal(0)),
+                allocation.carry_in.get(job_id, Decimal(0)), now)
+        if allocation.done:
+            await conn.execute(
+                f"""UPDATE hedge_job SET status = 'HEDGED', lead_job_id = NULL, residual = false,
+                       next_attempt_at = NULL, finished_at = $2, updated_at = $2
+                   WHERE job_id = ANY($1::uuid[]) AND status IN {_LIVE}""",  # noqa: S608
+                list(allocation.done), now)
+        return allocation.lane_carry
+
+    async def _end_group(self, conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID],
+                         now: dt.datetime) -> None:
+        """Riders left without a lead: free again for the lane's next round."""
+        if job_ids:
+            await conn.execute(
+                """UPDATE hedge_job SET lead_job_id = NULL, updated_at = $2
+                   WHERE job_id = ANY($1::uuid[])""", list(job_ids), now)
+
+    async def _fail(self, conn: asyncpg.Connection, lead: uuid.UUID, attempt: int, error: str,
+                    now: dt.datetime) -> list[uuid.UUID]:
+        """The group is FAILED: every live member keeps what it still lacks as exposure."""
+        rows = await conn.fetch(
+            f"""UPDATE hedge_job SET status = 'FAILED', attempts = greatest(attempts, $2),
+                    last_error = $3, lead_job_id = NULL, carry_in = 0, next_attempt_at = NULL,
+                    finished_at = $4, updated_at = $4
+                WHERE (job_id = $1 OR lead_job_id = $1) AND status IN {_LIVE}
+                RETURNING job_id""", lead, attempt, error[:500], now)  # noqa: S608
+        return [r["job_id"] for r in rows]
+
+    async def _add_carry(self, conn: asyncpg.Connection, lane: _Lane, delta: Decimal,
+                         now: dt.datetime) -> None:
+        await conn.execute(
+            """UPDATE hedge_lane SET carry = carry + $3, updated_at = $4
+               WHERE dealer_account_id = $1 AND symbol = $2""",
+            lane.dealer_account_id, lane.symbol, delta, now)
+
+    def _finished(self, finished: Sequence[tuple[_Job, str]], now: dt.datetime) -> None:
+        for job, status in finished:
+            self._metrics.hedge_job_finished(status,
+                                             max((now - job.created_at).total_seconds(), 0.0))
+            if status == policy.FAILED:
+                log.warning("hedge job %s FAILED", job.job_id)
+
+    # ------------------------------------------------------------ postings
+
+    def _postings(self, lane: _Lane, lead_id: uuid.UUID, trade_order_id: uuid.UUID, coid: str,
+                  lp: uuid.UUID, state: OrderState, base_code: str, quote_code: str,
+                  fees: dict[str, Decimal], now: dt.datetime) -> list[LedgerTransaction]:
         base, quote = self._scales.asset(base_code), self._scales.asset(quote_code)
         assets: dict[str, Asset] = {}
         for code in fees:
@@ -472,14 +1242,14 @@ class HedgeWorker:
         fee_codes = [code for code in fees if code in assets]
         first_fee = (assets[fee_codes[0]], fees[fee_codes[0]]) if fee_codes else None
         reference = f"hedge-{coid}"
-        metadata = {"jobId": str(job.job_id), "orderId": str(job.trade_order_id),
+        metadata = {"jobId": str(lead_id), "orderId": str(trade_order_id),
                     "clientOrderId": coid, "venueOrderId": state.venue_order_id}
         average = state.average_price or Decimal(0)
-        txs = list(hedge_fill(lp, job.dealer_account_id, job.side, base, quote,
+        txs = list(hedge_fill(lp, lane.dealer_account_id, state.side.value, base, quote,
                               state.filled_quantity, average, first_fee, reference=reference,
                               metadata=metadata, quote_amount=policy.quote_amount(
                                   state.executions), timestamp=now))
-        dealer, exchange = dealer_account(job.dealer_account_id), exchange_account(lp)
+        dealer, exchange = dealer_account(lane.dealer_account_id), exchange_account(lp)
         for code in fee_codes[1:]:  # a second fee asset: its own fee transaction
             units = minor_paid_by_dealer(fees[code], assets[code])
             if units:
@@ -490,3 +1260,8 @@ class HedgeWorker:
                     metadata={**metadata, "kind": str(EntryKind.FEE),
                               "fillReference": reference}))
         return txs
+
+
+def _spent(symbol: str, side: str, quantity: Decimal, limit: Decimal) -> tuple[str, Decimal]:
+    base, quote = split_symbol(symbol)
+    return (quote, quantity * limit) if side == "BUY" else (base, quantity)

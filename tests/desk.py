@@ -1,14 +1,35 @@
 """A desk for RFQ and hedging tests: three paper LPs (BINANCE spot, OKX trading, BYBIT spot)
-linked to a BTC/USDT dealer, its clients, and the quote/accept calls over HTTP."""
+linked to a BTC/USDT dealer, its clients, the quote/accept calls over HTTP, and what hedging
+tests check (jobs settled, ledger balances, every asset summing to zero)."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import ADMIN, assert_ok
-from tests.helpers import Client, connect_exchange_account, eventually, get, post
+import asyncpg
+from aiohttp import web
+
+from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL, VENUES
+from hedging.worker import HedgeWorker
+from tests.conftest import ADMIN, VIEWER, assert_ok
+from tests.helpers import (
+    Client,
+    connect_exchange_account,
+    eventually,
+    get,
+    outbox_drained,
+    post,
+)
+from venues.paper.client import PaperVenue
+from venues.paper.schemas import load_journal
 
 QUOTE = "/api/v3/fermata/quote/request"
 QUOTE_GET = "/api/v3/fermata/quote/get"
@@ -17,6 +38,7 @@ SUBMIT = "/api/v3/trading/order/submit"
 ORDERS = "/api/v3/trading/order/list"
 TRANSACTIONS = "/api/v3/ledger/transaction/list"
 DEALER_BOOK = "/api/v3/fermata/dealer/orderBook"
+AppClient = Callable[[web.Application], Awaitable[Client]]  # the aiohttp_client fixture
 INSTRUMENT = "FERMATA:BTC/USDT"
 LOT = Decimal("0.00001")  # the strictest BTC/USDT lot of the three paper venues
 TICK = Decimal("0.1")  # and tick
@@ -70,15 +92,23 @@ async def make_desk(client: Client, *, clients: int = 1, link: bool = True,
                                       {"dealerAccountId": dealer, "tradingAccountId": lp})
             assert status == 200, body
 
-        async def all_fresh() -> bool:
-            _, payload = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
-                                                         "symbol": "BTC/USDT", "depth": 1})
-            lp_states = assert_ok(payload)["lps"]
-            return len(lp_states) == 3 and all(lp["fresh"] for lp in lp_states)
-
-        await eventually(all_fresh, within_s=3.0)
+        await books_fresh(client, dealer, "BTC/USDT")
     accounts = [await new_client(client, f"client {n}") for n in range(clients)]
     return Desk(dealer, lps, accounts)
+
+
+async def books_fresh(client: Client, dealer: str, symbol: str, *, within_s: float = 3.0
+                      ) -> None:
+    """Wait until the app behind `client` has a fresh book of `symbol` from each of the
+    dealer's three LPs."""
+
+    async def all_fresh() -> bool:
+        _, payload = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
+                                                     "symbol": symbol, "depth": 1})
+        lp_states = assert_ok(payload)["lps"]
+        return len(lp_states) == 3 and all(lp["fresh"] for lp in lp_states)
+
+    await eventually(all_fresh, within_s=within_s)
 
 
 def quote_body(desk: Desk, **fields: Any) -> dict[str, Any]:
@@ -117,3 +147,109 @@ async def accept(client: Client, quote: dict[str, Any], side: str | None = None,
     order: dict[str, Any] = orders[0]
     assert set(order) == ORDER_FIELDS
     return order
+
+
+# ---------------------------------------------------------------- hedging
+
+FINAL = ("HEDGED", "FAILED", "CANCELLED")
+
+
+def random_fill(rng: random.Random, *, smallest: str = "0.001", largest: str = "0.5"
+                ) -> tuple[str, str]:
+    """A client side and a whole-lot quantity between `smallest` and `largest` BTC."""
+    low, high = int(Decimal(smallest) / LOT), int(Decimal(largest) / LOT)
+    return rng.choice(("BUY", "SELL")), str(rng.randint(low, high) * LOT)
+
+
+async def fill_all(client: Client, desk: Desk, fills: Sequence[tuple[str, str]], *,
+                   concurrency: int = 8) -> list[dict[str, Any]]:
+    """Quote and accept every (side, quantity), `concurrency` at a time; the orders, in order."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(side: str, quantity: str) -> dict[str, Any]:
+        async with gate:
+            quote = await request_quote(client, desk, orderSide=side, quantity=quantity)
+            return await accept(client, quote)
+
+    return list(await asyncio.gather(*(one(side, quantity) for side, quantity in fills)))
+
+
+async def hedges_final(conn: asyncpg.Connection, count: int, *, within_s: float = 20.0
+                       ) -> list[asyncpg.Record]:
+    """Wait until `count` hedge jobs exist and none is open; answers them."""
+
+    async def settled() -> list[asyncpg.Record] | None:
+        rows = await conn.fetch("SELECT * FROM hedge_job ORDER BY created_at")
+        if len(rows) == count and all(r["status"] in FINAL for r in rows):
+            return rows
+        return None
+
+    rows: list[asyncpg.Record] = await eventually(settled, within_s=within_s, every_s=0.05)
+    return rows
+
+
+async def ledger_balances(client: Client, address: str) -> dict[str, Decimal]:
+    status, body = await get(client, "/api/v3/ledger/account", {"address": address}, VIEWER)
+    assert status == 200, body
+    return {b["asset"]: Decimal(b["amount"]) for b in assert_ok(body)["balances"]}
+
+
+async def assets_sum_to_zero(conn: asyncpg.Connection) -> None:
+    sums = await conn.fetch(
+        "SELECT asset, sum(input - output) AS total FROM ledger_balance GROUP BY asset")
+    assert sums
+    assert all(r["total"] == 0 for r in sums), [dict(r) for r in sums]
+
+
+def venue_submits(data_dir: Path) -> collections.Counter[tuple[str, str]]:
+    """How often each (venue, client order id) reached a paper venue, from the venues' journals
+    (`DEALER_PAPER_JOURNAL`): a repeated submit of one id shows as a count above one."""
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    for path in sorted((data_dir / "paper").glob("*.jsonl")):
+        venue = path.stem.upper()
+        for entry in load_journal(path):
+            if entry.event in ("submit", "duplicate") and entry.order is not None:
+                counts[(venue, entry.order.client_order_id)] += 1
+    return counts
+
+
+def hedge_worker(app: web.Application, venues: Any = None, pool: asyncpg.Pool | None = None,
+                 **options: Any) -> HedgeWorker:
+    """A hedge worker on the app's database, books and venues (or `venues`), quick to retry."""
+    options = {"poll_interval_s": 0.02, "backoff_s": 0.02, "unknown_grace_s": 0.5, **options}
+    return HedgeWorker(pool or app[POOL], venues or app[VENUES], app[ASSET_SCALES],
+                       app[METRICS], app[CLOCK], books=app[MARKET_DATA].fresh_book, **options)
+
+
+def paper_venue(app: web.Application, venue: str) -> PaperVenue:
+    connector = app[VENUES].execution(venue)
+    assert isinstance(connector, PaperVenue)
+    return connector
+
+
+async def check_books(client: Client, conn: asyncpg.Connection, desk: Desk, *,
+                      reconcile: bool = True) -> dict[str, Decimal]:
+    """The dealer's base back within a lot of zero, every asset summing to zero, and (unless
+    a test moved LP balances by hand) every LP reconciled with its venue up to the bookings'
+    rounding; answers the dealer's balances."""
+    await outbox_drained(conn, within_s=10.0)
+    balances = await ledger_balances(client, f"dealer:{desk.dealer}")
+    assert abs(balances.get("BTC/8", Decimal(0))) < LOT, balances
+    await assets_sum_to_zero(conn)
+    if not reconcile:
+        return balances
+    status, body = await get(client, "/api/v3/ledger/reconciliation",
+                             {"dealerAccountId": desk.dealer}, VIEWER)
+    assert status == 200, body
+    lps = assert_ok(body)["lps"]
+    assert len(lps) == len(desk.lps)
+    # USDT is booked at scale 6 and each hedge's quote leg and fee round (one minor unit at
+    # most) in the dealer's favour, while the paper venue keeps 8+ decimals.
+    fills = collections.Counter(r["trading_account_id"] for r in await conn.fetch(
+        "SELECT trading_account_id FROM hedge_order WHERE filled_quantity > 0"))
+    for lp in lps:
+        assert lp["pendingEntries"] == 0, lp
+        allowed = Decimal("0.000001") * 2 * fills[uuid.UUID(lp["tradingAccountId"])]
+        for asset in lp["assets"]:
+            assert abs(Decimal(asset["drift"])) <= allowed, (lp["venue"], asset)
+    return balances

@@ -1,6 +1,7 @@
 """The hedge worker (IMMEDIATE mode) on a desk of three paper LPs, through the HTTP API: every
 client fill is hedged once with deterministic client order ids, the books net out, a worker
-restarted after a send re-sends nothing, and two workers on one database share the jobs."""
+restarted after a send re-sends nothing, an unknown outcome is resolved by client order id, and
+two workers on one database share the jobs."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import asyncio
 import collections
 import re
 import uuid
-from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -17,16 +16,13 @@ from aiohttp import web
 
 from dealer import db
 from dealer.app import create_app
-from dealer.appkeys import ASSET_SCALES, CLOCK, HEDGE_WORKER, METRICS, POOL, VENUES
+from dealer.appkeys import HEDGE_WORKER, VENUES
 from dealer.settings import DaemonSecrets, Settings
-from hedging.worker import HedgeWorker
-from tests.conftest import VIEWER, assert_ok
-from tests.desk import LOT, Desk, accept, make_desk, request_quote
-from tests.helpers import Client, eventually, get, outbox_drained
+from tests.desk import AppClient, Desk, accept, check_books, hedge_worker, make_desk, request_quote
+from tests.helpers import Client, eventually
 from venues.base import ExecutionVenue, OrderRequest, OrderState, VenueAccount, VenueTimeout
 from venues.paper.client import PaperVenue
 
-AppClient = Callable[[web.Application], Awaitable[Client]]
 COID = re.compile(r"^h-([0-9a-f-]{36})-(\d+)-(\d+)$")
 FILLS = (("BUY", "0.5"), ("SELL", "0.3"), ("BUY", "0.2"), ("SELL", "0.25"))
 
@@ -90,12 +86,6 @@ class _Proxy:
         return state
 
 
-def _worker(app: web.Application, venues: Any, pool: asyncpg.Pool | None = None,
-            **options: Any) -> HedgeWorker:
-    return HedgeWorker(pool or app[POOL], venues, app[ASSET_SCALES], app[METRICS], app[CLOCK],
-                       poll_interval_s=0.02, **options)
-
-
 async def _check_orders(app: web.Application, conn: asyncpg.Connection,
                         submits: collections.Counter[str] | None = None) -> list[asyncpg.Record]:
     """Every hedge order FILLED once under its deterministic id, and known to its venue."""
@@ -126,37 +116,6 @@ async def _check_orders(app: web.Application, conn: asyncpg.Connection,
     return orders
 
 
-async def _check_books(client: Client, conn: asyncpg.Connection, desk: Desk) -> None:
-    """The dealer's base back to ~0, every asset summing to zero, and the LPs reconciled."""
-    await outbox_drained(conn, within_s=5.0)
-    status, body = await get(client, "/api/v3/ledger/account",
-                             {"address": f"dealer:{desk.dealer}"}, VIEWER)
-    assert status == 200, body
-    balances = {b["asset"]: Decimal(b["amount"]) for b in assert_ok(body)["balances"]}
-    assert abs(balances.get("BTC/8", Decimal(0))) <= LOT, balances
-    sums = await conn.fetch(
-        "SELECT asset, sum(input - output) AS total FROM ledger_balance GROUP BY asset")
-    assert sums
-    assert all(r["total"] == 0 for r in sums), [dict(r) for r in sums]
-    status, body = await get(client, "/api/v3/ledger/reconciliation",
-                             {"dealerAccountId": desk.dealer}, VIEWER)
-    assert status == 200, body
-    lps = assert_ok(body)["lps"]
-    assert len(lps) == 3
-    # The ledger books USDT at scale 6 and rounds each hedge's quote leg and fee (at most one
-    # minor unit each) in the dealer's favour, while the paper venue keeps 8+ decimals: the only
-    # drift allowed is that rounding. (The reconciliation's own tolerance is 1e-8, below one
-    # USDT/6 minor unit, so such an LP reports DRIFT: see the hand-over notes.)
-    orders = collections.Counter(r["trading_account_id"] for r in await conn.fetch(
-        "SELECT trading_account_id FROM hedge_order WHERE filled_quantity > 0"))
-    for lp in lps:
-        assert lp["pendingEntries"] == 0, lp
-        allowed = Decimal("0.000001") * 2 * orders[uuid.UUID(lp["tradingAccountId"])]
-        for check in lp["assets"]:
-            assert abs(Decimal(check["drift"])) <= allowed, (lp["venue"], check)
-        assert lp["status"] in ("OK", "DRIFT"), lp
-
-
 async def test_every_fill_is_hedged_once_and_the_books_net_out(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
@@ -168,15 +127,14 @@ async def test_every_fill_is_hedged_once_and_the_books_net_out(
     orders = await _check_orders(app, conn)
     jobs = await conn.fetch("SELECT * FROM hedge_job")
     for job in jobs:
-        assert job["hedged_quantity"] <= job["quantity"]
-        assert job["quantity"] - job["hedged_quantity"] < LOT
+        assert job["hedged_quantity"] == job["quantity"]  # dust (below a lot): lane carry
         assert job["first_order_at"] is not None
         assert job["claimed_by"] is None
     # Fees come from the executions: a BUY pays in BTC, a SELL in USDT (paper, like Binance).
     for order in orders:
         assert order["fee_asset"] == ("BTC" if order["side"] == "BUY" else "USDT")
         assert order["fee_amount"] > 0
-    await _check_books(client, conn, desk)
+    await check_books(client, conn, desk)
     async def scraped() -> str | None:
         text = await (await client.get("/metrics")).text()
         return text if "dealer_hedge_jobs_open 0.0" in text else None
@@ -197,23 +155,28 @@ async def test_a_worker_restarted_after_a_send_resends_nothing(
     await _fill(client, desk, FILLS[:2])
     first = Recording(app[VENUES])
     first.hang_after = 2  # the second order reaches its LP; then the worker "crashes"
-    crashed = _worker(app, first)
+    crashed = hedge_worker(app, first)
     crashed.start()
     await asyncio.wait_for(first.hung.wait(), timeout=10)
     await crashed.stop(grace_s=0)
-    [sent] = await conn.fetch("SELECT * FROM hedge_order WHERE status = 'SENT'")
-    assert first.submits[sent["client_order_id"]] == 1
+    # The round's answers were never recorded: its orders are all still SENT, and some of
+    # them reached their LP (and traded there).
+    sent = await conn.fetch("SELECT * FROM hedge_order WHERE status = 'SENT'")
+    assert len(sent) >= 2
+    reached = {o["client_order_id"] for o in sent if first.submits[o["client_order_id"]]}
+    assert len(reached) >= 2
+    assert all(first.submits[coid] == 1 for coid in reached)
 
     second = Recording(app[VENUES])
-    restarted = _worker(app, second)
+    restarted = hedge_worker(app, second)
     restarted.start()
     try:
         await _all_hedged(conn, 2)
     finally:
         await restarted.stop()
-    assert sent["client_order_id"] not in second.submits  # resolved by status, never resent
+    assert not reached & set(second.submits)  # resolved by status, never resent
     await _check_orders(app, conn, first.submits + second.submits)
-    await _check_books(client, conn, desk)
+    await check_books(client, conn, desk)
 
 
 async def test_an_unknown_outcome_is_resolved_by_client_order_id(
@@ -225,7 +188,7 @@ async def test_an_unknown_outcome_is_resolved_by_client_order_id(
     await _fill(client, desk, FILLS[:1])
     venues = Recording(app[VENUES])
     venues.timeout_after = 1  # the first order fills but its answer is lost
-    worker = _worker(app, venues)
+    worker = hedge_worker(app, venues)
     worker.start()
     try:
         await _all_hedged(conn, 1)
@@ -234,7 +197,7 @@ async def test_an_unknown_outcome_is_resolved_by_client_order_id(
     assert await conn.fetchval(
         "SELECT count(*) FROM hedge_order WHERE status <> 'FILLED'") == 0
     await _check_orders(app, conn, venues.submits)
-    await _check_books(client, conn, desk)
+    await check_books(client, conn, desk)
 
 
 async def test_two_workers_share_the_jobs_and_run_each_once(
@@ -247,7 +210,7 @@ async def test_two_workers_share_the_jobs_and_run_each_once(
     await _fill(client, desk, fills)
     venues = Recording(app[VENUES])
     pools = [await db.create_pool(dsn, 1, 3) for _ in range(2)]
-    workers = [_worker(app, venues, pool) for pool in pools]
+    workers = [hedge_worker(app, venues, pool) for pool in pools]
     for worker in workers:
         worker.start()
     try:
@@ -261,4 +224,4 @@ async def test_two_workers_share_the_jobs_and_run_each_once(
     fills_booked = await conn.fetchval(
         "SELECT count(*) FROM ledger_outbox WHERE payload->'metadata'->>'kind' = 'hedge_fill'")
     assert fills_booked == await conn.fetchval("SELECT count(*) FROM hedge_order")
-    await _check_books(client, conn, desk)
+    await check_books(client, conn, desk)

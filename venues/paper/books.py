@@ -126,6 +126,7 @@ class SimulatedBook:
         self._venue_levels = 10
         self._venue_sigma = 2 * VENUE_DEVIATION / math.sqrt(1 << self._venue_levels)
         self._spread_ticks = 1 + _digest("spread", venue, symbol) % 4
+        self._last: BookSnapshot | None = None
 
     @property
     def symbol(self) -> str:
@@ -145,6 +146,15 @@ class SimulatedBook:
         return self.book_for_sequence(self.sequence_at(now_ms))
 
     def book_for_sequence(self, sequence: int) -> BookSnapshot:
+        # A pure function of the sequence, asked for by the stream and by every order of one
+        # interval: the latest is kept.
+        last = self._last
+        if last is not None and last.sequence == sequence:
+            return last
+        self._last = self._build(sequence)
+        return self._last
+
+    def _build(self, sequence: int) -> BookSnapshot:
         instrument = self.instrument
         tick, lot = instrument.tick_size, instrument.lot_size
         rng = random.Random(_digest(self._venue_key, "book", sequence))

@@ -8,14 +8,21 @@ draws injected faults from its own seeded generator.
 Resting GTC orders fill when their symbol's book is read: by `order_book`, `book_stream`,
 `submit_order`, and by `order_status`, `cancel_order` and `balances` before they answer, so the
 caller sees the market at the time of its call (books between calls are not replayed).
+
+With a journal directory, every order event and the wallet it left is appended to
+`<dir>/<venue>.jsonl` before the call answers, and a venue built on the same directory starts
+from it: a daemon killed at any point finds the orders it sent, by client order id, after a
+restart (and tests can read which client order ids reached the venue, and how often).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from decimal import Decimal
+from pathlib import Path
 
 from venues.base import (
     ApiCredential,
@@ -29,11 +36,13 @@ from venues.base import (
     VenueAccount,
     VenueIdentity,
     VenueTimeout,
+    VenueUnavailable,
 )
 from venues.paper.books import BookSource, VenueBooks
 from venues.paper.config import PaperConfig, identities_for
 from venues.paper.engine import MatchingEngine
 from venues.paper.faults import Fault, FaultInjector
+from venues.paper.schemas import JournalEntry, journal_file_name, journal_line, load_journal
 
 Clock = Callable[[], int]  # unix milliseconds
 Sleep = Callable[[float], Awaitable[None]]  # seconds
@@ -75,7 +84,17 @@ class PaperVenue:
         self.engine = MatchingEngine(venue, maker_fee, taker_fee, self.config.starting_balances,
                                      self.books.instruments)
         self._faults = FaultInjector(self.config.seed, self.config.reject_ratio,
-                                     self.config.timeout_ratio)
+                                     self.config.timeout_ratio, self.config.lost_ratio)
+        self._status_outages = 0
+        self.journal_path: Path | None = None
+        self._journal_fd: int | None = None
+        if self.config.journal_dir is not None:
+            self.journal_path = self.config.journal_dir / journal_file_name(venue)
+            if self.journal_path.exists():
+                for entry in load_journal(self.journal_path):
+                    if entry.event not in ("duplicate", "lost"):
+                        self.engine.restore(entry.account, entry.order, entry.free,
+                                            entry.locked)
 
     # ------------------------------------------------------------ market data
 
@@ -112,7 +131,7 @@ class PaperVenue:
                 if last_sequence is not None:
                     for missed in _missed_books(source, last_sequence, book.sequence):
                         yield missed
-                self.engine.on_book(symbol, book, now)
+                self._meet(symbol, book, now)
                 yield book
                 last_sequence = book.sequence
             await self._sleep(self.config.book_interval_ms / 1000)
@@ -142,12 +161,18 @@ class PaperVenue:
         now = self._clock()
         key = account_key(account)
         fault = self._faults.next_fault()
+        if fault is Fault.LOST:
+            self._journal("lost", key, None, now)
+            raise VenueTimeout(f"{self.venue} did not answer order {order.client_order_id!r} "
+                               "in time")
+        duplicate = self.engine.knows(key, order.client_order_id)
         if fault is Fault.REJECT:
             state = self.engine.reject(key, order, INJECTED_REJECT, now)
         elif order.symbol not in self.books.instruments:
             state = self.engine.reject(key, order, f"unknown instrument {order.symbol}", now)
         else:
             state = self.engine.submit(key, order, self._current_book(order.symbol, now), now)
+        self._journal("duplicate" if duplicate else "submit", key, state, now)
         if fault is Fault.TIMEOUT:
             raise VenueTimeout(f"{self.venue} did not answer order {order.client_order_id!r} "
                                "in time")
@@ -161,10 +186,15 @@ class PaperVenue:
         state = self.engine.status(key, client_order_id)
         if not state.status.is_closed:
             self._current_book(state.symbol, now)
-        return self.engine.cancel(key, client_order_id, now)
+        state = self.engine.cancel(key, client_order_id, now)
+        self._journal("cancel", key, state, now)
+        return state
 
     async def order_status(self, account: VenueAccount, client_order_id: str) -> OrderState:
         await self._latency()
+        if self._status_outages > 0:
+            self._status_outages -= 1
+            raise VenueUnavailable(f"{self.venue} order status is unavailable")
         now = self._clock()
         key = account_key(account)
         state = self.engine.status(key, client_order_id)
@@ -180,7 +210,10 @@ class PaperVenue:
         return self.engine.balances(account_key(account))
 
     async def close(self) -> None:
-        """Nothing to release: the simulation holds no connection."""
+        """Close the journal (the simulation holds no connection)."""
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
 
     # ------------------------------------------------------------ test and demo hooks
 
@@ -188,12 +221,28 @@ class PaperVenue:
         """Serve fixed levels for `symbol` from now on (each pin is the next sequence)."""
         now = self._clock()
         book = self.books.pin(symbol, bids, asks, now)
-        self.engine.on_book(symbol, book, now)
+        self._meet(symbol, book, now)
         return book
 
     def set_balance(self, account: VenueAccount, asset: str, amount: Decimal) -> None:
         """Set the free amount of `asset` in the account."""
-        self.engine.set_balance(account_key(account), asset, amount)
+        key = account_key(account)
+        self.engine.set_balance(key, asset, amount)
+        self._journal("balance", key, None, self._clock())
+
+    def set_faults(self, *, reject_ratio: float | None = None,
+                   timeout_ratio: float | None = None, lost_ratio: float | None = None) -> None:
+        """Change the share of submits rejected, timed out after being applied, or lost."""
+        for name, ratio in (("reject_ratio", reject_ratio), ("timeout_ratio", timeout_ratio),
+                            ("lost_ratio", lost_ratio)):
+            if ratio is not None:
+                if not 0.0 <= ratio <= 1.0:
+                    raise ValueError(f"{name} must be within [0, 1], got {ratio}")
+                setattr(self._faults, name, ratio)
+
+    def fail_status_calls(self, count: int) -> None:
+        """The next `count` order status calls answer VenueUnavailable (an outage)."""
+        self._status_outages = count
 
     # ------------------------------------------------------------ internals
 
@@ -204,8 +253,34 @@ class PaperVenue:
     def _current_book(self, symbol: str, now: int) -> BookSnapshot:
         """The book of `symbol` at `now`, after resting orders met it."""
         book = self.books.book_at(symbol, now)
-        self.engine.on_book(symbol, book, now)
+        self._meet(symbol, book, now)
         return book
+
+    def _meet(self, symbol: str, book: BookSnapshot, now: int) -> None:
+        """Resting orders meet `book` (journalled when they fill)."""
+        changed = self.engine.on_book(symbol, book, now)
+        if self.journal_path is not None:
+            for state in changed:
+                self._journal("fill", self._owner(state), state, now)
+
+    def _owner(self, state: OrderState) -> str:
+        for key in self.engine.accounts_of(state.client_order_id):
+            if self.engine.status(key, state.client_order_id) == state:
+                return key
+        return ""
+
+    def _journal(self, event: str, key: str, state: OrderState | None, now: int) -> None:
+        """Append the event before the call answers (one write: a crash leaves whole lines,
+        at worst a torn last one, which loading drops)."""
+        if self.journal_path is None:
+            return
+        if self._journal_fd is None:
+            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+            self._journal_fd = os.open(self.journal_path,
+                                       os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        free, locked = self.engine.wallet(key)
+        os.write(self._journal_fd, journal_line(JournalEntry(event, key, now, state, free,
+                                                             locked)))
 
 
 def _missed_books(source: BookSource, last: int, current: int) -> list[BookSnapshot]:

@@ -59,7 +59,9 @@ class PaperConfig:
     """How every paper venue simulates its market and its faults.
 
     `maker_fee` / `taker_fee` left at None take the venue's default (`venues.fees`, the rates
-    the dealer assumes); set, they apply to every venue built from this config.
+    the dealer assumes); set, they apply to every venue built from this config. With
+    `journal_dir`, each venue appends its order events to `<journal_dir>/<venue>.jsonl` and
+    reloads them when built again, as a real exchange would still know them after our restart.
     """
 
     books_dir: Path | None = None
@@ -68,9 +70,11 @@ class PaperConfig:
     latency_ms: int = 0
     reject_ratio: float = 0.0
     timeout_ratio: float = 0.0
+    lost_ratio: float = 0.0
     starting_balances: dict[str, Decimal] = field(default_factory=default_starting_balances)
     maker_fee: Decimal | None = None
     taker_fee: Decimal | None = None
+    journal_dir: Path | None = None  # orders and balances survive a restart (crash tests)
 
     def __post_init__(self) -> None:
         if self.book_interval_ms <= 0:
@@ -78,7 +82,8 @@ class PaperConfig:
         if self.latency_ms < 0:
             raise ValueError("latency_ms must not be negative")
         for name, ratio in (("reject_ratio", self.reject_ratio),
-                            ("timeout_ratio", self.timeout_ratio)):
+                            ("timeout_ratio", self.timeout_ratio),
+                            ("lost_ratio", self.lost_ratio)):
             if not 0.0 <= ratio <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {ratio}")
         for asset, amount in self.starting_balances.items():

@@ -179,6 +179,47 @@ class MatchingEngine:
         return [Balance(asset, wallet.free.get(asset, _ZERO), wallet.locked.get(asset, _ZERO))
                 for asset in assets]
 
+    def accounts_of(self, client_order_id: str) -> list[str]:
+        """Accounts that sent an order with this client order id."""
+        return [key for key, coid in self._orders if coid == client_order_id]
+
+    def knows(self, account_key: str, client_order_id: str) -> bool:
+        return (account_key, client_order_id) in self._orders
+
+    def wallet(self, account_key: str) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+        """The account's free and locked amounts by asset (copies)."""
+        wallet = self._wallet(account_key)
+        return dict(wallet.free), dict(wallet.locked)
+
+    def restore(self, account_key: str, state: OrderState | None,
+                free: Mapping[str, Decimal], locked: Mapping[str, Decimal]) -> None:
+        """Put back an account's wallet and, when given, one order as it was (a journal replay).
+
+        A later call for the same order replaces it; a resting order rests again.
+        """
+        self._wallets[account_key] = _Wallet(dict(free), dict(locked))
+        if state is None:
+            return
+        request = OrderRequest(state.client_order_id, state.symbol, state.side,
+                               state.order_type, state.quantity, state.limit_price,
+                               state.time_in_force)
+        record = _Order(request, state.venue_order_id, state.status, state.ts_created,
+                        state.ts_updated, state.filled_quantity, list(state.executions),
+                        state.reject_reason)
+        key = (account_key, state.client_order_id)
+        resting = self._resting.setdefault(state.symbol, {})
+        resting.pop(key, None)
+        if not state.status.is_closed and state.limit_price is not None:
+            record.locked_asset = self._instruments[state.symbol].quote if (
+                state.side is Side.BUY) else self._instruments[state.symbol].base
+            record.locked = (record.remaining * state.limit_price if state.side is Side.BUY
+                             else record.remaining)
+            resting[key] = None
+        self._orders[key] = record
+        self._order_count = max(self._order_count, _serial(state.venue_order_id))
+        for execution in state.executions:
+            self._execution_count = max(self._execution_count, _serial(execution.execution_id))
+
     def resting_symbols(self) -> list[str]:
         """Symbols some GTC order rests on (those whose books `on_book` should be given)."""
         return sorted(symbol for symbol, keys in self._resting.items() if keys)
@@ -371,6 +412,12 @@ class MatchingEngine:
             execution_id=f"{self.venue}-{self._execution_count}", price=price, quantity=size,
             fee=Fee(got_asset, fee), liquidity=liquidity, ts_event=now_ms))
         record.filled += size
+
+
+def _serial(identifier: str) -> int:
+    """The counter at the end of an engine id (`BINANCE-O12` → 12), 0 for anything else."""
+    digits = identifier.rsplit("-", 1)[-1].lstrip("O")
+    return int(digits) if digits.isdigit() else 0
 
 
 def _effective_time_in_force(order: OrderRequest) -> TimeInForce:

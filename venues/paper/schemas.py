@@ -1,4 +1,4 @@
-"""Wire schema of the paper connector: the replay snapshot files, parsed into domain values.
+"""Wire schemas of the paper connector: the replay snapshot files and the order journal.
 
 One JSON object a line, best level first, prices and quantities as strings:
 
@@ -17,7 +17,18 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from venues.base import BookSnapshot, Level, split_symbol
+from venues.base import (
+    BookSnapshot,
+    Execution,
+    Fee,
+    Level,
+    OrderState,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    split_symbol,
+)
 
 REPLAY_SUFFIX = ".jsonl"
 
@@ -133,3 +144,98 @@ def load_replay_file(path: Path, symbol: str) -> tuple[ReplaySnapshot, ...]:
     if not snapshots:
         raise ReplayFileError(f"replay file {path} holds no snapshot")
     return tuple(snapshots)
+
+
+# ---------------------------------------------------------------- the order journal
+#
+# With a journal directory, a paper venue appends one JSON object a line to `<venue>.jsonl`:
+#
+#     {"event": "submit" | "duplicate" | "lost" | "cancel" | "fill" | "balance",
+#      "account": <account key>, "ts": <unix ms>, "order": {...} | null,
+#      "free": {asset: "amount"}, "locked": {asset: "amount"}}
+#
+# `order` is the order's state after the event and `free`/`locked` the account's wallet after
+# it, so the last line of an order (or of an account) is all a restart needs. `duplicate` is a
+# submit of a client order id the account already used (answered with the existing order) and
+# `lost` a submit that never reached the venue; both change nothing.
+
+JOURNAL_SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    event: str
+    account: str
+    ts: int
+    order: OrderState | None
+    free: dict[str, Decimal]
+    locked: dict[str, Decimal]
+
+
+def journal_file_name(venue: str) -> str:
+    return f"{venue.lower()}{JOURNAL_SUFFIX}"
+
+
+def _amounts(values: Any) -> dict[str, Decimal]:
+    return {str(k): Decimal(str(v)) for k, v in dict(values or {}).items()}
+
+
+def _state_json(state: OrderState) -> dict[str, Any]:
+    return {
+        "clientOrderId": state.client_order_id, "venueOrderId": state.venue_order_id,
+        "symbol": state.symbol, "side": state.side.value, "orderType": state.order_type.value,
+        "timeInForce": state.time_in_force.value, "quantity": str(state.quantity),
+        "limitPrice": None if state.limit_price is None else str(state.limit_price),
+        "status": state.status.value, "filledQuantity": str(state.filled_quantity),
+        "executions": [{"executionId": e.execution_id, "price": str(e.price),
+                        "quantity": str(e.quantity), "feeAsset": e.fee.asset,
+                        "feeAmount": str(e.fee.amount), "liquidity": e.liquidity,
+                        "ts": e.ts_event} for e in state.executions],
+        "tsCreated": state.ts_created, "tsUpdated": state.ts_updated,
+        "rejectReason": state.reject_reason,
+    }
+
+
+def _state_from(raw: dict[str, Any]) -> OrderState:
+    return OrderState(
+        client_order_id=raw["clientOrderId"], venue_order_id=raw["venueOrderId"],
+        symbol=raw["symbol"], side=Side(raw["side"]), order_type=OrderType(raw["orderType"]),
+        time_in_force=TimeInForce(raw["timeInForce"]), quantity=Decimal(raw["quantity"]),
+        limit_price=None if raw["limitPrice"] is None else Decimal(raw["limitPrice"]),
+        status=OrderStatus(raw["status"]), filled_quantity=Decimal(raw["filledQuantity"]),
+        executions=tuple(Execution(e["executionId"], Decimal(e["price"]),
+                                   Decimal(e["quantity"]),
+                                   Fee(e["feeAsset"], Decimal(e["feeAmount"])), e["liquidity"],
+                                   int(e["ts"])) for e in raw["executions"]),
+        ts_created=int(raw["tsCreated"]), ts_updated=int(raw["tsUpdated"]),
+        reject_reason=raw["rejectReason"],
+    )
+
+
+def journal_line(entry: JournalEntry) -> bytes:
+    return (json.dumps({
+        "event": entry.event, "account": entry.account, "ts": entry.ts,
+        "order": None if entry.order is None else _state_json(entry.order),
+        "free": {k: str(v) for k, v in entry.free.items()},
+        "locked": {k: str(v) for k, v in entry.locked.items()},
+    }, separators=(",", ":")) + "\n").encode()
+
+
+def load_journal(path: Path) -> list[JournalEntry]:
+    """Every entry of a journal; a torn last line (the process died writing it) is dropped."""
+    entries: list[JournalEntry] = []
+    raw_lines = path.read_bytes().split(b"\n")
+    for line_no, raw_line in enumerate(raw_lines, start=1):
+        if not raw_line.strip():
+            continue
+        try:
+            raw = json.loads(raw_line)
+            entries.append(JournalEntry(
+                str(raw["event"]), str(raw["account"]), int(raw["ts"]),
+                None if raw["order"] is None else _state_from(raw["order"]),
+                _amounts(raw["free"]), _amounts(raw["locked"])))
+        except (ValueError, KeyError, TypeError) as exc:
+            if line_no >= len(raw_lines) - 1:  # the last line, cut short
+                break
+            raise ReplayFileError(f"journal {path}, line {line_no}: {exc}") from None
+    return entries

