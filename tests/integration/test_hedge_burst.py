@@ -15,6 +15,7 @@ import asyncpg
 from dealer.app import create_app
 from dealer.services.rfq import exposure_of
 from dealer.settings import DaemonSecrets, Settings
+from tests.conftest import assert_ok
 from tests.desk import (
     LOT,
     AppClient,
@@ -26,7 +27,7 @@ from tests.desk import (
     random_fill,
     venue_submits,
 )
-from tests.helpers import eventually, outbox_drained
+from tests.helpers import eventually, get, outbox_drained
 
 MICRO = Decimal("0.000001")  # one USDT/6 minor unit
 
@@ -90,6 +91,12 @@ async def test_a_burst_of_200_fills_is_hedged_once_and_the_books_net_out(
     expected, legs = await _expected_quote_balance(conn)
     assert abs(dealer["USDT/6"] - expected) <= legs * MICRO, (dealer["USDT/6"], expected)
     assert dealer["USDT/6"] > 0  # the spread was earned
+    # ... and the pnl endpoint's realised figure is that balance, exactly.
+    status, body = await get(client, "/api/v3/fermata/dealer/pnl",
+                             {"dealerAccountId": desk.dealer})
+    assert status == 200, body
+    [usdt] = [q for q in assert_ok(body)["quoteAssets"] if q["asset"] == "USDT"]
+    assert Decimal(usdt["realised"]) == dealer["USDT/6"], (usdt, dealer)
 
     async def scraped() -> str | None:
         text = await (await client.get("/metrics")).text()
