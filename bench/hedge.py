@@ -526,11 +526,19 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="fills per second (100)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase (10)")
     parser.add_argument("--seed", type=int, default=1, help="of the fills' sides and sizes")
+    parser.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="event loop of this process (default uvloop, as `dealerd run` "
+                        "uses)")
     args = parser.parse_args()
+    loop_run = asyncio.run
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        loop_run = uvloop.run
     if args.generator:
-        asyncio.run(generator_main())
+        loop_run(generator_main())
     else:
-        asyncio.run(run(args))
+        loop_run(run(args))
 
 
 if __name__ == "__main__":
