@@ -67,6 +67,9 @@ SCRIPT = str(Path(__file__).resolve())
 _HERE = str(Path(SCRIPT).parent)
 if _HERE in sys.path:
     sys.path.remove(_HERE)
+sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.http_desk
+
+from bench.http_desk import setup_desk  # noqa: E402
 
 JWT_SECRET = "bench-secret-" + "x" * 40
 SECRETS_KEY = base64.urlsafe_b64encode(b"h" * 32).decode()
@@ -246,49 +249,6 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         await runner.cleanup()
-
-
-async def _call(session: aiohttp.ClientSession, method: str, url: str,
-                headers: dict[str, str], body: dict[str, Any] | None = None,
-                params: dict[str, str] | None = None) -> Any:
-    async with session.request(method, url, json=body, params=params, headers=headers) as resp:
-        payload = await resp.json()
-        if resp.status != 200:
-            raise RuntimeError(f"{method} {url} answered {resp.status}: {payload}")
-        return payload["data"]
-
-
-async def setup_desk(base: str, admin: dict[str, str]) -> tuple[str, str]:
-    """Three paper LPs linked to a BTC/USDT dealer, and a client, once every book is fresh."""
-    async with aiohttp.ClientSession() as session:
-        lps = []
-        for venue, external in (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot")):
-            credential = await _call(session, "POST", f"{base}/api/v3/credential/create", admin, {
-                "venue": venue, "credentialType": "API_KEY", "apiKey": f"{venue}-key",
-                "apiSecret": "s"})
-            await _call(session, "POST", f"{base}/api/v3/credential/verify", admin,
-                        {"credentialIds": [credential["credentialId"]]})
-            account = await _call(session, "POST", f"{base}/api/v3/tradingAccount/connect",
-                                  admin, {"credentialIds": [credential["credentialId"]],
-                                          "externalTradingAccountId": external})
-            lps.append(account["tradingAccountId"])
-        dealer = (await _call(session, "POST", f"{base}/api/v3/fermata/dealer/create", admin,
-                              {"symbols": ["BTC/USDT"], "nickname": "bench"}))["dealerAccountId"]
-        for lp in lps:
-            await _call(session, "POST", f"{base}/api/v3/fermata/dealer/link", admin,
-                        {"dealerAccountId": dealer, "tradingAccountId": lp})
-        client = (await _call(session, "POST", f"{base}/api/v3/fermata/client/create", admin,
-                              {"nickname": "bench client"}))["tradingAccountId"]
-        deadline = time.monotonic() + 10
-        while True:
-            book = await _call(session, "GET", f"{base}/api/v3/fermata/dealer/orderBook", admin,
-                               params={"dealerAccountId": dealer, "symbol": "BTC/USDT",
-                                       "depth": "1"})
-            if sum(lp["fresh"] for lp in book["lps"]) == 3:
-                return dealer, client
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"LP books not fresh: {book['lps']}")
-            await asyncio.sleep(0.1)
 
 
 async def _settled(pool: Any, since: Any, count: int, within_s: float,

@@ -63,6 +63,9 @@ SCRIPT = str(Path(__file__).resolve())
 _HERE = str(Path(SCRIPT).parent)
 if _HERE in sys.path:
     sys.path.remove(_HERE)
+sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.http_desk
+
+from bench.http_desk import setup_desk  # noqa: E402
 
 JWT_SECRET = "bench-secret-" + "x" * 40
 SECRETS_KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
@@ -269,54 +272,6 @@ def bare_app() -> web.Application:
     app = web.Application()
     app.router.add_post(BARE_PATH, handler)
     return app
-
-
-async def _call(session: aiohttp.ClientSession, method: str, url: str,
-                headers: dict[str, str], body: dict[str, Any] | None = None,
-                params: dict[str, str] | None = None) -> Any:
-    async with session.request(method, url, json=body, params=params, headers=headers) as resp:
-        payload = await resp.json()
-        if resp.status != 200:
-            raise RuntimeError(f"{method} {url} answered {resp.status}: {payload}")
-        return payload["data"]
-
-
-async def setup_desk(base: str, admin: dict[str, str]) -> tuple[str, str]:
-    """Over HTTP: three paper LPs linked to a BTC/USDT dealer, and a client. Waits until every
-    LP book is fresh. Answers (dealerAccountId, client tradingAccountId)."""
-    async with aiohttp.ClientSession() as session:
-        lps = []
-        for venue, external in (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot")):
-            credential = await _call(session, "POST", f"{base}/api/v3/credential/create", admin, {
-                "venue": venue, "credentialType": "API_KEY", "apiKey": f"{venue}-key",
-                "apiSecret": "s"})
-            await _call(session, "POST", f"{base}/api/v3/credential/verify", admin,
-                        {"credentialIds": [credential["credentialId"]]})
-            account = await _call(session, "POST", f"{base}/api/v3/tradingAccount/connect",
-                                  admin, {"credentialIds": [credential["credentialId"]],
-                                          "externalTradingAccountId": external})
-            lps.append(account["tradingAccountId"])
-        dealer = (await _call(session, "POST", f"{base}/api/v3/fermata/dealer/create", admin,
-                              {"symbols": ["BTC/USDT"], "nickname": "bench"}))["dealerAccountId"]
-        for lp in lps:
-            await _call(session, "POST", f"{base}/api/v3/fermata/dealer/link", admin,
-                        {"dealerAccountId": dealer, "tradingAccountId": lp})
-        client = (await _call(session, "POST", f"{base}/api/v3/fermata/client/create", admin,
-                              {"nickname": "bench client"}))["tradingAccountId"]
-        deadline = time.monotonic() + 10
-        while True:
-            book = await _call(session, "GET", f"{base}/api/v3/fermata/dealer/orderBook", admin,
-                               params={"dealerAccountId": dealer, "symbol": "BTC/USDT",
-                                       "depth": "50"})
-            fresh = [lp for lp in book["lps"] if lp["fresh"]]
-            if len(fresh) == 3:
-                levels = {side: len(book[side]) for side in ("bids", "asks")}
-                print(f"desk ready: 3 LPs fresh, consolidated book {levels['bids']} bids / "
-                      f"{levels['asks']} asks shown (depth 50)")
-                return dealer, client
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"LP books not fresh: {book['lps']}")
-            await asyncio.sleep(0.1)
 
 
 async def settle(target: Target, ceiling_s: float = 5.0) -> None:

@@ -1,0 +1,57 @@
+"""The benchmarks' desk, made over HTTP like an admin would: three paper LPs (BINANCE spot, OKX
+trading, BYBIT spot) linked to a BTC/USDT dealer, and a client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+LP_ACCOUNTS = (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot"))
+
+
+async def call(session: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str],
+               body: dict[str, Any] | None = None, params: dict[str, str] | None = None) -> Any:
+    """One API call; its `data`, or RuntimeError for anything but 200."""
+    async with session.request(method, url, json=body, params=params, headers=headers) as resp:
+        payload = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"{method} {url} answered {resp.status}: {payload}")
+        return payload["data"]
+
+
+async def setup_desk(base: str, admin: dict[str, str], *, nickname: str = "bench",
+                     fresh_within_s: float = 10.0) -> tuple[str, str]:
+    """The desk, once every LP book is fresh in the dealer's consolidated book; answers
+    (dealerAccountId, client tradingAccountId)."""
+    async with aiohttp.ClientSession() as session:
+        lps = []
+        for venue, external in LP_ACCOUNTS:
+            credential = await call(session, "POST", f"{base}/api/v3/credential/create", admin, {
+                "venue": venue, "credentialType": "API_KEY", "apiKey": f"{venue}-key",
+                "apiSecret": "s"})
+            await call(session, "POST", f"{base}/api/v3/credential/verify", admin,
+                       {"credentialIds": [credential["credentialId"]]})
+            account = await call(session, "POST", f"{base}/api/v3/tradingAccount/connect", admin,
+                                 {"credentialIds": [credential["credentialId"]],
+                                  "externalTradingAccountId": external})
+            lps.append(account["tradingAccountId"])
+        dealer = (await call(session, "POST", f"{base}/api/v3/fermata/dealer/create", admin,
+                             {"symbols": ["BTC/USDT"], "nickname": nickname}))["dealerAccountId"]
+        for lp in lps:
+            await call(session, "POST", f"{base}/api/v3/fermata/dealer/link", admin,
+                       {"dealerAccountId": dealer, "tradingAccountId": lp})
+        client = (await call(session, "POST", f"{base}/api/v3/fermata/client/create", admin,
+                             {"nickname": f"{nickname} client"}))["tradingAccountId"]
+        deadline = time.monotonic() + fresh_within_s
+        while True:
+            book = await call(session, "GET", f"{base}/api/v3/fermata/dealer/orderBook", admin,
+                              params={"dealerAccountId": dealer, "symbol": "BTC/USDT",
+                                      "depth": "1"})
+            if sum(lp["fresh"] for lp in book["lps"]) == len(LP_ACCOUNTS):
+                return dealer, client
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"LP books not fresh: {book['lps']}")
+            await asyncio.sleep(0.1)
