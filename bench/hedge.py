@@ -67,9 +67,9 @@ SCRIPT = str(Path(__file__).resolve())
 _HERE = str(Path(SCRIPT).parent)
 if _HERE in sys.path:
     sys.path.remove(_HERE)
-sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.http_desk
+sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.shared
 
-from bench.http_desk import setup_desk  # noqa: E402
+from bench.shared import run_on, setup_desk  # noqa: E402
 
 JWT_SECRET = "bench-secret-" + "x" * 40
 SECRETS_KEY = base64.urlsafe_b64encode(b"h" * 32).decode()
@@ -490,15 +490,7 @@ def main() -> None:
                         help="event loop of this process (default uvloop, as `dealerd run` "
                         "uses)")
     args = parser.parse_args()
-    loop_run = asyncio.run
-    if args.event_loop == "uvloop":
-        import uvloop
-
-        loop_run = uvloop.run
-    if args.generator:
-        loop_run(generator_main())
-    else:
-        loop_run(run(args))
+    run_on(args.event_loop, generator_main() if args.generator else run(args))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from dealer.app import create_app
 from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL, VENUES
+from dealer.settings import DaemonSecrets, Settings
 from hedging.worker import HedgeWorker
 from tests.conftest import ADMIN, VIEWER, assert_ok
 from tests.helpers import (
@@ -159,6 +161,22 @@ def random_fill(rng: random.Random, *, smallest: str = "0.001", largest: str = "
     """A client side and a whole-lot quantity between `smallest` and `largest` BTC."""
     low, high = int(Decimal(smallest) / LOT), int(Decimal(largest) / LOT)
     return rng.choice(("BUY", "SELL")), str(rng.randint(low, high) * LOT)
+
+
+async def app_client(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+                     **changes: Any) -> tuple[web.Application, Client]:
+    """An app on `settings` with `changes`, and its test client."""
+    app = create_app(settings.model_copy(update=changes), secrets)
+    return app, await aiohttp_client(app)
+
+
+async def metric_value(client: Client, line_start: str) -> float:
+    """The value of the first /metrics line starting with `line_start` (0 when none)."""
+    text = await (await client.get("/metrics")).text()
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 async def fill_all(client: Client, desk: Desk, fills: Sequence[tuple[str, str]], *,

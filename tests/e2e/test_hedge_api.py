@@ -17,12 +17,18 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from dealer.app import create_app
 from dealer.appkeys import ASSET_SCALES, CLOCK, HEDGE_WORKER, METRICS, POOL, VENUES
 from dealer.settings import DaemonSecrets, Settings
 from hedging.worker import HedgeWorker
 from tests.conftest import TRADER, VIEWER, assert_error, assert_ok
-from tests.desk import Desk, accept, make_desk, paper_venue, request_quote
+from tests.desk import (
+    Desk,
+    app_client,
+    fill_all,
+    make_desk,
+    metric_value,
+    paper_venue,
+)
 from tests.helpers import (
     Client,
     assert_invalid,
@@ -57,17 +63,13 @@ ORDER_FIELDS = {
 
 async def _app(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
                **changes: Any) -> tuple[web.Application, Client]:
-    app = create_app(settings.model_copy(update={"hedge_poll_ms": 20, **changes}), secrets)
-    return app, await aiohttp_client(app)
+    return await app_client(settings, secrets, aiohttp_client,
+                            **{"hedge_poll_ms": 20, **changes})
 
 
 async def _fill(client: Client, desk: Desk, fills: tuple[tuple[str, str], ...] = FILLS
                 ) -> list[dict[str, Any]]:
-    orders = []
-    for side, quantity in fills:
-        quote = await request_quote(client, desk, orderSide=side, quantity=quantity)
-        orders.append(await accept(client, quote))
-    return orders
+    return await fill_all(client, desk, fills, concurrency=1)
 
 
 async def _jobs(client: Client, **params: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -91,11 +93,7 @@ async def _hedge_state(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
 
 
 async def _metric(client: Client, line_start: str) -> float:
-    text = await (await client.get("/metrics")).text()
-    for line in text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return await metric_value(client, line_start)
 
 
 async def _unhedged(client: Client, desk: Desk) -> Decimal:

@@ -15,10 +15,17 @@ import asyncpg
 from aiohttp import web
 
 from dealer import db
-from dealer.app import create_app
 from dealer.appkeys import HEDGE_WORKER, VENUES
 from dealer.settings import DaemonSecrets, Settings
-from tests.desk import AppClient, Desk, accept, check_books, hedge_worker, make_desk, request_quote
+from tests.desk import (
+    AppClient,
+    Desk,
+    app_client,
+    check_books,
+    fill_all,
+    hedge_worker,
+    make_desk,
+)
 from tests.helpers import Client, eventually
 from venues.base import ExecutionVenue, OrderRequest, OrderState, VenueAccount, VenueTimeout
 from venues.paper.client import PaperVenue
@@ -29,17 +36,13 @@ FILLS = (("BUY", "0.5"), ("SELL", "0.3"), ("BUY", "0.2"), ("SELL", "0.25"))
 
 async def _app(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
                **changes: Any) -> tuple[web.Application, Client]:
-    app = create_app(settings.model_copy(update={"hedge_poll_ms": 20, **changes}), secrets)
-    return app, await aiohttp_client(app)
+    return await app_client(settings, secrets, aiohttp_client,
+                            **{"hedge_poll_ms": 20, **changes})
 
 
 async def _fill(client: Client, desk: Desk, fills: tuple[tuple[str, str], ...] = FILLS
                 ) -> list[dict[str, Any]]:
-    orders = []
-    for side, quantity in fills:
-        quote = await request_quote(client, desk, orderSide=side, quantity=quantity)
-        orders.append(await accept(client, quote))
-    return orders
+    return await fill_all(client, desk, fills, concurrency=1)
 
 
 async def _all_hedged(conn: asyncpg.Connection, count: int, within_s: float = 15.0) -> None:

@@ -18,12 +18,19 @@ import pytest
 from aiohttp import web
 
 from dealer import db
-from dealer.app import create_app
 from dealer.appkeys import CLOCK, MARKET_DATA
 from dealer.services.exposure import OPEN_STATUSES, KillSwitchPolicy, check_and_engage
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import VIEWER, assert_error, assert_ok
-from tests.desk import QUOTE, Desk, accept, make_desk, quote_body, request_quote
+from tests.desk import (
+    QUOTE,
+    Desk,
+    accept,
+    app_client,
+    make_desk,
+    quote_body,
+    request_quote,
+)
 from tests.helpers import Client, eventually, get, post
 
 AppClient = Callable[[web.Application], Awaitable[Client]]
@@ -33,9 +40,8 @@ CHECKS = 'dealer_scheduler_job_runs_total{job="exposure_check",outcome="success"
 
 async def _app(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
                **changes: Any) -> tuple[web.Application, Client]:
-    app = create_app(settings.model_copy(update={"exposure_check_ms": 200, "hedge_poll_ms": 20,
-                                                 **changes}), secrets)
-    return app, await aiohttp_client(app)
+    return await app_client(settings, secrets, aiohttp_client,
+                            **{"exposure_check_ms": 200, "hedge_poll_ms": 20, **changes})
 
 
 async def _dealer(client: Client, desk: Desk) -> dict[str, Any]:

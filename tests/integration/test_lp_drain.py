@@ -14,12 +14,19 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from dealer.app import create_app
 from dealer.appkeys import ASSET_SCALES, CLOCK, METRICS, POOL, VENUES
 from dealer.settings import DaemonSecrets, Settings
 from hedging.worker import HedgeWorker
 from tests.conftest import VIEWER, assert_error, assert_ok
-from tests.desk import DEALER_BOOK, Desk, accept, make_desk, request_quote
+from tests.desk import (
+    DEALER_BOOK,
+    Desk,
+    accept,
+    app_client,
+    make_desk,
+    metric_value,
+    request_quote,
+)
 from tests.helpers import Client, assert_invalid, eventually, get, post, snapshot
 from venues.base import ExecutionVenue, OrderRequest, OrderState, VenueAccount
 
@@ -62,8 +69,7 @@ def _worker(app: web.Application, venues: Any) -> HedgeWorker:
 
 async def _app(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient
                ) -> tuple[web.Application, Client]:
-    app = create_app(settings.model_copy(update={"exposure_check_ms": 200}), secrets)
-    return app, await aiohttp_client(app)
+    return await app_client(settings, secrets, aiohttp_client, exposure_check_ms=200)
 
 
 async def _unlink(client: Client, desk: Desk, lp: str, **fields: Any
@@ -79,11 +85,7 @@ async def _links(client: Client, desk: Desk) -> dict[str, dict[str, Any]]:
 
 
 async def _metric(client: Client, line_start: str) -> float:
-    text = await (await client.get("/metrics")).text()
-    for line in text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return await metric_value(client, line_start)
 
 
 async def test_an_lp_with_an_order_in_flight_is_drained_then_unlinked(

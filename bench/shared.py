@@ -1,10 +1,12 @@
-"""The benchmarks' desk, made over HTTP like an admin would: three paper LPs (BINANCE spot, OKX
-trading, BYBIT spot) linked to a BTC/USDT dealer, and a client."""
+"""What the benchmarks share: the desk, made over HTTP like an admin would (three paper LPs,
+BINANCE spot, OKX trading and BYBIT spot, linked to a BTC/USDT dealer, and a client), and the
+event loop they run on."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -55,3 +57,13 @@ async def setup_desk(base: str, admin: dict[str, str], *, nickname: str = "bench
             if time.monotonic() > deadline:
                 raise RuntimeError(f"LP books not fresh: {book['lps']}")
             await asyncio.sleep(0.1)
+
+
+def run_on(event_loop: str, main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop (as `dealerd run` does by default) or the standard asyncio loop."""
+    if event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
