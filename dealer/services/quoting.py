@@ -40,7 +40,7 @@ from dealer.services.rfq import (
 )
 from dealer.uow import connection
 from pricing.errors import QuoteRefused
-from pricing.quote import InstrumentRules, Quote, QuoteRequest, price_quote
+from pricing.quote import InstrumentRules, Quote, QuoteRequest, QuotingConfig, price_quote
 from venues.base import split_symbol
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class _Dealer:
     record: DealerRecord
     draining: frozenset[uuid.UUID]  # LPs being drained before an unlink: no new hedges there
     version: str
+    quoting: QuotingConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +125,15 @@ class _Client:
 class _Rules:
     rows: tuple[dict[str, Any], ...]
     version: str
+    by_venues: dict[frozenset[str], InstrumentRules | None] = field(
+        default_factory=dict, compare=False)
 
-    def for_venues(self, venues: set[str]) -> InstrumentRules | None:
-        return rules_from_rows([r for r in self.rows if r["venue"] in venues])
+    def for_venues(self, venues: frozenset[str]) -> InstrumentRules | None:
+        """The strictest rules of these venues' instruments (worked out once per venue set)."""
+        if venues not in self.by_venues:
+            self.by_venues[venues] = rules_from_rows([r for r in self.rows
+                                                      if r["venue"] in venues])
+        return self.by_venues[venues]
 
 
 @dataclass(slots=True)
@@ -298,8 +305,9 @@ class Quoter:
         if dealer_row is None:
             raise ApiError(Errors.DEALER_NOT_FOUND)
         assert rules_row is not None
-        dealer = _Dealer(DealerRecord.from_row(dealer_row), frozenset(dealer_row["draining"]),
-                         dealer_row["version"])
+        record = DealerRecord.from_row(dealer_row)
+        dealer = _Dealer(record, frozenset(dealer_row["draining"]), dealer_row["version"],
+                         quoting_config(record.config))
         client = None if client_row is None else _Client(
             client_row["kind"], client_row["status"], client_row["version"])
         rules = _Rules(tuple(rules_row["rows"]), rules_row["version"])
@@ -329,7 +337,7 @@ class Quoter:
                  if lp.trading_account_id not in facts.dealer.draining]
         if not fresh:
             raise ApiError(Errors.BOOKS_STALE)
-        rules = facts.rules.for_venues({lp.venue for lp, _ in fresh})
+        rules = facts.rules.for_venues(frozenset(lp.venue for lp, _ in fresh))
         if rules is None:
             raise ApiError(Errors.SYMBOL_NOT_QUOTED,
                            f"No synced instrument {cmd.symbol} on the LP venues; sync instruments")
@@ -344,7 +352,7 @@ class Quoter:
         try:
             quote = price_quote(
                 QuoteRequest(side=cmd.side,  # type: ignore[arg-type]
-                             rules=rules, config=quoting_config(config), quantity=cmd.quantity,
+                             rules=rules, config=facts.dealer.quoting, quantity=cmd.quantity,
                              quote_quantity=cmd.quote_quantity, exposure=exposure,
                              max_exposure=None if limit is None else Decimal(limit)),
                 market_data.sweep_book(fresh, rules.lot_size))
