@@ -354,6 +354,7 @@ async def run(args: argparse.Namespace) -> None:
     from dealer import db
     from dealer.app import create_app
     from dealer.auth import Role, mint_token
+    from dealer.cli import freeze_startup_heap
     from dealer.settings import DaemonSecrets, Settings
 
     logging.basicConfig(level=logging.WARNING)
@@ -371,6 +372,7 @@ async def run(args: argparse.Namespace) -> None:
                     Generator.started(args.connections, args.event_loop) as gen:
                 admin = {"Authorization": f"Bearer {mint_token(JWT_SECRET, Role.ADMIN)}"}
                 dealer, client = await setup_desk(base, admin)
+                freeze_startup_heap()  # as `dealerd run` does once it serves
                 trader = mint_token(JWT_SECRET, Role.TRADER, accounts=[uuid.UUID(client)])
                 common = {"dealerAccountId": dealer, "tradingAccountId": client,
                           "symbol": "BTC/USDT"}

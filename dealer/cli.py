@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -117,6 +118,21 @@ def _event_loop_runner(settings: Settings) -> Callable[[Coroutine[Any, Any, None
     return asyncio.run
 
 
+YOUNG_GENERATION_THRESHOLD = 50_000
+
+
+def freeze_startup_heap() -> None:
+    """Tune the garbage collector for a server's event loop. What start-up built (modules,
+    schemas, caches: most of the heap, alive for the life of the daemon) is exempted from full
+    collections, which otherwise walk all of it and stall the loop for tens of milliseconds;
+    and the young generation is collected every 50 000 allocations instead of 700, so a
+    request's objects are gone before a collection can promote them to the older ones."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, old)
+
+
 async def _serve(app: web.Application) -> None:
     settings = app[SETTINGS]
     # Signal handlers first: a stop asked for during start-up (or right after the banner) is
@@ -131,6 +147,7 @@ async def _serve(app: web.Application) -> None:
     try:
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
+        freeze_startup_heap()
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
         base_url = settings.public_url or f"http://{settings.http_host}:{port}"
         print(banner(base_url, app[SETTINGS], app[VENUES].connectors(), app[SECRETS],
