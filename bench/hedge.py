@@ -366,6 +366,7 @@ async def run(args: argparse.Namespace) -> None:
     from dealer.app import create_app
     from dealer.appkeys import HEDGE_WORKER, MARKET_DATA, POOL, VENUES
     from dealer.auth import Role, mint_token
+    from dealer.cli import freeze_startup_heap
     from dealer.settings import DaemonSecrets, Settings
 
     logging.basicConfig(level=logging.WARNING)
@@ -399,6 +400,7 @@ async def run(args: argparse.Namespace) -> None:
             async with serving(app) as hedger_base:
                 admin = {"Authorization": f"Bearer {mint_token(JWT_SECRET, Role.ADMIN)}"}
                 dealer, client = await setup_desk(rfq_base, admin)
+                freeze_startup_heap()  # as `dealerd run` does once it serves
                 await _books_followed(app[MARKET_DATA])
                 trader = mint_token(JWT_SECRET, Role.TRADER, accounts=[uuid.UUID(client)],
                                     ttl_seconds=3600)
