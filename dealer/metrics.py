@@ -45,6 +45,7 @@ class Metrics:
             ["route", "method", "status"],
             registry=r,
         )
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.http_latency = Histogram(
             "dealer_http_request_duration_seconds",
             "HTTP request latency by route template and method",
@@ -187,6 +188,18 @@ class Metrics:
             self.relay_errors.labels(kind)
         for status in ("HEDGED", "FAILED", "CANCELLED"):
             self.hedge_jobs_finished.labels(status)
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count and time one request (label children are looked up once per route, method
+        and status: this runs for every request)."""
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = (self.http_requests.labels(route, method, str(status)),
+                        self.http_latency.labels(route, method))
+            self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     # The hedge worker's reporting interface (hedging.worker.HedgeMetrics).
 

@@ -98,8 +98,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         route = route_template(request)
         metrics = request.app[METRICS]
-        metrics.http_requests.labels(route, request.method, str(status)).inc()
-        metrics.http_latency.labels(route, request.method).observe(time.perf_counter() - started)
+        metrics.http_request(route, request.method, status, time.perf_counter() - started)
 
 
 def _error_response(request: web.Request, error: ApiError) -> web.Response:
