@@ -122,13 +122,11 @@ async def test_quotes_requested_together_are_all_stored(client: Client,
 async def test_a_draining_lp_prices_no_new_quote(client: Client, conn: asyncpg.Connection
                                                  ) -> None:
     desk = await make_desk(client)
-    before = await request_quote(client, desk, orderSide="BUY", quantity="5")
-    swept = await _plan_lps(conn, before["quoteId"])
-    assert len(swept) >= 2, swept  # deep enough to need several LPs
-    drained = sorted(swept)[0]
+    before = await request_quote(client, desk, orderSide="BUY", quantity="0.01")
+    drained = min(await _plan_lps(conn, before["quoteId"]))  # an LP the sweep used
     await conn.execute("UPDATE dealer_link SET draining = true WHERE trading_account_id = $1",
                        uuid.UUID(drained))
-    after = await request_quote(client, desk, orderSide="BUY", quantity="5")
+    after = await request_quote(client, desk, orderSide="BUY", quantity="0.01")
     assert drained not in await _plan_lps(conn, after["quoteId"])
 
 
