@@ -45,21 +45,18 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 # Run as a script, this file's folder comes first on sys.path, and bench/pricing.py would shadow
 # the `pricing` package the daemon imports.
@@ -69,7 +66,7 @@ if _HERE in sys.path:
     sys.path.remove(_HERE)
 sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.shared
 
-from bench.shared import run_on, setup_desk  # noqa: E402
+from bench.shared import run_on, serving, setup_desk  # noqa: E402
 
 JWT_SECRET = "bench-secret-" + "x" * 40
 SECRETS_KEY = base64.urlsafe_b64encode(b"h" * 32).decode()
@@ -230,25 +227,6 @@ class FloorClaimer:
                 self.claimed_at[row["job_id"]] = now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.1)
-
-
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = _free_socket()
-    await web.SockSite(runner, sock).start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        await runner.cleanup()
 
 
 async def _settled(pool: Any, since: Any, count: int, within_s: float,

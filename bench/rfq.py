@@ -43,7 +43,6 @@ import contextlib
 import json
 import logging
 import math
-import socket
 import sys
 import tempfile
 import time
@@ -65,7 +64,7 @@ if _HERE in sys.path:
     sys.path.remove(_HERE)
 sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.shared
 
-from bench.shared import run_on, setup_desk  # noqa: E402
+from bench.shared import run_on, serving, setup_desk  # noqa: E402
 
 JWT_SECRET = "bench-secret-" + "x" * 40
 SECRETS_KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
@@ -241,27 +240,6 @@ class Search:
                     f"{self.failed['lag_p99_ms']:.0f} ms late, p99): the server may do more")
         return (f"server (at {self.failed['rate']:.0f}/s: p99 {self.failed['p99_ms']:.0f} ms, "
                 f"generator lag p99 {self.failed['lag_p99_ms']:.1f} ms)")
-
-
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """Serve `app` on 127.0.0.1, a free port; answers the base URL."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = _free_socket()
-    site = web.SockSite(runner, sock)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        await runner.cleanup()
 
 
 def bare_app() -> web.Application:

@@ -5,11 +5,14 @@ event loop they run on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 LP_ACCOUNTS = (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot"))
 
@@ -67,3 +70,18 @@ def run_on(event_loop: str, main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
     else:
         asyncio.run(main)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1, a free port; answers the base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
