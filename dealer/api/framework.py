@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from dealer import logs
 from dealer.appkeys import AUTH_ERROR, PRINCIPAL
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, ErrorCode, Errors
@@ -136,6 +137,9 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             params = endpoint.body.model_validate(await read_json_object(request))
         elif endpoint.query is not None:
             params = endpoint.query.model_validate(query_values(request, endpoint.query))
+        # Log lines of the request name the dealer and quote it is about (validated values only).
+        logs.bind(dealer_account_id=getattr(params, "dealer_account_id", None),
+                  quote_id=getattr(params, "quote_id", None))
         result = await endpoint.handler(request, principal, params)
         if isinstance(result, web.StreamResponse):
             return result

@@ -242,7 +242,6 @@ async def request_quote(request: web.Request, principal: Principal | None,
     app = request.app
     metrics = app[METRICS]
     started = time.perf_counter()
-    logs.bind(dealer_account_id=params.dealer_account_id)
     try:
         _may_act_for(principal, params.trading_account_id)
         cmd = rfq.QuoteCommand(
@@ -318,7 +317,6 @@ async def submit_order(request: web.Request, principal: Principal | None,
                        params: SubmitOrderBody) -> list[TradeOrderOut]:
     app = request.app
     metrics = app[METRICS]
-    logs.bind(quote_id=params.quote_id)
     try:
         if params.order_type != "QUOTED" or params.quote_id is None:
             raise ApiError(Errors.UNSUPPORTED_ORDER_TYPE)

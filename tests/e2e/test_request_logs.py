@@ -55,6 +55,12 @@ async def test_access_lines_carry_request_dealer_and_quote_ids(
     status, body = await get(client, "/api/v3/fermata/dealer/get",
                              {"dealerAccountId": "not-a-uuid"})
     assert status == 400, body
+    status, body = await post(client, "/api/v3/fermata/dealer/pause",
+                              {"dealerAccountId": desk.dealer})
+    assert status == 200, body
+    status, body = await post(client, "/api/v3/fermata/dealer/resume",
+                              {"dealerAccountId": "not-a-uuid"})
+    assert status == 400, body
 
     lines = _access(log_lines)
     quoted = [line for line in lines if line["route"] == "/api/v3/fermata/quote/request"]
@@ -77,6 +83,10 @@ async def test_access_lines_carry_request_dealer_and_quote_ids(
     assert fetched["quote_id"] == quote["quoteId"]  # bound from the query string
     malformed = [line for line in lines if line["route"] == "/api/v3/fermata/dealer/get"]
     assert "dealer_account_id" not in malformed[-1]  # never an unvalidated value
+    (paused,) = [line for line in lines if line["route"] == "/api/v3/fermata/dealer/pause"]
+    assert paused["dealer_account_id"] == desk.dealer  # bound from the validated body
+    (refused,) = [line for line in lines if line["route"] == "/api/v3/fermata/dealer/resume"]
+    assert "dealer_account_id" not in refused
     # Each request has its own id, and every line is about one request only.
     ids = [line["request_id"] for line in lines]
     assert len(set(ids)) == len(ids)
