@@ -28,6 +28,9 @@ DATABASE_OUTAGE = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InvalidCatalogNameError,
+    # A pooled connection whose server session was cut mid-operation can surface as a client
+    # protocol error rather than a closed connection.
+    asyncpg.exceptions.InternalClientError,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -206,7 +206,7 @@ class QuoteWriter:
 
     async def write(self, draft: QuoteDraft) -> bool:
         """True once the quote is committed; False when its facts changed (nothing written)."""
-        if self._task is None or self._closing:
+        if self._task is None or self._closing or self._task.done():
             raise ApiError(Errors.SERVICE_UNAVAILABLE, "The daemon is stopping")
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((draft, done))
@@ -227,7 +227,7 @@ class QuoteWriter:
                     written = await self._insert(conn, [draft for draft, _ in batch])
                 except Exception as exc:  # every waiting request answers the outage
                     if conn is not None:
-                        await self._pool.release(conn)
+                        await self._give_back(conn, broken=True)
                         conn = None
                     for _, done in batch:
                         if not done.done():
@@ -241,7 +241,19 @@ class QuoteWriter:
                         self._queue.task_done()
         finally:
             if conn is not None:
-                await self._pool.release(conn)
+                await self._give_back(conn)
+
+    async def _give_back(self, conn: asyncpg.pool.PoolConnectionProxy, *,
+                         broken: bool = False) -> None:
+        # After a failed write the connection is closed (its protocol state is unknown) and the
+        # pool opens a new one. The writer must live on either way, or every later quote would
+        # wait for it forever.
+        try:
+            if broken:
+                conn.terminate()
+            await self._pool.release(conn)
+        except Exception:
+            log.warning("quote writer: could not give its connection back", exc_info=True)
 
     @staticmethod
     async def _insert(conn: asyncpg.pool.PoolConnectionProxy, drafts: Sequence[QuoteDraft]

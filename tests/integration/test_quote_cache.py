@@ -17,7 +17,7 @@ from dealer.errors import Errors
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import assert_error
 from tests.desk import QUOTE, Desk, make_desk, quote_body, request_quote
-from tests.helpers import Client, post
+from tests.helpers import Client, eventually, post
 
 VENUES = ("BINANCE", "OKX", "BYBIT")
 
@@ -134,3 +134,28 @@ async def _plan_lps(conn: asyncpg.Connection, quote_id: str) -> set[str]:
     plan = await conn.fetchval("SELECT hedge_plan::text FROM quote WHERE quote_id = $1",
                                uuid.UUID(quote_id))
     return {leg["tradingAccountId"] for leg in json.loads(plan)["ask"]["legs"]}
+
+
+async def test_quotes_answer_an_outage_then_recover_when_connections_are_cut(
+        client: Client, conn: asyncpg.Connection) -> None:
+    desk = await make_desk(client)
+    await request_quote(client, desk, orderSide="BUY", quantity="0.1")  # the writer holds one
+    await conn.execute(
+        """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+           WHERE datname = current_database() AND pid <> pg_backend_pid()""")
+
+    async def quoted() -> bool:
+        # Each answer comes promptly: 200, or the outage envelope while connections renew.
+        status, body = await asyncio.wait_for(
+            post(client, QUOTE, quote_body(desk, orderSide="BUY", quantity="0.1")), 5.0)
+        if status == 200:
+            return True
+        assert (status, body["errno"]) == (503, Errors.SERVICE_UNAVAILABLE.errno), body
+        return False
+
+    await eventually(quoted, within_s=10.0, every_s=0.05)
+    quotes = [await request_quote(client, desk, orderSide="SELL", quantity="0.1")
+              for _ in range(3)]
+    stored = await conn.fetchval("SELECT count(*) FROM quote WHERE quote_id = ANY($1::uuid[])",
+                                 [q["quoteId"] for q in quotes])
+    assert stored == 3
