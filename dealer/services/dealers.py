@@ -245,14 +245,15 @@ class LinkRecord:
 
 # ---------------------------------------------------------------- dealers
 
-_DEALER_SELECT = """
-SELECT d.dealer_account_id, ta.venue, ta.nickname, d.status, d.pause_reason, d.paused_by,
-       d.config, d.created_at, d.updated_at,
+# What DealerRecord.from_row reads (`d` the dealer, `ta` its trading account); other queries of
+# dealers add their own columns to it.
+DEALER_COLUMNS = """d.dealer_account_id, ta.venue, ta.nickname, d.status, d.pause_reason,
+       d.paused_by, d.config, d.created_at, d.updated_at,
        ARRAY(SELECT l.trading_account_id FROM dealer_link l
              WHERE l.dealer_account_id = d.dealer_account_id
-             ORDER BY l.linked_at, l.trading_account_id) AS linked_accounts
-FROM dealer d JOIN trading_account ta ON ta.trading_account_id = d.dealer_account_id
-"""
+             ORDER BY l.linked_at, l.trading_account_id) AS linked_accounts"""
+DEALER_FROM = "FROM dealer d JOIN trading_account ta ON ta.trading_account_id = d.dealer_account_id"
+_DEALER_SELECT = f"SELECT {DEALER_COLUMNS}\n{DEALER_FROM}\n"
 _DEALER_BY_ID = _DEALER_SELECT + "WHERE d.dealer_account_id = $1"
 _DEALER_PAGE = _DEALER_SELECT + """WHERE ($1::text IS NULL OR d.status = $1)
 ORDER BY d.created_at, d.dealer_account_id

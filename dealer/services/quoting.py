@@ -27,7 +27,7 @@ import asyncpg
 
 from dealer.errors import ApiError, Errors
 from dealer.marketdata import MarketDataService
-from dealer.services.dealers import DealerRecord
+from dealer.services.dealers import DEALER_COLUMNS, DEALER_FROM, DealerRecord
 from dealer.services.records import CLIENT
 from dealer.services.rfq import (
     QuoteCommand,
@@ -57,15 +57,11 @@ _RULES_VERSION = """coalesce(
      FROM instrument i WHERE i.symbol = {symbol}), '')"""
 
 _LOAD_DEALER = f"""
-SELECT d.dealer_account_id, ta.venue, ta.nickname, d.status, d.pause_reason, d.paused_by,
-       d.config, d.created_at, d.updated_at,
-       ARRAY(SELECT l.trading_account_id FROM dealer_link l
-             WHERE l.dealer_account_id = d.dealer_account_id
-             ORDER BY l.linked_at, l.trading_account_id) AS linked_accounts,
+SELECT {DEALER_COLUMNS},
        ARRAY(SELECT l.trading_account_id FROM dealer_link l
              WHERE l.dealer_account_id = d.dealer_account_id AND l.draining) AS draining,
        {_DEALER_VERSION} AS version
-FROM dealer d JOIN trading_account ta ON ta.trading_account_id = d.dealer_account_id
+{DEALER_FROM}
 WHERE d.dealer_account_id = $1"""  # noqa: S608
 _LOAD_CLIENT = f"""SELECT ta.kind, ta.status, {_CLIENT_VERSION} AS version
 FROM trading_account ta WHERE ta.trading_account_id = $1"""  # noqa: S608
