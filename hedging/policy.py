@@ -415,8 +415,13 @@ def _finish(side: str, wanted_net: Decimal, lps: Sequence[LpRoute],
         if quantity > 0:
             intents.append(OrderIntent(account, by_id[account].venue, quantity, limits[account],
                                        net_of(account, quantity)))
-    return Routing(tuple(intents), sum((i.expected_net for i in intents), ZERO),
-                   unrouted=unrouted, taken=taken)
+    expected = sum((i.expected_net for i in intents), ZERO)
+    # A share too small for its venue that the main LP had no balance left to take is not
+    # sent: it is unrouted like any quantity no balance covers, never silently dropped.
+    short = wanted_net - expected
+    if short > by_id[main].lot_size / 2:
+        unrouted += short
+    return Routing(tuple(intents), expected, unrouted=unrouted, taken=taken)
 
 
 def _one_lp_for(side: str, net: Decimal, lps: Sequence[LpRoute],

@@ -145,6 +145,18 @@ def test_a_target_below_every_minimum_is_a_residual() -> None:
     assert [(o.trading_account_id, o.quantity) for o in fine.orders] == [(B, D("0.0001"))]
 
 
+def test_a_share_too_small_to_send_that_no_balance_can_absorb_is_unrouted() -> None:
+    # A's USDT pays for 0.00026 BTC; B's pays for 0.00005, an order below B's 5 USDT minimum,
+    # and A has nothing left to take it over: those 5 lots are unrouted, not dropped.
+    asks = [("65000", "1")]
+    routing = policy.route("BUY", D("0.00031"), [
+        lp(A, fee="0", fee_in_base=False, asks=asks, available="17"),
+        lp(B, fee="0", fee_in_base=False, asks=asks, available="4")], D("65200"))
+    assert [(o.trading_account_id, o.quantity) for o in routing.orders] == [(A, D("0.00026"))]
+    assert routing.expected_net == D("0.00026")
+    assert routing.unrouted == D("0.00005")
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 200_000), st.sampled_from(["BUY", "SELL"]),
        st.lists(st.tuples(st.sampled_from(["0", "0.001", "0.0008"]), st.booleans(),
