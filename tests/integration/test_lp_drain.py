@@ -42,6 +42,7 @@ class Hanging:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.hung = asyncio.Event()
+        self.hung_order = ""
 
     def execution(self, venue: str) -> ExecutionVenue:
         return _HangingProxy(self, self.inner.execution(venue))  # type: ignore[return-value]
@@ -57,6 +58,7 @@ class _HangingProxy:
     async def submit_order(self, account: VenueAccount, order: OrderRequest) -> OrderState:
         state = await self._venue.submit_order(account, order)
         if not self._owner.hung.is_set():
+            self._owner.hung_order = order.client_order_id
             self._owner.hung.set()
             await asyncio.Event().wait()
         return state
@@ -100,7 +102,11 @@ async def test_an_lp_with_an_order_in_flight_is_drained_then_unlinked(
     crashed.start()
     await asyncio.wait_for(venues.hung.wait(), timeout=10)
     await crashed.stop(grace_s=0)
-    [sent] = await conn.fetch("SELECT * FROM hedge_order WHERE status = 'SENT'")
+    # The plan may split the hedge over several LPs, all sent at once: the LP under test is
+    # the one whose order hung; the others' orders may be left SENT too (the worker stopped).
+    sent = await conn.fetchrow("SELECT * FROM hedge_order WHERE client_order_id = $1",
+                               venues.hung_order)
+    assert sent is not None and sent["status"] == "SENT"
     lp = str(sent["trading_account_id"])
 
     # Plain unlink: refused, nothing written.
