@@ -106,7 +106,8 @@ async def test_an_lp_with_an_order_in_flight_is_drained_then_unlinked(
     # the one whose order hung; the others' orders may be left SENT too (the worker stopped).
     sent = await conn.fetchrow("SELECT * FROM hedge_order WHERE client_order_id = $1",
                                venues.hung_order)
-    assert sent is not None and sent["status"] == "SENT"
+    assert sent is not None
+    assert sent["status"] == "SENT"
     lp = str(sent["trading_account_id"])
 
     # Plain unlink: refused, nothing written.
