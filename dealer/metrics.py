@@ -154,6 +154,11 @@ class Metrics:
             "dealer_hedge_first_order_latency_seconds",
             "Time from a client fill to the first hedge order sent for it",
             buckets=HTTP_BUCKETS, registry=r)
+        self.hedge_fast_rounds = Counter(
+            "dealer_hedge_fast_rounds_total",
+            "New hedge jobs a worker tried to size and record straight from their notice "
+            "(taken), or left to its lane's claim (declined: the lane was busy)", ["outcome"],
+            registry=r)
         self.hedge_jobs_open = Gauge(
             "dealer_hedge_jobs_open", "Hedge jobs not finished yet (PENDING or IN_PROGRESS)",
             registry=r)
@@ -208,6 +213,9 @@ class Metrics:
 
     def hedge_first_order_latency(self, seconds: float) -> None:
         self.hedge_first_order_latency_s.observe(seconds)
+
+    def hedge_fast_round(self, outcome: str) -> None:
+        self.hedge_fast_rounds.labels(outcome).inc()
 
     def hedge_open_jobs(self, count: int) -> None:
         self.hedge_jobs_open.set(count)

@@ -25,6 +25,7 @@ lanes; a lane, and so each job, is worked by one of them at a time. A worker siz
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -39,6 +40,7 @@ from decimal import Decimal
 from typing import Protocol, cast
 
 import asyncpg
+import orjson
 
 from hedging import policy
 from hedging.balances import BalanceCache
@@ -83,6 +85,8 @@ class HedgeMetrics(Protocol):
     def hedge_order(self, venue: str, status: str) -> None: ...
 
     def hedge_first_order_latency(self, seconds: float) -> None: ...
+
+    def hedge_fast_round(self, outcome: str) -> None: ...
 
     def hedge_open_jobs(self, count: int) -> None: ...
 
@@ -197,6 +201,55 @@ def _job(row: asyncpg.Record) -> _Job:
                 row["has_open_orders"], row["first_order_at"])
 
 
+def _lane(dealer_account_id: uuid.UUID, symbol: str, config: object) -> _Lane:
+    """The lane and its dealer's hedging configuration."""
+    if isinstance(config, str):
+        config = json.loads(config)
+    settings = config if isinstance(config, dict) else {}
+    limits = settings.get("maxUnhedgedExposure") or {}
+    base, _ = split_symbol(symbol)
+    notional = settings.get("maxUnhedgedNotional")
+    return _Lane(dealer_account_id, symbol, str(settings.get("hedgeMode") or "IMMEDIATE"),
+                 int(settings.get("hedgeNettingWindowMs") or 1000),
+                 Decimal(str(settings.get("slippageToleranceBps") or "0")),
+                 Decimal(str(notional)) if notional else None,
+                 Decimal(str(limits[base])) if base in limits else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Notice:
+    """A new job, as its NOTIFY carries it (migration 0008)."""
+
+    lane: _Lane
+    job: _Job
+    carry: Decimal  # the lane's, as the job's insert read it
+
+
+def _notice(payload: str) -> _Notice | None:
+    """The job a notice carries; None for a notice that names only a dealer (or is unreadable:
+    the workers then claim the dealer's lanes, as for any notice)."""
+    if not payload.startswith("{"):
+        return None
+    try:
+        notice = orjson.loads(payload)
+        lane = _lane(uuid.UUID(notice["dealerAccountId"]), str(notice["symbol"]),
+                     notice.get("config"))
+        plan = notice.get("plan")
+        job = _Job(uuid.UUID(notice["jobId"]), uuid.UUID(notice["tradeOrderId"]),
+                   notice["side"], Decimal(notice["quantity"]), Decimal(0), Decimal(0), False,
+                   None, 0, 0, policy.parse_plan(plan if isinstance(plan, dict) else {}),
+                   dt.datetime.fromisoformat(notice["createdAt"]), False, None)
+        carry = Decimal(notice["carry"])
+    except (KeyError, TypeError, ValueError, ArithmeticError, orjson.JSONDecodeError):
+        log.warning("unreadable hedge job notice: %.200s", payload)
+        return None
+    return _Notice(lane, job, carry)
+
+
+class _NotFast(Exception):
+    """The one-statement path cannot take this job (it is left to the lane's claim)."""
+
+
 def _free_orphans(jobs: list[_Job]) -> list[_Job]:
     """Oldest first; a rider whose lead is not among them (it ended) rides no more."""
     ids = {j.job_id for j in jobs}
@@ -221,7 +274,7 @@ class HedgeWorker:
                  backoff_s: float = 0.2, max_backoff_s: float = 5.0,
                  unknown_grace_s: float = 5.0, concurrency: int = 4,
                  netting_threshold: Decimal = Decimal("0.5"), balance_ttl_s: float = 5.0,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None, fast_path: bool = True) -> None:
         self._pool = pool
         self._venues = venues
         self._scales = scales
@@ -248,6 +301,11 @@ class HedgeWorker:
         self._reported_at: dt.datetime | None = None
         self._not_due: dict[str, dt.datetime] = {}  # NETTED lanes whose window is still open
         self._lp_cache: dict[str, tuple[float, list[_Lp]]] = {}
+        # the one-statement path for new jobs of idle IMMEDIATE lanes (see _fast_round)
+        self._fast_path = fast_path
+        self._fast_queue: dict[str, collections.deque[_Notice]] = {}  # after a lane's fast round
+        self._missed = False  # a notice came while its dealer's lane was being sized
+        self._recovered = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -291,8 +349,10 @@ class HedgeWorker:
                 await self.recover()
             except Exception:
                 log.exception("hedge recovery failed; each lane resolves its orders first")
+            self._recovered = True
             while not self._stopping.is_set():
                 self._wake.clear()
+                self._missed = False
                 try:
                     await self._report_open_jobs()
                     await self._start_rounds()
@@ -323,9 +383,15 @@ class HedgeWorker:
 
         def notified(_conn: object, _pid: object, _channel: object, payload: object) -> None:
             self._not_due.clear()  # a new fill may close a netting window early
+            notice = _notice(str(payload))
+            if notice is not None and self._take_fast(notice):
+                return
+            dealer = str(notice.lane.dealer_account_id) if notice is not None else str(payload)
             # a lane of this dealer being sized now claims the new job when it is done
-            if not any(key.startswith(f"{payload}/") for key in self._rounds):
+            if not any(key.startswith(f"{dealer}/") for key in self._rounds):
                 self._wake.set()
+            else:
+                self._missed = True
 
         while True:
             try:
@@ -356,6 +422,65 @@ class HedgeWorker:
                 return
             key = claim.lane.key
             self._rounds[key] = asyncio.create_task(self._round_task(claim), name=f"hedge {key}")
+
+    def _take_fast(self, notice: _Notice) -> bool:
+        """Start (or queue behind the lane's fast round) the one-statement path for a new job;
+        False when it is the lane's claim's to take."""
+        key = notice.lane.key
+        if (not self._fast_path or not self._recovered or self._task is None
+                or self._stopping.is_set() or notice.lane.mode != "IMMEDIATE"):
+            return False
+        if key in self._fast_queue:  # the lane's fast round is running: this one is next
+            self._fast_queue[key].append(notice)
+            return True
+        if key in self._rounds or len(self._rounds) >= self._concurrency:
+            return False
+        self._fast_queue[key] = collections.deque()
+        self._rounds[key] = asyncio.create_task(self._fast_task(notice), name=f"hedge {key}")
+        return True
+
+    async def _fast_task(self, notice: _Notice) -> None:
+        key = notice.lane.key
+        taken = False
+        try:
+            taken = await self._fast_round(notice)
+        except Exception:
+            log.exception("hedge fast round of %s failed", key)
+        finally:
+            self._rounds.pop(key, None)
+        self._metrics.hedge_fast_round("taken" if taken else "declined")
+        queued = self._fast_queue.get(key)
+        if taken and queued and not self._stopping.is_set():
+            self._rounds[key] = asyncio.create_task(self._fast_task(queued.popleft()),
+                                                    name=f"hedge {key}")
+            return
+        self._fast_queue.pop(key, None)
+        if not taken or queued or self._missed:
+            self._wake.set()  # the lane's claim takes what the fast path could not
+
+    async def _fast_round(self, notice: _Notice) -> bool:
+        """A new job of an idle IMMEDIATE lane, sized from its notice (with the lane's carry as
+        the job's insert read it) and recorded (its orders SENT, the job taken) in one statement
+        that holds only while the lane is idle: not leased, no other unclaimed live job. That
+        is what a round of the lane would do after claiming it, one round trip sooner. False:
+        nothing was written.
+
+        The carry may have moved since the notice read it (a delivery of the lane's previous
+        round): the statement moves the carry by what this round takes from it, never sets it,
+        so the lane's books stay exact and the next round makes up the difference."""
+        lane, job = notice.lane, notice.job
+        try:
+            plans, dust = await self._size(lane, [job], notice.carry, [job.job_id], fast=True)
+        except _NotFast:
+            return False
+        kept = {m for plan in plans if plan.orders for m in (plan.group.lead, *plan.group.riders)}
+        if not kept:
+            return False
+        delivery = asyncio.create_task(self._deliver(lane, plans, dust, kept, fast=True),
+                                       name=f"hedge orders {lane.key}")
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+        return True
 
     async def _round_task(self, claim: _Claim) -> None:
         try:
@@ -472,18 +597,7 @@ class HedgeWorker:
         if not rows:
             return None
         first = rows[0]
-        config = first["lane_config"]
-        if isinstance(config, str):
-            config = json.loads(config)
-        limits = config.get("maxUnhedgedExposure") or {}
-        base, _ = split_symbol(first["lane_symbol"])
-        notional = config.get("maxUnhedgedNotional")
-        lane = _Lane(first["lane_dealer"], first["lane_symbol"],
-                     str(config.get("hedgeMode") or "IMMEDIATE"),
-                     int(config.get("hedgeNettingWindowMs") or 1000),
-                     Decimal(str(config.get("slippageToleranceBps") or "0")),
-                     Decimal(str(notional)) if notional else None,
-                     Decimal(str(limits[base])) if base in limits else None)
+        lane = _lane(first["lane_dealer"], first["lane_symbol"], first["lane_config"])
         jobs = _free_orphans([_job(r) for r in rows if r["job_id"] is not None])
         return _Claim(lane, Decimal(first["lane_carry"]), jobs)
 
@@ -581,7 +695,8 @@ class HedgeWorker:
         return due
 
     async def _size(self, lane: _Lane, jobs: list[_Job], carry: Decimal,
-                    claimed: Sequence[uuid.UUID]) -> tuple[list[_Plan], Decimal]:
+                    claimed: Sequence[uuid.UUID], *, fast: bool = False
+                    ) -> tuple[list[_Plan], Decimal]:
         """Net and route the round, then record its orders as SENT (committed before any is
         sent); that statement also gives back the lane and the jobs without orders.
 
@@ -642,7 +757,7 @@ class HedgeWorker:
                                              order.limit))
         try:
             await self._record_intents(lane, jobs, netting, plans, outcomes, dust,
-                                       netting.lane_carry - carry, claimed)
+                                       netting.lane_carry - carry, claimed, fast=fast)
         except BaseException:
             for plan in plans:  # nothing was sent
                 for order in plan.orders:
@@ -651,8 +766,10 @@ class HedgeWorker:
         return plans, dust
 
     async def _deliver(self, lane: _Lane, plans: Sequence[_Plan], dust: Decimal,
-                       job_ids: set[uuid.UUID]) -> None:
-        """Send the round's orders, then record every answer in one transaction."""
+                       job_ids: set[uuid.UUID], *, fast: bool = False) -> None:
+        """Send the round's orders, then record every answer in one transaction. Then the
+        worker looks for work again; after a fast round, only when its job is not done."""
+        done: set[uuid.UUID] = set()
         try:
             sent = [order for plan in plans for order in plan.orders]
             await asyncio.gather(*(self._send(order) for order in sent))
@@ -662,7 +779,7 @@ class HedgeWorker:
                     if plan.orders:
                         carry_delta += await self._record_answers(
                             cast(asyncpg.Connection, conn), lane, plan.group.lead,
-                            plan.orders, plan.reference, dust)
+                            plan.orders, plan.reference, dust, done)
                 if carry_delta:
                     await self._add_carry(cast(asyncpg.Connection, conn), lane, carry_delta,
                                           self._clock())
@@ -672,7 +789,8 @@ class HedgeWorker:
         finally:
             with contextlib.suppress(Exception):
                 await self._release_jobs(job_ids)
-            self._wake.set()
+            if not fast or not job_ids <= done:
+                self._wake.set()
 
     async def _refused_lps(self, lead: uuid.UUID) -> frozenset[uuid.UUID]:
         """LPs that refused the group's latest attempt: the next one tries the others first."""
@@ -737,7 +855,7 @@ class HedgeWorker:
     async def _record_intents(self, lane: _Lane, jobs: Sequence[_Job], netting: policy.Netting,
                               plans: Sequence[_Plan], outcomes: Mapping[uuid.UUID, str],
                               dust: Decimal, netting_carry: Decimal,
-                              claimed: Sequence[uuid.UUID]) -> None:
+                              claimed: Sequence[uuid.UUID], *, fast: bool = False) -> None:
         """Record the round before anything is sent: the groups with orders, their orders as
         SENT and the lane's carry in one statement (that also gives back the lane and the
         jobs without orders); the rest (offsets of other jobs, groups settled, residual or
@@ -752,6 +870,8 @@ class HedgeWorker:
         others = [j for j in set(netting.hedged) | set(netting.carry_in) if j not in members]
         slow = bool(others) or len(sending) < len(plans) or (
             netting_carry != 0 and carry_with_lead is None)
+        if fast and (slow or not sending):
+            raise _NotFast  # nothing to send at once: the lane's claim decides
         finished: list[tuple[_Job, str]] = []
         async with self._pool.acquire() as conn:
             c = cast(asyncpg.Connection, conn)
@@ -763,7 +883,8 @@ class HedgeWorker:
                         netting_carry if carry_with_lead is None else Decimal(0), now)
                 result = await self._record_sending(
                     c, lane, netting, sending, netting_carry, carry_with_lead,
-                    [j for j in claimed if j not in members], now)
+                    [j for j in claimed if j not in members], now, fast=fast,
+                    newest=max(j.created_at for j in jobs) if fast else None)
         sent = {r["id"] for r in result if r["kind"] == "order"}
         applied = {uuid.UUID(r["id"]) for r in result if r["kind"] == "lead"}
         dropped = [plan for plan in sending if plan.group.lead not in applied]
@@ -788,11 +909,19 @@ class HedgeWorker:
     async def _record_sending(self, conn: asyncpg.Connection, lane: _Lane,
                               netting: policy.Netting, sending: Sequence[_Plan],
                               netting_carry: Decimal, carry_with_lead: uuid.UUID | None,
-                              release: Sequence[uuid.UUID], now: dt.datetime
+                              release: Sequence[uuid.UUID], now: dt.datetime, *,
+                              fast: bool = False, newest: dt.datetime | None = None
                               ) -> list[asyncpg.Record]:
         """One statement: the LPs are checked (linked, not draining: a drain waits for this
         to commit, then sees these orders in flight), the leads and riders updated, the orders
-        inserted as SENT, the lane's carry moved, the lane and the other jobs given back."""
+        inserted as SENT, the lane's carry moved, the lane and the other jobs given back.
+
+        `fast` (a new job not claimed first, see _fast_round): the lane's row is locked and the
+        job taken only while the lane is idle — not leased, no other unclaimed live job as old
+        as `newest` (younger ones wait for their own turn) — and the job is still PENDING,
+        unclaimed and not held by another transaction (never waited for while this one holds
+        the lane's row: a delivery holds its jobs, then the lane); otherwise nothing is
+        written."""
         leads = [plan.group.lead for plan in sending]
         lane_deltas = []
         for plan in sending:
@@ -802,7 +931,24 @@ class HedgeWorker:
         riders = [(r, plan.group.lead) for plan in sending for r in plan.group.riders]
         orders = [(o, plan) for plan in sending for o in plan.orders]
         return await conn.fetch(
-            f"""WITH links AS (
+            f"""WITH gate AS (
+                    SELECT 1 FROM hedge_lane l
+                    WHERE $24 AND l.dealer_account_id = $1 AND l.symbol = $2
+                      AND (l.claimed_until IS NULL OR l.claimed_until < $3)
+                      AND NOT EXISTS (
+                        SELECT 1 FROM hedge_job o
+                        WHERE o.dealer_account_id = $1 AND o.symbol = $2
+                          AND o.status IN {_LIVE} AND o.created_at <= $25
+                          AND NOT (o.job_id = ANY($6::uuid[]))
+                          AND (o.claimed_until IS NULL OR o.claimed_until < $3))
+                    FOR NO KEY UPDATE),
+                takeable AS (  -- never waits for a job another transaction holds
+                    SELECT job_id FROM hedge_job
+                    WHERE $24 AND EXISTS (SELECT 1 FROM gate) AND job_id = ANY($6::uuid[])
+                      AND status = 'PENDING' AND attempts = 0
+                      AND (claimed_until IS NULL OR claimed_until < $3)
+                    FOR NO KEY UPDATE SKIP LOCKED),
+                links AS (
                     SELECT trading_account_id FROM dealer_link
                     WHERE dealer_account_id = $1 AND NOT draining
                       AND trading_account_id = ANY($11::uuid[])
@@ -816,11 +962,13 @@ class HedgeWorker:
                         next_attempt_at = NULL, hedged_quantity = j.hedged_quantity + g.hedged,
                         carry_in = j.carry_in + g.carry_in,
                         first_order_at = coalesce(j.first_order_at, $3),
-                        claimed_until = $5, updated_at = $3
+                        claimed_by = $4, claimed_until = $5, updated_at = $3
                     FROM unnest($6::uuid[], $7::int[], $8::numeric[], $9::numeric[],
                                 $19::numeric[])
                          AS g(job_id, attempt, hedged, carry_in, lane)
-                    WHERE j.job_id = g.job_id AND j.status IN {_LIVE} AND j.claimed_by = $4
+                    WHERE j.job_id = g.job_id AND j.status IN {_LIVE}
+                      AND CASE WHEN $24 THEN j.job_id IN (SELECT job_id FROM takeable)
+                               ELSE j.claimed_by = $4 END
                       AND g.job_id NOT IN (SELECT lead FROM bad)
                     RETURNING j.job_id, g.lane, j.first_order_at = $3 AS first),
                 riders AS (
@@ -854,7 +1002,8 @@ class HedgeWorker:
                         claimed_until = CASE WHEN claimed_by = $4 THEN NULL
                                              ELSE claimed_until END,
                         updated_at = $3
-                    WHERE dealer_account_id = $1 AND symbol = $2 RETURNING 1)
+                    WHERE dealer_account_id = $1 AND symbol = $2
+                      AND (NOT $24 OR EXISTS (SELECT 1 FROM leads)) RETURNING 1)
                 SELECT 'order' AS kind, client_order_id AS id FROM orders
                 UNION ALL SELECT 'lead', job_id::text FROM leads
                 UNION ALL SELECT 'first', job_id::text FROM leads WHERE first
@@ -871,7 +1020,7 @@ class HedgeWorker:
             [o.coid for o, _ in orders], [plan.attempt for _, plan in orders],
             [plan.orders.index(o) for o, plan in orders], [o.lp.venue for o, _ in orders],
             lane_deltas, [o.side for o, _ in orders], [o.quantity for o, _ in orders],
-            [o.limit for o, _ in orders], list(release))
+            [o.limit for o, _ in orders], list(release), fast, newest or now)
 
     async def _record_rest(self, c: asyncpg.Connection, lane: _Lane,
                            by_id: Mapping[uuid.UUID, _Job], netting: policy.Netting,
@@ -1030,7 +1179,7 @@ class HedgeWorker:
 
     async def _record_answers(self, conn: asyncpg.Connection, lane: _Lane, lead_id: uuid.UUID,
                               orders: Sequence[_Sent], reference: Decimal | None,
-                              dust: Decimal) -> Decimal:
+                              dust: Decimal, done: set[uuid.UUID] | None = None) -> Decimal:
         """The answers of one group's orders, their postings, and the progress they made
         (inside the caller's transaction); answers the change of the lane's carry, which the
         caller writes last (the lane's row stays unlocked while the rest is written)."""
@@ -1097,6 +1246,8 @@ class HedgeWorker:
                                       now)
         for venue, status in statuses:
             self._metrics.hedge_order(venue, status)
+        if done is not None:  # the caller's record of the jobs this ended
+            done.update(job_id for job_id, _ in finished)
         for job_id, status in finished:
             if job_id in created:
                 self._metrics.hedge_job_finished(
