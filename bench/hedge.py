@@ -412,8 +412,15 @@ async def run(args: argparse.Namespace) -> None:
                 cmd = {"trader": trader, "dealer": dealer, "client": client,
                        "rate": args.rate, "count": count, "seed": args.seed}
                 pool, worker = app[POOL], app[HEDGE_WORKER]
+                async with pool.acquire() as conn:
+                    since_setup = await conn.fetchval("SELECT now()")
                 print(f"setup {time.monotonic() - started:.1f} s; {count} fills at "
                       f"{args.rate:g}/s per phase", flush=True)
+                # Warm-up, not measured: both daemons' first fills (connections opened, LP
+                # balances and lists read, code paths run once) are start-up, not steady state.
+                await run_clients({**cmd, "base": rfq_base, "seed": args.seed + 100,
+                                   "count": max(1, round(args.rate * args.warmup))})
+                await _settled(pool, since_setup, 1, 30, ("HEDGED", "FAILED"))
                 phases.append(await _measure_hedger(
                     "(a) hedger replica; fills on an RFQ replica", pool, timed,
                     {**cmd, "base": rfq_base}, app[METRICS].registry))
@@ -503,6 +510,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="fills per second (100)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase (10)")
     parser.add_argument("--seed", type=int, default=1, help="of the fills' sides and sizes")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of fills before the phases, not measured (2)")
     parser.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="event loop of this process (default uvloop, as `dealerd run` "
                         "uses)")

@@ -75,26 +75,39 @@ async def enqueue_transaction(conn: asyncpg.Connection, tx: LedgerTransaction,
     """
     await pin_scales(conn, {p.asset for p in tx.postings}, now)
     outbox_id: int = await conn.fetchval(
-        """INSERT INTO ledger_outbox (kind, payload, created_at, next_attempt_at)
-           VALUES ('transaction', $1, $2, $2) RETURNING outbox_id""",
-        _transaction_payload(tx), now,
+        """WITH entry AS (
+               INSERT INTO ledger_outbox (kind, payload, created_at, next_attempt_at)
+               VALUES ('transaction', $1, $2, $2) RETURNING outbox_id)
+           SELECT outbox_id FROM entry, pg_notify($3, '')""",
+        _transaction_payload(tx), now, CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
     return outbox_id
 
 
 async def pin_scales(conn: asyncpg.Connection, notations: set[str], now: dt.datetime) -> None:
-    """Record the scale of each asset's first use; refuse a different scale later."""
-    for notation in sorted(notations):
-        asset = Asset.parse(notation)
-        await conn.execute(
-            """INSERT INTO ledger_asset_scale (code, scale, pinned_at) VALUES ($1, $2, $3)
-               ON CONFLICT (code) DO NOTHING""", asset.code, asset.scale, now)
-        pinned = await conn.fetchval("SELECT scale FROM ledger_asset_scale WHERE code = $1",
-                                     asset.code)
-        if pinned != asset.scale:
-            raise ValueError(f"{asset.code} is pinned at scale {pinned} in this ledger; "
-                             f"refusing {notation}")
+    """Record the scale of each asset's first use; refuse a different scale later (one
+    statement for all the assets: it sits in every fill's transaction)."""
+    assets = [Asset.parse(notation) for notation in sorted(notations)]
+    rows = await conn.fetch(
+        """WITH wanted AS (
+               SELECT * FROM unnest($1::text[], $2::int[]) AS w(code, scale)),
+           pinned AS (
+               INSERT INTO ledger_asset_scale (code, scale, pinned_at)
+               SELECT code, scale, $3 FROM wanted ON CONFLICT (code) DO NOTHING
+               RETURNING code, scale)
+           SELECT w.code, coalesce(p.scale, s.scale) AS pinned
+           FROM wanted w LEFT JOIN pinned p USING (code)
+                LEFT JOIN ledger_asset_scale s USING (code)""",
+        [a.code for a in assets], [a.scale for a in assets], now)
+    pinned = {r["code"]: r["pinned"] for r in rows}
+    for asset in assets:
+        scale = pinned.get(asset.code)
+        if scale is None:  # pinned by a transaction that committed after this statement began
+            scale = await conn.fetchval(
+                "SELECT scale FROM ledger_asset_scale WHERE code = $1", asset.code)
+        if scale != asset.scale:
+            raise ValueError(f"{asset.code} is pinned at scale {scale} in this ledger; "
+                             f"refusing {asset}")
 
 
 async def enqueue_account_metadata(conn: asyncpg.Connection, entry: AccountMetadata,

@@ -325,40 +325,45 @@ async def accept_quote(uow: UnitOfWork, cmd: AcceptCommand, scales: ScaleTable,
         raise ApiError(Errors.SYMBOL_NOT_QUOTED, str(exc)) from None
     order_id = uuid.uuid4()
     cost = price * quote.quantity
+    plan = quote.hedge_plan["ask" if cmd.side == "BUY" else "bid"]
     try:
+        # The fill in one statement (it sits between the client and the hedge): the order,
+        # its execution, the quote filled and the hedge job (whose trigger wakes the hedgers).
         await conn.execute(
-            """INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id,
-                   quote_id, order_side, order_type, status, quantity, price, executed_quantity,
-                   executed_cost, idempotency_key, client_order_id, created_at, updated_at)
-               VALUES ($1, $2, $3, $4, $5, 'QUOTED', 'FILLED', $6, $7, $6, $8, $9, $10, $11,
-                       $11)""",
+            """WITH filled AS (
+                   INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id,
+                       quote_id, order_side, order_type, status, quantity, price,
+                       executed_quantity, executed_cost, idempotency_key, client_order_id,
+                       created_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, 'QUOTED', 'FILLED', $6, $7, $6, $8, $9, $10,
+                           $11, $11)
+                   RETURNING trade_order_id),
+               execution AS (
+                   INSERT INTO trade_execution (execution_id, trade_order_id, quantity, price,
+                       cost, executed_at)
+                   SELECT $12, trade_order_id, $6, $7, $8, $11 FROM filled),
+               quote AS (
+                   UPDATE quote SET status = 'FILLED', filled_order_id = $1
+                   WHERE quote_id = $4)
+               INSERT INTO hedge_job (job_id, dealer_account_id, trade_order_id, symbol, side,
+                   quantity, plan, status, created_at, updated_at)
+               SELECT $13, $14, trade_order_id, $15, $16, $6, $17, 'PENDING', $11, $11
+               FROM filled""",
             order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id, cmd.side,
-            quote.quantity, price, cost, cmd.idempotency_key, cmd.client_order_id, now)
+            quote.quantity, price, cost, cmd.idempotency_key, cmd.client_order_id, now,
+            uuid.uuid4(), uuid.uuid4(), quote.dealer_account_id, quote.symbol,
+            plan["hedgeSide"], plan)
     except asyncpg.UniqueViolationError as exc:
         # The same key, committed meanwhile by an accept of another quote (the quote's own
         # fills are serialised by its lock): the key belongs to that order.
         if exc.constraint_name in ("trade_order_idempotency_uq", "trade_order_client_order_uq"):
             raise ApiError(Errors.IDEMPOTENCY_CONFLICT) from None
         raise
-    await conn.execute(
-        """INSERT INTO trade_execution (execution_id, trade_order_id, quantity, price, cost,
-               executed_at) VALUES ($1, $2, $3, $4, $5, $6)""",
-        uuid.uuid4(), order_id, quote.quantity, price, cost, now)
-    await conn.execute(
-        "UPDATE quote SET status = 'FILLED', filled_order_id = $2 WHERE quote_id = $1",
-        quote.quote_id, order_id)
     await enqueue_transaction(conn, client_fill(
         cmd.trading_account_id, quote.dealer_account_id, cmd.side, base, quote_asset,
         quote.quantity, price, reference=f"order-{order_id}",
         metadata={"quoteId": str(quote.quote_id), "orderId": str(order_id)},
         timestamp=now), now)
-    plan = quote.hedge_plan["ask" if cmd.side == "BUY" else "bid"]
-    await conn.execute(
-        """INSERT INTO hedge_job (job_id, dealer_account_id, trade_order_id, symbol, side,
-               quantity, plan, status, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', $8, $8)""",
-        uuid.uuid4(), quote.dealer_account_id, order_id, quote.symbol, plan["hedgeSide"],
-        quote.quantity, plan, now)
     order = await _order(conn, "o.trade_order_id = $1", order_id)
     assert order is not None
     await uow.commit()
