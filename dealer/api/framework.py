@@ -18,7 +18,7 @@ from dealer import logs
 from dealer.appkeys import AUTH_ERROR, PRINCIPAL
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, ErrorCode, Errors
-from dealer.wire import Page, QueryModel, envelope
+from dealer.wire import Page, QueryModel, Serialized, envelope
 
 Handler = Callable[[web.Request, Principal | None, Any], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
@@ -138,9 +138,13 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         elif endpoint.query is not None:
             params = endpoint.query.model_validate(query_values(request, endpoint.query))
         # Log lines of the request name the dealer and quote it is about (validated values only).
-        logs.bind(dealer_account_id=getattr(params, "dealer_account_id", None),
-                  quote_id=getattr(params, "quote_id", None))
+        dealer_account_id = getattr(params, "dealer_account_id", None)
+        quote_id = getattr(params, "quote_id", None)
+        if dealer_account_id is not None or quote_id is not None:
+            logs.bind(dealer_account_id=dealer_account_id, quote_id=quote_id)
         result = await endpoint.handler(request, principal, params)
+        if type(result) is Serialized:  # already wire data: no model validation or dump
+            return json_response(envelope(result.data))
         if isinstance(result, web.StreamResponse):
             return result
         if isinstance(result, Page):

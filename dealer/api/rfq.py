@@ -7,7 +7,7 @@ import datetime as dt
 import time
 import uuid
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
@@ -19,7 +19,16 @@ from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors
 from dealer.services import rfq
 from dealer.uow import UnitOfWork, connection
-from dealer.wire import DecimalString, ListQuery, Page, QueryModel, WireModel, iso, millis
+from dealer.wire import (
+    DecimalString,
+    ListQuery,
+    Page,
+    QueryModel,
+    Serialized,
+    WireModel,
+    iso,
+    millis,
+)
 from venues.base import split_symbol
 
 Side = Literal["BUY", "SELL"]
@@ -221,24 +230,42 @@ def _own(principal: Principal | None) -> frozenset[uuid.UUID] | None:
     return principal.accounts if principal.role is Role.TRADER else None
 
 
+def quote_wire(q: rfq.QuoteRecord) -> dict[str, Any]:
+    """A quote in its wire form, exactly what QuoteOut dumps (camelCase keys in its field order;
+    UUIDs are left to orjson, which writes them as QuoteOut does). The quote endpoint answers
+    this directly: a QuoteOut validated and dumped again per request cost more than the rest of
+    the serialisation."""
+    bid_price, ask_price, quantity = q.bid_price, q.ask_price, q.quantity
+    bid_plain, ask_plain = plain(bid_price), plain(ask_price)
+    if q.order_side is None:
+        price = price_plain = quote_quantity = None
+    else:
+        price = q.price_for(q.order_side)
+        price_plain = ask_plain if q.order_side == "BUY" else bid_plain
+        quote_quantity = plain(None if price is None else price * quantity)
+    # a one-sided quote's quoteQuantity is the same product as its side's
+    ask_qq = None if ask_price is None else (
+        quote_quantity if q.order_side == "BUY" else plain(ask_price * quantity))
+    bid_qq = None if bid_price is None else (
+        quote_quantity if q.order_side == "SELL" else plain(bid_price * quantity))
+    return {
+        "quoteId": q.quote_id, "dealerAccountId": q.dealer_account_id,
+        "tradingAccountId": q.trading_account_id, "instrumentId": f"FERMATA:{q.symbol}",
+        "symbol": q.symbol, "orderSide": q.order_side, "price": price_plain,
+        "bidPrice": bid_plain, "askPrice": ask_plain, "quantity": plain(quantity) or "0",
+        "quoteQuantity": quote_quantity, "bidQuoteQuantity": bid_qq, "askQuoteQuantity": ask_qq,
+        "status": q.status,
+        "createdAt": millis(q.created_at) or 0, "createdAtDateTime": iso(q.created_at) or "",
+        "expireAt": millis(q.expire_at) or 0, "expireAtDateTime": iso(q.expire_at) or "",
+    }
+
+
 def quote_out(q: rfq.QuoteRecord) -> QuoteOut:
-    bid_qq = None if q.bid_price is None else q.bid_price * q.quantity
-    ask_qq = None if q.ask_price is None else q.ask_price * q.quantity
-    price = None if q.order_side is None else q.price_for(q.order_side)
-    return QuoteOut(
-        quote_id=q.quote_id, dealer_account_id=q.dealer_account_id,
-        trading_account_id=q.trading_account_id, instrument_id=f"FERMATA:{q.symbol}",
-        symbol=q.symbol, order_side=q.order_side,
-        price=plain(price), bid_price=plain(q.bid_price), ask_price=plain(q.ask_price),
-        quantity=plain(q.quantity) or "0",
-        quote_quantity=plain(None if price is None else price * q.quantity),
-        bid_quote_quantity=plain(bid_qq), ask_quote_quantity=plain(ask_qq), status=q.status,
-        created_at=millis(q.created_at) or 0, created_at_date_time=iso(q.created_at) or "",
-        expire_at=millis(q.expire_at) or 0, expire_at_date_time=iso(q.expire_at) or "")
+    return QuoteOut.model_validate(quote_wire(q))
 
 
 async def request_quote(request: web.Request, principal: Principal | None,
-                        params: QuoteRequestBody) -> QuoteOut:
+                        params: QuoteRequestBody) -> Serialized:
     app = request.app
     metrics = app[METRICS]
     started = time.perf_counter()
@@ -250,12 +277,12 @@ async def request_quote(request: web.Request, principal: Principal | None,
             None if params.quote_quantity is None else Decimal(params.quote_quantity))
         record = await app[QUOTER].request_quote(cmd, app[CLOCK]())
     except ApiError as exc:
-        metrics.quotes.labels("refused", exc.error.code).inc()
+        metrics.quote_outcome("refused", exc.error.code)
         raise
-    metrics.quotes.labels("quoted", "ok").inc()
+    metrics.quote_outcome("quoted", "ok")
     metrics.quote_latency.observe(time.perf_counter() - started)
     logs.bind(quote_id=record.quote_id)
-    return quote_out(record)
+    return Serialized(quote_wire(record))
 
 
 async def get_quote(request: web.Request, principal: Principal | None,

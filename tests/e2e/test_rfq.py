@@ -638,3 +638,32 @@ async def test_malformed_requests_are_refused_before_anything_else(
     assert await _state(conn) == before
     # Still OPEN and acceptable after all that.
     _assert_filled(await accept(client, quote), quote, "BUY")
+
+
+async def test_stored_quotes_read_back_as_they_were_answered(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    # Quotes are written in groups as one JSON parameter: every value must land exactly.
+    desk = await make_desk(client)
+    answered = [await request_quote(client, desk, orderSide="BUY", quantity="0.1"),
+                await request_quote(client, desk, orderSide="SELL", quantity="0.12345"),
+                await request_quote(client, desk, quantity="0.05")]
+    for quote in answered:
+        status, body = await get(client, QUOTE_GET, {"quoteId": quote["quoteId"]})
+        assert status == 200, body
+        assert body["data"] == quote
+        row = await conn.fetchrow(
+            "SELECT quantity, bid_price, ask_price, hedge_plan, created_at, expire_at "
+            "FROM quote WHERE quote_id = $1", uuid.UUID(quote["quoteId"]))
+        assert row["created_at"].tzinfo is not None
+        assert int(row["created_at"].timestamp() * 1000) == quote["createdAt"]
+        assert int(row["expire_at"].timestamp() * 1000) == quote["expireAt"]
+        assert row["quantity"] == Decimal(quote["quantity"])
+        plan = json.loads(row["hedge_plan"]) if isinstance(row["hedge_plan"], str) \
+            else row["hedge_plan"]
+        for side, price in (("bid", quote["bidPrice"]), ("ask", quote["askPrice"])):
+            assert (side in plan) == (price is not None)
+            if price is not None:
+                column = row[f"{side}_price"]
+                assert column == Decimal(price)
+                assert Decimal(plan[side]["quantity"]) == row["quantity"]

@@ -1,0 +1,66 @@
+"""The quote endpoint answers `quote_wire` directly, without QuoteOut: both must be the same JSON,
+key order included, for one-sided and two-way quotes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from dealer.api.rfq import QuoteOut, quote_wire
+from dealer.services.rfq import QuoteRecord
+from dealer.wire import iso
+
+CREATED = dt.datetime(2026, 5, 9, 7, 34, 55, 222_999, tzinfo=dt.UTC)
+
+
+def _record(side: str | None, bid: str | None, ask: str | None, quantity: str = "0.10000",
+            created: dt.datetime = CREATED) -> QuoteRecord:
+    return QuoteRecord(
+        quote_id=uuid.uuid4(), dealer_account_id=uuid.uuid4(), trading_account_id=uuid.uuid4(),
+        symbol="BTC/USDT", order_side=side, quantity=Decimal(quantity),
+        bid_price=None if bid is None else Decimal(bid),
+        ask_price=None if ask is None else Decimal(ask), hedge_plan={}, status="OPEN",
+        created_at=created, expire_at=created + dt.timedelta(milliseconds=5000),
+        filled_order_id=None)
+
+
+@pytest.mark.parametrize("record", [
+    _record("BUY", None, "65001.370"),
+    _record("SELL", "64999.10", None),
+    _record(None, "64999.10", "65001.37", quantity="0.05"),
+    _record("BUY", None, "1E+5", quantity="1.0E-3",
+            created=CREATED.astimezone(dt.timezone(dt.timedelta(hours=2)))),
+])
+def test_quote_wire_is_what_quote_out_dumps(record: QuoteRecord) -> None:
+    wire = orjson.loads(orjson.dumps(quote_wire(record)))
+    model = QuoteOut.model_validate(quote_wire(record)).model_dump(mode="json", by_alias=True)
+    assert wire == model
+    assert list(wire) == list(model)
+    assert wire["quoteId"] == str(record.quote_id)
+
+
+def test_quote_wire_prices_quantities_and_times() -> None:
+    wire = quote_wire(_record(None, "64999.10", "65001.370", quantity="0.05000"))
+    assert (wire["price"], wire["quoteQuantity"]) == (None, None)
+    assert (wire["bidPrice"], wire["askPrice"], wire["quantity"]) == ("64999.1", "65001.37",
+                                                                      "0.05")
+    assert (wire["bidQuoteQuantity"], wire["askQuoteQuantity"]) == ("3249.955", "3250.0685")
+    assert wire["createdAtDateTime"] == "2026-05-09T07:34:55.222Z"
+    assert wire["expireAtDateTime"] == "2026-05-09T07:35:00.222Z"
+    assert wire["createdAt"] == 1778312095222
+    one_sided = quote_wire(_record("BUY", None, "65001.370"))
+    assert one_sided["price"] == one_sided["askPrice"] == "65001.37"
+    assert one_sided["quoteQuantity"] == one_sided["askQuoteQuantity"] == "6500.137"
+
+
+@pytest.mark.parametrize("moment", [
+    CREATED, CREATED.replace(microsecond=0), CREATED.replace(year=999),
+    CREATED.astimezone(dt.timezone(dt.timedelta(hours=-5, minutes=-30))),
+])
+def test_iso_is_isoformat_in_utc_with_milliseconds(moment: dt.datetime) -> None:
+    expected = moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+    assert iso(moment) == expected.replace("+00:00", "Z")
