@@ -242,6 +242,12 @@ class QuoteWriter:
                 try:
                     if conn is None:
                         conn = await self._pool.acquire()
+                        # A quote is an offer until accepted: its commit need not wait for the
+                        # WAL to reach the disk. A database crash can lose at most the last few
+                        # hundred ms of quotes not yet accepted (their accepts then answer "not
+                        # found", as during the outage); an accept commits synchronously, which
+                        # flushes its quote's earlier commit with it. Reset when given back.
+                        await conn.execute("SET synchronous_commit TO off")
                     written = await self._insert(conn, [draft for draft, _ in batch])
                 except Exception as exc:  # every waiting request answers the outage
                     if conn is not None:
