@@ -312,6 +312,7 @@ class HedgeWorker:
     def start(self) -> None:
         if self._task is None:
             self._stopping.clear()
+            self._recovered = False  # a restarted worker resolves its lanes' orders first again
             self._task = asyncio.create_task(self._run(), name=f"hedge-worker-{self.worker_id}")
 
     async def stop(self, grace_s: float = 5.0) -> None:
