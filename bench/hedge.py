@@ -66,18 +66,12 @@ if _HERE in sys.path:
     sys.path.remove(_HERE)
 sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.shared
 
+from bench.shared import percentile as _percentile  # noqa: E402
 from bench.shared import run_on, serving, setup_desk  # noqa: E402
 
 JWT_SECRET = "bench-secret-" + "x" * 40
 SECRETS_KEY = base64.urlsafe_b64encode(b"h" * 32).decode()
 LOT = Decimal("0.00001")
-
-
-def _percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return math.inf
-    index = max(0, math.ceil(fraction * len(sorted_values)) - 1)
-    return sorted_values[index]
 
 
 # ---------------------------------------------------------------- the clients (subprocess)

@@ -64,6 +64,7 @@ if _HERE in sys.path:
     sys.path.remove(_HERE)
 sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.shared
 
+from bench.shared import percentile as _percentile  # noqa: E402
 from bench.shared import run_on, serving, setup_desk  # noqa: E402
 
 JWT_SECRET = "bench-secret-" + "x" * 40
@@ -76,13 +77,6 @@ DRAIN_S = 1.0
 
 
 # ---------------------------------------------------------------- the generator (subprocess)
-
-
-def _percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return math.inf
-    index = max(0, math.ceil(fraction * len(sorted_values)) - 1)
-    return sorted_values[index]
 
 
 async def _run_step(cmd: dict[str, Any]) -> dict[str, Any]:
