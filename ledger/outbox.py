@@ -35,7 +35,8 @@ from ledger.backend import (
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "ledger_outbox"
+CHANNEL = "ledger_outbox"  # also in ledger_enqueue_transaction (migration 0009)
+SCALE_REFUSED = "FL001"  # ledger_enqueue_transaction: an asset pinned at another scale
 RELAY_LOCK_KEY = 0x4C454447  # "LEDG"
 REFERENCE_PREFIX = "fermata-"
 BACKOFF_MIN_S = 0.2
@@ -65,49 +66,48 @@ def _transaction_from(outbox_id: int, payload: dict[str, Any]) -> LedgerTransact
     )
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxArguments:
+    """A ledger transaction as `ledger_enqueue_transaction(entry, codes, scales, at)` (migration
+    0009) takes it, for a caller's statement that adds it to the outbox itself."""
+
+    entry: dict[str, Any]
+    codes: list[str]
+    scales: list[int]
+
+
+def outbox_arguments(tx: LedgerTransaction) -> OutboxArguments:
+    assets = [Asset.parse(notation) for notation in sorted({p.asset for p in tx.postings})]
+    return OutboxArguments(_transaction_payload(tx), [a.code for a in assets],
+                           [a.scale for a in assets])
+
+
+def scale_refusal(exc: asyncpg.PostgresError) -> ValueError | None:
+    """The ValueError for a posting in another scale than its asset's pin (SQLSTATE FL001)."""
+    if getattr(exc, "sqlstate", None) == SCALE_REFUSED:
+        return ValueError(str(getattr(exc, "message", exc)))
+    return None
+
+
 async def enqueue_transaction(conn: asyncpg.Connection, tx: LedgerTransaction,
                               now: dt.datetime) -> int:
     """Add a transaction to the outbox in the caller's database transaction.
 
     `tx.reference` is ignored: the outbox id becomes the reference. Answers the outbox id.
     The first use of an asset pins its scale; a posting in another scale of a pinned asset is
-    refused (ValueError) before anything is written.
+    refused (ValueError) and nothing is written.
     """
-    await pin_scales(conn, {p.asset for p in tx.postings}, now)
-    outbox_id: int = await conn.fetchval(
-        """WITH entry AS (
-               INSERT INTO ledger_outbox (kind, payload, created_at, next_attempt_at)
-               VALUES ('transaction', $1, $2, $2) RETURNING outbox_id)
-           SELECT outbox_id FROM entry, pg_notify($3, '')""",
-        _transaction_payload(tx), now, CHANNEL,
-    )
+    args = outbox_arguments(tx)
+    try:
+        outbox_id: int = await conn.fetchval(
+            "SELECT ledger_enqueue_transaction($1, $2, $3, $4)",
+            args.entry, args.codes, args.scales, now)
+    except asyncpg.PostgresError as exc:
+        refusal = scale_refusal(exc)
+        if refusal is not None:
+            raise refusal from None
+        raise
     return outbox_id
-
-
-async def pin_scales(conn: asyncpg.Connection, notations: set[str], now: dt.datetime) -> None:
-    """Record the scale of each asset's first use; refuse a different scale later (one
-    statement for all the assets: it sits in every fill's transaction)."""
-    assets = [Asset.parse(notation) for notation in sorted(notations)]
-    rows = await conn.fetch(
-        """WITH wanted AS (
-               SELECT * FROM unnest($1::text[], $2::int[]) AS w(code, scale)),
-           pinned AS (
-               INSERT INTO ledger_asset_scale (code, scale, pinned_at)
-               SELECT code, scale, $3 FROM wanted ON CONFLICT (code) DO NOTHING
-               RETURNING code, scale)
-           SELECT w.code, coalesce(p.scale, s.scale) AS pinned
-           FROM wanted w LEFT JOIN pinned p USING (code)
-                LEFT JOIN ledger_asset_scale s USING (code)""",
-        [a.code for a in assets], [a.scale for a in assets], now)
-    pinned = {r["code"]: r["pinned"] for r in rows}
-    for asset in assets:
-        scale = pinned.get(asset.code)
-        if scale is None:  # pinned by a transaction that committed after this statement began
-            scale = await conn.fetchval(
-                "SELECT scale FROM ledger_asset_scale WHERE code = $1", asset.code)
-        if scale != asset.scale:
-            raise ValueError(f"{asset.code} is pinned at scale {scale} in this ledger; "
-                             f"refusing {asset}")
 
 
 async def enqueue_account_metadata(conn: asyncpg.Connection, entry: AccountMetadata,

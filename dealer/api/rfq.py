@@ -18,7 +18,7 @@ from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL, QUOT
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors
 from dealer.services import rfq
-from dealer.uow import UnitOfWork, connection
+from dealer.uow import connection
 from dealer.wire import (
     DecimalString,
     ListQuery,
@@ -352,8 +352,8 @@ async def submit_order(request: web.Request, principal: Principal | None,
             params.trading_account_id, params.instrument_id, params.order_side,
             Decimal(params.quantity), params.quote_id, params.idempotency_key,
             params.client_order_id)
-        async with UnitOfWork(app[POOL]) as uow:
-            order, created = await rfq.accept_quote(uow, cmd, app[ASSET_SCALES], app[CLOCK](),
+        async with connection(app[POOL]) as conn:
+            order, created = await rfq.accept_quote(conn, cmd, app[ASSET_SCALES], app[CLOCK](),
                                                     app[MARKET_DATA])
     except ApiError as exc:
         metrics.accepts.labels("refused", exc.error.code).inc()

@@ -20,10 +20,9 @@ import asyncpg
 
 from dealer.errors import ApiError, Errors
 from dealer.marketdata import MarketDataService
-from dealer.services.dealers import DealerConfig, get_dealer
-from dealer.uow import UnitOfWork
+from dealer.services.dealers import DealerConfig
 from ledger.assets import ScaleTable, UnknownAsset
-from ledger.outbox import enqueue_transaction
+from ledger.outbox import outbox_arguments, scale_refusal
 from ledger.postings import client_fill
 from pricing.errors import (
     InsufficientDepth,
@@ -214,21 +213,25 @@ class OrderRecord:
 
 
 _ORDER_COLUMNS = ", ".join(n for n in OrderRecord.__slots__ if n != "executions")
+# One execution as the API shows it (`e` is a trade_execution row).
+_EXECUTION_JSON = """json_build_object('executionId', e.execution_id, 'quantity', e.quantity::text,
+    'price', e.price::text, 'cost', e.cost::text, 'executedAt', e.executed_at)"""
 
 
 async def _orders(conn: asyncpg.Connection, where: str, *args: object) -> list[OrderRecord]:
     """Orders with their executions, in one query (`where` may end with ORDER BY / LIMIT)."""
     rows = await conn.fetch(
         f"""SELECT {_ORDER_COLUMNS},
-                   coalesce((SELECT json_agg(json_build_object(
-                       'executionId', e.execution_id, 'quantity', e.quantity::text,
-                       'price', e.price::text, 'cost', e.cost::text,
-                       'executedAt', e.executed_at) ORDER BY e.executed_at)
+                   coalesce((SELECT json_agg({_EXECUTION_JSON} ORDER BY e.executed_at)
                     FROM trade_execution e WHERE e.trade_order_id = o.trade_order_id),
                     '[]'::json) AS executions
             FROM trade_order o WHERE {where}""", *args)  # noqa: S608
-    return [OrderRecord(**{n: row[n] for n in OrderRecord.__slots__ if n != "executions"},
-                        executions=tuple(row["executions"])) for row in rows]
+    return [_order_from(row) for row in rows]
+
+
+def _order_from(row: asyncpg.Record) -> OrderRecord:
+    return OrderRecord(**{n: row[n] for n in OrderRecord.__slots__ if n != "executions"},
+                       executions=tuple(row["executions"]))
 
 
 async def _order(conn: asyncpg.Connection, where: str, *args: object) -> OrderRecord | None:
@@ -239,20 +242,73 @@ async def _order(conn: asyncpg.Connection, where: str, *args: object) -> OrderRe
 async def _existing(conn: asyncpg.Connection, cmd: AcceptCommand) -> OrderRecord | None:
     """The order an earlier accept with the same idempotencyKey or clientOrderId made; a key
     used for another quote or side, or keys naming two different orders, conflict."""
-    existing: OrderRecord | None = None
-    for column, value in (("idempotency_key", cmd.idempotency_key),
-                          ("client_order_id", cmd.client_order_id)):
-        if value is None:
-            continue
-        found = await _order(conn, f"o.trading_account_id = $1 AND o.{column} = $2",
-                             cmd.trading_account_id, value)
-        if found is None:
-            continue
-        if (found.quote_id != cmd.quote_id or found.order_side != cmd.side
-                or (existing is not None and existing.trade_order_id != found.trade_order_id)):
-            raise ApiError(Errors.IDEMPOTENCY_CONFLICT)
-        existing = found
-    return existing
+    if cmd.idempotency_key is None and cmd.client_order_id is None:
+        return None
+    found = await _orders(
+        conn, "o.trading_account_id = $1 AND (o.idempotency_key = $2 OR o.client_order_id = $3)",
+        cmd.trading_account_id, cmd.idempotency_key, cmd.client_order_id)
+    if not found:
+        return None
+    if len(found) > 1 or found[0].quote_id != cmd.quote_id or found[0].order_side != cmd.side:
+        raise ApiError(Errors.IDEMPOTENCY_CONFLICT)
+    return found[0]
+
+
+_QUOTE_AND_DEALER = f"""
+SELECT {", ".join(f"q.{name}" for name in QuoteRecord.__slots__)}, d.config AS dealer_config
+FROM quote q JOIN dealer d ON d.dealer_account_id = q.dealer_account_id
+WHERE q.quote_id = $1"""  # noqa: S608
+
+# The fill: the quote locked and still OPEN, the order, its execution, the quote FILLED, the
+# hedge job (whose trigger wakes the hedgers) and the client's ledger entry (outbox). Nothing is
+# written, and no row answered, when the quote is no longer OPEN once locked.
+_FILL = f"""
+WITH open_quote AS (
+    SELECT quote_id FROM quote WHERE quote_id = $4 AND status = 'OPEN' FOR UPDATE),
+filled AS (
+    INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id, quote_id,
+        order_side, order_type, status, quantity, price, executed_quantity, executed_cost,
+        idempotency_key, client_order_id, created_at, updated_at)
+    SELECT $1, $2, $3, quote_id, $5, 'QUOTED', 'FILLED', $6, $7, $6, $8, $9, $10, $11, $11
+    FROM open_quote
+    RETURNING *),
+execution AS (
+    INSERT INTO trade_execution (execution_id, trade_order_id, quantity, price, cost,
+        executed_at)
+    SELECT $12, trade_order_id, $6, $7, $8, $11 FROM filled
+    RETURNING *),
+quote_filled AS (
+    UPDATE quote SET status = 'FILLED', filled_order_id = $1
+    WHERE quote_id = (SELECT quote_id FROM filled)),
+job AS (
+    INSERT INTO hedge_job (job_id, dealer_account_id, trade_order_id, symbol, side, quantity,
+        plan, status, created_at, updated_at)
+    SELECT $13, $14, trade_order_id, $15, $16, $6, $17, 'PENDING', $11, $11 FROM filled),
+entry AS (
+    SELECT ledger_enqueue_transaction($18, $19, $20, $11) AS outbox_id FROM filled)
+SELECT {", ".join(f"o.{name}" for name in _ORDER_COLUMNS.split(", "))},
+       json_build_array({_EXECUTION_JSON}) AS executions, (SELECT outbox_id FROM entry)
+FROM filled o, execution e"""  # noqa: S608
+
+
+def _checked_price(quote: QuoteRecord, cmd: AcceptCommand, now: dt.datetime) -> Decimal:
+    """The quote's price for this accept, or the refusal."""
+    if quote.trading_account_id != cmd.trading_account_id:
+        raise ApiError(Errors.QUOTE_FOREIGN_CLIENT)
+    if cmd.instrument_id != f"{FERMATA}:{quote.symbol}":
+        raise ApiError(Errors.QUOTE_MISMATCH,
+                       f"The quote is for {FERMATA}:{quote.symbol}, not {cmd.instrument_id}")
+    price = quote.price_for(cmd.side)
+    if price is None or (quote.order_side is not None and quote.order_side != cmd.side):
+        raise ApiError(Errors.QUOTE_MISMATCH, f"The quote has no {cmd.side} side")
+    if cmd.quantity != quote.quantity:
+        raise ApiError(Errors.QUOTE_MISMATCH,
+                       f"The quote is for quantity {quote.quantity}, not {cmd.quantity}")
+    if quote.status == "FILLED":
+        raise ApiError(Errors.QUOTE_ALREADY_FILLED)
+    if quote.status == "EXPIRED" or now >= quote.expire_at:
+        raise ApiError(Errors.QUOTE_EXPIRED)
+    return price
 
 
 def last_look(market_data: MarketDataService, quote: QuoteRecord, side: str,
@@ -278,103 +334,91 @@ def last_look(market_data: MarketDataService, quote: QuoteRecord, side: str,
     return None
 
 
-async def accept_quote(uow: UnitOfWork, cmd: AcceptCommand, scales: ScaleTable,
+async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: ScaleTable,
                        now: dt.datetime, market_data: MarketDataService | None = None
                        ) -> tuple[OrderRecord, bool]:
-    """Fill the quote once; answers the order and whether this call created it."""
-    conn = uow.conn
+    """Fill the quote once; answers the order and whether this call created it.
+
+    `conn` is a connection outside any transaction. The usual accept is two statements, each
+    its own transaction: the quote is read and checked, then `_FILL` locks it and fills it
+    while it is still OPEN, ledger entry and hedge job included. When that statement finds the
+    quote taken meanwhile, or the dealer has a last look, the accept is made again under the
+    quote's lock in one transaction, which answers what happened to it (an earlier accept with
+    the same keys, already filled, expired) or fills it.
+    """
     existing = await _existing(conn, cmd)
     if existing is not None:
         return existing, False
-    row = await conn.fetchrow(
-        f"SELECT {_QUOTE_COLUMNS} FROM quote WHERE quote_id = $1 FOR UPDATE",  # noqa: S608
-        cmd.quote_id)
+    row = await conn.fetchrow(_QUOTE_AND_DEALER, cmd.quote_id)
     if row is None:
         raise ApiError(Errors.QUOTE_NOT_FOUND)
-    # Again under the quote's lock: a retry racing the accept it repeats waited for that
-    # accept's commit above, and answers its order rather than "already filled".
-    existing = await _existing(conn, cmd)
-    if existing is not None:
-        return existing, False
     quote = QuoteRecord.from_row(row)
-    if quote.trading_account_id != cmd.trading_account_id:
-        raise ApiError(Errors.QUOTE_FOREIGN_CLIENT)
-    if cmd.instrument_id != f"{FERMATA}:{quote.symbol}":
-        raise ApiError(Errors.QUOTE_MISMATCH,
-                       f"The quote is for {FERMATA}:{quote.symbol}, not {cmd.instrument_id}")
-    price = quote.price_for(cmd.side)
-    if price is None or (quote.order_side is not None and quote.order_side != cmd.side):
-        raise ApiError(Errors.QUOTE_MISMATCH, f"The quote has no {cmd.side} side")
-    if cmd.quantity != quote.quantity:
-        raise ApiError(Errors.QUOTE_MISMATCH,
-                       f"The quote is for quantity {quote.quantity}, not {cmd.quantity}")
-    if quote.status == "FILLED":
-        raise ApiError(Errors.QUOTE_ALREADY_FILLED)
-    if quote.status == "EXPIRED" or now >= quote.expire_at:
-        raise ApiError(Errors.QUOTE_EXPIRED)
-    dealer = await get_dealer(conn, quote.dealer_account_id)
-    if dealer.config.last_look_bps is not None and market_data is not None:
-        reason = last_look(market_data, quote, cmd.side, Decimal(dealer.config.last_look_bps),
-                           now)
-        if reason is not None:
-            return await _reject(uow, cmd, quote, reason, now), True
+    price = _checked_price(quote, cmd, now)
+    last_look_bps = DealerConfig.model_validate(row["dealer_config"]).last_look_bps
+    if last_look_bps is None or market_data is None:
+        order = await _fill(conn, cmd, quote, price, scales, now)
+        if order is not None:
+            return order, True
+    async with conn.transaction():
+        # The quote's lock first, then the keys: a retry racing the accept it repeats waits
+        # here for that accept's commit, and answers its order rather than "already filled".
+        row = await conn.fetchrow(_QUOTE_AND_DEALER + " FOR UPDATE OF q", cmd.quote_id)
+        existing = await _existing(conn, cmd)
+        if existing is not None:
+            return existing, False
+        if row is None:
+            raise ApiError(Errors.QUOTE_NOT_FOUND)
+        quote = QuoteRecord.from_row(row)
+        price = _checked_price(quote, cmd, now)
+        if last_look_bps is not None and market_data is not None:
+            reason = last_look(market_data, quote, cmd.side, Decimal(last_look_bps), now)
+            if reason is not None:
+                return await _reject(conn, cmd, quote, reason, now), True
+        order = await _fill(conn, cmd, quote, price, scales, now)
+    assert order is not None, "an OPEN quote under its lock is filled"
+    return order, True
+
+
+async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord,
+                price: Decimal, scales: ScaleTable, now: dt.datetime) -> OrderRecord | None:
+    """The fill in one statement (it sits between the client and the hedge); None when the
+    quote is no longer OPEN once locked (nothing written)."""
     base_code, quote_code = split_symbol(quote.symbol)
     try:
         base, quote_asset = scales.asset(base_code), scales.asset(quote_code)
     except UnknownAsset as exc:
         raise ApiError(Errors.SYMBOL_NOT_QUOTED, str(exc)) from None
     order_id = uuid.uuid4()
-    cost = price * quote.quantity
     plan = quote.hedge_plan["ask" if cmd.side == "BUY" else "bid"]
+    entry = outbox_arguments(client_fill(
+        cmd.trading_account_id, quote.dealer_account_id, cmd.side, base, quote_asset,
+        quote.quantity, price, reference=f"order-{order_id}",
+        metadata={"quoteId": str(quote.quote_id), "orderId": str(order_id)}, timestamp=now))
     try:
-        # The fill in one statement (it sits between the client and the hedge): the order,
-        # its execution, the quote filled and the hedge job (whose trigger wakes the hedgers).
-        await conn.execute(
-            """WITH filled AS (
-                   INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id,
-                       quote_id, order_side, order_type, status, quantity, price,
-                       executed_quantity, executed_cost, idempotency_key, client_order_id,
-                       created_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, 'QUOTED', 'FILLED', $6, $7, $6, $8, $9, $10,
-                           $11, $11)
-                   RETURNING trade_order_id),
-               execution AS (
-                   INSERT INTO trade_execution (execution_id, trade_order_id, quantity, price,
-                       cost, executed_at)
-                   SELECT $12, trade_order_id, $6, $7, $8, $11 FROM filled),
-               quote AS (
-                   UPDATE quote SET status = 'FILLED', filled_order_id = $1
-                   WHERE quote_id = $4)
-               INSERT INTO hedge_job (job_id, dealer_account_id, trade_order_id, symbol, side,
-                   quantity, plan, status, created_at, updated_at)
-               SELECT $13, $14, trade_order_id, $15, $16, $6, $17, 'PENDING', $11, $11
-               FROM filled""",
-            order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id, cmd.side,
-            quote.quantity, price, cost, cmd.idempotency_key, cmd.client_order_id, now,
-            uuid.uuid4(), uuid.uuid4(), quote.dealer_account_id, quote.symbol,
-            plan["hedgeSide"], plan)
+        row = await conn.fetchrow(
+            _FILL, order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id,
+            cmd.side, quote.quantity, price, price * quote.quantity, cmd.idempotency_key,
+            cmd.client_order_id, now, uuid.uuid4(), uuid.uuid4(), quote.dealer_account_id,
+            quote.symbol, plan["hedgeSide"], plan, entry.entry, entry.codes, entry.scales)
     except asyncpg.UniqueViolationError as exc:
         # The same key, committed meanwhile by an accept of another quote (the quote's own
         # fills are serialised by its lock): the key belongs to that order.
         if exc.constraint_name in ("trade_order_idempotency_uq", "trade_order_client_order_uq"):
             raise ApiError(Errors.IDEMPOTENCY_CONFLICT) from None
         raise
-    await enqueue_transaction(conn, client_fill(
-        cmd.trading_account_id, quote.dealer_account_id, cmd.side, base, quote_asset,
-        quote.quantity, price, reference=f"order-{order_id}",
-        metadata={"quoteId": str(quote.quote_id), "orderId": str(order_id)},
-        timestamp=now), now)
-    order = await _order(conn, "o.trade_order_id = $1", order_id)
-    assert order is not None
-    await uow.commit()
-    return order, True
+    except asyncpg.PostgresError as exc:
+        refusal = scale_refusal(exc)
+        if refusal is not None:
+            raise refusal from None
+        raise
+    return None if row is None else _order_from(row)
 
 
-async def _reject(uow: UnitOfWork, cmd: AcceptCommand, quote: QuoteRecord, reason: str,
-                  now: dt.datetime) -> OrderRecord:
+async def _reject(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord,
+                  reason: str, now: dt.datetime) -> OrderRecord:
     """A REJECTED order (the quote is spent: it expires); nothing is booked or hedged."""
     order_id = uuid.uuid4()
-    await uow.conn.execute(
+    await conn.execute(
         """INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id, quote_id,
                order_side, order_type, status, reject_reason, quantity, price,
                idempotency_key, client_order_id, created_at, updated_at)
@@ -382,11 +426,10 @@ async def _reject(uow: UnitOfWork, cmd: AcceptCommand, quote: QuoteRecord, reaso
         order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id, cmd.side, reason,
         quote.quantity, quote.price_for(cmd.side), cmd.idempotency_key, cmd.client_order_id,
         now)
-    await uow.conn.execute("UPDATE quote SET status = 'EXPIRED' WHERE quote_id = $1",
-                           quote.quote_id)
-    order = await _order(uow.conn, "o.trade_order_id = $1", order_id)
+    await conn.execute("UPDATE quote SET status = 'EXPIRED' WHERE quote_id = $1",
+                       quote.quote_id)
+    order = await _order(conn, "o.trade_order_id = $1", order_id)
     assert order is not None
-    await uow.commit()
     return order
 
 

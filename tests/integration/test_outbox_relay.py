@@ -157,3 +157,35 @@ async def test_an_asset_scale_is_pinned_by_its_first_use(pool: asyncpg.Pool) -> 
         assert await conn.fetchval("SELECT count(*) FROM ledger_outbox") == 1
         pinned = dict(await conn.fetch("SELECT code, scale FROM ledger_asset_scale"))
     assert pinned == {"BTC": 8, "USDT": 6}
+
+
+async def test_a_scale_pinned_by_a_concurrent_transaction_is_honoured(pool: asyncpg.Pool) -> None:
+    """Two first uses of an asset at once: the second waits for the first's pin, then sees it
+    (after a fresh read) and is written; a wrong scale is still refused with nothing written."""
+    client, dealer = uuid.uuid4(), uuid.uuid4()
+    async with pool.acquire() as first, pool.acquire() as second:
+        tx_first = first.transaction()
+        await tx_first.start()
+        await enqueue_transaction(first, fill(client, dealer, 10), NOW)
+        async with second.transaction():
+            waiting = asyncio.create_task(
+                enqueue_transaction(second, fill(client, dealer, 20), NOW))
+
+            async def blocked() -> bool:
+                return await first.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                ) == 1
+            await eventually(blocked, within_s=5)
+            await tx_first.commit()
+            second_id = await waiting
+        assert await second.fetchval("SELECT count(*) FROM ledger_outbox") == 2
+        assert await second.fetchval(
+            "SELECT payload->'postings'->0->>2 FROM ledger_outbox WHERE outbox_id = $1",
+            second_id) == str(20 * 65000 // 100)
+        wrong = LedgerTransaction(reference="x", postings=(
+            Posting(client_account(client), dealer_account(dealer), 1, "BTC/6"),),
+            timestamp=NOW)
+        with pytest.raises(ValueError, match="BTC is pinned at scale 8"):
+            async with second.transaction():
+                await enqueue_transaction(second, wrong, NOW)
+        assert await second.fetchval("SELECT count(*) FROM ledger_outbox") == 2
