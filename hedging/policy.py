@@ -24,8 +24,9 @@ across the LPs, and, once the venues answered, allocates the progress back to th
 
 from __future__ import annotations
 
+import heapq
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
@@ -315,16 +316,21 @@ def route(side: str, target: Decimal, lps: Sequence[LpRoute], bound: Decimal, *,
             take(lp.trading_account_id, min(leg.quantity, left) / lp.net_factor(side))
 
     if left > 0:
-        candidates: list[tuple[Decimal, int, LpRoute, Decimal, Decimal]] = []
-        for order, lp in enumerate(usable):
+
+        def within_limit(order: int, lp: LpRoute
+                         ) -> Iterator[tuple[Decimal, int, LpRoute, Decimal, Decimal]]:
+            """The LP's levels up to its limit, best first (fee-adjusted, BUY ascending)."""
             limit = limits[lp.trading_account_id]
             for price, size in lp.levels or ():
                 if price > limit if side == "BUY" else price < limit:
-                    break
+                    return
                 adjusted = lp.adjusted(side, price)
-                candidates.append((adjusted if side == "BUY" else -adjusted, order, lp, price,
-                                   size))
-        candidates.sort(key=lambda c: (c[0], c[1]))
+                yield (adjusted if side == "BUY" else -adjusted, order, lp, price, size)
+
+        # Each LP's levels are already best first, so merging them lazily gives the order of
+        # sorting all of them, and a remainder of a few lots reads only the first levels.
+        candidates = heapq.merge(*(within_limit(order, lp) for order, lp in enumerate(usable)),
+                                 key=lambda c: (c[0], c[1]))
         for _, _, lp, price, size in candidates:
             if left <= 0:
                 break
