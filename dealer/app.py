@@ -175,7 +175,8 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
     """The outbox relay: sends ledger entries in order; drains (bounded) on shutdown."""
-    relay = OutboxRelay(app[POOL], app[LEDGER], app[METRICS], app[CLOCK])
+    relay = OutboxRelay(app[POOL], app[LEDGER], app[METRICS], app[CLOCK],
+                        linger_s=app[SETTINGS].ledger_relay_linger_ms / 1000)
     app[RELAY] = relay
     relay.start()
     try:

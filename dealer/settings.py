@@ -55,6 +55,9 @@ class Settings(BaseModel):
         default_factory=dict,
         description='JSON map venue → "paper"|"cadenza"; venues not listed use paper.',
     )
+    ledger_relay_linger_ms: int = Field(
+        default=20, ge=0, le=10000, description="How long the ledger relay, woken by a new "
+        "outbox entry, waits for more to join its batch")
     db_pool_min: int = Field(default=1, ge=1, le=100, description="Smallest database pool.")
     db_pool_max: int = Field(default=10, ge=1, le=200, description="Largest database pool.")
     paper_books_dir: Path | None = Field(

@@ -143,14 +143,19 @@ class _Entry:
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, backend: LedgerBackend, metrics: RelayMetrics,
                  clock: Callable[[], dt.datetime], *, batch_size: int = 100,
-                 poll_interval_s: float = 1.0, rng: random.Random | None = None,
+                 poll_interval_s: float = 1.0, linger_s: float = 0.0,
+                 rng: random.Random | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """`linger_s`: how long the relay waits, once woken by a new entry, for more to join
+        its batch (the ledger is called less often, and not in the very moment of the fill
+        whose commit woke it, when that fill's hedge is being sized and sent)."""
         self._pool = pool
         self._backend = backend
         self._metrics = metrics
         self._clock = clock
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._linger_s = linger_s
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._wake = asyncio.Event()
@@ -212,15 +217,18 @@ class OutboxRelay:
         try:
             while True:
                 delay = await self.relay_once()
-                await self._idle(delay)
+                if await self._idle(delay) and self._linger_s > 0:
+                    await self._sleep(self._linger_s)
         finally:
             with contextlib.suppress(Exception):
                 await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
 
-    async def _idle(self, seconds: float) -> None:
+    async def _idle(self, seconds: float) -> bool:
+        """Wait up to `seconds`; answers whether a notice (or `wake()`) ended the wait."""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+        return self._wake.is_set()
 
     # ------------------------------------------------------------ one pass
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from dealer import db
 from dealer.metrics import Metrics
 from ledger.accounts import client_account, dealer_account, exchange_account
-from ledger.backend import AccountMetadata, LedgerTransaction, Posting
+from ledger.backend import AccountMetadata, CommitOutcome, LedgerTransaction, Posting
 from ledger.local import LocalLedger
 from ledger.outbox import (
     OutboxRelay,
@@ -189,3 +189,42 @@ async def test_a_scale_pinned_by_a_concurrent_transaction_is_honoured(pool: asyn
             async with second.transaction():
                 await enqueue_transaction(second, wrong, NOW)
         assert await second.fetchval("SELECT count(*) FROM ledger_outbox") == 2
+
+
+async def test_a_woken_relay_lingers_so_entries_written_meanwhile_join_its_batch(
+    pool: asyncpg.Pool,
+) -> None:
+    client, dealer = uuid.uuid4(), uuid.uuid4()
+    batches: list[int] = []
+    lingering, release = asyncio.Event(), asyncio.Event()
+
+    class CountingLedger(LocalLedger):
+        async def commit(self, transactions: Sequence[LedgerTransaction]
+                         ) -> list[CommitOutcome]:
+            batches.append(len(transactions))
+            return await super().commit(transactions)
+
+    async def sleep(seconds: float) -> None:
+        if seconds == 0.25:  # the linger (the relay's other waits are its 1 s restart pause)
+            lingering.set()
+            await release.wait()
+        else:
+            await asyncio.sleep(seconds)
+
+    relay = OutboxRelay(pool, CountingLedger(pool), Metrics(), clock, linger_s=0.25,
+                        sleep=sleep)
+    relay.start()
+    try:
+        await _enqueue(pool, [fill(client, dealer, 10)])
+        await asyncio.wait_for(lingering.wait(), 5)
+        assert batches == []  # woken, but nothing sent yet
+        await _enqueue(pool, [fill(client, dealer, 20), fill(client, dealer, 30)])
+        release.set()
+
+        async def done() -> bool:
+            return await relay.pending_count() == 0
+
+        await eventually(done, within_s=5)
+    finally:
+        await relay.stop()
+    assert batches == [3]
