@@ -117,12 +117,18 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     adapter = TypeAdapter(endpoint.response) if endpoint.response is not None else None
     page_adapter = TypeAdapter(list[endpoint.response]) if endpoint.paginated else None  # type: ignore[name-defined]
 
+    # Which ids the request's log lines are bound to: known from the models, so a request does
+    # not look for attributes its parameters lack (a failed lookup on a model raises inside).
+    model = endpoint.body or endpoint.query
+    fields = model.model_fields if model is not None else {}
+    binds_dealer, binds_quote = "dealer_account_id" in fields, "quote_id" in fields
+
     async def handle(request: web.Request) -> web.StreamResponse:
         principal: Principal | None = request.get(PRINCIPAL)
         if endpoint.roles is not None:
-            if AUTH_ERROR in request:
-                raise request[AUTH_ERROR]
-            if principal is None:
+            if principal is None:  # the middleware sets a principal or an error, never both
+                if AUTH_ERROR in request:
+                    raise request[AUTH_ERROR]
                 raise ApiError(Errors.UNAUTHENTICATED)
             if principal.role not in endpoint.roles:
                 raise ApiError(
@@ -137,11 +143,10 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             params = endpoint.body.model_validate(await read_json_object(request))
         elif endpoint.query is not None:
             params = endpoint.query.model_validate(query_values(request, endpoint.query))
-        # Log lines of the request name the dealer and quote it is about (validated values only).
-        dealer_account_id = getattr(params, "dealer_account_id", None)
-        quote_id = getattr(params, "quote_id", None)
-        if dealer_account_id is not None or quote_id is not None:
-            logs.bind(dealer_account_id=dealer_account_id, quote_id=quote_id)
+        if binds_dealer or binds_quote:
+            # Log lines of the request name the dealer and quote it is about (validated values).
+            logs.bind(dealer_account_id=params.dealer_account_id if binds_dealer else None,
+                      quote_id=params.quote_id if binds_quote else None)
         result = await endpoint.handler(request, principal, params)
         if type(result) is Serialized:  # already wire data: no model validation or dump
             return json_response(envelope(result.data))
