@@ -280,7 +280,7 @@ async def request_quote(request: web.Request, principal: Principal | None,
         metrics.quote_outcome("refused", exc.error.code)
         raise
     metrics.quote_outcome("quoted", "ok")
-    metrics.quote_latency.observe(time.perf_counter() - started)
+    metrics.quote_duration(time.perf_counter() - started)
     logs.bind(quote_id=record.quote_id)
     return Serialized(quote_wire(record))
 
