@@ -203,7 +203,7 @@ def register(api: Api) -> None:
     api.post("/api/v3/fermata/quote/request", summary="A firm quote from the dealer's fresh LP "
              "books (one side, or two-way when orderSide is omitted)", tag="rfq",
              roles=TRADERS, body=QuoteRequestBody, response=QuoteOut,
-             errors=_QUOTE_ERRORS)(request_quote)
+             errors=_QUOTE_ERRORS, repeated_bodies=True)(request_quote)
     api.get("/api/v3/fermata/quote/get", summary="One quote", tag="rfq", roles=EVERYONE,
             query=QuoteIdQuery, response=QuoteOut,
             errors=[Errors.QUOTE_NOT_FOUND, Errors.ACCOUNT_FORBIDDEN])(get_quote)
