@@ -53,7 +53,11 @@ class scope:  # lower case: used as `with logs.scope(...)`, like the function it
     __slots__ = ("_fields", "_token")
 
     def __init__(self, **fields: object) -> None:
-        self._fields = {k: v for k, v in fields.items() if v is not None}
+        for value in fields.values():
+            if value is None:  # rare: the values are ids
+                fields = {k: v for k, v in fields.items() if v is not None}
+                break
+        self._fields = fields
 
     def __enter__(self) -> None:
         self._token = _CONTEXT.set(self._fields)

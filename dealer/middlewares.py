@@ -51,8 +51,6 @@ def route_template(request: web.Request) -> str:
 
 def _ids_in_query(request: web.Request) -> dict[str, str]:
     ids: dict[str, str] = {}
-    if not request.query_string:  # most POSTs: do not build the query mapping for nothing
-        return ids
     for param, field in _QUERY_IDS.items():
         value = request.query.get(param)
         if value is None:
@@ -72,12 +70,15 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     offered = request.headers.get("X-Request-Id", "")
     # 128 random bits as 32 hex digits, the shape uuid4().hex had: an id to correlate log lines,
     # not a secret, so the pseudo-random generator serves (no system call per request).
-    request_id = offered if _REQUEST_ID.match(offered) else f"{random.getrandbits(128):032x}"
+    request_id = (offered if offered and _REQUEST_ID.match(offered)
+                  else f"{random.getrandbits(128):032x}")
     request[REQUEST_ID] = request_id
     route = route_template(request)  # matched before the middleware runs
     started = time.perf_counter()
     status = 500  # what the access line says when no response comes back
-    with logs.scope(request_id=request_id, **_ids_in_query(request)):
+    scope = (logs.scope(request_id=request_id, **_ids_in_query(request)) if request.query_string
+             else logs.scope(request_id=request_id))  # most POSTs have no query to read
+    with scope:
         try:
             counted = 500  # the metrics count an escaping exception (a redirect) as 500
             try:

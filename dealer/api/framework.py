@@ -161,7 +161,9 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
                       quote_id=params.quote_id if binds_quote else None)
         result = await endpoint.handler(request, principal, params)
         if type(result) is Serialized:  # already wire data: no model validation or dump
-            return json_response(envelope(result.data))
+            return web.Response(body=orjson.dumps({"data": result.data, "success": True,
+                                                   "errno": 0, "error": None}),
+                                content_type="application/json")
         if isinstance(result, web.StreamResponse):
             return result
         if isinstance(result, Page):

@@ -7,6 +7,7 @@ import datetime as dt
 import time
 import uuid
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -71,6 +72,15 @@ class QuoteRequestBody(WireModel):
     @property
     def resolved_symbol(self) -> str:
         return self.symbol or (self.instrument_id or "").removeprefix("FERMATA:")
+
+    @cached_property
+    def command(self) -> rfq.QuoteCommand:
+        """The use case's command (worked out once: a validated body is reused for the same
+        bytes, see `Api.route(repeated_bodies=...)`)."""
+        return rfq.QuoteCommand(
+            self.dealer_account_id, self.trading_account_id, self.resolved_symbol,
+            self.order_side, None if self.quantity is None else Decimal(self.quantity),
+            None if self.quote_quantity is None else Decimal(self.quote_quantity))
 
 
 class QuoteOut(WireModel):
@@ -271,11 +281,7 @@ async def request_quote(request: web.Request, principal: Principal | None,
     started = time.perf_counter()
     try:
         _may_act_for(principal, params.trading_account_id)
-        cmd = rfq.QuoteCommand(
-            params.dealer_account_id, params.trading_account_id, params.resolved_symbol,
-            params.order_side, None if params.quantity is None else Decimal(params.quantity),
-            None if params.quote_quantity is None else Decimal(params.quote_quantity))
-        record = await app[QUOTER].request_quote(cmd, app[CLOCK]())
+        record = await app[QUOTER].request_quote(params.command, app[CLOCK]())
     except ApiError as exc:
         metrics.quote_outcome("refused", exc.error.code)
         raise

@@ -141,6 +141,9 @@ class _Client:
     version: str
 
 
+_UNKNOWN = _Client("", "", "")  # not in the cache (None there is a known non-existent client)
+
+
 @dataclass(frozen=True, slots=True)
 class _Rules:
     rows: tuple[dict[str, Any], ...]
@@ -368,11 +371,13 @@ class Quoter:
                        "The dealer's configuration kept changing while quoting; retry")
 
     def _cached(self, cmd: QuoteCommand) -> _Facts | None:
-        dealer = self._cache.dealers.get(cmd.dealer_account_id)
-        rules = self._cache.rules.get(cmd.symbol)
-        if dealer is None or rules is None or cmd.trading_account_id not in self._cache.clients:
+        cache = self._cache
+        dealer = cache.dealers.get(cmd.dealer_account_id)
+        rules = cache.rules.get(cmd.symbol)
+        client = cache.clients.get(cmd.trading_account_id, _UNKNOWN)
+        if dealer is None or rules is None or client is _UNKNOWN:
             return None
-        return _Facts(dealer, self._cache.clients[cmd.trading_account_id], rules, fresh=False)
+        return _Facts(dealer, client, rules, fresh=False)
 
     async def _load(self, cmd: QuoteCommand) -> _Facts:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
