@@ -110,6 +110,30 @@ class _SweepEntry:
     sweep_book: SweepBook
 
 
+@dataclass(slots=True)
+class PricingBooks:
+    """The fresh books of a dealer's active LPs for one symbol, as `fresh_books` answers them,
+    shared by every quote until a book changes or one of them gets too old."""
+
+    books: list[tuple[LiquidityProvider, BookSnapshot]]
+    venues: frozenset[str]
+    generation: int  # of the book states these were read from
+    from_ms: int  # valid from this time to `until_ms` (freshness only ends as time goes on)
+    until_ms: int
+    sweep_books: dict[Decimal, SweepBook] = field(default_factory=dict)
+
+    def sweep_book(self, market_data: MarketDataService, lot_size: Decimal) -> SweepBook:
+        """The consolidated book of these books (`MarketDataService.sweep_book`), kept here."""
+        sweep_book = self.sweep_books.get(lot_size)
+        if sweep_book is None:
+            sweep_book = self.sweep_books[lot_size] = market_data.sweep_book(self.books,
+                                                                             lot_size)
+        return sweep_book
+
+
+_NEVER_MS = 2**63 - 1
+
+
 class MarketDataService:
     def __init__(self, market_data: Callable[[str], MarketDataVenue],
                  default_fee: Callable[[str], Decimal], metrics: Metrics,
@@ -131,6 +155,10 @@ class MarketDataService:
         self._lps_by_dealer: tuple[Subscriptions, dict[tuple[uuid.UUID, str],
                                                        list[tuple[LiquidityProvider, BookKey]]]]
         self._lps_by_dealer = (self._subs, {})
+        # Counts every change of a book state: pricing books read at one count stay right
+        # until it moves (or time makes one of them too old).
+        self._generation = 0
+        self._pricing: dict[tuple[uuid.UUID, str], PricingBooks] = {}
 
     # ------------------------------------------------------------ ingest (the hot path)
 
@@ -140,6 +168,7 @@ class MarketDataService:
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = BookState(book.venue, book.symbol)
+        self._generation += 1
         outcome = self._check(state, book)
         labels = (book.venue, book.symbol)
         if outcome is Outcome.ACCEPTED:
@@ -183,6 +212,7 @@ class MarketDataService:
         """Take a REST snapshot as the new baseline; the stream's next update follows it."""
         key = (book.venue, book.symbol)
         state = self._states.setdefault(key, BookState(book.venue, book.symbol))
+        self._generation += 1
         if book.is_crossed() or not book.is_well_formed():
             self._metrics.book_rejected.labels(book.venue, book.symbol, "resync_rejected").inc()
             return Outcome.CROSSED if book.is_crossed() else Outcome.MALFORMED
@@ -235,6 +265,32 @@ class MarketDataService:
                                                                                 max_age_ms):
                 fresh.append((lp, state.book))
         return fresh
+
+    def pricing_books(self, dealer_account_id: uuid.UUID, symbol: str, now_ms: int
+                      ) -> PricingBooks:
+        """`fresh_books` at `now_ms`, with what quotes derive from them; the same object for
+        every quote until a book state changes or one of the books gets too old."""
+        key = (dealer_account_id, symbol)
+        cached = self._pricing.get(key)
+        if (cached is not None and cached.generation == self._generation
+                and cached.from_ms <= now_ms <= cached.until_ms):
+            return cached
+        states, max_age_ms = self._states, self.max_age_ms
+        fresh = []
+        until_ms = _NEVER_MS  # a stale book only becomes fresh again through a new state
+        for lp, book_key in self._dealer_lps(dealer_account_id, symbol):
+            if not lp.active:
+                continue
+            state = states.get(book_key)
+            if state is not None and state.book is not None and state.is_fresh(now_ms,
+                                                                                max_age_ms):
+                fresh.append((lp, state.book))
+                assert state.received_at_ms is not None  # a fresh book has an age
+                until_ms = min(until_ms, state.received_at_ms + max_age_ms)
+        books = PricingBooks(fresh, frozenset(lp.venue for lp, _ in fresh), self._generation,
+                             now_ms, until_ms)
+        self._pricing[key] = books
+        return books
 
     def prepared_book(self, lp: LiquidityProvider, book: BookSnapshot, lot_size: Decimal
                       ) -> PreparedLpBook:
@@ -314,6 +370,8 @@ class MarketDataService:
 
     def _apply(self, subs: Subscriptions) -> None:
         self._subs = subs
+        self._generation += 1
+        self._pricing.clear()
         wanted = {key for key, lps in subs.lps.items() if any(lp.active for lp in lps)}
         for key in set(self._tasks) - wanted:
             self._tasks.pop(key).cancel()
@@ -339,6 +397,7 @@ class MarketDataService:
                 raise
             except Exception as exc:
                 state = self._states.setdefault((venue, symbol), BookState(venue, symbol))
+                self._generation += 1
                 state.stale_reason = f"feed lost: {type(exc).__name__}"
                 state.last_sequence = None
                 self._metrics.connector_errors.labels(venue, market.connector, "book_stream").inc()

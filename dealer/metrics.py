@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +23,32 @@ import dealer
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 HEDGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SLIPPAGE_BUCKETS = (-50.0, -20.0, -10.0, -5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+
+
+class _Timing:
+    """What `Histogram.observe` does for a histogram without labels, or a label child (it is
+    observable, and no exemplar is given): add to the sum, count in the first bucket whose bound
+    is not below the amount. Each step takes one lock, with no further calls in between: this
+    runs for every request. Relies on prometheus-client's value layout (pinned; a test checks
+    that both paths export the same samples)."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._sum = histogram._sum
+        self._buckets = histogram._buckets
+        self._bounds = histogram._upper_bounds
+
+    def observe(self, amount: float) -> None:
+        self._sum.inc(amount)
+        self._buckets[bisect_left(self._bounds, amount)].inc(1)
+
+
+def _counting(counter: Counter) -> Callable[[float], None]:
+    """`inc` of a counter without labels, or a label child, for amounts known to be
+    non-negative: its value's own inc, one lock (see `_Timing`)."""
+    inc: Callable[[float], None] = counter._value.inc
+    return inc
 
 
 class Metrics:
@@ -45,8 +72,9 @@ class Metrics:
             ["route", "method", "status"],
             registry=r,
         )
-        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-        self._quote_children: dict[tuple[str, str], Counter] = {}
+        self._http_children: dict[tuple[str, str, int],
+                                  tuple[Callable[[float], None], _Timing]] = {}
+        self._quote_children: dict[tuple[str, str], Callable[[float], None]] = {}
         self.http_latency = Histogram(
             "dealer_http_request_duration_seconds",
             "HTTP request latency by route template and method",
@@ -137,6 +165,7 @@ class Metrics:
         self.quote_latency = Histogram(
             "dealer_quote_duration_seconds", "Time to price and store a quote",
             buckets=HTTP_BUCKETS, registry=r)
+        self._quote_timing = _Timing(self.quote_latency)
         self.accepts = Counter(
             "dealer_quote_accepts_total", "Accept attempts by outcome (filled, replayed, refused) "
             "and reason", ["outcome", "reason"], registry=r)
@@ -201,19 +230,24 @@ class Metrics:
         key = (route, method, status)
         children = self._http_children.get(key)
         if children is None:
-            children = (self.http_requests.labels(route, method, str(status)),
-                        self.http_latency.labels(route, method))
+            children = (_counting(self.http_requests.labels(route, method, str(status))),
+                        _Timing(self.http_latency.labels(route, method)))
             self._http_children[key] = children
-        children[0].inc()
+        children[0](1)
         children[1].observe(seconds)
 
     def quote_outcome(self, outcome: str, reason: str) -> None:
         """Count one quote request (the label child is looked up once per outcome and reason:
         this runs for every quote)."""
-        child = self._quote_children.get((outcome, reason))
-        if child is None:
-            child = self._quote_children[(outcome, reason)] = self.quotes.labels(outcome, reason)
-        child.inc()
+        inc = self._quote_children.get((outcome, reason))
+        if inc is None:
+            inc = self._quote_children[(outcome, reason)] = _counting(
+                self.quotes.labels(outcome, reason))
+        inc(1)
+
+    def quote_duration(self, seconds: float) -> None:
+        """Time one quote that was priced and stored (`dealer_quote_duration_seconds`)."""
+        self._quote_timing.observe(seconds)
 
     # The hedge worker's reporting interface (hedging.worker.HedgeMetrics).
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pricing.errors import (
     NotionalAboveMaximum,
@@ -60,6 +60,8 @@ Side = Literal["BUY", "SELL"]
 SpreadTier = tuple[Decimal, Decimal]  # (up_to_notional in quote currency, spread in bps)
 SKEW_QUANTUM = Decimal("1e-6")  # bps
 _BPS = Decimal(10000)
+# Bound once: a method looked up on a Context costs about as much as the operation.
+_mul, _add, _sub = EXACT.multiply, EXACT.add, EXACT.subtract
 _ZERO = Decimal(0)
 
 
@@ -151,8 +153,8 @@ class QuoteRequest:
             _check_decimal("max_exposure", self.max_exposure, positive=True)
 
 
-@dataclass(frozen=True, slots=True)
-class QuotedSide:
+# NamedTuples (immutable, compared by value) like the sweep's results, made per quote.
+class QuotedSide(NamedTuple):
     """A firm price for one client side, with the sweep that hedges it."""
 
     side: Side
@@ -169,8 +171,7 @@ class QuotedSide:
         return self.sweep.hedge_plan
 
 
-@dataclass(frozen=True, slots=True)
-class Quote:
+class Quote(NamedTuple):
     """The answer to a QuoteRequest: `ask` prices a client BUY, `bid` a client SELL."""
 
     side: Side | None
@@ -209,10 +210,10 @@ def round_to_tick(price: Decimal, tick_size: Decimal, *, up: bool) -> Decimal:
     """`price` on the tick grid, up or down, exactly."""
     ticks, rest = EXACT.divmod(price, tick_size)
     if up and rest > 0:
-        ticks = EXACT.add(ticks, 1)
+        ticks = _add(ticks, 1)
     elif not up and rest < 0:
-        ticks = EXACT.subtract(ticks, 1)
-    return EXACT.multiply(ticks, tick_size)
+        ticks = _sub(ticks, 1)
+    return _mul(ticks, tick_size)
 
 
 def price_quote(request: QuoteRequest, book: SweepBook) -> Quote:
@@ -226,7 +227,7 @@ def price_quote(request: QuoteRequest, book: SweepBook) -> Quote:
         raise ValueError(f"the book counts lots of {book.lot_size}, the instrument's lot is "
                          f"{rules.lot_size}")
     if request.quantity is not None:
-        quantity = EXACT.multiply(Decimal(lots_in(request.quantity, rules.lot_size)),
+        quantity = _mul(Decimal(lots_in(request.quantity, rules.lot_size)),
                                   rules.lot_size)
     else:
         assert request.quote_quantity is not None  # QuoteRequest holds exactly one of the two
@@ -251,12 +252,12 @@ def _quoted_side(side: Side, request: QuoteRequest, book: SweepBook,
     # a larger skew lowers both prices: rounding it down favours the ask, up favours the bid
     skew = inventory_skew_bps(config.inventory_skew_bps, request.exposure, request.max_exposure,
                               round_up=not client_buys)
-    margin = EXACT.subtract(spread, skew) if client_buys else EXACT.minus(EXACT.add(spread, skew))
-    unrounded = EXACT.multiply(sweep.vwap, EXACT.add(_BPS, margin)).scaleb(-4, EXACT)
+    margin = _sub(spread, skew) if client_buys else EXACT.minus(_add(spread, skew))
+    unrounded = _mul(sweep.vwap, _add(_BPS, margin)).scaleb(-4, EXACT)
     price = round_to_tick(unrounded, rules.tick_size, up=client_buys)
     if price <= 0:
         raise PriceNotPositive(price)
-    quote_quantity = EXACT.multiply(price, quantity)
+    quote_quantity = _mul(price, quantity)
     if quote_quantity < rules.min_notional:
         raise NotionalBelowMinimum(quote_quantity, rules.min_notional, "instrument")
     if quote_quantity < config.min_quote_notional:

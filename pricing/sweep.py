@@ -41,7 +41,7 @@ from decimal import (
 )
 from itertools import accumulate
 from operator import mul
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +62,11 @@ EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN,
 # exactly the directed rounding of the true quotient.
 DIVIDE_UP = Context(prec=80, rounding=ROUND_CEILING, traps=[InvalidOperation, DivisionByZero])
 DIVIDE_DOWN = Context(prec=80, rounding=ROUND_FLOOR, traps=[InvalidOperation, DivisionByZero])
+# The operations as bound methods: looking a method up on a Context costs more than the
+# operation itself on numbers this small, and a sweep performs dozens.
+_mul, _add, _sub = EXACT.multiply, EXACT.add, EXACT.subtract
+_divide_up, _quantize_up = DIVIDE_UP.divide, DIVIDE_UP.quantize
+_divide_down, _quantize_down = DIVIDE_DOWN.divide, DIVIDE_DOWN.quantize
 VWAP_QUANTUM = Decimal("1e-18")  # the wire format's finest decimal
 _MAX_LOTS = 2**62  # whole-side lot counts stay far inside int64
 _ZERO = Decimal(0)
@@ -184,8 +189,10 @@ class SweepBook:
         return self._asks
 
 
-@dataclass(frozen=True, slots=True)
-class HedgeLeg:
+# The results of a sweep are NamedTuples (immutable, compared by value) rather than frozen
+# dataclasses: several are made per quote, and a frozen dataclass pays a call of
+# object.__setattr__ for each field.
+class HedgeLeg(NamedTuple):
     """What one LP fills in a sweep: quantity, its raw VWAP and its worst raw price."""
 
     source: str
@@ -194,8 +201,7 @@ class HedgeLeg:
     worst_price: Decimal
 
 
-@dataclass(frozen=True, slots=True)
-class Sweep:
+class Sweep(NamedTuple):
     """The result of sweeping one side for `quantity` base.
 
     `notional` and `raw_notional` are exact (with and without taker fees); the VWAPs are rounded
@@ -357,8 +363,8 @@ def lots_in(quantity: Decimal, lot_size: Decimal) -> int:
 def _vwap(notional: Decimal, quantity: Decimal, is_ask: bool) -> Decimal:
     """notional / quantity, rounded to VWAP_QUANTUM against the dealer."""
     if is_ask:
-        return DIVIDE_UP.divide(notional, quantity).quantize(VWAP_QUANTUM, context=DIVIDE_UP)
-    return DIVIDE_DOWN.divide(notional, quantity).quantize(VWAP_QUANTUM, context=DIVIDE_DOWN)
+        return _quantize_up(_divide_up(notional, quantity), VWAP_QUANTUM)
+    return _quantize_down(_divide_down(notional, quantity), VWAP_QUANTUM)
 
 
 def _levels_before(side: BookSide, position: int) -> list[int]:
@@ -377,14 +383,14 @@ def _notional_before(side: BookSide, counts: list[int]) -> Decimal:
     total = _ZERO
     for ladder, count in zip(side.ladders, counts, strict=True):
         if count:
-            total = EXACT.add(total, ladder.cum_notional[count - 1])
+            total = _add(total, ladder.cum_notional[count - 1])
     return total
 
 
 def _level_notional(ladder: LpLadder, level: int) -> Decimal:
     if not level:
         return ladder.cum_notional[0]
-    return EXACT.subtract(ladder.cum_notional[level], ladder.cum_notional[level - 1])
+    return _sub(ladder.cum_notional[level], ladder.cum_notional[level - 1])
 
 
 def sweep_quantity(side: BookSide, quantity: Decimal) -> Sweep:
@@ -393,7 +399,7 @@ def sweep_quantity(side: BookSide, quantity: Decimal) -> Sweep:
     Raises InsufficientDepth (carrying the side's whole-lot depth) when the side holds less.
     """
     wanted = lots_in(quantity, side.lot_size)
-    if wanted == 0 or EXACT.multiply(Decimal(wanted), side.lot_size) != quantity:
+    if wanted == 0 or _mul(Decimal(wanted), side.lot_size) != quantity:
         raise ValueError(f"quantity {quantity} must be a positive multiple of {side.lot_size}")
     cum_lots = side.cum_lots_list
     if not cum_lots or cum_lots[-1] < wanted:
@@ -401,7 +407,7 @@ def sweep_quantity(side: BookSide, quantity: Decimal) -> Sweep:
                                 side.available_quote_quantity, requested_quantity=quantity)
     last = bisect_left(cum_lots, wanted)  # the merged level the sweep ends in
     take = wanted - (cum_lots[last - 1] if last else 0)
-    take_quantity = EXACT.multiply(Decimal(take), side.lot_size)
+    take_quantity = _mul(Decimal(take), side.lot_size)
     last_lp = side.lp_index_list[last]
     counts = _levels_before(side, last)
     notional = raw_notional = _ZERO
@@ -414,21 +420,21 @@ def sweep_quantity(side: BookSide, quantity: Decimal) -> Sweep:
         lp_raw_notional = ladder.cum_raw_notional[full - 1] if full else _ZERO
         if lp == last_lp:  # its next level, `full`, is the one the sweep ends in
             lots += take
-            lp_notional = EXACT.add(
-                lp_notional, EXACT.multiply(ladder.adjusted_price[full], take_quantity))
-            lp_raw_notional = EXACT.add(
-                lp_raw_notional, EXACT.multiply(ladder.raw_price[full], take_quantity))
+            lp_notional = _add(
+                lp_notional, _mul(ladder.adjusted_price[full], take_quantity))
+            lp_raw_notional = _add(
+                lp_raw_notional, _mul(ladder.raw_price[full], take_quantity))
             lp_worst = ladder.raw_price[full]
         elif full:
             lp_worst = ladder.raw_price[full - 1]
         else:
             continue
-        notional = EXACT.add(notional, lp_notional)
-        raw_notional = EXACT.add(raw_notional, lp_raw_notional)
+        notional = _add(notional, lp_notional)
+        raw_notional = _add(raw_notional, lp_raw_notional)
         if worst_raw_price is None or (
                 lp_worst > worst_raw_price if side.is_ask else lp_worst < worst_raw_price):
             worst_raw_price = lp_worst
-        lp_quantity = EXACT.multiply(Decimal(lots), side.lot_size)
+        lp_quantity = _mul(Decimal(lots), side.lot_size)
         hedge_plan.append(HedgeLeg(side.sources[lp], lp_quantity,
                                    _vwap(lp_raw_notional, lp_quantity, side.is_ask), lp_worst))
     assert worst_raw_price is not None  # the LP of the last level always takes part
@@ -464,10 +470,10 @@ def quantity_for_quote_amount(side: BookSide, amount: Decimal) -> Decimal:
         within -= 1
         lp = int(side.lp_index[within])
         counts[lp] -= 1
-        spent = EXACT.subtract(spent, _level_notional(side.ladders[lp], counts[lp]))
+        spent = _sub(spent, _level_notional(side.ladders[lp], counts[lp]))
     while within < depth:
         lp = int(side.lp_index[within])
-        with_level = EXACT.add(spent, _level_notional(side.ladders[lp], counts[lp]))
+        with_level = _add(spent, _level_notional(side.ladders[lp], counts[lp]))
         if with_level > amount:
             break
         spent, within = with_level, within + 1
@@ -478,8 +484,8 @@ def quantity_for_quote_amount(side: BookSide, amount: Decimal) -> Decimal:
                                     requested_quote_quantity=amount)
         return side.available_quantity
     lp = int(side.lp_index[within])
-    lot_cost = EXACT.multiply(side.ladders[lp].adjusted_price[counts[lp]], side.lot_size)
+    lot_cost = _mul(side.ladders[lp].adjusted_price[counts[lp]], side.lot_size)
     lots = (int(side.cum_lots[within - 1]) if within else 0) + int(
-        EXACT.divide_int(EXACT.subtract(amount, spent), lot_cost))
-    return EXACT.multiply(Decimal(lots), side.lot_size)
+        EXACT.divide_int(_sub(amount, spent), lot_cost))
+    return _mul(Decimal(lots), side.lot_size)
 

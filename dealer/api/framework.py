@@ -41,6 +41,10 @@ class Endpoint:
     errors: tuple[ErrorCode, ...]
     paginated: bool = False
     description: str = ""
+    # Clients send the very same body again and again (a desk asks for the same quote all
+    # day): keep bodies that passed validation, by their bytes. Only for frozen body models,
+    # whose validation depends on nothing but the bytes; see `_ValidatedBodies`.
+    repeated_bodies: bool = False
 
     @property
     def operation_id(self) -> str:
@@ -81,15 +85,19 @@ class Api:
         query: type[QueryModel] | None = None,
         errors: Iterable[ErrorCode] = (),
         description: str = "",
+        repeated_bodies: bool = False,
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
             paginated = get_origin(response) is Page
+            if repeated_bodies and (body is None or not body.model_config.get("frozen")):
+                raise ValueError(f"{path}: only a frozen body model may be reused")
             self.endpoints.append(
                 Endpoint(
                     method=method, path=path, handler=handler, summary=summary, tag=tag,
                     roles=None if roles is None else frozenset(roles), body=body, query=query,
                     response=get_args(response)[0] if paginated else response,
                     errors=tuple(errors), paginated=paginated, description=description,
+                    repeated_bodies=repeated_bodies,
                 )
             )
             return handler
@@ -117,12 +125,20 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     adapter = TypeAdapter(endpoint.response) if endpoint.response is not None else None
     page_adapter = TypeAdapter(list[endpoint.response]) if endpoint.paginated else None  # type: ignore[name-defined]
 
+    # Which ids the request's log lines are bound to: known from the models, so a request does
+    # not look for attributes its parameters lack (a failed lookup on a model raises inside).
+    model = endpoint.body or endpoint.query
+    fields = model.model_fields if model is not None else {}
+    binds_dealer, binds_quote = "dealer_account_id" in fields, "quote_id" in fields
+    bodies = (_ValidatedBodies(endpoint.body)
+              if endpoint.repeated_bodies and endpoint.body is not None else None)
+
     async def handle(request: web.Request) -> web.StreamResponse:
         principal: Principal | None = request.get(PRINCIPAL)
         if endpoint.roles is not None:
-            if AUTH_ERROR in request:
-                raise request[AUTH_ERROR]
-            if principal is None:
+            if principal is None:  # the middleware sets a principal or an error, never both
+                if AUTH_ERROR in request:
+                    raise request[AUTH_ERROR]
                 raise ApiError(Errors.UNAUTHENTICATED)
             if principal.role not in endpoint.roles:
                 raise ApiError(
@@ -133,18 +149,21 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
                     },
                 )
         params: Any = None
-        if endpoint.body is not None:
+        if bodies is not None:
+            params = bodies.validated(await request.read())
+        elif endpoint.body is not None:
             params = endpoint.body.model_validate(await read_json_object(request))
         elif endpoint.query is not None:
             params = endpoint.query.model_validate(query_values(request, endpoint.query))
-        # Log lines of the request name the dealer and quote it is about (validated values only).
-        dealer_account_id = getattr(params, "dealer_account_id", None)
-        quote_id = getattr(params, "quote_id", None)
-        if dealer_account_id is not None or quote_id is not None:
-            logs.bind(dealer_account_id=dealer_account_id, quote_id=quote_id)
+        if binds_dealer or binds_quote:
+            # Log lines of the request name the dealer and quote it is about (validated values).
+            logs.bind(dealer_account_id=params.dealer_account_id if binds_dealer else None,
+                      quote_id=params.quote_id if binds_quote else None)
         result = await endpoint.handler(request, principal, params)
         if type(result) is Serialized:  # already wire data: no model validation or dump
-            return json_response(envelope(result.data))
+            return web.Response(body=orjson.dumps({"data": result.data, "success": True,
+                                                   "errno": 0, "error": None}),
+                                content_type="application/json")
         if isinstance(result, web.StreamResponse):
             return result
         if isinstance(result, Page):
@@ -164,8 +183,39 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+class _ValidatedBodies:
+    """Validated request bodies by their bytes, for one endpoint of one app. A frozen model is
+    a pure function of the bytes, so one validated body serves every request sending the same
+    bytes. Only successes are kept (a refusal is worked out again, as it was); small bodies
+    only, and at most `max_entries` (all forgotten when full)."""
+
+    __slots__ = ("_by_bytes", "_max_bytes", "_max_entries", "_model")
+
+    def __init__(self, model: type[BaseModel], *, max_entries: int = 1024,
+                 max_bytes: int = 1024) -> None:
+        self._model = model
+        self._by_bytes: dict[bytes, BaseModel] = {}
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+
+    def validated(self, raw: bytes) -> BaseModel:
+        """The body these bytes validate to (ApiError or ValidationError as without reuse)."""
+        params = self._by_bytes.get(raw)
+        if params is None:
+            params = self._model.model_validate(json_object(raw))
+            if len(raw) <= self._max_bytes:
+                if len(self._by_bytes) >= self._max_entries:
+                    self._by_bytes.clear()
+                self._by_bytes[raw] = params
+        return params
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    return json_object(await request.read())
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object ({} when empty), or the error envelope's ApiError."""
     if not raw.strip():
         return {}
     try:

@@ -7,6 +7,7 @@ import datetime as dt
 import time
 import uuid
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -71,6 +72,15 @@ class QuoteRequestBody(WireModel):
     @property
     def resolved_symbol(self) -> str:
         return self.symbol or (self.instrument_id or "").removeprefix("FERMATA:")
+
+    @cached_property
+    def command(self) -> rfq.QuoteCommand:
+        """The use case's command (worked out once: a validated body is reused for the same
+        bytes, see `Api.route(repeated_bodies=...)`)."""
+        return rfq.QuoteCommand(
+            self.dealer_account_id, self.trading_account_id, self.resolved_symbol,
+            self.order_side, None if self.quantity is None else Decimal(self.quantity),
+            None if self.quote_quantity is None else Decimal(self.quote_quantity))
 
 
 class QuoteOut(WireModel):
@@ -203,7 +213,7 @@ def register(api: Api) -> None:
     api.post("/api/v3/fermata/quote/request", summary="A firm quote from the dealer's fresh LP "
              "books (one side, or two-way when orderSide is omitted)", tag="rfq",
              roles=TRADERS, body=QuoteRequestBody, response=QuoteOut,
-             errors=_QUOTE_ERRORS)(request_quote)
+             errors=_QUOTE_ERRORS, repeated_bodies=True)(request_quote)
     api.get("/api/v3/fermata/quote/get", summary="One quote", tag="rfq", roles=EVERYONE,
             query=QuoteIdQuery, response=QuoteOut,
             errors=[Errors.QUOTE_NOT_FOUND, Errors.ACCOUNT_FORBIDDEN])(get_quote)
@@ -271,16 +281,12 @@ async def request_quote(request: web.Request, principal: Principal | None,
     started = time.perf_counter()
     try:
         _may_act_for(principal, params.trading_account_id)
-        cmd = rfq.QuoteCommand(
-            params.dealer_account_id, params.trading_account_id, params.resolved_symbol,
-            params.order_side, None if params.quantity is None else Decimal(params.quantity),
-            None if params.quote_quantity is None else Decimal(params.quote_quantity))
-        record = await app[QUOTER].request_quote(cmd, app[CLOCK]())
+        record = await app[QUOTER].request_quote(params.command, app[CLOCK]())
     except ApiError as exc:
         metrics.quote_outcome("refused", exc.error.code)
         raise
     metrics.quote_outcome("quoted", "ok")
-    metrics.quote_latency.observe(time.perf_counter() - started)
+    metrics.quote_duration(time.perf_counter() - started)
     logs.bind(quote_id=record.quote_id)
     return Serialized(quote_wire(record))
 

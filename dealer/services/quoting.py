@@ -17,11 +17,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -41,7 +41,7 @@ from dealer.services.rfq import (
 from dealer.uow import connection
 from pricing.errors import QuoteRefused
 from pricing.quote import InstrumentRules, Quote, QuoteRequest, QuotingConfig, price_quote
-from venues.base import split_symbol
+from pricing.sweep import SweepBook
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,16 @@ WITH u AS (
       AND (SELECT {_CLIENT_VERSION} FROM trading_account ta
            WHERE ta.trading_account_id = k.client AND ta.status = 'ACTIVE') = k.client_version
       AND {_RULES_VERSION.format(symbol="k.symbol")} = k.rules_version
+), written AS (
+    INSERT INTO quote (quote_id, dealer_account_id, trading_account_id, symbol, order_side,
+                       quantity, bid_price, ask_price, hedge_plan, status, created_at, expire_at)
+    SELECT u.quote_id, u.dealer, u.client, u.symbol, u.side, u.quantity, u.bid, u.ask, u.plan,
+           'OPEN', u.created_at, u.expire_at
+    FROM u JOIN unchanged USING (dealer, client, symbol, dealer_version, client_version,
+                               rules_version)
+    RETURNING quote_id
 )
-INSERT INTO quote (quote_id, dealer_account_id, trading_account_id, symbol, order_side, quantity,
-                   bid_price, ask_price, hedge_plan, status, created_at, expire_at)
-SELECT u.quote_id, u.dealer, u.client, u.symbol, u.side, u.quantity, u.bid, u.ask, u.plan,
-       'OPEN', u.created_at, u.expire_at
-FROM u JOIN unchanged USING (dealer, client, symbol, dealer_version, client_version,
-                           rules_version)
-RETURNING quote_id"""  # noqa: S608
+SELECT u.quote_id FROM u WHERE u.quote_id NOT IN (SELECT quote_id FROM written)"""  # noqa: S608
 
 MAX_ATTEMPTS = 3
 _ZERO = Decimal(0)
@@ -116,20 +118,20 @@ class _Dealer:
     quoting: QuotingConfig
     # What every quote reads of the configuration, worked out once when the facts are read
     # (the pydantic configuration holds strings: converting them per quote was wasted work).
-    symbols: frozenset[str]
     exposure_limits: dict[str, Decimal]
     skewed: bool
     ttl: dt.timedelta
+    bases: dict[str, str]  # the base asset of each quoted symbol
 
     @classmethod
     def of(cls, record: DealerRecord, draining: frozenset[uuid.UUID], version: str) -> _Dealer:
         config = record.config
         return cls(record, draining, version, quoting_config(config),
-                   symbols=frozenset(config.symbols),
                    exposure_limits={asset: Decimal(limit) for asset, limit
                                     in config.max_unhedged_exposure.items()},
                    skewed=Decimal(config.inventory_skew_bps) != 0,
-                   ttl=dt.timedelta(milliseconds=config.quote_ttl_ms))
+                   ttl=dt.timedelta(milliseconds=config.quote_ttl_ms),
+                   bases={symbol: symbol.partition("/")[0] for symbol in config.symbols})
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,9 @@ class _Client:
     kind: str
     status: str
     version: str
+
+
+_UNKNOWN = _Client("", "", "")  # not in the cache (None there is a known non-existent client)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,16 +185,25 @@ class QuotingCache:
         self.rules[cmd.symbol] = rules
 
 
-@dataclass(frozen=True, slots=True)
-class _Facts:
+# Tuples, not frozen dataclasses: one of each is made per quote, and a frozen dataclass pays
+# a call of object.__setattr__ per field.
+class _Facts(NamedTuple):
     dealer: _Dealer
     client: _Client | None
     rules: _Rules
     fresh: bool  # read from the database for this request
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteDraft:
+class _Priced(NamedTuple):
+    """What a quote is priced from, once the refusals that need no pricing are passed."""
+
+    rules: InstrumentRules
+    sweep_book: SweepBook
+    base: str
+    limit: Decimal | None  # the dealer's exposure limit of the base asset
+
+
+class QuoteDraft(NamedTuple):
     """A priced quote waiting to be written, with the versions of the facts it was priced on."""
 
     record: QuoteRecord
@@ -204,7 +218,12 @@ class QuoteWriter:
     def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 500) -> None:
         self._pool = pool
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[QuoteDraft, asyncio.Future[bool]]] = asyncio.Queue()
+        # A list and a wake-up future rather than an asyncio.Queue: a quote is handed over and
+        # taken with no per-item bookkeeping (this runs for every quote).
+        self._waiting: list[tuple[QuoteDraft, asyncio.Future[bool]]] = []
+        self._wakeup: asyncio.Future[None] | None = None  # while the writer has nothing to do
+        self._writing = False
+        self._drained: asyncio.Future[None] | None = None  # `stop` waits on it
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -216,29 +235,46 @@ class QuoteWriter:
         if self._task is None:
             return
         self._closing = True
-        await self._queue.join()
+        if (self._waiting or self._writing) and not self._task.done():
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
 
-    async def write(self, draft: QuoteDraft) -> bool:
-        """True once the quote is committed; False when its facts changed (nothing written)."""
+    def submit(self, draft: QuoteDraft) -> asyncio.Future[bool]:
+        """Queue a quote; the future answers True once it is committed, False when its facts
+        changed (nothing written)."""
         if self._task is None or self._closing or self._task.done():
             raise ApiError(Errors.SERVICE_UNAVAILABLE, "The daemon is stopping")
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((draft, done))
-        return await done
+        self._waiting.append((draft, done))
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+        return done
+
+    async def write(self, draft: QuoteDraft) -> bool:
+        """True once the quote is committed; False when its facts changed (nothing written)."""
+        return await self.submit(draft)
 
     async def _run(self) -> None:
         # The writer keeps one pooled connection (no acquire/reset per group); after an error it
         # gives the connection back, and the pool replaces it if it broke.
         conn: asyncpg.pool.PoolConnectionProxy | None = None
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                batch = [await self._queue.get()]
-                while len(batch) < self._max_batch and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                if not self._waiting:
+                    if self._drained is not None and not self._drained.done():
+                        self._drained.set_result(None)
+                    self._wakeup = loop.create_future()
+                    await self._wakeup
+                    self._wakeup = None
+                batch = self._waiting[:self._max_batch]
+                del self._waiting[:self._max_batch]
+                self._writing = True
                 try:
                     if conn is None:
                         conn = await self._pool.acquire()
@@ -248,7 +284,9 @@ class QuoteWriter:
                         # found", as during the outage); an accept commits synchronously, which
                         # flushes its quote's earlier commit with it. Reset when given back.
                         await conn.execute("SET synchronous_commit TO off")
-                    written = await self._insert(conn, [draft for draft, _ in batch])
+                    # The statement answers the quotes it did NOT write (usually none).
+                    rows = await conn.fetch(_INSERT_QUOTES, [_quote_row(draft)
+                                                             for draft, _ in batch])
                 except Exception as exc:  # every waiting request answers the outage
                     if conn is not None:
                         await self._give_back(conn, broken=True)
@@ -257,12 +295,12 @@ class QuoteWriter:
                         if not done.done():
                             done.set_exception(exc)
                 else:
+                    refused = {row[0] for row in rows} if rows else ()
                     for draft, done in batch:
                         if not done.done():
-                            done.set_result(draft.record.quote_id in written)
+                            done.set_result(draft.record.quote_id not in refused)
                 finally:
-                    for _ in batch:
-                        self._queue.task_done()
+                    self._writing = False
         finally:
             if conn is not None:
                 await self._give_back(conn)
@@ -278,12 +316,6 @@ class QuoteWriter:
             await self._pool.release(conn)
         except Exception:
             log.warning("quote writer: could not give its connection back", exc_info=True)
-
-    @staticmethod
-    async def _insert(conn: asyncpg.pool.PoolConnectionProxy, drafts: Sequence[QuoteDraft]
-                      ) -> set[uuid.UUID]:
-        rows = await conn.fetch(_INSERT_QUOTES, [_quote_row(draft) for draft in drafts])
-        return {row["quote_id"] for row in rows}
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -310,6 +342,7 @@ class Quoter:
         self._market_data = market_data
         self._writer = writer
         self._cache = cache if cache is not None else QuotingCache()
+        self._ids = _QuoteIds()
 
     async def request_quote(self, cmd: QuoteCommand, now: dt.datetime) -> QuoteRecord:
         """Price and store a firm quote (refusals are explicit ApiErrors, nothing written)."""
@@ -318,13 +351,19 @@ class Quoter:
             if facts is None:
                 facts = await self._load(cmd)
             try:
-                draft = await self._draft(facts, cmd, now)
+                priced = self._check(facts, cmd, now)
+                exposure = _ZERO
+                if priced.limit is not None or facts.dealer.skewed:
+                    # Exposure moves with every fill and hedge: read it now, never from a cache.
+                    async with connection(self._pool) as conn:
+                        exposure = await exposure_of(conn, cmd.dealer_account_id, priced.base)
+                draft = self._draft(facts, cmd, now, priced, exposure)
             except ApiError:
                 if facts.fresh:
                     raise
                 facts = None  # a refusal must stand on facts read now
                 continue
-            if await self._writer.write(draft):
+            if await self._writer.submit(draft):
                 return draft.record
             self._cache.forget(cmd)  # changed since read: read again, price again
             facts = None
@@ -332,11 +371,13 @@ class Quoter:
                        "The dealer's configuration kept changing while quoting; retry")
 
     def _cached(self, cmd: QuoteCommand) -> _Facts | None:
-        dealer = self._cache.dealers.get(cmd.dealer_account_id)
-        rules = self._cache.rules.get(cmd.symbol)
-        if dealer is None or rules is None or cmd.trading_account_id not in self._cache.clients:
+        cache = self._cache
+        dealer = cache.dealers.get(cmd.dealer_account_id)
+        rules = cache.rules.get(cmd.symbol)
+        client = cache.clients.get(cmd.trading_account_id, _UNKNOWN)
+        if dealer is None or rules is None or client is _UNKNOWN:
             return None
-        return _Facts(dealer, self._cache.clients[cmd.trading_account_id], rules, fresh=False)
+        return _Facts(dealer, client, rules, fresh=False)
 
     async def _load(self, cmd: QuoteCommand) -> _Facts:
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
@@ -355,7 +396,8 @@ class Quoter:
         self._cache.keep(cmd, dealer, client, rules)
         return _Facts(dealer, client, rules, fresh=True)
 
-    async def _draft(self, facts: _Facts, cmd: QuoteCommand, now: dt.datetime) -> QuoteDraft:
+    def _check(self, facts: _Facts, cmd: QuoteCommand, now: dt.datetime) -> _Priced:
+        """What the quote is priced from, or the refusal that comes before any pricing."""
         cached = facts.dealer
         dealer = cached.record
         if dealer.status != "ACTIVE":
@@ -367,50 +409,81 @@ class Quoter:
         if client.status != "ACTIVE":
             raise ApiError(Errors.ACCOUNT_NOT_ACTIVE,
                            f"Client account is not ACTIVE (status {client.status})")
-        if cmd.symbol not in cached.symbols:
+        base = cached.bases.get(cmd.symbol)
+        if base is None:
             raise ApiError(Errors.SYMBOL_NOT_QUOTED, f"The dealer does not quote {cmd.symbol}")
         if not dealer.linked_accounts:
             raise ApiError(Errors.NO_LINKED_LP)
         market_data = self._market_data
-        now_ms = int(now.timestamp() * 1000)
-        fresh = market_data.fresh_books(cmd.dealer_account_id, cmd.symbol, now_ms)
+        books = market_data.pricing_books(cmd.dealer_account_id, cmd.symbol,
+                                          int(now.timestamp() * 1000))
+        fresh, venues = books.books, books.venues
         if cached.draining:  # a draining LP gets no new hedge orders, so it prices no quote
             fresh = [(lp, book) for lp, book in fresh
                      if lp.trading_account_id not in cached.draining]
+            venues = frozenset(lp.venue for lp, _ in fresh)
         if not fresh:
             raise ApiError(Errors.BOOKS_STALE)
-        rules = facts.rules.for_venues(frozenset(lp.venue for lp, _ in fresh))
+        rules = facts.rules.for_venues(venues)
         if rules is None:
             raise ApiError(Errors.SYMBOL_NOT_QUOTED,
                            f"No synced instrument {cmd.symbol} on the LP venues; sync instruments")
-        base, _ = split_symbol(cmd.symbol)
-        limit = cached.exposure_limits.get(base)
-        exposure = _ZERO
-        if limit is not None or cached.skewed:
-            # Exposure moves with every fill and hedge: read it now, never from a cache.
-            async with connection(self._pool) as conn:
-                exposure = await exposure_of(conn, dealer.dealer_account_id, base)
+        # Books shared by every quote until one of them changes: their merge is kept with them.
+        sweep_book = (books.sweep_book(market_data, rules.lot_size) if fresh is books.books
+                      else market_data.sweep_book(fresh, rules.lot_size))
+        return _Priced(rules, sweep_book, base, cached.exposure_limits.get(base))
+
+    def _draft(self, facts: _Facts, cmd: QuoteCommand, now: dt.datetime, priced: _Priced,
+               exposure: Decimal) -> QuoteDraft:
+        cached = facts.dealer
+        rules, limit = priced.rules, priced.limit
         try:
             quote = price_quote(
                 QuoteRequest(side=cmd.side,  # type: ignore[arg-type]
                              rules=rules, config=cached.quoting, quantity=cmd.quantity,
                              quote_quantity=cmd.quote_quantity, exposure=exposure,
                              max_exposure=limit),
-                market_data.sweep_book(fresh, rules.lot_size))
+                priced.sweep_book)
         except QuoteRefused as exc:
             raise refusal(exc) from None
         if limit is not None:
-            _check_exposure(quote, exposure, limit, base)
+            _check_exposure(quote, exposure, limit, priced.base)
+        bid, ask, client = quote.bid, quote.ask, facts.client
+        assert client is not None  # `_check` refuses a quote without a client
         return QuoteDraft(
             QuoteRecord(
-                quote_id=uuid.uuid4(), dealer_account_id=cmd.dealer_account_id,
+                quote_id=self._ids.next(), dealer_account_id=cmd.dealer_account_id,
                 trading_account_id=cmd.trading_account_id, symbol=cmd.symbol,
                 order_side=cmd.side, quantity=quote.quantity,
-                bid_price=quote.bid.price if quote.bid else None,
-                ask_price=quote.ask.price if quote.ask else None,
+                bid_price=None if bid is None else bid.price,
+                ask_price=None if ask is None else ask.price,
                 hedge_plan=stored_plan(quote, rules.lot_size), status="OPEN", created_at=now,
                 expire_at=now + cached.ttl, filled_order_id=None),
             cached.version, client.version, facts.rules.version)
+
+
+class _QuoteIds:
+    """Random (version 4) quote ids from os.urandom read 4 KiB at a time: as unguessable as
+    uuid4's, without a system call per quote."""
+
+    __slots__ = ("_at", "_block")
+
+    def __init__(self) -> None:
+        self._block = b""
+        self._at = 0
+
+    def next(self) -> uuid.UUID:
+        at = self._at
+        if at >= len(self._block):
+            self._block, at = os.urandom(4096), 0
+        self._at = at + 16
+        bits = int.from_bytes(self._block[at:at + 16], "big")
+        return uuid.UUID(int=bits & _NOT_VERSION_OR_VARIANT | _VERSION_4_RFC_4122)
+
+
+# What uuid.UUID(..., version=4) sets: version 4 in bits 76-79, the RFC 4122 variant in 62-63.
+_NOT_VERSION_OR_VARIANT = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_VERSION_4_RFC_4122 = (4 << 76) | (0x8000 << 48)
 
 
 def _check_exposure(quote: Quote, exposure: Decimal, limit: Decimal, base: str) -> None:
