@@ -28,8 +28,10 @@ Method.
   server's event loop. Its own lag (scheduled time → the request's task starting) is printed per
   step, and the summary says who gave out first: a failed step with a generator lag p99 over a
   quarter of the SLO was limited by the generator (then the bare figure is a lower bound).
-- Quote requests rotate a client BUY of 0.1 BTC, a SELL of 0.1 and a two-way quote of 0.05, with
-  the client's trader token (every one is priced from the three LP books and stored).
+- Quote requests rotate a client BUY of about 0.1 BTC, a SELL of about 0.1 and a two-way quote of
+  about 0.05, with the client's trader token (every one is priced from the three LP books and
+  stored). Sizes vary by the lot over 6,000 distinct bodies, more than the daemon keeps
+  validated bodies for, so every request is worked out from its bytes.
 
     .venv/bin/python bench/rfq.py [--budget 60] [--slo-ms 100] [--step-seconds 2]
 """
@@ -50,6 +52,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,8 @@ from bench.shared import run_on, serving, setup_desk  # noqa: E402
 JWT_SECRET = "bench-secret-" + "x" * 40
 SECRETS_KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
 QUOTE_PATH = "/api/v3/fermata/quote/request"
+LOT = Decimal("0.00001")  # the FERMATA BTC/USDT lot: the coarsest of the three LP venues' lots
+DISTINCT_SIZES = 2000  # per side: 6,000 distinct quote bodies
 BARE_PATH = "/bare"
 BARE_ENVELOPE = json.dumps({"data": {"ok": True}, "success": True, "errno": 0,
                             "error": None}).encode()
@@ -348,10 +353,14 @@ async def run(args: argparse.Namespace) -> None:
                 trader = mint_token(JWT_SECRET, Role.TRADER, accounts=[uuid.UUID(client)])
                 common = {"dealerAccountId": dealer, "tradingAccountId": client,
                           "symbol": "BTC/USDT"}
+                # Every body differs from the others (sizes vary by the lot), so nothing the
+                # daemon keeps by body (validated bodies) helps: the cost of a new request.
                 quote = Target("quote", base + QUOTE_PATH, [
-                    json.dumps({**common, "orderSide": "BUY", "quantity": "0.1"}),
-                    json.dumps({**common, "orderSide": "SELL", "quantity": "0.1"}),
-                    json.dumps({**common, "quantity": "0.05"}),
+                    json.dumps({**common, **side, "quantity": str(size + lots * LOT)})
+                    for lots in range(DISTINCT_SIZES)
+                    for side, size in (({"orderSide": "BUY"}, Decimal("0.1")),
+                                       ({"orderSide": "SELL"}, Decimal("0.1")),
+                                       ({}, Decimal("0.05")))
                 ], {"Authorization": f"Bearer {trader}"})
                 bare = Target("bare", bare_base + BARE_PATH, [json.dumps(common)], {})
                 setup_s = time.monotonic() - started

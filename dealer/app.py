@@ -52,7 +52,7 @@ from dealer.scheduler import add_job, build_scheduler, drain_links, exposure_che
 from dealer.secretbox import SecretBox
 from dealer.services import reconciliation
 from dealer.services.quoting import Quoter, QuoteWriter
-from dealer.services.rfq import expire_quotes as expire_open_quotes
+from dealer.services.rfq import QuoteExpiry
 from dealer.settings import DaemonSecrets, Settings, SettingsError
 from dealer.uow import connection
 from hedging.worker import HedgeWorker
@@ -268,9 +268,11 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.warning("reconciliation drift on %s: %s", check.address,
                             [(a.asset, str(a.drift)) for a in check.assets if a.status != "OK"])
 
+    quote_expiry = QuoteExpiry()
+
     async def expire_quotes() -> None:
         async with connection(app[POOL]) as conn:
-            await expire_open_quotes(conn, app[CLOCK]())
+            await quote_expiry.run(conn, app[CLOCK]())
 
     async def check_exposure() -> None:
         await exposure_check(app[POOL], app[MARKET_DATA], metrics,
@@ -279,7 +281,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     async def drain_lps() -> None:
         await drain_links(app[POOL], app[MARKET_DATA], metrics, app[CLOCK]())
 
-    add_job(scheduler, metrics, "quote_expiry", expire_quotes, 1.0)
+    add_job(scheduler, metrics, "quote_expiry", expire_quotes, settings.quote_expiry_ms / 1000)
     add_job(scheduler, metrics, "exposure_check", check_exposure,
             settings.exposure_check_ms / 1000)
     add_job(scheduler, metrics, "lp_drain", drain_lps, settings.exposure_check_ms / 1000)

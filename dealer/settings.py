@@ -120,6 +120,9 @@ class Settings(BaseModel):
                                "(it is woken at once when a job is written)")
     hedge_max_attempts: int = Field(default=3, ge=1, le=100,
                                     description="Attempts per hedge job before it is FAILED")
+    quote_expiry_ms: int = Field(
+        default=200, ge=50, le=60000, description="How often quotes past expireAt are marked "
+        "EXPIRED (often, so each run has few rows to write)")
     exposure_check_ms: int = Field(default=1000, ge=100, le=60000,
                                    description="How often every dealer's unhedged exposure is "
                                    "valued and the kill switch checked (and draining LP links "

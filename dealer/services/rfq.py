@@ -170,11 +170,43 @@ async def list_quotes(conn: asyncpg.Connection, *, dealer_account_id: uuid.UUID 
     return [QuoteRecord.from_row(r) for r in rows], int(total)
 
 
-async def expire_quotes(conn: asyncpg.Connection, now: dt.datetime) -> int:
-    """Mark quotes past their expiry (the accept path checks the time itself)."""
-    result: str = await conn.execute(
-        "UPDATE quote SET status = 'EXPIRED' WHERE status = 'OPEN' AND expire_at <= $1", now)
+async def expire_quotes(conn: asyncpg.Connection, now: dt.datetime,
+                        since: dt.datetime | None = None) -> int:
+    """Mark quotes past their expiry (the accept path checks the time itself); with `since`,
+    only those that expired after it. Answers how many."""
+    if since is None:
+        result: str = await conn.execute(
+            "UPDATE quote SET status = 'EXPIRED' WHERE status = 'OPEN' AND expire_at <= $1",
+            now)
+    else:
+        result = await conn.execute(
+            """UPDATE quote SET status = 'EXPIRED'
+               WHERE status = 'OPEN' AND expire_at <= $1 AND expire_at > $2""", now, since)
     return int(result.split()[-1])
+
+
+class QuoteExpiry:
+    """The scheduled expiry of quotes. A run reads only the quotes that expired since the
+    previous run, less `margin` (for a quote its writer committed late): the open quotes'
+    index keeps the entries of expired quotes until a vacuum, and reading all of them every
+    run cost more with every quote made. Every `full_every`, a run reads them all (a quote
+    committed later still, or a clock that went back)."""
+
+    def __init__(self, *, margin: dt.timedelta = dt.timedelta(seconds=2),
+                 full_every: dt.timedelta = dt.timedelta(minutes=1)) -> None:
+        self._margin = margin
+        self._full_every = full_every
+        self._since: dt.datetime | None = None
+        self._last_full: dt.datetime | None = None
+
+    async def run(self, conn: asyncpg.Connection, now: dt.datetime) -> int:
+        full = (self._last_full is None or self._since is None
+                or not self._last_full <= now < self._last_full + self._full_every)
+        expired = await expire_quotes(conn, now, None if full else self._since)
+        if full:
+            self._last_full = now
+        self._since = now - self._margin
+        return expired
 
 
 # ---------------------------------------------------------------- accept

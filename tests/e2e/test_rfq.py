@@ -667,3 +667,33 @@ async def test_stored_quotes_read_back_as_they_were_answered(
                 column = row[f"{side}_price"]
                 assert column == Decimal(price)
                 assert Decimal(plan[side]["quantity"]) == row["quantity"]
+
+
+async def test_the_expiry_reads_the_quotes_expired_since_its_last_run_and_all_of_them_now_and_then(
+    settings: Settings, secrets: DaemonSecrets, conn: asyncpg.Connection,
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+) -> None:
+    from dealer.services.rfq import QuoteExpiry
+
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    clock = ManualClock(start)
+    client = await aiohttp_client(create_app(settings, secrets, clock=clock))
+    desk = await make_desk(client, quoteTtlMs=1000)
+    first = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
+    second = await request_quote(client, desk, orderSide="SELL", quantity="0.1")
+
+    async def statuses() -> dict[str, str]:
+        rows = await conn.fetch("SELECT quote_id::text, status FROM quote")
+        return {r["quote_id"]: r["status"] for r in rows}
+
+    expiry = QuoteExpiry(margin=dt.timedelta(seconds=2), full_every=dt.timedelta(minutes=1))
+    assert await expiry.run(conn, start) == 0  # the first run reads all; none is due
+    # The second quote as a late commit would leave it: expired before the last run's margin.
+    await conn.execute("UPDATE quote SET expire_at = $1 WHERE quote_id = $2",
+                       start - dt.timedelta(seconds=3), uuid.UUID(second["quoteId"]))
+    assert await expiry.run(conn, start + dt.timedelta(seconds=5)) == 1
+    assert await statuses() == {first["quoteId"]: "EXPIRED", second["quoteId"]: "OPEN"}
+    assert await expiry.run(conn, start + dt.timedelta(seconds=30)) == 0
+    # A minute after the last full run, a run reads all the open quotes again.
+    assert await expiry.run(conn, start + dt.timedelta(seconds=61)) == 1
+    assert await statuses() == {first["quoteId"]: "EXPIRED", second["quoteId"]: "EXPIRED"}
