@@ -71,7 +71,9 @@ async def test_a_daemon_killed_mid_burst_hedges_everything_once_after_restart(
     killed = False
     try:
         async with aiohttp.ClientSession(base_url=first.url) as client:
-            desk = await make_desk(client)  # type: ignore[arg-type]
+            # A limit no burst reaches: the kill switch (tested on its own) stays out of this.
+            desk = await make_desk(client,  # type: ignore[arg-type]
+                                   maxUnhedgedNotional="100000000")
             burst = asyncio.create_task(_burst(client, desk, FILLS))
 
             async def hedging() -> bool:
