@@ -76,8 +76,13 @@ class LocalLedger:
                    input = ledger_balance.input + EXCLUDED.input""",
             [(address, asset, out, inp) for (address, asset), (out, inp) in sorted(moves.items())],
         )
-        for address, _ in sorted(moves):
-            await self._ensure(conn, address, {}, tx.timestamp or dt.datetime.now(dt.UTC))
+        # The accounts a posting names exist from then on (one statement for all of them; an
+        # existing account is left as it is, as merging no metadata into it would).
+        await conn.execute(
+            """INSERT INTO ledger_account (address, metadata, created_at, updated_at)
+               SELECT address, '{}'::jsonb, $2, $2 FROM unnest($1::text[]) AS a(address)
+               ON CONFLICT (address) DO NOTHING""",
+            sorted({address for address, _ in moves}), tx.timestamp or dt.datetime.now(dt.UTC))
         return CommitOutcome.COMMITTED
 
     @staticmethod

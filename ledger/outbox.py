@@ -213,9 +213,13 @@ class OutboxRelay:
     async def _lead(self, conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
         """Wait to be the one relay (advisory lock held by this connection), then relay."""
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+            self._wake.clear()
             await self._idle(self._poll_interval_s)
         try:
             while True:
+                # Cleared before the pass reads the outbox, not after: a notice arriving while
+                # it sends wakes the next wait at once instead of being lost until the poll.
+                self._wake.clear()
                 delay = await self.relay_once()
                 if await self._idle(delay) and self._linger_s > 0:
                     await self._sleep(self._linger_s)
@@ -224,8 +228,8 @@ class OutboxRelay:
                 await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
 
     async def _idle(self, seconds: float) -> bool:
-        """Wait up to `seconds`; answers whether a notice (or `wake()`) ended the wait."""
-        self._wake.clear()
+        """Wait up to `seconds` for a notice (or `wake()`) since the caller cleared the flag;
+        answers whether one came."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
         return self._wake.is_set()

@@ -30,6 +30,7 @@ from tests.desk import (
 from tests.helpers import eventually, get, outbox_drained
 
 MICRO = Decimal("0.000001")  # one USDT/6 minor unit
+SATOSHI = Decimal("0.00000001")  # one BTC/8 minor unit
 
 
 def _usdt(amount: Decimal, dealer_receives: bool) -> Decimal:
@@ -55,6 +56,17 @@ async def _expected_quote_balance(conn: asyncpg.Connection) -> tuple[Decimal, in
             total -= _usdt(Decimal(r["fee_amount"]), False)
         legs += 2
     return total, legs
+
+
+async def _smallest_lp_order(conn: asyncpg.Connection) -> Decimal:
+    """The smallest BTC/USDT order any of the LP venues takes, at the hedges' last price."""
+    price = await conn.fetchval(
+        "SELECT avg_price FROM hedge_order WHERE avg_price IS NOT NULL ORDER BY created_at DESC "
+        "LIMIT 1")
+    smallest = await conn.fetchval(
+        """SELECT min(greatest(min_quantity, min_notional / $1)) FROM instrument
+           WHERE symbol = 'BTC/USDT' AND venue IN (SELECT venue FROM hedge_order)""", price)
+    return Decimal(smallest)
 
 
 async def test_a_burst_of_200_fills_is_hedged_once_and_the_books_net_out(
@@ -87,7 +99,14 @@ async def test_a_burst_of_200_fills_is_hedged_once_and_the_books_net_out(
 
     await outbox_drained(conn, within_s=10.0)
     dealer = await ledger_balances(client, f"dealer:{desk.dealer}")
-    assert abs(dealer.get("BTC/8", Decimal(0))) < LOT, dealer
+    btc = dealer.get("BTC/8", Decimal(0))
+    if abs(btc) >= LOT:
+        # More than a lot left only as the lane's carry: dust no LP takes an order that small
+        # for (residuals below a venue's minimum wait for the next fill), and exactly what
+        # the ledger shows (to a satoshi per hedge order): nothing missing, nothing doubled.
+        carry = await conn.fetchval("SELECT coalesce(sum(carry), 0) FROM hedge_lane")
+        assert abs(btc + carry) <= len(hedge_orders) * SATOSHI, (dealer, carry)
+        assert abs(carry) < await _smallest_lp_order(conn), (dealer, carry)
     await assets_sum_to_zero(conn)
     # The dealer's quote balance (its realised PnL once hedged): kept for the pnl endpoint.
     expected, legs = await _expected_quote_balance(conn)

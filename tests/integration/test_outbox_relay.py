@@ -211,10 +211,18 @@ async def test_a_woken_relay_lingers_so_entries_written_meanwhile_join_its_batch
         else:
             await asyncio.sleep(seconds)
 
-    relay = OutboxRelay(pool, CountingLedger(pool), Metrics(), clock, linger_s=0.25,
+    first_pass = asyncio.Event()
+
+    class WatchedMetrics(Metrics):
+        def outbox_state(self, pending: int, oldest_age_s: float) -> None:
+            super().outbox_state(pending, oldest_age_s)
+            first_pass.set()  # the relay listens and has read the (empty) outbox once
+
+    relay = OutboxRelay(pool, CountingLedger(pool), WatchedMetrics(), clock, linger_s=0.25,
                         sleep=sleep)
     relay.start()
     try:
+        await asyncio.wait_for(first_pass.wait(), 5)
         await _enqueue(pool, [fill(client, dealer, 10)])
         await asyncio.wait_for(lingering.wait(), 5)
         assert batches == []  # woken, but nothing sent yet
