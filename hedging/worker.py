@@ -773,10 +773,7 @@ class HedgeWorker:
         done: set[uuid.UUID] = set()
         try:
             sent = [order for plan in plans for order in plan.orders]
-            if len(sent) == 1:  # at once: gather would wrap it in a task first
-                await self._send(sent[0])
-            else:
-                await asyncio.gather(*(self._send(order) for order in sent))
+            await asyncio.gather(*(self._send(order) for order in sent))
             async with self._pool.acquire() as conn, conn.transaction():
                 carry_delta = Decimal(0)
                 for plan in plans:
@@ -1114,10 +1111,8 @@ class HedgeWorker:
                                time_in_force=TimeInForce.IOC)
         venue = self._venues.execution(order.lp.venue)
         try:
-            # A timeout scope, not wait_for: the order is handed to the connector now, not
-            # after another turn of the event loop for a task wrapping the call.
-            async with asyncio.timeout(self._call_timeout_s):
-                order.state = await venue.submit_order(order.lp.account, request)
+            order.state = await asyncio.wait_for(
+                venue.submit_order(order.lp.account, request), self._call_timeout_s)
         except (VenueTimeout, VenueUnavailable, TimeoutError) as exc:
             order.unknown = f"submit: {exc or type(exc).__name__}"
         except VenueError as exc:
