@@ -255,8 +255,15 @@ class MarketDataService:
     def fresh_books(self, dealer_account_id: uuid.UUID, symbol: str, now_ms: int
                     ) -> list[tuple[LiquidityProvider, BookSnapshot]]:
         """The books pricing may use now: of the dealer's active LPs, fresh at `now_ms`."""
+        return self._fresh(dealer_account_id, symbol, now_ms)[0]
+
+    def _fresh(self, dealer_account_id: uuid.UUID, symbol: str, now_ms: int
+               ) -> tuple[list[tuple[LiquidityProvider, BookSnapshot]], int]:
+        """`fresh_books`, and until when they all stay fresh (a stale book only becomes fresh
+        again through a new state)."""
         states, max_age_ms = self._states, self.max_age_ms
         fresh = []
+        until_ms = _NEVER_MS
         for lp, key in self._dealer_lps(dealer_account_id, symbol):
             if not lp.active:
                 continue
@@ -264,7 +271,9 @@ class MarketDataService:
             if state is not None and state.book is not None and state.is_fresh(now_ms,
                                                                                 max_age_ms):
                 fresh.append((lp, state.book))
-        return fresh
+                assert state.received_at_ms is not None  # a fresh book has an age
+                until_ms = min(until_ms, state.received_at_ms + max_age_ms)
+        return fresh, until_ms
 
     def pricing_books(self, dealer_account_id: uuid.UUID, symbol: str, now_ms: int
                       ) -> PricingBooks:
@@ -275,18 +284,7 @@ class MarketDataService:
         if (cached is not None and cached.generation == self._generation
                 and cached.from_ms <= now_ms <= cached.until_ms):
             return cached
-        states, max_age_ms = self._states, self.max_age_ms
-        fresh = []
-        until_ms = _NEVER_MS  # a stale book only becomes fresh again through a new state
-        for lp, book_key in self._dealer_lps(dealer_account_id, symbol):
-            if not lp.active:
-                continue
-            state = states.get(book_key)
-            if state is not None and state.book is not None and state.is_fresh(now_ms,
-                                                                                max_age_ms):
-                fresh.append((lp, state.book))
-                assert state.received_at_ms is not None  # a fresh book has an age
-                until_ms = min(until_ms, state.received_at_ms + max_age_ms)
+        fresh, until_ms = self._fresh(dealer_account_id, symbol, now_ms)
         books = PricingBooks(fresh, frozenset(lp.venue for lp, _ in fresh), self._generation,
                              now_ms, until_ms)
         self._pricing[key] = books
