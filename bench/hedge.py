@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import itertools
 import json
@@ -68,13 +67,8 @@ if _HERE in sys.path:
     sys.path.remove(_HERE)
 sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.shared
 
+from bench.shared import JWT_SECRET, LOT, SECRETS_KEY, run_on, serving, setup_desk  # noqa: E402
 from bench.shared import percentile as _percentile  # noqa: E402
-from bench.shared import run_on, serving, setup_desk  # noqa: E402
-
-JWT_SECRET = "bench-secret-" + "x" * 40
-SECRETS_KEY = base64.urlsafe_b64encode(b"h" * 32).decode()
-LOT = Decimal("0.00001")
-
 
 # ---------------------------------------------------------------- the clients (subprocess)
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -67,13 +66,10 @@ if _HERE in sys.path:
     sys.path.remove(_HERE)
 sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.shared
 
+from bench.shared import JWT_SECRET, LOT, SECRETS_KEY, run_on, serving, setup_desk  # noqa: E402
 from bench.shared import percentile as _percentile  # noqa: E402
-from bench.shared import run_on, serving, setup_desk  # noqa: E402
 
-JWT_SECRET = "bench-secret-" + "x" * 40
-SECRETS_KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
 QUOTE_PATH = "/api/v3/fermata/quote/request"
-LOT = Decimal("0.00001")  # the FERMATA BTC/USDT lot: the coarsest of the three LP venues' lots
 DISTINCT_SIZES = 2000  # per side: 6,000 distinct quote bodies
 BARE_PATH = "/bare"
 BARE_ENVELOPE = json.dumps({"data": {"ok": True}, "success": True, "errno": 0,

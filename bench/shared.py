@@ -5,17 +5,24 @@ event loop they run on."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import math
 import socket
 import time
 from collections.abc import AsyncIterator, Coroutine
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 LP_ACCOUNTS = (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot"))
+# The FERMATA BTC/USDT lot of that desk: the coarsest of the three LP venues' lots.
+LOT = Decimal("0.00001")
+# The daemon's secrets in a benchmark (its own throwaway database and data directory).
+JWT_SECRET = "bench-secret-" + "x" * 40
+SECRETS_KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
 
 
 async def call(session: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str],

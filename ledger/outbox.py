@@ -114,11 +114,12 @@ async def enqueue_account_metadata(conn: asyncpg.Connection, entry: AccountMetad
                                    now: dt.datetime) -> int:
     """Add account metadata (which creates the account) to the outbox."""
     outbox_id: int = await conn.fetchval(
-        """INSERT INTO ledger_outbox (kind, payload, created_at, next_attempt_at)
-           VALUES ('account_metadata', $1, $2, $2) RETURNING outbox_id""",
-        {"address": entry.address, "metadata": dict(entry.metadata)}, now,
+        """WITH entry AS (
+               INSERT INTO ledger_outbox (kind, payload, created_at, next_attempt_at)
+               VALUES ('account_metadata', $1, $2, $2) RETURNING outbox_id)
+           SELECT outbox_id FROM entry, pg_notify($3, '')""",
+        {"address": entry.address, "metadata": dict(entry.metadata)}, now, CHANNEL,
     )
-    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
     return outbox_id
 
 

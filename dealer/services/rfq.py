@@ -200,8 +200,8 @@ class QuoteExpiry:
         self._last_full: dt.datetime | None = None
 
     async def run(self, conn: asyncpg.Connection, now: dt.datetime) -> int:
-        full = (self._last_full is None or self._since is None
-                or not self._last_full <= now < self._last_full + self._full_every)
+        last_full = self._last_full
+        full = last_full is None or not last_full <= now < last_full + self._full_every
         expired = await expire_quotes(conn, now, None if full else self._since)
         if full:
             self._last_full = now
