@@ -235,7 +235,8 @@ async def hedge_ctx(app: web.Application) -> AsyncIterator[None]:
                          unknown_grace_s=settings.hedge_unknown_grace_ms / 1000,
                          concurrency=settings.hedge_concurrency,
                          netting_threshold=Decimal(str(settings.hedge_netting_threshold)),
-                         balance_ttl_s=settings.hedge_balance_ttl_ms / 1000)
+                         balance_ttl_s=settings.hedge_balance_ttl_ms / 1000,
+                         carry_check_s=settings.hedge_carry_check_ms / 1000)
     app[HEDGE_WORKER] = worker
     if settings.hedge_enabled:
         worker.start()

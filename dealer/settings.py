@@ -155,6 +155,10 @@ class Settings(BaseModel):
     hedge_balance_ttl_ms: int = Field(default=5000, ge=100, le=600000,
                                       description="Age after which cached LP balances are "
                                       "refreshed (in the background)")
+    hedge_carry_check_ms: int = Field(default=1000, ge=100, le=600000,
+                                      description="How often the hedge worker looks for idle "
+                                      "lanes whose carry an LP would take (and soon after an "
+                                      "answer moved a carry)")
     log_level: LogLevel = Field(default="INFO", description="Log level.")
     log_format: LogFormat = Field(default="json", description="`json` (one object per line, "
                                   "with request id, dealer id and quote id when known) or "

@@ -120,7 +120,7 @@ class _Claim:
 @dataclass(frozen=True, slots=True)
 class _Job:
     job_id: uuid.UUID
-    trade_order_id: uuid.UUID
+    trade_order_id: uuid.UUID | None  # None: a carry job (see _hedge_idle_carries)
     side: policy.Side
     quantity: Decimal
     hedged: Decimal
@@ -235,7 +235,8 @@ def _notice(payload: str) -> _Notice | None:
         lane = _lane(uuid.UUID(notice["dealerAccountId"]), str(notice["symbol"]),
                      notice.get("config"))
         plan = notice.get("plan")
-        job = _Job(uuid.UUID(notice["jobId"]), uuid.UUID(notice["tradeOrderId"]),
+        fill = notice.get("tradeOrderId")
+        job = _Job(uuid.UUID(notice["jobId"]), None if fill is None else uuid.UUID(fill),
                    notice["side"], Decimal(notice["quantity"]), Decimal(0), Decimal(0), False,
                    None, 0, 0, policy.parse_plan(plan if isinstance(plan, dict) else {}),
                    dt.datetime.fromisoformat(notice["createdAt"]), False, None)
@@ -274,7 +275,8 @@ class HedgeWorker:
                  backoff_s: float = 0.2, max_backoff_s: float = 5.0,
                  unknown_grace_s: float = 5.0, concurrency: int = 4,
                  netting_threshold: Decimal = Decimal("0.5"), balance_ttl_s: float = 5.0,
-                 worker_id: str | None = None, fast_path: bool = True) -> None:
+                 worker_id: str | None = None, fast_path: bool = True,
+                 carry_check_s: float = 1.0) -> None:
         self._pool = pool
         self._venues = venues
         self._scales = scales
@@ -304,8 +306,14 @@ class HedgeWorker:
         # the one-statement path for new jobs of idle IMMEDIATE lanes (see _fast_round)
         self._fast_path = fast_path
         self._fast_queue: dict[str, collections.deque[_Notice]] = {}  # after a lane's fast round
+        # the lane's carry as the last fast round's statement left it: newer than the carry a
+        # queued notice read when its job was inserted (that one may predate earlier rounds)
+        self._fast_carry: dict[str, Decimal] = {}
         self._missed = False  # a notice came while its dealer's lane was being sized
         self._recovered = False
+        self._carry_check_s = carry_check_s
+        self._carry_checked = 0.0  # time.monotonic() of the last look for idle lanes' carry
+        self._carry_moved = False  # an answer moved a lane's carry since that look
 
     # ------------------------------------------------------------ lifecycle
 
@@ -357,6 +365,8 @@ class HedgeWorker:
                 try:
                     await self._report_open_jobs()
                     await self._start_rounds()
+                    if self._carry_due():
+                        await self.hedge_idle_carries()
                 except Exception:
                     log.exception("hedge worker pass failed")
                 await self._idle()
@@ -452,10 +462,14 @@ class HedgeWorker:
         self._metrics.hedge_fast_round("taken" if taken else "declined")
         queued = self._fast_queue.get(key)
         if taken and queued and not self._stopping.is_set():
-            self._rounds[key] = asyncio.create_task(self._fast_task(queued.popleft()),
+            following = queued.popleft()
+            if key in self._fast_carry:
+                following = dataclasses.replace(following, carry=self._fast_carry[key])
+            self._rounds[key] = asyncio.create_task(self._fast_task(following),
                                                     name=f"hedge {key}")
             return
         self._fast_queue.pop(key, None)
+        self._fast_carry.pop(key, None)
         if not taken or queued or self._missed:
             self._wake.set()  # the lane's claim takes what the fast path could not
 
@@ -523,6 +537,90 @@ class HedgeWorker:
         if delivery is not None:
             await delivery
         return True
+
+    # ------------------------------------------------------------ an idle lane's carry
+
+    def _carry_due(self) -> bool:
+        """Look for idle lanes' carry every `carry_check_s`, and soon after an answer moved a
+        carry (the last round of a burst leaves the lane idle with what it moved)."""
+        since = time.monotonic() - self._carry_checked
+        return since >= self._carry_check_s or (self._carry_moved and since >= 0.1)
+
+    async def hedge_idle_carries(self) -> int:
+        """Give each idle lane whose carry an LP would take now a carry job; answers how many.
+
+        A lane's carry is normally taken by its next round. A lane with no live job (residuals
+        aside: they wait for a host, and a carry job is one) has no next round until its next
+        fill, so its carry would wait that long. When the carry routes to at least one order
+        on the fresh books, one statement moves it into a job of its own (no client fill; its
+        plan's price is today's best), holding only while the lane is still idle, not leased
+        and its carry unchanged. That job is then hedged like any other, residuals riding it.
+        A carry no LP takes (below every venue's minimum) stays on the lane; the dealer's
+        exposure counts it either way."""
+        self._carry_checked, self._carry_moved = time.monotonic(), False
+        now = self._clock()
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT l.dealer_account_id, l.symbol, l.carry, d.config
+                    FROM hedge_lane l JOIN dealer d USING (dealer_account_id)
+                    WHERE l.carry <> 0 AND (l.claimed_until IS NULL OR l.claimed_until < $1)
+                      AND NOT EXISTS (
+                        SELECT 1 FROM hedge_job j
+                        WHERE j.dealer_account_id = l.dealer_account_id
+                          AND j.symbol = l.symbol AND j.status IN {_LIVE} AND NOT j.residual)
+                    ORDER BY l.updated_at""", now)  # noqa: S608
+        made = 0
+        for row in rows:
+            lane = _lane(row["dealer_account_id"], row["symbol"], row["config"])
+            carry = Decimal(row["carry"])
+            plan = None if lane.key in self._rounds else await self._carry_plan(lane, carry)
+            if plan is None:
+                continue
+            async with self._pool.acquire() as conn:
+                made += await conn.fetchval(
+                    f"""WITH lane AS (
+                            SELECT 1 FROM hedge_lane l
+                            WHERE l.dealer_account_id = $1 AND l.symbol = $2 AND l.carry = $3
+                              AND (l.claimed_until IS NULL OR l.claimed_until < $4)
+                              AND NOT EXISTS (
+                                SELECT 1 FROM hedge_job j
+                                WHERE j.dealer_account_id = $1 AND j.symbol = $2
+                                  AND j.status IN {_LIVE} AND NOT j.residual)
+                            FOR NO KEY UPDATE),
+                        moved AS (
+                            UPDATE hedge_lane SET carry = 0, updated_at = $4
+                            WHERE dealer_account_id = $1 AND symbol = $2
+                              AND EXISTS (SELECT 1 FROM lane)
+                            RETURNING 1),
+                        job AS (
+                            INSERT INTO hedge_job (job_id, dealer_account_id, trade_order_id,
+                                symbol, side, quantity, plan, status, created_at, updated_at)
+                            SELECT $5, $1, NULL, $2, $6, $7, $8::jsonb, 'PENDING', $4, $4
+                            FROM moved
+                            RETURNING 1)
+                        SELECT count(*) FROM job""",  # noqa: S608
+                    lane.dealer_account_id, lane.symbol, carry, now, uuid.uuid4(),
+                    "BUY" if carry > 0 else "SELL", abs(carry), plan)
+        if made:
+            log.info("hedging the carry of %d idle lane(s)", made)
+        return made
+
+    async def _carry_plan(self, lane: _Lane, carry: Decimal) -> dict[str, object] | None:
+        """The plan of a carry job (the best price the LPs show now, their largest lot), or
+        None when no order for the carry would be sent now."""
+        side = "BUY" if carry > 0 else "SELL"
+        lps = await self._lps_for(lane)
+        routes = await self._routes(lane, side, lps)
+        best = [route.levels[0][0] for route in routes if route.levels]
+        if not best:
+            return None
+        reference = min(best) if side == "BUY" else max(best)
+        routing = policy.route(side, abs(carry), routes,
+                               policy.price_bound(side, reference, lane.slippage_bps))
+        if routing.below_minimum or not routing.orders:
+            return None
+        return {"legs": [], "lotSize": str(max(lp.lot_size for lp in lps)),
+                "worstRawPrice": str(reference)}
 
     # ------------------------------------------------------------ claims
 
@@ -787,6 +885,8 @@ class HedgeWorker:
         except Exception:
             log.exception("hedge orders of %s: answers not recorded (resolved by client "
                           "order id next round)", lane.key)
+        else:
+            self._carry_moved = self._carry_moved or bool(carry_delta)
         finally:
             with contextlib.suppress(Exception):
                 await self._release_jobs(job_ids)
@@ -887,6 +987,10 @@ class HedgeWorker:
                     [j for j in claimed if j not in members], now, fast=fast,
                     newest=max(j.created_at for j in jobs) if fast else None)
         sent = {r["id"] for r in result if r["kind"] == "order"}
+        if fast:
+            for row in result:
+                if row["kind"] == "carry":
+                    self._fast_carry[lane.key] = Decimal(row["id"])
         applied = {uuid.UUID(r["id"]) for r in result if r["kind"] == "lead"}
         dropped = [plan for plan in sending if plan.group.lead not in applied]
         for plan in dropped:  # an LP started draining, or the lead was cancelled meanwhile
@@ -899,9 +1003,10 @@ class HedgeWorker:
                                      for m in (plan.group.lead, *plan.group.riders))
         assert all(order.coid in sent for plan in sending for order in plan.orders)
         for row in result:
-            if row["kind"] == "first" and uuid.UUID(row["id"]) in by_id:
+            first = by_id.get(uuid.UUID(row["id"])) if row["kind"] == "first" else None
+            if first is not None and first.trade_order_id is not None:  # from a client fill
                 self._metrics.hedge_first_order_latency(max(
-                    (now - by_id[uuid.UUID(row["id"])].created_at).total_seconds(), 0.0))
+                    (now - first.created_at).total_seconds(), 0.0))
         for plan in sending:
             for order in plan.orders:
                 self._metrics.hedge_order(order.lp.venue, policy.SENT)
@@ -1004,8 +1109,9 @@ class HedgeWorker:
                                              ELSE claimed_until END,
                         updated_at = $3
                     WHERE dealer_account_id = $1 AND symbol = $2
-                      AND (NOT $24 OR EXISTS (SELECT 1 FROM leads)) RETURNING 1)
+                      AND (NOT $24 OR EXISTS (SELECT 1 FROM leads)) RETURNING carry)
                 SELECT 'order' AS kind, client_order_id AS id FROM orders
+                UNION ALL SELECT 'carry', carry::text FROM lane
                 UNION ALL SELECT 'lead', job_id::text FROM leads
                 UNION ALL SELECT 'first', job_id::text FROM leads WHERE first
                 UNION ALL SELECT 'first', job_id::text FROM riders WHERE first""",  # noqa: S608
@@ -1204,7 +1310,7 @@ class HedgeWorker:
                 log.warning("hedge order %s outcome unknown: %s", order.coid, order.unknown)
         rows = await conn.fetch(
             f"""SELECT job_id, side, quantity, hedged_quantity, carry_in, residual, lead_job_id,
-                       attempts, created_at,
+                       attempts, created_at, trade_order_id,
                        (SELECT count(*) FROM hedge_order o WHERE o.job_id = $1
                         AND o.status IN {_OPEN}) AS still_open
                 FROM hedge_job WHERE (job_id = $1 OR lead_job_id = $1) AND status IN {_LIVE}
@@ -1213,7 +1319,8 @@ class HedgeWorker:
             r["job_id"], r["side"], Decimal(r["quantity"]), Decimal(r["hedged_quantity"]),
             Decimal(r["carry_in"]), r["residual"], r["lead_job_id"], int(r["attempts"]))
             for r in rows}
-        created = {r["job_id"]: r["created_at"] for r in rows}
+        # the fill each job hedges was at its creation (a carry job has no fill)
+        created = {r["job_id"]: r["created_at"] for r in rows if r["trade_order_id"] is not None}
         lead = states.pop(lead_id, None)
         finished: list[tuple[uuid.UUID, str]] = []
         carry_delta = Decimal(0)
@@ -1250,9 +1357,9 @@ class HedgeWorker:
         if done is not None:  # the caller's record of the jobs this ended
             done.update(job_id for job_id, _ in finished)
         for job_id, status in finished:
-            if job_id in created:
-                self._metrics.hedge_job_finished(
-                    status, max((now - created[job_id]).total_seconds(), 0.0))
+            fill_at = created.get(job_id)
+            self._metrics.hedge_job_finished(
+                status, None if fill_at is None else max((now - fill_at).total_seconds(), 0.0))
             if status == policy.FAILED:
                 log.warning("hedge job %s FAILED", job_id)
         return carry_delta
@@ -1266,7 +1373,7 @@ class HedgeWorker:
         fees = policy.fees_by_asset(state.executions)
         fee_in_base = policy.base_fee(state.executions, base_code)
         fee_asset = next(iter(fees), None)
-        trade_order_id = await conn.fetchval(
+        recorded = await conn.fetchrow(
             f"""UPDATE hedge_order o SET status = $2, filled_quantity = $3, avg_price = $4,
                     fee_asset = $5, fee_amount = $6, reject_reason = $7, updated_at = $8
                 FROM hedge_job j
@@ -1276,12 +1383,12 @@ class HedgeWorker:
             state.average_price, base_code if fee_in_base else fee_asset,
             fee_in_base if fee_in_base else (fees[fee_asset] if fee_asset else None),
             state.reject_reason, now)
-        if trade_order_id is None:
+        if recorded is None:
             return None  # recorded already
         self._balances.answered(order.lp.trading_account_id, order.coid)
         if state.filled_quantity <= 0:
             return Decimal(0)
-        for tx in self._postings(lane, lead_id, trade_order_id, order.coid,
+        for tx in self._postings(lane, lead_id, recorded["trade_order_id"], order.coid,
                                  order.lp.trading_account_id, state, base_code, quote_code,
                                  fees, now):
             await enqueue_transaction(conn, tx, now)
@@ -1374,15 +1481,16 @@ class HedgeWorker:
 
     def _finished(self, finished: Sequence[tuple[_Job, str]], now: dt.datetime) -> None:
         for job, status in finished:
-            self._metrics.hedge_job_finished(status,
-                                             max((now - job.created_at).total_seconds(), 0.0))
+            self._metrics.hedge_job_finished(
+                status, None if job.trade_order_id is None
+                else max((now - job.created_at).total_seconds(), 0.0))
             if status == policy.FAILED:
                 log.warning("hedge job %s FAILED", job.job_id)
 
     # ------------------------------------------------------------ postings
 
-    def _postings(self, lane: _Lane, lead_id: uuid.UUID, trade_order_id: uuid.UUID, coid: str,
-                  lp: uuid.UUID, state: OrderState, base_code: str, quote_code: str,
+    def _postings(self, lane: _Lane, lead_id: uuid.UUID, trade_order_id: uuid.UUID | None,
+                  coid: str, lp: uuid.UUID, state: OrderState, base_code: str, quote_code: str,
                   fees: dict[str, Decimal], now: dt.datetime) -> list[LedgerTransaction]:
         base, quote = self._scales.asset(base_code), self._scales.asset(quote_code)
         assets: dict[str, Asset] = {}
@@ -1394,8 +1502,10 @@ class HedgeWorker:
         fee_codes = [code for code in fees if code in assets]
         first_fee = (assets[fee_codes[0]], fees[fee_codes[0]]) if fee_codes else None
         reference = f"hedge-{coid}"
-        metadata = {"jobId": str(lead_id), "orderId": str(trade_order_id),
-                    "clientOrderId": coid, "venueOrderId": state.venue_order_id}
+        metadata = {"jobId": str(lead_id), "clientOrderId": coid,
+                    "venueOrderId": state.venue_order_id}
+        if trade_order_id is not None:  # the client fill hedged (a carry job has none)
+            metadata["orderId"] = str(trade_order_id)
         average = state.average_price or Decimal(0)
         txs = list(hedge_fill(lp, lane.dealer_account_id, state.side.value, base, quote,
                               state.filled_quantity, average, first_fee, reference=reference,

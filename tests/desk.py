@@ -194,11 +194,13 @@ async def fill_all(client: Client, desk: Desk, fills: Sequence[tuple[str, str]],
 
 async def hedges_final(conn: asyncpg.Connection, count: int, *, within_s: float = 20.0
                        ) -> list[asyncpg.Record]:
-    """Wait until `count` hedge jobs exist and none is open; answers them."""
+    """Wait until the hedge jobs of `count` client fills exist and no job (carry jobs too) is
+    open; answers them all."""
 
     async def settled() -> list[asyncpg.Record] | None:
         rows = await conn.fetch("SELECT * FROM hedge_job ORDER BY created_at")
-        if len(rows) == count and all(r["status"] in FINAL for r in rows):
+        fills = sum(1 for r in rows if r["trade_order_id"] is not None)
+        if fills == count and all(r["status"] in FINAL for r in rows):
             return rows
         return None
 

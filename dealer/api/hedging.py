@@ -115,7 +115,10 @@ class HedgeOrderOut(WireModel):
 class HedgeJobOut(WireModel):
     job_id: uuid.UUID
     dealer_account_id: uuid.UUID
-    trade_order_id: uuid.UUID = Field(description="The client fill this job hedges")
+    trade_order_id: uuid.UUID | None = Field(description="The client fill this job hedges; "
+                                             "null for a carry job")
+    origin: Literal["FILL", "CARRY"] = Field(description="FILL: a client fill's hedge; CARRY: "
+                                              "an idle lane's carry an LP would take")
     instrument_id: str
     symbol: str
     hedge_side: str = Field(description="The dealer's side on the LPs")
@@ -158,6 +161,10 @@ class KillSwitchOut(WireModel):
 class AssetExposureOut(WireModel):
     asset: str
     unhedged_quantity: str = Field(description="Positive: long (to sell), negative: short")
+    carry_quantity: str = Field(description="Of unhedgedQuantity: the hedge lanes' carry, "
+                                "dust between hedges (same sign rule). It joins the lane's next "
+                                "hedge; an idle lane's carry an LP would take is hedged by a "
+                                "carry job; below every LP's minimum order it waits")
     max_unhedged_exposure: str | None
     mid: str | None = Field(description="Consolidated mid of one unit in the notional asset; "
                             "null without a fresh LP book")
@@ -246,7 +253,9 @@ def order_out(order: hedges.HedgeOrderRecord, plan: dict[str, object]) -> HedgeO
 def job_out(job: hedges.HedgeJobRecord) -> HedgeJobOut:
     return HedgeJobOut(
         job_id=job.job_id, dealer_account_id=job.dealer_account_id,
-        trade_order_id=job.trade_order_id, instrument_id=f"FERMATA:{job.symbol}",
+        trade_order_id=job.trade_order_id,
+        origin="FILL" if job.trade_order_id is not None else "CARRY",
+        instrument_id=f"FERMATA:{job.symbol}",
         symbol=job.symbol, hedge_side=job.side, quantity=plain(job.quantity) or "0",
         hedged_quantity=plain(job.hedged_quantity) or "0",
         remaining_quantity=plain(job.quantity - job.hedged_quantity) or "0",
@@ -286,6 +295,7 @@ def exposure_out(report: exposure.DealerExposure,
                 window=policy.window, min_jobs=policy.min_jobs)),
         assets=[AssetExposureOut(
             asset=a.asset, unhedged_quantity=plain(a.unhedged) or "0",
+            carry_quantity=plain(a.carry) or "0",
             max_unhedged_exposure=plain(a.limit), mid=plain(a.price),
             notional=plain(a.notional), price_fresh=a.price is not None,
             open_jobs=a.open_jobs, failed_jobs=a.failed_jobs) for a in report.assets],

@@ -3,9 +3,12 @@ kill switch that pauses a dealer's quoting when that notional or its hedge failu
 too far.
 
 Unhedged exposure of a dealer in a base asset (the contract shared with the hedge worker):
-Σ over its hedge jobs not HEDGED nor CANCELLED of (quantity - hedged_quantity), positive when
-the job hedges with a SELL (a client SELL left the dealer long), negative for a BUY. FAILED jobs
-keep counting: their exposure is real until they are retried or cancelled.
+Σ over its hedge jobs not HEDGED nor CANCELLED of (quantity - hedged_quantity + carry_in),
+positive when the job hedges with a SELL (a client SELL left the dealer long), negative for a
+BUY; minus the carry of its lanes in that base (a lane's carry is what it still has to buy).
+FAILED jobs keep counting: their exposure is real until they are retried or cancelled. Once
+the ledger outbox is drained and no hedge order is in flight, this is the base balance of
+`dealer:<id>` (to the satoshi each booked amount rounds).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class FailureStats:
 class AssetExposure:
     asset: str
     unhedged: Decimal
+    carry: Decimal  # of `unhedged`: its lanes' carry (dust between hedges, same sign rule)
     open_jobs: int  # PENDING or IN_PROGRESS
     failed_jobs: int
     limit: Decimal | None  # the dealer's maxUnhedgedExposure for the asset
@@ -150,6 +154,7 @@ def base_assets(symbols: Iterable[str]) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class _Position:
     unhedged: Decimal
+    carry: Decimal  # the lanes' part of `unhedged`
     open_jobs: int
     failed_jobs: int
 
@@ -158,18 +163,24 @@ async def _positions(conn: asyncpg.Connection, dealer_account_id: uuid.UUID | No
                      ) -> dict[uuid.UUID, dict[str, _Position]]:
     rows = await conn.fetch(
         """SELECT dealer_account_id, split_part(symbol, '/', 1) AS asset,
-                  sum(CASE WHEN side = 'SELL' THEN quantity - hedged_quantity
-                           ELSE hedged_quantity - quantity END) AS unhedged,
+                  sum(unhedged) AS unhedged, sum(carry) AS carry,
                   count(*) FILTER (WHERE status IN ('PENDING', 'IN_PROGRESS')) AS open_jobs,
                   count(*) FILTER (WHERE status = 'FAILED') AS failed_jobs
-           FROM hedge_job
-           WHERE status = ANY($2::text[]) AND ($1::uuid IS NULL OR dealer_account_id = $1)
+           FROM (SELECT dealer_account_id, symbol, status, 0 AS carry,
+                        CASE WHEN side = 'SELL' THEN quantity - hedged_quantity + carry_in
+                             ELSE hedged_quantity - quantity - carry_in END AS unhedged
+                 FROM hedge_job
+                 WHERE status = ANY($2::text[]) AND ($1::uuid IS NULL OR dealer_account_id = $1)
+                 UNION ALL
+                 SELECT dealer_account_id, symbol, NULL, -carry, -carry FROM hedge_lane
+                 WHERE carry <> 0 AND ($1::uuid IS NULL OR dealer_account_id = $1)) open
            GROUP BY 1, 2""",
         dealer_account_id, list(OPEN_STATUSES))
     found: dict[uuid.UUID, dict[str, _Position]] = {}
     for r in rows:
         found.setdefault(r["dealer_account_id"], {})[r["asset"]] = _Position(
-            Decimal(r["unhedged"]), int(r["open_jobs"]), int(r["failed_jobs"]))
+            Decimal(r["unhedged"]), Decimal(r["carry"]), int(r["open_jobs"]),
+            int(r["failed_jobs"]))
     return found
 
 
@@ -218,10 +229,11 @@ def _exposure_of(row: asyncpg.Record, positions: Mapping[str, _Position],
     names += sorted(set(positions) - set(names))
     assets = []
     for name in names:
-        position = positions.get(name, _Position(Decimal(0), 0, 0))
+        position = positions.get(name, _Position(Decimal(0), Decimal(0), 0, 0))
         limit = config.max_unhedged_exposure.get(name)
         assets.append(AssetExposure(
-            asset=name, unhedged=position.unhedged, open_jobs=position.open_jobs,
+            asset=name, unhedged=position.unhedged, carry=position.carry,
+            open_jobs=position.open_jobs,
             failed_jobs=position.failed_jobs, limit=None if limit is None else Decimal(limit),
             price=unit_price(name, notional_asset, config.symbols, mid)))
     return DealerExposure(

@@ -65,7 +65,7 @@ class HedgeOrderRecord:
 class HedgeJobRecord:
     job_id: uuid.UUID
     dealer_account_id: uuid.UUID
-    trade_order_id: uuid.UUID
+    trade_order_id: uuid.UUID | None  # None: a carry job
     symbol: str
     side: str
     quantity: Decimal
@@ -252,10 +252,18 @@ async def cancel_job(uow: UnitOfWork, now: dt.datetime, job_id: uuid.UUID, *, ac
         raise ApiError(Errors.HEDGE_ORDERS_IN_FLIGHT,
                        f"The hedge job has {in_flight} order(s) whose outcome is not known yet",
                        {"metadata": {"ordersInFlight": int(in_flight)}})
+    # The lane's carry the job had taken (dust, not part of what the desk hedged by hand) goes
+    # back to its lane.
     await conn.execute(
-        """UPDATE hedge_job SET status = 'CANCELLED', claimed_by = NULL, claimed_until = NULL,
-               last_error = $2, updated_at = $3
-           WHERE job_id = $1""",
+        """WITH job AS (
+               UPDATE hedge_job j SET status = 'CANCELLED', claimed_by = NULL,
+                   claimed_until = NULL, carry_in = 0, last_error = $2, updated_at = $3
+               FROM hedge_job before WHERE j.job_id = $1 AND before.job_id = j.job_id
+               RETURNING j.dealer_account_id, j.symbol, j.side, before.carry_in)
+           UPDATE hedge_lane l SET carry = l.carry + CASE WHEN job.side = 'BUY'
+                   THEN job.carry_in ELSE -job.carry_in END, updated_at = $3
+           FROM job WHERE l.dealer_account_id = job.dealer_account_id
+             AND l.symbol = job.symbol AND job.carry_in <> 0""",
         job_id, _audit("CANCEL", actor, reason, now, job.last_error), now)
     updated = await get_job(conn, job_id)
     await uow.commit()

@@ -95,12 +95,17 @@ def rules_from_rows(rows: Sequence[Mapping[str, Any]]) -> InstrumentRules | None
 
 async def exposure_of(conn: asyncpg.Connection, dealer_account_id: uuid.UUID, base: str
                       ) -> Decimal:
-    """The dealer's unhedged base position: what open hedge jobs still have to do."""
+    """The dealer's unhedged base position (positive: long): what its open hedge jobs still
+    have to do, and the carry of its lanes (see `dealer.services.exposure`)."""
     value = await conn.fetchval(
-        """SELECT coalesce(sum(CASE WHEN side = 'SELL' THEN quantity - hedged_quantity
-                                    ELSE hedged_quantity - quantity END), 0)
-           FROM hedge_job WHERE dealer_account_id = $1 AND status NOT IN ('HEDGED', 'CANCELLED')
-             AND split_part(symbol, '/', 1) = $2""",
+        """SELECT coalesce((
+               SELECT sum(CASE WHEN side = 'SELL' THEN quantity - hedged_quantity + carry_in
+                               ELSE hedged_quantity - quantity - carry_in END)
+               FROM hedge_job WHERE dealer_account_id = $1
+                 AND status NOT IN ('HEDGED', 'CANCELLED')
+                 AND split_part(symbol, '/', 1) = $2), 0)
+             - coalesce((SELECT sum(carry) FROM hedge_lane WHERE dealer_account_id = $1
+                         AND split_part(symbol, '/', 1) = $2), 0)""",
         dealer_account_id, base)
     return Decimal(value)
 

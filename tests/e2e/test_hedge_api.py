@@ -48,8 +48,8 @@ COID = re.compile(r"^h-([0-9a-f-]{36})-(\d+)-(\d+)$")
 FILLS = (("BUY", "0.5"), ("SELL", "0.3"), ("BUY", "0.2"))
 JOB_FIELDS = {
     "jobId", "dealerAccountId", "tradeOrderId", "instrumentId", "symbol", "hedgeSide",
-    "quantity", "hedgedQuantity", "remainingQuantity", "status", "attempts", "claimedBy",
-    "claimedUntil", "claimedUntilDateTime", "lastError", "planVwap", "firstOrderAt",
+    "origin", "quantity", "hedgedQuantity", "remainingQuantity", "status", "attempts",
+    "claimedBy", "claimedUntil", "claimedUntilDateTime", "lastError", "planVwap", "firstOrderAt",
     "firstOrderAtDateTime", "createdAt", "createdAtDateTime", "updatedAt", "updatedAtDateTime",
     "orders",
 }

@@ -21,6 +21,7 @@ from dealer.services.rfq import exposure_of
 from dealer.settings import DaemonSecrets, Settings
 from hedging.worker import HedgeWorker
 from tests.desk import (
+    LOT,
     AppClient,
     Desk,
     check_books,
@@ -183,7 +184,10 @@ async def test_an_lp_out_of_balance_is_routed_around_and_none_left_fails_visibly
     failed = [j for j in jobs if j["status"] == "FAILED"]
     assert len(failed) == 1
     assert "no LP has balance" in failed[0]["last_error"]
-    assert await exposure_of(conn, failed[0]["dealer_account_id"], "BTC") == Decimal("-0.1")
+    # the failed fill's 0.1 BTC to buy, and the dust the lane carries from the earlier hedges
+    carry = await _lane_carry(conn)
+    assert await exposure_of(conn, failed[0]["dealer_account_id"], "BTC") == (
+        Decimal("-0.1") - carry)
     assert _metric(app, "dealer_hedge_jobs_finished_total", status="FAILED") == 1
 
     # Topped up and retried (what the hedge/retry endpoint does): hedged after all.
@@ -193,9 +197,17 @@ async def test_an_lp_out_of_balance_is_routed_around_and_none_left_fails_visibly
     async with _running(hedge_worker(app, **options)):
         jobs = await hedges_final(conn, len(BUYS) + 1)
     assert {j["status"] for j in jobs} == {"HEDGED"}
-    assert await exposure_of(conn, failed[0]["dealer_account_id"], "BTC") == 0
+    assert await exposure_of(conn, failed[0]["dealer_account_id"], "BTC") == -(
+        await _lane_carry(conn))
     _never_twice(settings, await conn.fetch("SELECT * FROM hedge_order"))
     await check_books(client, conn, desk, reconcile=False)  # balances were set by hand
+
+
+async def _lane_carry(conn: asyncpg.Connection) -> Decimal:
+    """The lane's carry (what it still has to buy), dust below one lot."""
+    carry: Decimal = await conn.fetchval("SELECT carry FROM hedge_lane")
+    assert abs(carry) < LOT
+    return carry
 
 
 async def test_a_price_beyond_the_tolerance_is_not_chased(

@@ -30,7 +30,7 @@ def _mid(symbol: str) -> Decimal | None:
 
 
 def _asset(name: str, unhedged: str, price: str | None) -> AssetExposure:
-    return AssetExposure(name, Decimal(unhedged), 1, 0, None,
+    return AssetExposure(name, Decimal(unhedged), Decimal(0), 1, 0, None,
                          None if price is None else Decimal(price))
 
 
