@@ -19,7 +19,8 @@ stays SENT/UNKNOWN and its group waits: the next round of its lane asks the venu
 left re-routes at the next attempt on fresh books, with backoff, up to `max_attempts`; then the
 group's jobs are FAILED and keep counting as exposure. Several workers (replicas) share the
 lanes; a lane, and so each job, is worked by one of them at a time. A worker sizes up to
-`concurrency` lanes at once and wakes on `NOTIFY hedge_job` when a job is written.
+`concurrency` lanes at once and wakes on `NOTIFY hedge_job` when a job is written. An idle
+lane's carry and residuals that an LP would take get a carry job (`hedge_idle_carries`).
 """
 
 from __future__ import annotations
@@ -547,23 +548,34 @@ class HedgeWorker:
         return since >= self._carry_check_s or (self._carry_moved and since >= 0.1)
 
     async def hedge_idle_carries(self) -> int:
-        """Give each idle lane whose carry an LP would take now a carry job; answers how many.
+        """Give each idle lane whose carry (and residuals) an LP would take now a carry job;
+        answers how many.
 
-        A lane's carry is normally taken by its next round. A lane with no live job (residuals
-        aside: they wait for a host, and a carry job is one) has no next round until its next
-        fill, so its carry would wait that long. When the carry routes to at least one order
-        on the fresh books, one statement moves it into a job of its own (no client fill; its
-        plan's price is today's best), holding only while the lane is still idle, not leased
-        and its carry unchanged. That job is then hedged like any other, residuals riding it.
-        A carry no LP takes (below every venue's minimum) stays on the lane; the dealer's
-        exposure counts it either way."""
+        A lane's carry, and its residual jobs (needs below every LP's minimum, waiting for a
+        host), are normally taken by its next round. A lane with no live job but residuals has
+        no next round until its next fill, so they would wait that long, even when together
+        they are enough for an LP. When their net routes to at least one order on the fresh
+        books, one statement writes a job of its own on the net's side (no client fill; its
+        plan's price is today's best) and moves the carry into it when the carry is on that
+        side (its quantity; otherwise the job has none and the round offsets the carry), while
+        the lane is still idle, not leased and its carry unchanged. That job is then hedged
+        like any other, the residuals on its side riding it. A net no LP takes (below every
+        venue's minimum) stays where it is; the dealer's exposure counts it either way."""
         self._carry_checked, self._carry_moved = time.monotonic(), False
         now = self._clock()
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                f"""SELECT l.dealer_account_id, l.symbol, l.carry, d.config
+                f"""SELECT l.dealer_account_id, l.symbol, l.carry, d.config, r.net AS residuals
                     FROM hedge_lane l JOIN dealer d USING (dealer_account_id)
-                    WHERE l.carry <> 0 AND (l.claimed_until IS NULL OR l.claimed_until < $1)
+                    CROSS JOIN LATERAL (
+                        SELECT coalesce(sum(CASE WHEN j.side = 'BUY' THEN 1 ELSE -1 END
+                                            * (j.quantity - j.hedged_quantity + j.carry_in)),
+                                        0) AS net, count(*) AS jobs
+                        FROM hedge_job j
+                        WHERE j.dealer_account_id = l.dealer_account_id
+                          AND j.symbol = l.symbol AND j.status IN {_LIVE}) r
+                    WHERE (l.claimed_until IS NULL OR l.claimed_until < $1)
+                      AND (l.carry <> 0 OR r.jobs > 0)
                       AND NOT EXISTS (
                         SELECT 1 FROM hedge_job j
                         WHERE j.dealer_account_id = l.dealer_account_id
@@ -573,9 +585,13 @@ class HedgeWorker:
         for row in rows:
             lane = _lane(row["dealer_account_id"], row["symbol"], row["config"])
             carry = Decimal(row["carry"])
-            plan = None if lane.key in self._rounds else await self._carry_plan(lane, carry)
+            net = carry + Decimal(row["residuals"])  # what the lane has to buy (+) or sell (-)
+            if net == 0 or lane.key in self._rounds:
+                continue
+            plan = await self._carry_plan(lane, net)
             if plan is None:
                 continue
+            moved = carry if (carry > 0) == (net > 0) else Decimal(0)
             async with self._pool.acquire() as conn:
                 made += await conn.fetchval(
                     f"""WITH lane AS (
@@ -588,7 +604,7 @@ class HedgeWorker:
                                   AND j.status IN {_LIVE} AND NOT j.residual)
                             FOR NO KEY UPDATE),
                         moved AS (
-                            UPDATE hedge_lane SET carry = 0, updated_at = $4
+                            UPDATE hedge_lane SET carry = carry - $9, updated_at = $4
                             WHERE dealer_account_id = $1 AND symbol = $2
                               AND EXISTS (SELECT 1 FROM lane)
                             RETURNING 1),
@@ -600,22 +616,22 @@ class HedgeWorker:
                             RETURNING 1)
                         SELECT count(*) FROM job""",  # noqa: S608
                     lane.dealer_account_id, lane.symbol, carry, now, uuid.uuid4(),
-                    "BUY" if carry > 0 else "SELL", abs(carry), plan)
+                    "BUY" if net > 0 else "SELL", abs(moved), plan, moved)
         if made:
             log.info("hedging the carry of %d idle lane(s)", made)
         return made
 
-    async def _carry_plan(self, lane: _Lane, carry: Decimal) -> dict[str, object] | None:
-        """The plan of a carry job (the best price the LPs show now, their largest lot), or
-        None when no order for the carry would be sent now."""
-        side = "BUY" if carry > 0 else "SELL"
+    async def _carry_plan(self, lane: _Lane, net: Decimal) -> dict[str, object] | None:
+        """The plan of a carry job for the lane's `net` (the best price the LPs show now, their
+        largest lot), or None when no order for it would be sent now."""
+        side = "BUY" if net > 0 else "SELL"
         lps = await self._lps_for(lane)
         routes = await self._routes(lane, side, lps)
         best = [route.levels[0][0] for route in routes if route.levels]
         if not best:
             return None
         reference = min(best) if side == "BUY" else max(best)
-        routing = policy.route(side, abs(carry), routes,
+        routing = policy.route(side, abs(net), routes,
                                policy.price_bound(side, reference, lane.slippage_bps))
         if routing.below_minimum or not routing.orders:
             return None

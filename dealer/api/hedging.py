@@ -118,7 +118,9 @@ class HedgeJobOut(WireModel):
     trade_order_id: uuid.UUID | None = Field(description="The client fill this job hedges; "
                                              "null for a carry job")
     origin: Literal["FILL", "CARRY"] = Field(description="FILL: a client fill's hedge; CARRY: "
-                                              "an idle lane's carry an LP would take")
+                                              "an idle lane's carry (its quantity) and the "
+                                              "residuals riding it, once an LP would take "
+                                              "them")
     instrument_id: str
     symbol: str
     hedge_side: str = Field(description="The dealer's side on the LPs")

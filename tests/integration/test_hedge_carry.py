@@ -1,6 +1,7 @@
 """A lane's carry between hedges: counted in the dealer's exposure, hedged by a carry job once
 the lane is idle and an LP would take it, left waiting (and visible) while it is below every
-LP's minimum order, and given back to its lane when a job holding some of it is cancelled.
+LP's minimum order, and given back to its lane when a job holding some of it is cancelled;
+residuals that together an LP takes ride a carry job.
 
 The carries here are made by moving a client fill's whole need into its lane's carry, as the
 worker does with the dust a finished job leaves (`policy.settle_dust`), only larger: the books
@@ -143,6 +144,35 @@ async def test_a_carry_below_every_lps_minimum_waits_visible_until_one_would_tak
     assert {o["side"] for o in await conn.fetch("SELECT side FROM hedge_order")} == {"BUY"}
     assert abs(Decimal((await _btc_exposure(client, desk))["carryQuantity"])) < LOT
     await check_books(client, conn, desk)
+
+
+async def test_residuals_that_together_an_lp_takes_ride_a_carry_job(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app, client = await app_client(settings, secrets, aiohttp_client, hedge_enabled=False)
+    desk = await make_desk(client)
+    await fill_all(client, desk, (("SELL", "0.01"), ("SELL", "0.01")))
+    # both hedged but for 0.00005 BTC (about 3 USDT: below every LP's minimum), as partial
+    # fills leave residuals; together (0.0001) an LP takes them
+    await conn.execute(
+        """UPDATE hedge_job SET hedged_quantity = quantity - 0.00005, residual = true,
+               last_error = 'residual below every LP venue''s minimum order'""")
+    assert await exposure_of(conn, desk.dealer, "BTC") == Decimal("0.0001")
+    worker = app[HEDGE_WORKER]
+    assert await worker.hedge_idle_carries() == 1
+    host = await conn.fetchrow("SELECT * FROM hedge_job WHERE trade_order_id IS NULL")
+    # the lane had no carry: the job hosts the residuals with no quantity of its own
+    assert (host["side"], host["quantity"], host["status"]) == ("SELL", 0, "PENDING")
+    assert await worker.hedge_idle_carries() == 0  # the lane has a job to work now
+
+    worker.start()
+    jobs = await hedges_final(conn, 2, within_s=10.0)
+    assert {j["status"] for j in jobs} == {"HEDGED"}
+    orders = await conn.fetch("SELECT * FROM hedge_order")
+    assert {o["job_id"] for o in orders} == {host["job_id"]}
+    assert abs(sum(o["filled_quantity"] for o in orders) - Decimal("0.0001")) < LOT
+    assert abs(await exposure_of(conn, desk.dealer, "BTC")) < LOT
 
 
 async def test_cancelling_a_job_gives_the_carry_it_held_back_to_its_lane(
