@@ -277,7 +277,7 @@ class HedgeWorker:
                  unknown_grace_s: float = 5.0, concurrency: int = 4,
                  netting_threshold: Decimal = Decimal("0.5"), balance_ttl_s: float = 5.0,
                  worker_id: str | None = None, fast_path: bool = True,
-                 carry_check_s: float = 1.0) -> None:
+                 carry_check_s: float = 1.0, notice_grace_s: float = 0.1) -> None:
         self._pool = pool
         self._venues = venues
         self._scales = scales
@@ -313,6 +313,10 @@ class HedgeWorker:
         self._missed = False  # a notice came while its dealer's lane was being sized
         self._recovered = False
         self._carry_check_s = carry_check_s
+        # New jobs are their notices' for this long: a poll (no wake-up) does not claim them
+        # (it would take a job from the one-statement path sizing it, and make it wait for a
+        # claimed round), and they do not keep a younger job from that path.
+        self._notice_grace = dt.timedelta(seconds=notice_grace_s)
         self._carry_checked = 0.0  # time.monotonic() of the last look for idle lanes' carry
         self._carry_moved = False  # an answer moved a lane's carry since that look
 
@@ -360,17 +364,19 @@ class HedgeWorker:
             except Exception:
                 log.exception("hedge recovery failed; each lane resolves its orders first")
             self._recovered = True
+            woken = True
             while not self._stopping.is_set():
                 self._wake.clear()
                 self._missed = False
                 try:
                     await self._report_open_jobs()
-                    await self._start_rounds()
+                    # a poll leaves the jobs written just now to their notices (the fast path)
+                    await self._start_rounds(None if woken else self._notice_grace)
                     if self._carry_due():
                         await self.hedge_idle_carries()
                 except Exception:
                     log.exception("hedge worker pass failed")
-                await self._idle()
+                woken = await self._idle()
             while self._rounds or self._deliveries:
                 await asyncio.gather(*self._rounds.values(), *self._deliveries,
                                      return_exceptions=True)
@@ -379,16 +385,22 @@ class HedgeWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
 
-    async def _idle(self) -> None:
+    async def _idle(self) -> bool:
+        """Wait for a wake-up or a netting window's end (True), or the next poll (False)."""
         timeout = self._poll_interval_s
         now = self._clock()
         # a window that closed is claimable again (by this worker or another): forget it
         self._not_due = {key: due for key, due in self._not_due.items() if due > now}
+        window_ends = False
         if self._not_due:
-            soonest = min(self._not_due.values())
-            timeout = min(timeout, (soonest - now).total_seconds())
-        with contextlib.suppress(TimeoutError):
+            soonest = (min(self._not_due.values()) - now).total_seconds()
+            window_ends = soonest < timeout
+            timeout = min(timeout, soonest)
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            return window_ends
+        return True
 
     async def _listen(self) -> None:
         """Wake on NOTIFY hedge_job (a job written or put back to PENDING); polls otherwise."""
@@ -427,9 +439,9 @@ class HedgeWorker:
                 log.warning("hedge job listener lost; polling until it is back")
                 await asyncio.sleep(1.0)
 
-    async def _start_rounds(self) -> None:
+    async def _start_rounds(self, grace: dt.timedelta | None = None) -> None:
         while len(self._rounds) < self._concurrency and not self._stopping.is_set():
-            claim = await self._claim(only_open_orders=False)
+            claim = await self._claim(only_open_orders=False, grace=grace)
             if claim is None:
                 return
             key = claim.lane.key
@@ -442,10 +454,13 @@ class HedgeWorker:
         if (not self._fast_path or not self._recovered or self._task is None
                 or self._stopping.is_set() or notice.lane.mode != "IMMEDIATE"):
             return False
-        if key in self._fast_queue:  # the lane's fast round is running: this one is next
+        if key in self._fast_queue:  # the lane's round is running: this one is next
             self._fast_queue[key].append(notice)
             return True
-        if key in self._rounds or len(self._rounds) >= self._concurrency:
+        if key in self._rounds:  # a claimed round: the job waits for it, then goes fast
+            self._fast_queue[key] = collections.deque([notice])
+            return True
+        if len(self._rounds) >= self._concurrency:
             return False
         self._fast_queue[key] = collections.deque()
         self._rounds[key] = asyncio.create_task(self._fast_task(notice), name=f"hedge {key}")
@@ -499,13 +514,25 @@ class HedgeWorker:
         return True
 
     async def _round_task(self, claim: _Claim) -> None:
+        key = claim.lane.key
+        self._fast_carry.pop(key, None)  # what this round's statement leaves, if it records
         try:
             delivery = await self._round(claim)
         except Exception:
-            log.exception("hedge round of %s failed", claim.lane.key)
+            log.exception("hedge round of %s failed", key)
             delivery = None
         finally:
-            self._rounds.pop(claim.lane.key, None)
+            self._rounds.pop(key, None)
+            queued = self._fast_queue.get(key)
+            if queued and not self._stopping.is_set():  # new jobs that came meanwhile
+                following = queued.popleft()
+                if key in self._fast_carry:
+                    following = dataclasses.replace(following, carry=self._fast_carry[key])
+                self._rounds[key] = asyncio.create_task(self._fast_task(following),
+                                                        name=f"hedge {key}")
+            else:
+                self._fast_queue.pop(key, None)
+                self._fast_carry.pop(key, None)
             self._wake.set()
         if delivery is not None:
             self._deliveries.add(delivery)
@@ -640,12 +667,14 @@ class HedgeWorker:
 
     # ------------------------------------------------------------ claims
 
-    async def _claim(self, *, only_open_orders: bool,
-                     exclude: set[str] | None = None) -> _Claim | None:
+    async def _claim(self, *, only_open_orders: bool, exclude: set[str] | None = None,
+                     grace: dt.timedelta | None = None) -> _Claim | None:
         """One statement: a ready lane (`FOR UPDATE SKIP LOCKED`, then leased) and its jobs for
         this round (the same way): leads not in backoff (oldest first, at most
         MAX_LEADS_PER_ROUND), their riders, and the residuals waiting for a host. With
-        `only_open_orders`: a lane with orders in flight, and those orders' jobs."""
+        `only_open_orders`: a lane with orders in flight, and those orders' jobs. With `grace`:
+        only a lane with a ready job older than that (a poll: newer jobs' notices are being
+        worked, and a declined one wakes the worker)."""
         now = self._clock()
         busy = set(self._rounds) | set(exclude or ())
         busy |= {key for key, due in self._not_due.items() if due > now}
@@ -662,6 +691,7 @@ class HedgeWorker:
                             WHERE j.dealer_account_id = l.dealer_account_id
                               AND j.symbol = l.symbol AND j.status IN {_LIVE}
                               AND (j.claimed_until IS NULL OR j.claimed_until < $1)
+                              AND j.created_at <= $6
                               AND CASE WHEN $3::boolean THEN EXISTS (
                                     SELECT 1 FROM hedge_order o WHERE o.job_id = j.job_id
                                     AND o.status IN {_OPEN})
@@ -708,7 +738,8 @@ class HedgeWorker:
                     SELECT lane.dealer_account_id AS lane_dealer, lane.symbol AS lane_symbol,
                            lane.carry AS lane_carry, lane.config AS lane_config, claimed.*
                     FROM lane LEFT JOIN claimed ON true""",  # noqa: S608
-                now, sorted(busy), only_open_orders, self.worker_id, now + self._lease)
+                now, sorted(busy), only_open_orders, self.worker_id, now + self._lease,
+                now if grace is None else now - grace)
         if not rows:
             return None
         first = rows[0]
@@ -1003,10 +1034,9 @@ class HedgeWorker:
                     [j for j in claimed if j not in members], now, fast=fast,
                     newest=max(j.created_at for j in jobs) if fast else None)
         sent = {r["id"] for r in result if r["kind"] == "order"}
-        if fast:
-            for row in result:
-                if row["kind"] == "carry":
-                    self._fast_carry[lane.key] = Decimal(row["id"])
+        for row in result:  # for the lane's next fast round (see _fast_task)
+            if row["kind"] == "carry":
+                self._fast_carry[lane.key] = Decimal(row["id"])
         applied = {uuid.UUID(r["id"]) for r in result if r["kind"] == "lead"}
         dropped = [plan for plan in sending if plan.group.lead not in applied]
         for plan in dropped:  # an LP started draining, or the lead was cancelled meanwhile
@@ -1040,7 +1070,9 @@ class HedgeWorker:
 
         `fast` (a new job not claimed first, see _fast_round): the lane's row is locked and the
         job taken only while the lane is idle — not leased, no other unclaimed live job as old
-        as `newest` (younger ones wait for their own turn) — and the job is still PENDING,
+        as `newest` (younger ones wait for their own turn) but new jobs of the notice grace
+        (their own notices take them: two fills' notices may come in either order) and jobs
+        in backoff (their next attempt is the claim's when due) — and the job is still PENDING,
         unclaimed and not held by another transaction (never waited for while this one holds
         the lane's row: a delivery holds its jobs, then the lane); otherwise nothing is
         written."""
@@ -1062,7 +1094,11 @@ class HedgeWorker:
                         WHERE o.dealer_account_id = $1 AND o.symbol = $2
                           AND o.status IN {_LIVE} AND o.created_at <= $25
                           AND NOT (o.job_id = ANY($6::uuid[]))
-                          AND (o.claimed_until IS NULL OR o.claimed_until < $3))
+                          AND (o.claimed_until IS NULL OR o.claimed_until < $3)
+                          AND NOT (o.status = 'PENDING' AND o.attempts = 0
+                                   AND NOT o.residual AND o.lead_job_id IS NULL
+                                   AND o.created_at > $26)
+                          AND NOT coalesce(o.next_attempt_at > $3, false))
                     FOR NO KEY UPDATE),
                 takeable AS (  -- never waits for a job another transaction holds
                     SELECT job_id FROM hedge_job
@@ -1143,7 +1179,8 @@ class HedgeWorker:
             [o.coid for o, _ in orders], [plan.attempt for _, plan in orders],
             [plan.orders.index(o) for o, plan in orders], [o.lp.venue for o, _ in orders],
             lane_deltas, [o.side for o, _ in orders], [o.quantity for o, _ in orders],
-            [o.limit for o, _ in orders], list(release), fast, newest or now)
+            [o.limit for o, _ in orders], list(release), fast, newest or now,
+            now - self._notice_grace)
 
     async def _record_rest(self, c: asyncpg.Connection, lane: _Lane,
                            by_id: Mapping[uuid.UUID, _Job], netting: policy.Netting,

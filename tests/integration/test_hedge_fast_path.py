@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -198,18 +199,21 @@ async def test_the_statement_writes_nothing_unless_the_lane_is_idle_and_the_job_
     assert await worker._fast_round(older) is False
     assert await _writes(conn) == before
 
-    # An older unclaimed live job waits in the lane: the younger one is left to the claim.
+    # An older unclaimed live job past the notice grace (its notice should have taken it by
+    # now: it is the claim's) waits in the lane: the younger one is left to the claim.
     await conn.execute("UPDATE hedge_lane SET claimed_by = NULL, claimed_until = NULL")
     before = await _writes(conn)
-    assert await worker._fast_round(younger) is False
+    assert await hedge_worker(app, notice_grace_s=0)._fast_round(younger) is False
     assert await _writes(conn) == before
 
-    # The older one goes first (younger jobs do not hold it), then the younger one.
-    assert await worker._fast_round(older) is True
-    assert await conn.fetchval("SELECT claimed_by FROM hedge_job WHERE job_id = $1",
-                               older.job.job_id) == worker.worker_id
-    await _delivered(worker)
+    # Within the grace, an older new job does not hold the younger one (two fills' notices may
+    # come in either order): the younger goes first, then the older one.
+    worker = hedge_worker(app, notice_grace_s=3600)
     assert await worker._fast_round(younger) is True
+    assert await conn.fetchval("SELECT claimed_by FROM hedge_job WHERE job_id = $1",
+                               younger.job.job_id) == worker.worker_id
+    await _delivered(worker)
+    assert await worker._fast_round(older) is True
     await _delivered(worker)
     for notice in (older, younger):
         await _job_ends(conn, notice.job.job_id)
@@ -221,6 +225,27 @@ async def test_the_statement_writes_nothing_unless_the_lane_is_idle_and_the_job_
     orders = await conn.fetch("SELECT job_id, attempt FROM hedge_order")
     assert {(o["job_id"], o["attempt"]) for o in orders} == {
         (older.job.job_id, 1), (younger.job.job_id, 1)}
+    await check_books(client, conn, desk)
+
+
+async def test_a_poll_leaves_new_jobs_to_their_notices(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app, client, desk, older, younger = await _two_jobs(settings, secrets, aiohttp_client)
+    worker = hedge_worker(app)
+    # A poll (no wake-up) claims no job of the grace: their notices' one-statement path does.
+    await worker._start_rounds(dt.timedelta(hours=1))
+    assert worker._rounds == {}
+    assert await conn.fetchval("SELECT count(*) FROM hedge_job WHERE claimed_by IS NOT NULL") == 0
+    # A wake-up (a notice declined, a job put back) claims them at once.
+    await worker._start_rounds(None)
+    assert list(worker._rounds) == [older.lane.key]
+    await asyncio.gather(*worker._rounds.values())
+    await _delivered(worker)
+    for notice in (older, younger):
+        await _job_ends(conn, notice.job.job_id)
+    assert await conn.fetchval("SELECT count(*) FROM hedge_order") >= 2
     await check_books(client, conn, desk)
 
 
