@@ -14,12 +14,11 @@ open-loop load (clients quote and accept `--rate` fills/s for `--seconds`):
 (c) one daemon takes the fills and hedges them;
 (d) the floor in that topology.
 
-For each fill: the time from the fill (its hedge job's `created_at`: the accept's timestamp,
-taken as the daemon starts on the accept, before its two statements; and, on a second line,
-from the fill's commit) to its first hedge order handed to the venue connector (a thin timing
-wrapper around the paper connectors), and to its job being HEDGED; for the floor, to the
-claim. It
-prints p50/p99/max, the ratios hedger/floor, and the distribution of hedge slippage against
+For each fill: the time from the fill (its hedge job's `created_at`: taken as the accept sends
+the statement that writes the fill, after it has read and checked the quote; and, on a second
+line, from the fill's commit) to its first hedge order handed to the venue connector (a thin
+timing wrapper around the paper connectors), and to its job being HEDGED; for the floor, to
+the claim. It prints p50/p99/max, the ratios hedger/floor, and the distribution of hedge slippage against
 each quote's plan (bps, positive: worse for the dealer).
 
 Method.

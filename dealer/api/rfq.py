@@ -360,7 +360,7 @@ async def submit_order(request: web.Request, principal: Principal | None,
             params.client_order_id)
         async with connection(app[POOL]) as conn:
             order, created = await rfq.accept_quote(conn, cmd, app[ASSET_SCALES], app[CLOCK](),
-                                                    app[MARKET_DATA])
+                                                    app[MARKET_DATA], clock=app[CLOCK])
     except ApiError as exc:
         metrics.accepts.labels("refused", exc.error.code).inc()
         raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -320,7 +320,7 @@ quote_filled AS (
 job AS (
     INSERT INTO hedge_job (job_id, dealer_account_id, trade_order_id, symbol, side, quantity,
         plan, status, created_at, updated_at)
-    SELECT $13, $14, trade_order_id, $15, $16, $6, $17, 'PENDING', $11, $11 FROM filled),
+    SELECT $13, $14, trade_order_id, $15, $16, $6, $17, 'PENDING', $21, $21 FROM filled),
 entry AS (
     SELECT ledger_enqueue_transaction($18, $19, $20, $11) AS outbox_id FROM filled)
 SELECT {", ".join(f"o.{name}" for name in _ORDER_COLUMNS.split(", "))},
@@ -372,7 +372,8 @@ def last_look(market_data: MarketDataService, quote: QuoteRecord, side: str,
 
 
 async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: ScaleTable,
-                       now: dt.datetime, market_data: MarketDataService | None = None
+                       now: dt.datetime, market_data: MarketDataService | None = None, *,
+                       clock: Callable[[], dt.datetime] | None = None
                        ) -> tuple[OrderRecord, bool]:
     """Fill the quote once; answers the order and whether this call created it.
 
@@ -382,7 +383,12 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
     quote taken meanwhile, or the dealer has a last look, the accept is made again under the
     quote's lock in one transaction, which answers what happened to it (an earlier accept with
     the same keys, already filled, expired) or fills it.
+
+    `now` is when the accept came (the order's and execution's time, checked against the
+    quote's expiry); the hedge job is stamped with `clock()` as the fill is written, the time
+    its hedge latency counts from (`now` without a clock).
     """
+    filled_at = clock or (lambda: now)
     existing = await _existing(conn, cmd)
     if existing is not None:
         return existing, False
@@ -393,7 +399,7 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
     price = _checked_price(quote, cmd, now)
     last_look_bps = DealerConfig.model_validate(row["dealer_config"]).last_look_bps
     if last_look_bps is None or market_data is None:
-        order = await _fill(conn, cmd, quote, price, scales, now)
+        order = await _fill(conn, cmd, quote, price, scales, now, filled_at())
         if order is not None:
             return order, True
     async with conn.transaction():
@@ -411,13 +417,14 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
             reason = last_look(market_data, quote, cmd.side, Decimal(last_look_bps), now)
             if reason is not None:
                 return await _reject(conn, cmd, quote, reason, now), True
-        order = await _fill(conn, cmd, quote, price, scales, now)
+        order = await _fill(conn, cmd, quote, price, scales, now, filled_at())
     assert order is not None, "an OPEN quote under its lock is filled"
     return order, True
 
 
 async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord,
-                price: Decimal, scales: ScaleTable, now: dt.datetime) -> OrderRecord | None:
+                price: Decimal, scales: ScaleTable, now: dt.datetime, filled_at: dt.datetime
+                ) -> OrderRecord | None:
     """The fill in one statement (it sits between the client and the hedge); None when the
     quote is no longer OPEN once locked (nothing written)."""
     base_code, quote_code = split_symbol(quote.symbol)
@@ -436,7 +443,8 @@ async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord
             _FILL, order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id,
             cmd.side, quote.quantity, price, price * quote.quantity, cmd.idempotency_key,
             cmd.client_order_id, now, uuid.uuid4(), uuid.uuid4(), quote.dealer_account_id,
-            quote.symbol, plan["hedgeSide"], plan, entry.entry, entry.codes, entry.scales)
+            quote.symbol, plan["hedgeSide"], plan, entry.entry, entry.codes, entry.scales,
+            max(filled_at, now))
     except asyncpg.UniqueViolationError as exc:
         # The same key, committed meanwhile by an accept of another quote (the quote's own
         # fills are serialised by its lock): the key belongs to that order.

@@ -155,6 +155,10 @@ async def test_request_accept_fills_books_the_ledger_and_leaves_a_hedge_job(
     job = await _hedge_job(conn, order)
     assert (str(job["dealer_account_id"]), job["symbol"]) == (desk.dealer, "BTC/USDT")
     assert (job["side"], job["status"], job["quantity"]) == ("BUY", "PENDING", Decimal("0.5"))
+    # stamped as the fill is written, after the accept came (the order's time)
+    assert job["created_at"] >= await conn.fetchval(
+        "SELECT created_at FROM trade_order WHERE trade_order_id = $1",
+        uuid.UUID(order["tradeOrderId"]))
     plan = job["plan"]
     assert plan["hedgeSide"] == "BUY"
     legs = plan["legs"]
