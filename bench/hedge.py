@@ -18,8 +18,8 @@ For each fill: the time from the fill (its hedge job's `created_at`: taken as th
 the statement that writes the fill, after it has read and checked the quote; and, on a second
 line, from the fill's commit) to its first hedge order handed to the venue connector (a thin
 timing wrapper around the paper connectors), and to its job being HEDGED; for the floor, to
-the claim. It prints p50/p99/max, the ratios hedger/floor, and the distribution of hedge slippage against
-each quote's plan (bps, positive: worse for the dealer).
+the claim. It prints p50/p99/max, the ratios hedger/floor, and the distribution of hedge
+slippage against each quote's plan (bps, positive: worse for the dealer).
 
 Method.
 - Open loop: fill i (a quote request, then its accept) starts at t0 + i/rate whatever the

@@ -189,6 +189,10 @@ class Metrics:
             "New hedge jobs a worker tried to size and record straight from their notice "
             "(taken), or left to its lane's claim (declined: the lane was busy)", ["outcome"],
             registry=r)
+        self.hedge_carry_jobs = Counter(
+            "dealer_hedge_carry_jobs_total",
+            "Carry jobs written: an idle hedge lane's carry and residuals an LP would take",
+            registry=r)
         self.hedge_jobs_open = Gauge(
             "dealer_hedge_jobs_open", "Hedge jobs not finished yet (PENDING or IN_PROGRESS)",
             registry=r)
@@ -259,6 +263,9 @@ class Metrics:
 
     def hedge_fast_round(self, outcome: str) -> None:
         self.hedge_fast_rounds.labels(outcome).inc()
+
+    def hedge_carry_jobs_made(self, count: int) -> None:
+        self.hedge_carry_jobs.inc(count)
 
     def hedge_open_jobs(self, count: int) -> None:
         self.hedge_jobs_open.set(count)

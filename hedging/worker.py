@@ -89,6 +89,8 @@ class HedgeMetrics(Protocol):
 
     def hedge_fast_round(self, outcome: str) -> None: ...
 
+    def hedge_carry_jobs_made(self, count: int) -> None: ...
+
     def hedge_open_jobs(self, count: int) -> None: ...
 
     def hedge_job_finished(self, status: str, fill_to_final_s: float | None) -> None: ...
@@ -645,6 +647,7 @@ class HedgeWorker:
                     lane.dealer_account_id, lane.symbol, carry, now, uuid.uuid4(),
                     "BUY" if net > 0 else "SELL", abs(moved), plan, moved)
         if made:
+            self._metrics.hedge_carry_jobs_made(made)
             log.info("hedging the carry of %d idle lane(s)", made)
         return made
 

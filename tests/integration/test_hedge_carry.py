@@ -114,6 +114,7 @@ async def test_an_idle_lanes_carry_an_lp_takes_is_hedged_by_a_carry_job(
     assert await metric_value(
         client, 'dealer_hedge_jobs_finished_total{status="HEDGED"}') == 1
     assert await metric_value(client, "dealer_hedge_fill_to_hedged_seconds_count") == 0
+    assert await metric_value(client, "dealer_hedge_carry_jobs_total") == 1
 
 
 async def test_a_carry_below_every_lps_minimum_waits_visible_until_one_would_take_it(
