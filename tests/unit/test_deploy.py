@@ -217,6 +217,7 @@ def test_dashboard_covers_what_the_desk_watches() -> None:
                    "dealer_quote_accepts_total", "dealer_hedge_first_order_latency_seconds_bucket",
                    "dealer_hedge_fill_to_hedged_seconds_bucket", "dealer_hedge_slippage_bps_bucket",
                    "dealer_hedge_jobs_open", "dealer_hedge_jobs_finished_total",
+                   "dealer_hedge_carry_jobs_total",
                    "dealer_unhedged_exposure", "dealer_lp_book_age_seconds",
                    "dealer_ledger_outbox_pending", "dealer_ledger_outbox_oldest_age_seconds",
                    "dealer_reconciliation_drift", "dealer_http_requests_total",
