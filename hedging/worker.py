@@ -479,17 +479,26 @@ class HedgeWorker:
             self._rounds.pop(key, None)
         self._metrics.hedge_fast_round("taken" if taken else "declined")
         queued = self._fast_queue.get(key)
-        if taken and queued and not self._stopping.is_set():
-            following = queued.popleft()
-            if key in self._fast_carry:
-                following = dataclasses.replace(following, carry=self._fast_carry[key])
-            self._rounds[key] = asyncio.create_task(self._fast_task(following),
-                                                    name=f"hedge {key}")
+        if taken and self._next_fast(key):
             return
-        self._fast_queue.pop(key, None)
+        self._fast_queue.pop(key, None)  # declined: the queued ones are the claim's too
         self._fast_carry.pop(key, None)
         if not taken or queued or self._missed:
             self._wake.set()  # the lane's claim takes what the fast path could not
+
+    def _next_fast(self, key: str) -> bool:
+        """Start the fast round of the lane's next queued notice, sized with the carry the
+        lane's last statement left when known; False (the queue ends) when there is none."""
+        queued = self._fast_queue.get(key)
+        if not queued or self._stopping.is_set():
+            self._fast_queue.pop(key, None)
+            self._fast_carry.pop(key, None)
+            return False
+        following = queued.popleft()
+        if key in self._fast_carry:
+            following = dataclasses.replace(following, carry=self._fast_carry[key])
+        self._rounds[key] = asyncio.create_task(self._fast_task(following), name=f"hedge {key}")
+        return True
 
     async def _fast_round(self, notice: _Notice) -> bool:
         """A new job of an idle IMMEDIATE lane, sized from its notice (with the lane's carry as
@@ -525,16 +534,7 @@ class HedgeWorker:
             delivery = None
         finally:
             self._rounds.pop(key, None)
-            queued = self._fast_queue.get(key)
-            if queued and not self._stopping.is_set():  # new jobs that came meanwhile
-                following = queued.popleft()
-                if key in self._fast_carry:
-                    following = dataclasses.replace(following, carry=self._fast_carry[key])
-                self._rounds[key] = asyncio.create_task(self._fast_task(following),
-                                                        name=f"hedge {key}")
-            else:
-                self._fast_queue.pop(key, None)
-                self._fast_carry.pop(key, None)
+            self._next_fast(key)  # new jobs that came meanwhile
             self._wake.set()
         if delivery is not None:
             self._deliveries.add(delivery)
