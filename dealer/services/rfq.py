@@ -396,12 +396,16 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
     if row is None:
         raise ApiError(Errors.QUOTE_NOT_FOUND)
     quote = QuoteRecord.from_row(row)
-    price = _checked_price(quote, cmd, now)
     last_look_bps = DealerConfig.model_validate(row["dealer_config"]).last_look_bps
-    if last_look_bps is None or market_data is None:
-        order = await _fill(conn, cmd, quote, price, scales, now, filled_at())
-        if order is not None:
-            return order, True
+    # A quote FILLED since `_existing` looked may have been filled by a retry of this accept:
+    # the locked path below looks for its order again.
+    keyed = cmd.idempotency_key is not None or cmd.client_order_id is not None
+    if not (keyed and quote.status == "FILLED"):
+        price = _checked_price(quote, cmd, now)
+        if last_look_bps is None or market_data is None:
+            order = await _fill(conn, cmd, quote, price, scales, now, filled_at())
+            if order is not None:
+                return order, True
     async with conn.transaction():
         # The quote's lock first, then the keys: a retry racing the accept it repeats waits
         # here for that accept's commit, and answers its order rather than "already filled".
