@@ -11,7 +11,9 @@ open-loop load (clients quote and accept `--rate` fills/s for `--seconds`):
     claimer in its place that wakes on the same NOTIFY and claims the new jobs in one
     `FOR UPDATE SKIP LOCKED` statement (the least a hedger must do before it may send: learn
     of the job and own it durably);
-(c) one daemon takes the fills and hedges them;
+(c) one daemon takes the fills and hedges them: it sizes each fill's first hedge as it
+    accepts, and the fill's own statement records it (`DEALER_HEDGE_INLINE`, the default;
+    `--no-inline` leaves every job to its notice, as in (a));
 (d) the floor in that topology.
 
 For each fill: the time from the fill (its hedge job's `created_at`: taken as the accept sends
@@ -380,7 +382,7 @@ async def run(args: argparse.Namespace) -> None:
             settings = Settings(database_url=dsn, data_dir=root / "hedger",
                                 jwt_secret=JWT_SECRET, secrets_key=SECRETS_KEY,
                                 log_level="WARNING", db_pool_max=20, paper_latency_ms=0,
-                                paper_balances=balances)
+                                paper_balances=balances, hedge_inline=not args.no_inline)
             app = create_app(settings, DaemonSecrets(JWT_SECRET, SECRETS_KEY))
             timed = TimedVenues(app[VENUES])
             app[VENUES] = timed  # type: ignore[assignment]
@@ -501,6 +503,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="of the fills' sides and sizes")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds of fills before the phases, not measured (2)")
+    parser.add_argument("--no-inline", action="store_true",
+                        help="DEALER_HEDGE_INLINE off on the hedging daemon: in (c) every job "
+                        "waits for its notice, as in (a)")
     parser.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="event loop of this process (default uvloop, as `dealerd run` "
                         "uses)")

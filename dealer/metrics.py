@@ -187,8 +187,8 @@ class Metrics:
         self.hedge_fast_rounds = Counter(
             "dealer_hedge_fast_rounds_total",
             "New hedge jobs a worker tried to size and record straight from their notice "
-            "(taken), or left to its lane's claim (declined: the lane was busy)", ["outcome"],
-            registry=r)
+            "(taken), or left to its lane's claim (declined: the lane was busy), or recorded "
+            "by the fill's own statement (inline)", ["outcome"], registry=r)
         self.hedge_carry_jobs = Counter(
             "dealer_hedge_carry_jobs_total",
             "Carry jobs written: an idle hedge lane's carry and residuals an LP would take",

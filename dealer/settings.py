@@ -155,6 +155,10 @@ class Settings(BaseModel):
     hedge_balance_ttl_ms: int = Field(default=5000, ge=100, le=600000,
                                       description="Age after which cached LP balances are "
                                       "refreshed (in the background)")
+    hedge_inline: bool = Field(default=True, description="Size a fill's first hedge in the "
+                               "accepting daemon (when it runs the hedge worker, for an "
+                               "IMMEDIATE dealer) and record its orders in the fill's own "
+                               "statement: they go out as the fill commits")
     hedge_carry_check_ms: int = Field(default=1000, ge=100, le=600000,
                                       description="How often the hedge worker looks for idle "
                                       "lanes whose carry an LP would take (and soon after an "

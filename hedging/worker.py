@@ -250,6 +250,30 @@ def _notice(payload: str) -> _Notice | None:
     return _Notice(lane, job, carry)
 
 
+@dataclass(frozen=True, slots=True)
+class InlineHedge:
+    """A new job's first hedge, sized by the accepting process before the fill is written, to
+    be recorded by the fill's own statement (see `HedgeWorker.plan_inline`): the job as it is
+    then (`IN_PROGRESS`, attempt 1, claimed by this worker), its orders (`SENT`) and the move
+    of its lane's carry, while the lane is not leased and its carry is still `carry_read`."""
+
+    lane: _Lane
+    job_id: uuid.UUID
+    created_at: dt.datetime
+    carry_read: Decimal
+    hedged: Decimal
+    carry_in: Decimal
+    lane_delta: Decimal
+    worker_id: str
+    claimed_until: dt.datetime
+    plans: tuple[_Plan, ...]
+    dust: Decimal
+
+    @property
+    def orders(self) -> list[_Sent]:
+        return [order for plan in self.plans for order in plan.orders]
+
+
 class _NotFast(Exception):
     """The one-statement path cannot take this job (it is left to the lane's claim)."""
 
@@ -485,6 +509,58 @@ class HedgeWorker:
         self._fast_carry.pop(key, None)
         if not taken or queued or self._missed:
             self._wake.set()  # the lane's claim takes what the fast path could not
+
+    # ------------------------------------------------------------ a fill's own statement
+
+    async def plan_inline(self, conn: asyncpg.Connection, dealer_account_id: uuid.UUID,
+                          symbol: str, config: object, job_id: uuid.UUID,
+                          trade_order_id: uuid.UUID, side: str, quantity: Decimal,
+                          plan: Mapping[str, object], created_at: dt.datetime, carry: Decimal
+                          ) -> InlineHedge | None:
+        """Size a new job's first hedge for the fill's own statement to record; None when the
+        job is the notice's (this worker not running, not an IMMEDIATE lane, a round of the
+        lane being sized here, or anything the one-statement path would decline). The caller
+        reports the statement's outcome with `inline_written`, whatever it was. `conn` is the
+        accept's connection (outside a transaction): what has to be read is read on it."""
+        if (not self._fast_path or not self._recovered or self._task is None
+                or self._stopping.is_set()):
+            return None
+        lane = _lane(dealer_account_id, symbol, config)
+        if lane.mode != "IMMEDIATE" or lane.key in self._rounds:
+            return None
+        job = _Job(job_id, trade_order_id, cast(policy.Side, side), quantity, Decimal(0),
+                   Decimal(0), False, None, 0, 0, policy.parse_plan(plan), created_at, False,
+                   None)
+        netting, plans, outcomes, dust = await self._plan_round(lane, [job], carry, conn)
+        first = plans[0] if len(plans) == 1 else None
+        others = (set(netting.hedged) | set(netting.carry_in)) - {job_id}
+        if first is None or not first.orders or outcomes or others:
+            self._unspend(plans)
+            return None
+        lane_delta = (-policy.sign(side) * first.carry_in) + (netting.lane_carry - carry)
+        return InlineHedge(
+            lane, job_id, created_at, carry, netting.hedged.get(job_id, Decimal(0)),
+            netting.carry_in.get(job_id, Decimal(0)) + first.carry_in, lane_delta,
+            self.worker_id, created_at + self._lease, (first,), dust)
+
+    def inline_written(self, inline: InlineHedge, written: bool) -> None:
+        """The fill's statement committed its hedge (`written`): send the orders and record
+        their answers, as after a fast round. Otherwise (the lane was leased, its carry had
+        moved, the statement failed) nothing was recorded: the job's notice takes it."""
+        if not written:
+            self._unspend(inline.plans)
+            return
+        now = self._clock()
+        self._metrics.hedge_first_order_latency(
+            max((now - inline.created_at).total_seconds(), 0.0))
+        for order in inline.orders:
+            self._metrics.hedge_order(order.lp.venue, policy.SENT)
+        self._metrics.hedge_fast_round("inline")
+        delivery = asyncio.create_task(
+            self._deliver(inline.lane, inline.plans, inline.dust, {inline.job_id}, fast=True),
+            name=f"hedge orders {inline.lane.key}")
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
 
     def _next_fast(self, key: str) -> bool:
         """Start the fast round of the lane's next queued notice, sized with the carry the
@@ -847,13 +923,32 @@ class HedgeWorker:
                     claimed: Sequence[uuid.UUID], *, fast: bool = False
                     ) -> tuple[list[_Plan], Decimal]:
         """Net and route the round, then record its orders as SENT (committed before any is
-        sent); that statement also gives back the lane and the jobs without orders.
+        sent); that statement also gives back the lane and the jobs without orders."""
+        netting, plans, outcomes, dust = await self._plan_round(lane, jobs, carry)
+        try:
+            await self._record_intents(lane, jobs, netting, plans, outcomes, dust,
+                                       netting.lane_carry - carry, claimed, fast=fast)
+        except BaseException:
+            self._unspend(plans)  # nothing was sent
+            raise
+        return plans, dust
+
+    def _unspend(self, plans: Iterable[_Plan]) -> None:
+        for plan in plans:
+            for order in plan.orders:
+                self._balances.answered(order.lp.trading_account_id, order.coid)
+
+    async def _plan_round(self, lane: _Lane, jobs: list[_Job], carry: Decimal,
+                          conn: asyncpg.Connection | None = None
+                          ) -> tuple[policy.Netting, list[_Plan], dict[uuid.UUID, str], Decimal]:
+        """Net and route a round: its netting, its groups' plans (with their orders), why the
+        groups without orders have none, and the lane's dust (one lot).
 
         The lane's carry is handed from group to group: each routed group takes what is left
         of it and leaves its own expected rounding, so the lane ends the round with at most
         the last group's rounding (under half a lot)."""
         by_id = {j.job_id: j for j in jobs}
-        lps = await self._lps_for(lane)
+        lps = await self._lps_for(lane, conn)
         netting = policy.form_groups(lane.mode, [j.state() for j in jobs], carry)
         dust = max((j.plan.lot_size for j in jobs), default=Decimal(0))
         lp_by_id = {lp.trading_account_id: lp for lp in lps}
@@ -904,15 +999,7 @@ class HedgeWorker:
                 self._balances.spend(order.lp.trading_account_id, order.coid,
                                      *_spent(lane.symbol, order.side, order.quantity,
                                              order.limit))
-        try:
-            await self._record_intents(lane, jobs, netting, plans, outcomes, dust,
-                                       netting.lane_carry - carry, claimed, fast=fast)
-        except BaseException:
-            for plan in plans:  # nothing was sent
-                for order in plan.orders:
-                    self._balances.answered(order.lp.trading_account_id, order.coid)
-            raise
-        return plans, dust
+        return netting, plans, outcomes, dust
 
     async def _deliver(self, lane: _Lane, plans: Sequence[_Plan], dust: Decimal,
                        job_ids: set[uuid.UUID], *, fast: bool = False) -> None:
@@ -954,14 +1041,19 @@ class HedgeWorker:
 
     # ------------------------------------------------------------ LPs and routes
 
-    async def _lps_for(self, lane: _Lane) -> list[_Lp]:
+    async def _lps_for(self, lane: _Lane, conn: asyncpg.Connection | None = None
+                       ) -> list[_Lp]:
         """The lane's LPs, read at most every LP_CACHE_S (the statement that records the
-        orders checks their links again, so a stale list never sends to a draining LP)."""
+        orders checks their links again, so a stale list never sends to a draining LP); on
+        `conn` when given (a caller holding a connection must not wait for another)."""
         cached = self._lp_cache.get(lane.key)
         if cached is not None and time.monotonic() - cached[0] < LP_CACHE_S:
             return cached[1]
-        async with self._pool.acquire() as conn:
-            lps = await self._lps(cast(asyncpg.Connection, conn), lane)
+        if conn is not None:
+            lps = await self._lps(conn, lane)
+        else:
+            async with self._pool.acquire() as held:
+                lps = await self._lps(cast(asyncpg.Connection, held), lane)
         self._lp_cache[lane.key] = (time.monotonic(), lps)
         return lps
 

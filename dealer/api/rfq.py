@@ -15,7 +15,16 @@ from pydantic import Field, StringConstraints, model_validator
 
 from dealer import logs
 from dealer.api.framework import Api
-from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL, QUOTER
+from dealer.appkeys import (
+    ASSET_SCALES,
+    CLOCK,
+    HEDGE_WORKER,
+    MARKET_DATA,
+    METRICS,
+    POOL,
+    QUOTER,
+    SETTINGS,
+)
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors
 from dealer.services import rfq
@@ -359,8 +368,9 @@ async def submit_order(request: web.Request, principal: Principal | None,
             Decimal(params.quantity), params.quote_id, params.idempotency_key,
             params.client_order_id)
         async with connection(app[POOL]) as conn:
-            order, created = await rfq.accept_quote(conn, cmd, app[ASSET_SCALES], app[CLOCK](),
-                                                    app[MARKET_DATA], clock=app[CLOCK])
+            order, created = await rfq.accept_quote(
+                conn, cmd, app[ASSET_SCALES], app[CLOCK](), app[MARKET_DATA], clock=app[CLOCK],
+                hedger=app[HEDGE_WORKER] if app[SETTINGS].hedge_inline else None)
     except ApiError as exc:
         metrics.accepts.labels("refused", exc.error.code).inc()
         raise

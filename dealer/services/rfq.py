@@ -9,18 +9,20 @@ accepting transaction), and writes the order, its execution, the client's ledger
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
 from dealer.errors import ApiError, Errors
 from dealer.marketdata import MarketDataService
 from dealer.services.dealers import DealerConfig
+from hedging.worker import InlineHedge
 from ledger.assets import ScaleTable, UnknownAsset
 from ledger.outbox import outbox_arguments, scale_refusal
 from ledger.postings import client_fill
@@ -292,8 +294,10 @@ async def _existing(conn: asyncpg.Connection, cmd: AcceptCommand) -> OrderRecord
 
 
 _QUOTE_AND_DEALER = f"""
-SELECT {", ".join(f"q.{name}" for name in QuoteRecord.__slots__)}, d.config AS dealer_config
+SELECT {", ".join(f"q.{name}" for name in QuoteRecord.__slots__)}, d.config AS dealer_config,
+       l.carry AS lane_carry
 FROM quote q JOIN dealer d ON d.dealer_account_id = q.dealer_account_id
+LEFT JOIN hedge_lane l ON l.dealer_account_id = q.dealer_account_id AND l.symbol = q.symbol
 WHERE q.quote_id = $1"""  # noqa: S608
 
 # The fill: the quote locked and still OPEN, the order, its execution, the quote FILLED, the
@@ -317,15 +321,74 @@ execution AS (
 quote_filled AS (
     UPDATE quote SET status = 'FILLED', filled_order_id = $1
     WHERE quote_id = (SELECT quote_id FROM filled)),
+gate AS (  -- an inline hedge (see accept_quote): the lane not leased, its carry as read (up
+            -- to less than a lot: an answer's dust recorded meanwhile is the next round's)
+    SELECT 1 FROM hedge_lane l
+    WHERE $22 AND EXISTS (SELECT 1 FROM open_quote)
+      AND l.dealer_account_id = $14 AND l.symbol = $15 AND abs(l.carry - $23) < $35
+      AND (l.claimed_until IS NULL OR l.claimed_until < $21)
+      AND NOT EXISTS (  -- a residual waiting for a host is the lane's claim's to place
+        SELECT 1 FROM hedge_job r
+        WHERE r.dealer_account_id = $14 AND r.symbol = $15 AND r.residual
+          AND r.status IN ('PENDING', 'IN_PROGRESS'))
+    FOR NO KEY UPDATE),
+links AS (
+    SELECT trading_account_id FROM dealer_link
+    WHERE $22 AND dealer_account_id = $14 AND NOT draining
+      AND trading_account_id = ANY($29::uuid[])
+    FOR SHARE),
+inline AS (
+    SELECT EXISTS (SELECT 1 FROM gate) AND NOT EXISTS (
+        SELECT 1 FROM unnest($29::uuid[]) a(account)
+        WHERE a.account NOT IN (SELECT trading_account_id FROM links)) AS ok),
 job AS (
     INSERT INTO hedge_job (job_id, dealer_account_id, trade_order_id, symbol, side, quantity,
-        plan, status, created_at, updated_at)
-    SELECT $13, $14, trade_order_id, $15, $16, $6, $17, 'PENDING', $21, $21 FROM filled),
+        plan, status, created_at, updated_at, attempts, hedged_quantity, carry_in,
+        first_order_at, claimed_by, claimed_until)
+    SELECT $13, $14, trade_order_id, $15, $16, $6, $17,
+           CASE WHEN i.ok THEN 'IN_PROGRESS' ELSE 'PENDING' END, $21, $21,
+           CASE WHEN i.ok THEN 1 ELSE 0 END, CASE WHEN i.ok THEN $24::numeric ELSE 0 END,
+           CASE WHEN i.ok THEN $25::numeric ELSE 0 END, CASE WHEN i.ok THEN $21 END,
+           CASE WHEN i.ok THEN $27 END, CASE WHEN i.ok THEN $28::timestamptz END
+    FROM filled, inline i
+    RETURNING status),
+hedge_orders AS (
+    INSERT INTO hedge_order (client_order_id, job_id, attempt, leg, trading_account_id, venue,
+        symbol, side, quantity, limit_price, status, sent_by, created_at, updated_at)
+    SELECT o.coid, $13, 1, o.leg, o.account, o.venue, $15, $16, o.quantity, o.limit_price,
+           'SENT', $27, $21, $21
+    FROM unnest($30::text[], $29::uuid[], $31::text[], $32::int[], $33::numeric[],
+                $34::numeric[]) AS o(coid, account, venue, leg, quantity, limit_price)
+    WHERE (SELECT ok FROM inline) AND EXISTS (SELECT 1 FROM filled)),
+lane AS (
+    UPDATE hedge_lane SET carry = carry + $26, updated_at = $21
+    WHERE (SELECT ok FROM inline) AND EXISTS (SELECT 1 FROM filled)
+      AND dealer_account_id = $14 AND symbol = $15),
 entry AS (
     SELECT ledger_enqueue_transaction($18, $19, $20, $11) AS outbox_id FROM filled)
 SELECT {", ".join(f"o.{name}" for name in _ORDER_COLUMNS.split(", "))},
-       json_build_array({_EXECUTION_JSON}) AS executions, (SELECT outbox_id FROM entry)
+       json_build_array({_EXECUTION_JSON}) AS executions, (SELECT outbox_id FROM entry),
+       (SELECT status FROM job) AS job_status
 FROM filled o, execution e"""  # noqa: S608
+
+
+class InlineHedger(Protocol):
+    """The hedge worker of this process, as the accept uses it (`hedging.worker`)."""
+
+    async def plan_inline(self, conn: asyncpg.Connection, dealer_account_id: uuid.UUID,
+                          symbol: str, config: object, job_id: uuid.UUID,
+                          trade_order_id: uuid.UUID, side: str, quantity: Decimal,
+                          plan: Mapping[str, object], created_at: dt.datetime, carry: Decimal
+                          ) -> InlineHedge | None: ...
+
+    def inline_written(self, inline: InlineHedge, written: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _InlineFill:
+    hedger: InlineHedger
+    dealer_config: object
+    lane_carry: Decimal
 
 
 def _checked_price(quote: QuoteRecord, cmd: AcceptCommand, now: dt.datetime) -> Decimal:
@@ -373,8 +436,8 @@ def last_look(market_data: MarketDataService, quote: QuoteRecord, side: str,
 
 async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: ScaleTable,
                        now: dt.datetime, market_data: MarketDataService | None = None, *,
-                       clock: Callable[[], dt.datetime] | None = None
-                       ) -> tuple[OrderRecord, bool]:
+                       clock: Callable[[], dt.datetime] | None = None,
+                       hedger: InlineHedger | None = None) -> tuple[OrderRecord, bool]:
     """Fill the quote once; answers the order and whether this call created it.
 
     `conn` is a connection outside any transaction. The usual accept is two statements, each
@@ -387,6 +450,11 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
     `now` is when the accept came (the order's and execution's time, checked against the
     quote's expiry); the hedge job is stamped with `clock()` as the fill is written, the time
     its hedge latency counts from (`now` without a clock).
+
+    With `hedger` (this process's hedge worker, when it runs), the usual accept sizes the
+    job's first hedge before its fill statement, which records it with the fill when the lane
+    is not leased and its carry is as read: the orders go out as soon as the fill commits,
+    with no notice and no second statement. Otherwise the job waits for its notice.
     """
     filled_at = clock or (lambda: now)
     existing = await _existing(conn, cmd)
@@ -403,7 +471,10 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
     if not (keyed and quote.status == "FILLED"):
         price = _checked_price(quote, cmd, now)
         if last_look_bps is None or market_data is None:
-            order = await _fill(conn, cmd, quote, price, scales, now, filled_at())
+            carry = row["lane_carry"]
+            hedge = None if hedger is None or carry is None else _InlineFill(
+                hedger, row["dealer_config"], Decimal(carry))
+            order = await _fill(conn, cmd, quote, price, scales, now, filled_at, hedge)
             if order is not None:
                 return order, True
     async with conn.transaction():
@@ -421,34 +492,57 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
             reason = last_look(market_data, quote, cmd.side, Decimal(last_look_bps), now)
             if reason is not None:
                 return await _reject(conn, cmd, quote, reason, now), True
-        order = await _fill(conn, cmd, quote, price, scales, now, filled_at())
+        order = await _fill(conn, cmd, quote, price, scales, now, filled_at)
     assert order is not None, "an OPEN quote under its lock is filled"
     return order, True
 
 
 async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord,
-                price: Decimal, scales: ScaleTable, now: dt.datetime, filled_at: dt.datetime
+                price: Decimal, scales: ScaleTable, now: dt.datetime,
+                filled_at: Callable[[], dt.datetime], hedge: _InlineFill | None = None
                 ) -> OrderRecord | None:
     """The fill in one statement (it sits between the client and the hedge); None when the
-    quote is no longer OPEN once locked (nothing written)."""
+    quote is no longer OPEN once locked (nothing written). The hedge job is stamped with
+    `filled_at()` as the statement is sent. With `hedge` (outside any
+    transaction only: the orders go out once this statement has committed), the job's first
+    hedge is recorded with it when its lane allows, and the hedger is told either way."""
     base_code, quote_code = split_symbol(quote.symbol)
     try:
         base, quote_asset = scales.asset(base_code), scales.asset(quote_code)
     except UnknownAsset as exc:
         raise ApiError(Errors.SYMBOL_NOT_QUOTED, str(exc)) from None
-    order_id = uuid.uuid4()
+    order_id, job_id = uuid.uuid4(), uuid.uuid4()
     plan = quote.hedge_plan["ask" if cmd.side == "BUY" else "bid"]
+    inline = None if hedge is None else await hedge.hedger.plan_inline(
+        conn, quote.dealer_account_id, quote.symbol, hedge.dealer_config, job_id, order_id,
+        plan["hedgeSide"], quote.quantity, plan, now, hedge.lane_carry)
+    orders = [] if inline is None else inline.orders
     entry = outbox_arguments(client_fill(
         cmd.trading_account_id, quote.dealer_account_id, cmd.side, base, quote_asset,
         quote.quantity, price, reference=f"order-{order_id}",
         metadata={"quoteId": str(quote.quote_id), "orderId": str(order_id)}, timestamp=now))
+    written = False
+    stamp = max(filled_at(), now)  # the fill, its hedge planned already
+    if inline is not None:
+        inline = dataclasses.replace(inline, created_at=stamp)
     try:
         row = await conn.fetchrow(
             _FILL, order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id,
             cmd.side, quote.quantity, price, price * quote.quantity, cmd.idempotency_key,
-            cmd.client_order_id, now, uuid.uuid4(), uuid.uuid4(), quote.dealer_account_id,
+            cmd.client_order_id, now, uuid.uuid4(), job_id, quote.dealer_account_id,
             quote.symbol, plan["hedgeSide"], plan, entry.entry, entry.codes, entry.scales,
-            max(filled_at, now))
+            stamp, inline is not None,
+            None if inline is None else inline.carry_read,
+            None if inline is None else inline.hedged,
+            None if inline is None else inline.carry_in,
+            None if inline is None else inline.lane_delta,
+            None if inline is None else inline.worker_id,
+            None if inline is None else inline.claimed_until,
+            [o.lp.trading_account_id for o in orders], [o.coid for o in orders],
+            [o.lp.venue for o in orders], list(range(len(orders))),
+            [o.quantity for o in orders], [o.limit for o in orders],
+            None if inline is None else inline.dust)
+        written = row is not None and row["job_status"] == "IN_PROGRESS"
     except asyncpg.UniqueViolationError as exc:
         # The same key, committed meanwhile by an accept of another quote (the quote's own
         # fills are serialised by its lock): the key belongs to that order.
@@ -460,6 +554,9 @@ async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord
         if refusal is not None:
             raise refusal from None
         raise
+    finally:
+        if inline is not None and hedge is not None:
+            hedge.hedger.inline_written(inline, written)
     return None if row is None else _order_from(row)
 
 

@@ -152,9 +152,10 @@ async def test_a_running_worker_hedges_new_jobs_of_an_idle_lane_without_claiming
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    # No polling (a poll racing a notice would claim the lane first): notices only.
+    # No polling (a poll racing a notice would claim the lane first), no inline hedging (the
+    # accepting daemon would record the hedges itself): notices only.
     app, client = await app_client(settings, secrets, aiohttp_client, hedge_enabled=True,
-                                   hedge_poll_ms=60000)
+                                   hedge_poll_ms=60000, hedge_inline=False)
     desk = await make_desk(client)
     fills = (("BUY", "0.5"), ("SELL", "0.3"), ("BUY", "0.2"), ("SELL", "0.25"))
     for side, quantity in fills:
