@@ -337,6 +337,7 @@ class HedgeWorker:
         # queued notice read when its job was inserted (that one may predate earlier rounds)
         self._fast_carry: dict[str, Decimal] = {}
         self._missed = False  # a notice came while its dealer's lane was being sized
+        self._notices = 0  # notices received (a round judges its window against those it saw)
         self._recovered = False
         self._carry_check_s = carry_check_s
         # New jobs are their notices' for this long: a poll (no wake-up) does not claim them
@@ -433,6 +434,7 @@ class HedgeWorker:
 
         def notified(_conn: object, _pid: object, _channel: object, payload: object) -> None:
             self._not_due.clear()  # a new fill may close a netting window early
+            self._notices += 1
             notice = _notice(str(payload))
             if notice is not None and self._take_fast(notice):
                 return
@@ -467,11 +469,13 @@ class HedgeWorker:
 
     async def _start_rounds(self, grace: dt.timedelta | None = None) -> None:
         while len(self._rounds) < self._concurrency and not self._stopping.is_set():
+            seen = self._notices
             claim = await self._claim(only_open_orders=False, grace=grace)
             if claim is None:
                 return
             key = claim.lane.key
-            self._rounds[key] = asyncio.create_task(self._round_task(claim), name=f"hedge {key}")
+            self._rounds[key] = asyncio.create_task(self._round_task(claim, seen),
+                                                    name=f"hedge {key}")
 
     def _take_fast(self, notice: _Notice) -> bool:
         """Start (or queue behind the lane's fast round) the one-statement path for a new job;
@@ -600,11 +604,11 @@ class HedgeWorker:
         delivery.add_done_callback(self._deliveries.discard)
         return True
 
-    async def _round_task(self, claim: _Claim) -> None:
+    async def _round_task(self, claim: _Claim, seen: int) -> None:
         key = claim.lane.key
         self._fast_carry.pop(key, None)  # what this round's statement leaves, if it records
         try:
-            delivery = await self._round(claim)
+            delivery = await self._round(claim, seen)
         except Exception:
             log.exception("hedge round of %s failed", key)
             delivery = None
@@ -636,10 +640,11 @@ class HedgeWorker:
     async def run_once(self) -> bool:
         """Claim one ready lane and work one round of it; False when no lane was ready."""
         await self._report_open_jobs()
+        seen = self._notices
         claim = await self._claim(only_open_orders=False)
         if claim is None:
             return False
-        delivery = await self._round(claim)
+        delivery = await self._round(claim, seen)
         if delivery is not None:
             await delivery
         return True
@@ -873,9 +878,10 @@ class HedgeWorker:
 
     # ------------------------------------------------------------ one round
 
-    async def _round(self, claim: _Claim) -> asyncio.Task[None] | None:
+    async def _round(self, claim: _Claim, seen: int) -> asyncio.Task[None] | None:
         """Size and record one round of the lane under its lease; answers the task that sends
-        the orders and records the answers (the lane is free again by then)."""
+        the orders and records the answers (the lane is free again by then). `seen`: the
+        notices received when its claim began."""
         lane, jobs, carry = claim.lane, claim.jobs, claim.carry
         claimed = [j.job_id for j in jobs]
         released = False
@@ -887,7 +893,7 @@ class HedgeWorker:
             blocked = {j.job_id for j in jobs if j.has_open_orders}
             blocked |= {j.job_id for j in jobs if j.lead in blocked}
             jobs = [j for j in jobs if j.job_id not in blocked]
-            if not jobs or (lane.mode == "NETTED" and not self._netting_due(lane, jobs)):
+            if not jobs or (lane.mode == "NETTED" and not self._netting_due(lane, jobs, seen)):
                 return None
             plans, dust = await self._size(lane, jobs, carry, claimed)
             released = True  # recording the orders gave back the lane and the other jobs
@@ -901,7 +907,10 @@ class HedgeWorker:
             if not released:
                 await self._release(lane, claimed)
 
-    def _netting_due(self, lane: _Lane, jobs: Sequence[_Job]) -> bool:
+    def _netting_due(self, lane: _Lane, jobs: Sequence[_Job], seen: int) -> bool:
+        """Whether the NETTED lane's window is due; when not, the lane is not claimed again
+        until it is, unless a notice came since the claim began (its fill, not among `jobs`,
+        may close the window early: the lane is looked at again at once)."""
         now = self._clock()
         fresh = [j for j in jobs if not j.residual and j.lead is None]
         if not fresh:
@@ -915,8 +924,10 @@ class HedgeWorker:
             max_exposure=lane.max_exposure, threshold=self._netting_threshold)
         if due:
             self._not_due.pop(lane.key, None)
-        else:
+        elif self._notices == seen:
             self._not_due[lane.key] = oldest + dt.timedelta(milliseconds=lane.window_ms)
+        else:
+            self._wake.set()
         return due
 
     async def _size(self, lane: _Lane, jobs: list[_Job], carry: Decimal,
