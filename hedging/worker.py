@@ -73,6 +73,7 @@ Clock = Callable[[], dt.datetime]
 Books = Callable[[str, str], BookSnapshot | None]  # venue, symbol → the fresh book, if any
 CHANNEL = "hedge_job"
 MAX_LEADS_PER_ROUND = 50
+CARRY_RECHECK_S = 30.0
 LP_CACHE_S = 1.0
 _OPEN = "('SENT', 'UNKNOWN')"
 _LIVE = "('PENDING', 'IN_PROGRESS')"
@@ -346,6 +347,9 @@ class HedgeWorker:
         self._notice_grace = dt.timedelta(seconds=notice_grace_s)
         self._carry_checked = 0.0  # time.monotonic() of the last look for idle lanes' carry
         self._carry_moved = False  # an answer moved a lane's carry since that look
+        # lanes whose net no LP took, with that net and when: not routed again for
+        # CARRY_RECHECK_S while the net stays the same (prices move slowly against minimums)
+        self._carry_unorderable: dict[str, tuple[Decimal, float]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -696,11 +700,15 @@ class HedgeWorker:
             lane = _lane(row["dealer_account_id"], row["symbol"], row["config"])
             carry = Decimal(row["carry"])
             net = carry + Decimal(row["residuals"])  # what the lane has to buy (+) or sell (-)
-            if net == 0 or lane.key in self._rounds:
+            judged = self._carry_unorderable.get(lane.key)
+            if (net == 0 or lane.key in self._rounds or (judged is not None and judged[0] == net
+                    and time.monotonic() - judged[1] < CARRY_RECHECK_S)):
                 continue
             plan = await self._carry_plan(lane, net)
             if plan is None:
+                self._carry_unorderable[lane.key] = (net, time.monotonic())
                 continue
+            self._carry_unorderable.pop(lane.key, None)
             moved = carry if (carry > 0) == (net > 0) else Decimal(0)
             async with self._pool.acquire() as conn:
                 made += await conn.fetchval(
