@@ -503,9 +503,9 @@ async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord
                 ) -> OrderRecord | None:
     """The fill in one statement (it sits between the client and the hedge); None when the
     quote is no longer OPEN once locked (nothing written). The hedge job is stamped with
-    `filled_at()` as the statement is sent. With `hedge` (outside any
-    transaction only: the orders go out once this statement has committed), the job's first
-    hedge is recorded with it when its lane allows, and the hedger is told either way."""
+    `filled_at()` as the statement is sent. With `hedge` (outside any transaction only: the
+    orders go out once this statement has committed), the job's first hedge is recorded with
+    it when its lane allows, and the hedger is told either way."""
     base_code, quote_code = split_symbol(quote.symbol)
     try:
         base, quote_asset = scales.asset(base_code), scales.asset(quote_code)
@@ -513,14 +513,14 @@ async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord
         raise ApiError(Errors.SYMBOL_NOT_QUOTED, str(exc)) from None
     order_id, job_id = uuid.uuid4(), uuid.uuid4()
     plan = quote.hedge_plan["ask" if cmd.side == "BUY" else "bid"]
-    inline = None if hedge is None else await hedge.hedger.plan_inline(
-        conn, quote.dealer_account_id, quote.symbol, hedge.dealer_config, job_id, order_id,
-        plan["hedgeSide"], quote.quantity, plan, now, hedge.lane_carry)
-    orders = [] if inline is None else inline.orders
     entry = outbox_arguments(client_fill(
         cmd.trading_account_id, quote.dealer_account_id, cmd.side, base, quote_asset,
         quote.quantity, price, reference=f"order-{order_id}",
         metadata={"quoteId": str(quote.quote_id), "orderId": str(order_id)}, timestamp=now))
+    inline = None if hedge is None else await hedge.hedger.plan_inline(
+        conn, quote.dealer_account_id, quote.symbol, hedge.dealer_config, job_id, order_id,
+        plan["hedgeSide"], quote.quantity, plan, now, hedge.lane_carry)
+    orders = [] if inline is None else inline.orders
     written = False
     stamp = max(filled_at(), now)  # the fill, its hedge planned already
     if inline is not None:
