@@ -38,6 +38,9 @@ KILL_SWITCH_REASONS: tuple[PausedBy, ...] = ("manual", "exposure", "hedge_failur
 OPEN_STATUSES = ("PENDING", "IN_PROGRESS", "FAILED")
 AUTOMATIC: tuple[PausedBy, ...] = ("exposure", "hedge_failures")
 PriceOf = Callable[[str], Decimal | None]
+# A hedge_job row's part of the unhedged exposure (the contract above), as SQL.
+JOB_UNHEDGED_SQL = """CASE WHEN side = 'SELL' THEN quantity - hedged_quantity + carry_in
+                      ELSE hedged_quantity - quantity - carry_in END"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,19 +165,18 @@ class _Position:
 async def _positions(conn: asyncpg.Connection, dealer_account_id: uuid.UUID | None
                      ) -> dict[uuid.UUID, dict[str, _Position]]:
     rows = await conn.fetch(
-        """SELECT dealer_account_id, split_part(symbol, '/', 1) AS asset,
+        f"""SELECT dealer_account_id, split_part(symbol, '/', 1) AS asset,
                   sum(unhedged) AS unhedged, sum(carry) AS carry,
                   count(*) FILTER (WHERE status IN ('PENDING', 'IN_PROGRESS')) AS open_jobs,
                   count(*) FILTER (WHERE status = 'FAILED') AS failed_jobs
            FROM (SELECT dealer_account_id, symbol, status, 0 AS carry,
-                        CASE WHEN side = 'SELL' THEN quantity - hedged_quantity + carry_in
-                             ELSE hedged_quantity - quantity - carry_in END AS unhedged
+                        {JOB_UNHEDGED_SQL} AS unhedged
                  FROM hedge_job
                  WHERE status = ANY($2::text[]) AND ($1::uuid IS NULL OR dealer_account_id = $1)
                  UNION ALL
                  SELECT dealer_account_id, symbol, NULL, -carry, -carry FROM hedge_lane
                  WHERE carry <> 0 AND ($1::uuid IS NULL OR dealer_account_id = $1)) open
-           GROUP BY 1, 2""",
+           GROUP BY 1, 2""",  # noqa: S608
         dealer_account_id, list(OPEN_STATUSES))
     found: dict[uuid.UUID, dict[str, _Position]] = {}
     for r in rows:

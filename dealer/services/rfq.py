@@ -22,6 +22,7 @@ import asyncpg
 from dealer.errors import ApiError, Errors
 from dealer.marketdata import MarketDataService
 from dealer.services.dealers import DealerConfig
+from dealer.services.exposure import JOB_UNHEDGED_SQL
 from hedging.worker import InlineHedge
 from ledger.assets import ScaleTable, UnknownAsset
 from ledger.outbox import outbox_arguments, scale_refusal
@@ -100,14 +101,13 @@ async def exposure_of(conn: asyncpg.Connection, dealer_account_id: uuid.UUID, ba
     """The dealer's unhedged base position (positive: long): what its open hedge jobs still
     have to do, and the carry of its lanes (see `dealer.services.exposure`)."""
     value = await conn.fetchval(
-        """SELECT coalesce((
-               SELECT sum(CASE WHEN side = 'SELL' THEN quantity - hedged_quantity + carry_in
-                               ELSE hedged_quantity - quantity - carry_in END)
+        f"""SELECT coalesce((
+               SELECT sum({JOB_UNHEDGED_SQL})
                FROM hedge_job WHERE dealer_account_id = $1
                  AND status NOT IN ('HEDGED', 'CANCELLED')
                  AND split_part(symbol, '/', 1) = $2), 0)
              - coalesce((SELECT sum(carry) FROM hedge_lane WHERE dealer_account_id = $1
-                         AND split_part(symbol, '/', 1) = $2), 0)""",
+                         AND split_part(symbol, '/', 1) = $2), 0)""",  # noqa: S608
         dealer_account_id, base)
     return Decimal(value)
 
