@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
 
 import orjson
 
-from dealer.marketdata import MarketDataService
-from dealer.metrics import Metrics
-from venues.base import BookSnapshot, MarketDataVenue
-from venues.fees import default_fees
+# Run as a script, this file's folder comes first on sys.path, and bench/pricing.py would shadow
+# the `pricing` package the market-data service imports.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE in sys.path:
+    sys.path.remove(_HERE)
+sys.path.append(str(Path(_HERE).parent))  # the project root, for the daemon's packages
+
+from dealer.marketdata import MarketDataService  # noqa: E402
+from dealer.metrics import Metrics  # noqa: E402
+from venues.base import BookSnapshot, MarketDataVenue  # noqa: E402
+from venues.fees import default_fees  # noqa: E402
 
 
 def synthetic(count: int, levels: int = 50) -> list[BookSnapshot]:
