@@ -68,7 +68,7 @@ if _HERE in sys.path:
     sys.path.remove(_HERE)
 sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.shared
 
-from bench.shared import JWT_SECRET, LOT, SECRETS_KEY, run_on, serving, setup_desk  # noqa: E402
+from bench.shared import JWT_SECRET, LOT, SECRETS_KEY, call, run_on, serving, setup_desk  # noqa: E402
 from bench.shared import percentile as _percentile  # noqa: E402
 
 # ---------------------------------------------------------------- the clients (subprocess)
@@ -93,9 +93,10 @@ async def _fills(cmd: dict[str, Any]) -> dict[str, Any]:
             try:
                 async with session.post(f"{base}/api/v3/fermata/quote/request", json=body,
                                         headers=headers) as resp:
-                    quote = (await resp.json())["data"]
+                    answer = await resp.json()
+                quote = answer["data"]
                 if quote is None:
-                    outcome = "quote refused"
+                    outcome = f"quote refused (errno {answer['errno']})"
                 else:
                     accept = {"tradingAccountId": body["tradingAccountId"],
                               "instrumentId": quote["instrumentId"],
@@ -396,6 +397,12 @@ async def run(args: argparse.Namespace) -> None:
             async with serving(app) as hedger_base:
                 admin = {"Authorization": f"Bearer {mint_token(JWT_SECRET, Role.ADMIN)}"}
                 dealer, client = await setup_desk(rfq_base, admin)
+                # The floor phases leave their fills unhedged on purpose: the kill switch must
+                # not pause the dealer for their exposure (the default limit is 250,000 USDT).
+                async with aiohttp.ClientSession() as session:
+                    await call(session, "POST", f"{rfq_base}/api/v3/fermata/dealer/update",
+                               admin, {"dealerAccountId": dealer,
+                                       "maxUnhedgedNotional": "1000000000"})
                 freeze_startup_heap()  # as `dealerd run` does once it serves
                 await _books_followed(app[MARKET_DATA])
                 trader = mint_token(JWT_SECRET, Role.TRADER, accounts=[uuid.UUID(client)],
