@@ -1,7 +1,10 @@
 """Cost of the risk reads as a desk's history grows: one `exposure_check` pass (every dealer's
-exposure and hedge failure rate, run every second on every replica) and one PnL (every fill and
-hedge order of a dealer, rebuilt as postings), against a bare scan of the same table in the same
-run as the baseline.
+exposure and hedge failure rate, run every second on every replica) and one PnL, against a bare
+scan of the same table in the same run as the baseline. The PnL is measured twice: with nothing
+folded yet (every fill and hedge order of the dealer rebuilt as postings, as right after the
+upgrade that brought folding) and once the `pnl_fold` job folded the history (the steady state:
+only facts newer than its last run are read); the one-off fold of the whole history is timed too,
+and the two PnLs are compared figure for figure.
 
 Starts its own embedded PostgreSQL (a temporary directory, deleted at the end); for each size a
 fresh database holds one dealer with N client fills, each with its finished hedge job and one
@@ -122,7 +125,7 @@ async def run(sizes: list[int]) -> None:
         server = get_server(Path(root) / "data", cleanup_mode="delete")
         try:
             print(f"{'fills':>8} {'scan ms':>9} {'exposure ms':>12} {'pnl load ms':>12} "
-                  f"{'pnl total ms':>13}")
+                  f"{'pnl ms':>9} {'fold all s':>11} {'pnl folded ms':>14}  same figures")
             for size in sizes:
                 name = f"risk_{size}"
                 admin = await asyncpg.connect(server.get_uri(database="postgres"))
@@ -140,16 +143,26 @@ async def run(sizes: list[int]) -> None:
                             conn, market_data, POLICY, NOW))  # type: ignore[arg-type]
                         load = await median_ms(lambda: pnl.load_facts(
                             conn, DEALER))  # type: ignore[arg-type]
+                        reports: list[pnl.DealerPnl] = []
 
-                        async def whole() -> None:
-                            clients, hedges, pending = await pnl.load_facts(
-                                conn, DEALER)  # type: ignore[arg-type]
-                            pnl.compute_pnl(DEALER, clients, hedges, scales, lambda b: None,
-                                            pending_entries=pending, now=NOW)
+                        async def whole(reports: list[pnl.DealerPnl] = reports) -> None:
+                            facts = await pnl.load_facts(conn, DEALER)  # type: ignore[arg-type]
+                            reports.append(pnl.compute_pnl(
+                                DEALER, facts.client_fills, facts.hedge_fills, scales,
+                                lambda b: None, pending_entries=facts.pending_entries,
+                                now=NOW, folded=facts.folded))
 
                         total = await median_ms(whole)
+                        started = time.perf_counter()
+                        await pnl.fold_pending(conn, scales, NOW)  # type: ignore[arg-type]
+                        fold_s = time.perf_counter() - started
+                        # Autovacuum analyzes tables after that many updates; here at once.
+                        await conn.execute("ANALYZE trade_order, hedge_order")
+                        folded = await median_ms(whole)
+                        same = reports[0] == reports[-1]
                     print(f"{size:>8} {scan:>9.1f} {checked:>12.1f} {load:>12.1f} "
-                          f"{total:>13.1f}")
+                          f"{total:>9.1f} {fold_s:>11.2f} {folded:>14.1f}  "
+                          f"{'yes' if same else 'NO'}")
                 finally:
                     await pool.close()
         finally:

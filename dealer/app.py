@@ -50,7 +50,7 @@ from dealer.metrics import Metrics
 from dealer.middlewares import MIDDLEWARES
 from dealer.scheduler import add_job, build_scheduler, drain_links, exposure_check
 from dealer.secretbox import SecretBox
-from dealer.services import reconciliation
+from dealer.services import pnl, reconciliation
 from dealer.services.quoting import Quoter, QuoteWriter
 from dealer.services.rfq import QuoteExpiry
 from dealer.settings import DaemonSecrets, Settings, SettingsError
@@ -279,6 +279,10 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         await exposure_check(app[POOL], app[MARKET_DATA], metrics,
                              hedging.kill_switch_policy(settings), app[CLOCK]())
 
+    async def fold_pnl() -> None:
+        async with connection(app[POOL]) as conn:
+            await pnl.fold_pending(conn, app[ASSET_SCALES], app[CLOCK]())
+
     async def drain_lps() -> None:
         await drain_links(app[POOL], app[MARKET_DATA], metrics, app[CLOCK]())
 
@@ -286,6 +290,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     add_job(scheduler, metrics, "exposure_check", check_exposure,
             settings.exposure_check_ms / 1000)
     add_job(scheduler, metrics, "lp_drain", drain_lps, settings.exposure_check_ms / 1000)
+    add_job(scheduler, metrics, "pnl_fold", fold_pnl, settings.pnl_fold_interval_s)
     add_job(scheduler, metrics, "reconciliation", reconcile_lps,
             settings.reconciliation_interval_s)
     add_job(scheduler, metrics, "book_subscriptions", refresh_subscriptions,

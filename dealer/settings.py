@@ -113,6 +113,9 @@ class Settings(BaseModel):
     reconciliation_interval_s: int = Field(default=60, ge=5, le=86400,
                                            description="How often LP balances are reconciled "
                                            "with the ledger")
+    pnl_fold_interval_s: int = Field(default=60, ge=1, le=86400,
+                                     description="How often final fills and hedge orders are "
+                                     "folded into each dealer's PnL totals")
     hedge_enabled: bool = Field(default=True, description="Run the hedge worker (hedging of "
                                 "client fills on the LPs)")
     hedge_poll_ms: int = Field(default=100, ge=10, le=60000,

@@ -414,7 +414,7 @@ async def dealer_pnl(request: web.Request, principal: Principal | None,
     now = app[CLOCK]()
     scales = app[ASSET_SCALES]
     async with connection(app[POOL]) as conn:
-        client_fills, hedge_fills, pending = await pnl.load_facts(conn, params.dealer_account_id)
+        facts = await pnl.load_facts(conn, params.dealer_account_id)
         symbols = await conn.fetchval(
             "SELECT config -> 'symbols' FROM dealer WHERE dealer_account_id = $1",
             params.dealer_account_id)
@@ -430,6 +430,7 @@ async def dealer_pnl(request: web.Request, principal: Principal | None,
                                                         symbol, now_ms)
         return None
 
-    report = pnl.compute_pnl(params.dealer_account_id, client_fills, hedge_fills, scales,
-                             price_of, pending_entries=pending, now=now)
+    report = pnl.compute_pnl(params.dealer_account_id, facts.client_fills, facts.hedge_fills,
+                             scales, price_of, pending_entries=facts.pending_entries, now=now,
+                             folded=facts.folded)
     return pnl_out(report, scales)

@@ -10,13 +10,14 @@ for minor unit. Comparing it with the ledger balance checks that the facts and t
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from typing import Any
 
 import asyncpg
 
@@ -181,28 +182,83 @@ def dealer_postings(dealer_account_id: uuid.UUID, client_fills: Iterable[ClientF
     return transactions, unbooked
 
 
-def compute_pnl(dealer_account_id: uuid.UUID, client_fills: Sequence[ClientFillFact],
-                hedge_fills: Sequence[HedgeFillFact], scales: ScaleTable,
-                price_of: Callable[[str], tuple[str, Decimal | None] | None],
-                *, pending_entries: int = 0, now: dt.datetime) -> DealerPnl:
-    """The PnL of these fills; `price_of(base)` answers (quote asset, mid) to value inventory."""
+@dataclass(slots=True)
+class QuoteAssetTotals:
+    """The additive analytics of one quote asset (see `QuoteAssetPnl`)."""
+
+    spread_captured: Decimal = Decimal(0)
+    hedge_slippage: Decimal = Decimal(0)
+    planned_hedge_notional: Decimal = Decimal(0)
+    client_fills: int = 0
+    hedge_orders: int = 0
+
+
+@dataclass(slots=True)
+class PnlTotals:
+    """What a PnL adds up from its facts. Every figure is a sum, so the totals of two sets of
+    facts merge into those of both: `fold` adds facts to totals, and the totals of a dealer's
+    finished facts are kept (`pnl_checkpoint`) so a PnL reads only what came after them."""
+
+    balances: dict[str, int] = field(default_factory=dict)  # asset notation → minor units
+    quote_assets: dict[str, QuoteAssetTotals] = field(default_factory=dict)
+    bases: set[str] = field(default_factory=set)
+    fees_charged: dict[str, Decimal] = field(default_factory=dict)
+    fees_booked: dict[str, Decimal] = field(default_factory=dict)
+    unbooked: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Exact text for every Decimal, integers of minor units for the balances."""
+        return {
+            "balances": self.balances,
+            "quoteAssets": {code: {
+                "spreadCaptured": str(t.spread_captured), "hedgeSlippage": str(t.hedge_slippage),
+                "plannedHedgeNotional": str(t.planned_hedge_notional),
+                "clientFills": t.client_fills, "hedgeOrders": t.hedge_orders}
+                for code, t in self.quote_assets.items()},
+            "bases": sorted(self.bases),
+            "feesCharged": {code: str(v) for code, v in self.fees_charged.items()},
+            "feesBooked": {code: str(v) for code, v in self.fees_booked.items()},
+            "unbooked": self.unbooked,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PnlTotals:
+        return cls(
+            balances={notation: int(units) for notation, units in data["balances"].items()},
+            quote_assets={code: QuoteAssetTotals(
+                Decimal(t["spreadCaptured"]), Decimal(t["hedgeSlippage"]),
+                Decimal(t["plannedHedgeNotional"]), int(t["clientFills"]),
+                int(t["hedgeOrders"])) for code, t in data["quoteAssets"].items()},
+            bases=set(data["bases"]),
+            fees_charged={code: Decimal(v) for code, v in data["feesCharged"].items()},
+            fees_booked={code: Decimal(v) for code, v in data["feesBooked"].items()},
+            unbooked=int(data["unbooked"]))
+
+
+def fold(totals: PnlTotals, dealer_account_id: uuid.UUID,
+         client_fills: Iterable[ClientFillFact], hedge_fills: Sequence[HedgeFillFact],
+         scales: ScaleTable) -> PnlTotals:
+    """Add these facts to `totals` (changed in place, and answered)."""
+    client_fills = list(client_fills)
     transactions, unbooked = dealer_postings(dealer_account_id, client_fills, hedge_fills,
                                              scales)
+    totals.unbooked += unbooked
     net = net_by_account(transactions).get(dealer_account(dealer_account_id), {})
-    balances = {Asset.parse(notation).code: from_minor(units, Asset.parse(notation))
-                for notation, units in net.items()}
-    by_quote: dict[str, QuoteAssetPnl] = {}
+    for notation, units in net.items():
+        totals.balances[notation] = totals.balances.get(notation, 0) + units
 
-    def quote_pnl(asset: str) -> QuoteAssetPnl:
-        return by_quote.setdefault(asset, QuoteAssetPnl(asset))
+    def quote_totals(asset: str) -> QuoteAssetTotals:
+        found = totals.quote_assets.get(asset)
+        if found is None:
+            found = totals.quote_assets[asset] = QuoteAssetTotals()
+        return found
 
-    bases: dict[str, None] = {}
     with localcontext() as context:
         context.prec = _PRECISION
         for fill in client_fills:
             base, quote = split_symbol(fill.symbol)
-            bases.setdefault(base, None)
-            pnl = quote_pnl(quote)
+            totals.bases.add(base)
+            pnl = quote_totals(quote)
             pnl.client_fills += 1
             if fill.plan_vwap is not None:
                 edge = fill.price - fill.plan_vwap if fill.side == "BUY" \
@@ -210,18 +266,44 @@ def compute_pnl(dealer_account_id: uuid.UUID, client_fills: Sequence[ClientFillF
                 pnl.spread_captured += edge * fill.quantity
         for hedge in hedge_fills:
             base, quote = split_symbol(hedge.symbol)
-            bases.setdefault(base, None)
-            pnl = quote_pnl(quote)
+            totals.bases.add(base)
+            pnl = quote_totals(quote)
             pnl.hedge_orders += 1
             if hedge.plan_price is not None:
                 worse = hedge.average_price - hedge.plan_price if hedge.side == "BUY" \
                     else hedge.plan_price - hedge.average_price
                 pnl.hedge_slippage += worse * hedge.filled_quantity
                 pnl.planned_hedge_notional += hedge.plan_price * hedge.filled_quantity
-    for asset, pnl in by_quote.items():
-        pnl.realised = balances.get(asset, Decimal(0))
+            if not hedge.fee_asset or not hedge.fee_amount:
+                continue
+            code = hedge.fee_asset
+            totals.fees_charged[code] = totals.fees_charged.get(code, Decimal(0)) \
+                + hedge.fee_amount
+            if code in scales:
+                asset = scales.asset(code)
+                totals.fees_booked[code] = totals.fees_booked.get(code, Decimal(0)) \
+                    + from_minor(minor_paid_by_dealer(hedge.fee_amount, asset), asset)
+    return totals
+
+
+def compute_pnl(dealer_account_id: uuid.UUID, client_fills: Sequence[ClientFillFact],
+                hedge_fills: Sequence[HedgeFillFact], scales: ScaleTable,
+                price_of: Callable[[str], tuple[str, Decimal | None] | None],
+                *, pending_entries: int = 0, now: dt.datetime,
+                folded: PnlTotals | None = None) -> DealerPnl:
+    """The PnL of these fills, on top of the `folded` totals of earlier ones; `price_of(base)`
+    answers (quote asset, mid) to value inventory. Quote assets, inventory and fees are listed
+    by asset code."""
+    totals = fold(PnlTotals.from_json(folded.to_json()) if folded is not None else PnlTotals(),
+                  dealer_account_id, client_fills, hedge_fills, scales)
+    balances = {Asset.parse(notation).code: from_minor(units, Asset.parse(notation))
+                for notation, units in totals.balances.items()}
+    by_quote = {code: QuoteAssetPnl(
+        code, spread_captured=t.spread_captured, hedge_slippage=t.hedge_slippage,
+        planned_hedge_notional=t.planned_hedge_notional, client_fills=t.client_fills,
+        hedge_orders=t.hedge_orders) for code, t in totals.quote_assets.items()}
     inventory = []
-    for base in bases:
+    for base in sorted(totals.bases):
         priced = price_of(base)
         quantity = balances.get(base, Decimal(0))
         held = Inventory(base, quantity, None if priced is None else priced[0],
@@ -229,85 +311,172 @@ def compute_pnl(dealer_account_id: uuid.UUID, client_fills: Sequence[ClientFillF
         inventory.append(held)
         if held.price_asset is None:
             continue
-        pnl = quote_pnl(held.price_asset)
+        pnl = by_quote.setdefault(held.price_asset, QuoteAssetPnl(held.price_asset))
         value = held.unrealised
         pnl.unrealised = None if value is None or pnl.unrealised is None \
             else pnl.unrealised + value
+    for asset, pnl in by_quote.items():
+        pnl.realised = balances.get(asset, Decimal(0))
+    fees = tuple(FeePaid(code, totals.fees_charged[code],
+                         totals.fees_booked.get(code, Decimal(0)))
+                 for code in sorted(totals.fees_charged))
     return DealerPnl(
-        dealer_account_id=dealer_account_id, quote_assets=tuple(by_quote.values()),
-        inventory=tuple(inventory), fees=_fees(hedge_fills, scales), balances=balances,
-        unbooked=unbooked, pending_entries=pending_entries, computed_at=now)
-
-
-def _fees(hedge_fills: Iterable[HedgeFillFact], scales: ScaleTable) -> tuple[FeePaid, ...]:
-    charged: defaultdict[str, Decimal] = defaultdict(Decimal)
-    booked: defaultdict[str, Decimal] = defaultdict(Decimal)
-    for hedge in hedge_fills:
-        if not hedge.fee_asset or not hedge.fee_amount:
-            continue
-        charged[hedge.fee_asset] += hedge.fee_amount
-        if hedge.fee_asset in scales:
-            asset = scales.asset(hedge.fee_asset)
-            booked[hedge.fee_asset] += from_minor(
-                minor_paid_by_dealer(hedge.fee_amount, asset), asset)
-    return tuple(FeePaid(code, charged[code], booked[code]) for code in sorted(charged))
+        dealer_account_id=dealer_account_id,
+        quote_assets=tuple(by_quote[code] for code in sorted(by_quote)),
+        inventory=tuple(inventory), fees=fees, balances=balances,
+        unbooked=totals.unbooked, pending_entries=pending_entries, computed_at=now)
 
 
 # ---------------------------------------------------------------- reads
 
 
-async def load_facts(conn: asyncpg.Connection, dealer_account_id: uuid.UUID
-                     ) -> tuple[list[ClientFillFact], list[HedgeFillFact], int]:
-    """The dealer's client fills and executed hedge orders, and the pending outbox entries, in
-    one snapshot; DEALER_NOT_FOUND for an unknown dealer."""
+_CLIENT_FACTS = """
+SELECT o.trade_order_id, o.trading_account_id, o.order_side, o.quantity, o.price, q.symbol,
+       j.plan ->> 'vwap' AS plan_vwap
+FROM trade_order o
+JOIN quote q ON q.quote_id = o.quote_id
+LEFT JOIN hedge_job j ON j.trade_order_id = o.trade_order_id
+WHERE q.dealer_account_id = $1 AND o.status = 'FILLED' AND NOT o.pnl_folded
+ORDER BY o.created_at, o.trade_order_id"""
+# Only the plan figures an order needs leave the database (whole plans are large): its leg's LP
+# and VWAP, and the legs' exact Σ quantity * vwap and Σ quantity. `{final}` narrows the orders.
+_HEDGE_FACTS = """
+SELECT h.client_order_id, h.trading_account_id, h.symbol, h.side, h.filled_quantity,
+       h.avg_price, h.fee_asset, h.fee_amount,
+       j.plan -> 'legs' -> h.leg ->> 'tradingAccountId' AS leg_account,
+       j.plan -> 'legs' -> h.leg ->> 'vwap' AS leg_vwap,
+       legs.cost AS legs_cost, legs.quantity AS legs_quantity
+FROM hedge_order h JOIN hedge_job j USING (job_id)
+LEFT JOIN LATERAL (
+    SELECT sum((l ->> 'quantity')::numeric * (l ->> 'vwap')::numeric) AS cost,
+           sum((l ->> 'quantity')::numeric) AS quantity
+    FROM jsonb_array_elements(CASE WHEN jsonb_typeof(j.plan -> 'legs') = 'array'
+                                   THEN j.plan -> 'legs' END) l) legs ON true
+WHERE j.dealer_account_id = $1 AND NOT h.pnl_folded AND {which}
+ORDER BY h.created_at, h.client_order_id"""
+_EXECUTED = "h.filled_quantity > 0 AND h.avg_price IS NOT NULL"
+# A hedge order can change until it leaves SENT and UNKNOWN (the worker updates open orders only).
+_FINAL = "h.status NOT IN ('SENT', 'UNKNOWN')"
+
+
+@dataclass(frozen=True, slots=True)
+class PnlFacts:
+    """What a PnL is computed from, read in one snapshot."""
+
+    client_fills: list[ClientFillFact]  # not folded yet
+    hedge_fills: list[HedgeFillFact]  # not folded yet
+    pending_entries: int
+    folded: PnlTotals | None  # the totals of the facts folded so far
+
+
+async def load_facts(conn: asyncpg.Connection, dealer_account_id: uuid.UUID) -> PnlFacts:
+    """The dealer's folded totals, the client fills and executed hedge orders not folded into
+    them, and the pending outbox entries, in one snapshot; DEALER_NOT_FOUND for an unknown
+    dealer."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         if await conn.fetchval("SELECT 1 FROM dealer WHERE dealer_account_id = $1",
                                dealer_account_id) is None:
             raise ApiError(Errors.DEALER_NOT_FOUND)
-        client_rows = await conn.fetch(
-            """SELECT o.trade_order_id, o.trading_account_id, o.order_side, o.quantity, o.price,
-                      q.symbol, j.plan ->> 'vwap' AS plan_vwap
-               FROM trade_order o
-               JOIN quote q ON q.quote_id = o.quote_id
-               LEFT JOIN hedge_job j ON j.trade_order_id = o.trade_order_id
-               WHERE q.dealer_account_id = $1 AND o.status = 'FILLED'
-               ORDER BY o.created_at, o.trade_order_id""",
-            dealer_account_id)
-        # Only the plan figures an order needs leave the database (whole plans are large):
-        # its leg's LP and VWAP, and the legs' exact Σ quantity * vwap and Σ quantity.
-        hedge_rows = await conn.fetch(
-            """SELECT h.client_order_id, h.trading_account_id, h.symbol, h.side,
-                      h.filled_quantity, h.avg_price, h.fee_asset, h.fee_amount,
-                      j.plan -> 'legs' -> h.leg ->> 'tradingAccountId' AS leg_account,
-                      j.plan -> 'legs' -> h.leg ->> 'vwap' AS leg_vwap,
-                      legs.cost AS legs_cost, legs.quantity AS legs_quantity
-               FROM hedge_order h JOIN hedge_job j USING (job_id)
-               LEFT JOIN LATERAL (
-                   SELECT sum((l ->> 'quantity')::numeric * (l ->> 'vwap')::numeric) AS cost,
-                          sum((l ->> 'quantity')::numeric) AS quantity
-                   FROM jsonb_array_elements(CASE WHEN jsonb_typeof(j.plan -> 'legs') = 'array'
-                                                  THEN j.plan -> 'legs' END) l) legs ON true
-               WHERE j.dealer_account_id = $1 AND h.filled_quantity > 0
-                 AND h.avg_price IS NOT NULL
-               ORDER BY h.created_at, h.client_order_id""",
-            dealer_account_id)
+        folded = await conn.fetchval(
+            "SELECT totals FROM pnl_checkpoint WHERE dealer_account_id = $1", dealer_account_id)
+        client_rows = await conn.fetch(_CLIENT_FACTS, dealer_account_id)
+        hedge_rows = await conn.fetch(_HEDGE_FACTS.format(which=_EXECUTED), dealer_account_id)
         pending = await conn.fetchval("SELECT count(*) FROM ledger_outbox WHERE sent_at IS NULL")
-    client_fills = [
-        ClientFillFact(
-            trade_order_id=r["trade_order_id"], client_account_id=r["trading_account_id"],
-            symbol=r["symbol"], side=r["order_side"], quantity=Decimal(r["quantity"]),
-            price=Decimal(r["price"]),
-            plan_vwap=None if r["plan_vwap"] is None else Decimal(r["plan_vwap"]))
-        for r in client_rows]
-    hedge_fills = []
-    for r in hedge_rows:
-        hedge_fills.append(HedgeFillFact(
-            client_order_id=r["client_order_id"], lp_account_id=r["trading_account_id"],
-            symbol=r["symbol"], side=r["side"], filled_quantity=Decimal(r["filled_quantity"]),
-            average_price=Decimal(r["avg_price"]), fee_asset=r["fee_asset"],
-            fee_amount=None if r["fee_amount"] is None else Decimal(r["fee_amount"]),
-            plan_price=_plan_price(r)))
-    return client_fills, hedge_fills, int(pending)
+    return PnlFacts([_client_fact(r) for r in client_rows], [_hedge_fact(r) for r in hedge_rows],
+                    int(pending), None if folded is None else PnlTotals.from_json(folded))
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    client_fills: int
+    hedge_orders: int
+    busy: bool = False  # another replica was folding this dealer: nothing done
+
+
+FOLD_LIMIT = 1000
+
+
+async def fold_dealer(conn: asyncpg.Connection, dealer_account_id: uuid.UUID,
+                      scales: ScaleTable, now: dt.datetime, *, limit: int = FOLD_LIMIT
+                      ) -> Folded:
+    """Fold up to `limit` client fills and `limit` final hedge orders of the dealer into its
+    checkpoint, and mark them folded, in one transaction. A fold holds the dealer's checkpoint
+    row and reads the facts after taking it, so a fact is folded once; a replica that finds the
+    row taken leaves the dealer to the one folding it (`busy`)."""
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO pnl_checkpoint (dealer_account_id, totals, client_fills,
+                                           hedge_orders, updated_at)
+               VALUES ($1, $2, 0, 0, $3) ON CONFLICT (dealer_account_id) DO NOTHING""",
+            dealer_account_id, PnlTotals().to_json(), now)
+        stored = await conn.fetchval(
+            """SELECT totals FROM pnl_checkpoint WHERE dealer_account_id = $1
+               FOR UPDATE SKIP LOCKED""", dealer_account_id)
+        if stored is None:
+            return Folded(0, 0, busy=True)
+        totals = PnlTotals.from_json(stored)
+        client_rows = await conn.fetch(f"{_CLIENT_FACTS} LIMIT $2", dealer_account_id, limit)
+        hedge_rows = await conn.fetch(f"{_HEDGE_FACTS.format(which=_FINAL)} LIMIT $2",
+                                      dealer_account_id, limit)
+        if not client_rows and not hedge_rows:
+            return Folded(0, 0)
+        executed = [r for r in hedge_rows
+                    if r["filled_quantity"] > 0 and r["avg_price"] is not None]
+        # About 30 µs a fact of pure Python (the postings are rebuilt): in a thread, so the
+        # event loop keeps serving quotes and hedges between the interpreter's switches.
+        await asyncio.to_thread(fold, totals, dealer_account_id,
+                                [_client_fact(r) for r in client_rows],
+                                [_hedge_fact(r) for r in executed], scales)
+        await conn.execute(
+            """UPDATE pnl_checkpoint SET totals = $2, client_fills = client_fills + $3,
+                      hedge_orders = hedge_orders + $4, updated_at = $5
+               WHERE dealer_account_id = $1""",
+            dealer_account_id, totals.to_json(), len(client_rows), len(hedge_rows), now)
+        await conn.execute(
+            "UPDATE trade_order SET pnl_folded = true WHERE trade_order_id = ANY($1::uuid[])",
+            [r["trade_order_id"] for r in client_rows])
+        await conn.execute(
+            "UPDATE hedge_order SET pnl_folded = true WHERE client_order_id = ANY($1::text[])",
+            [r["client_order_id"] for r in hedge_rows])
+    return Folded(len(client_rows), len(hedge_rows))
+
+
+async def fold_pending(conn: asyncpg.Connection, scales: ScaleTable, now: dt.datetime, *,
+                       limit: int = FOLD_LIMIT) -> Folded:
+    """Fold every dealer's final facts not folded yet (the `pnl_fold` job), `limit` at a
+    time per transaction."""
+    dealers = await conn.fetch(
+        """SELECT q.dealer_account_id FROM trade_order o JOIN quote q USING (quote_id)
+           WHERE o.status = 'FILLED' AND NOT o.pnl_folded
+           UNION
+           SELECT j.dealer_account_id FROM hedge_order h JOIN hedge_job j USING (job_id)
+           WHERE NOT h.pnl_folded AND h.status NOT IN ('SENT', 'UNKNOWN')""")
+    client_fills = hedge_orders = 0
+    for row in dealers:
+        while True:
+            done = await fold_dealer(conn, row["dealer_account_id"], scales, now, limit=limit)
+            client_fills += done.client_fills
+            hedge_orders += done.hedge_orders
+            if done.busy or (done.client_fills < limit and done.hedge_orders < limit):
+                break
+    return Folded(client_fills, hedge_orders)
+
+
+def _client_fact(r: asyncpg.Record) -> ClientFillFact:
+    return ClientFillFact(
+        trade_order_id=r["trade_order_id"], client_account_id=r["trading_account_id"],
+        symbol=r["symbol"], side=r["order_side"], quantity=Decimal(r["quantity"]),
+        price=Decimal(r["price"]),
+        plan_vwap=None if r["plan_vwap"] is None else Decimal(r["plan_vwap"]))
+
+
+def _hedge_fact(r: asyncpg.Record) -> HedgeFillFact:
+    return HedgeFillFact(
+        client_order_id=r["client_order_id"], lp_account_id=r["trading_account_id"],
+        symbol=r["symbol"], side=r["side"], filled_quantity=Decimal(r["filled_quantity"]),
+        average_price=Decimal(r["avg_price"]), fee_asset=r["fee_asset"],
+        fee_amount=None if r["fee_amount"] is None else Decimal(r["fee_amount"]),
+        plan_price=_plan_price(r))
 
 
 def _plan_price(row: asyncpg.Record) -> Decimal | None:

@@ -5,6 +5,7 @@ fee in base and a SELL's in quote), and before any hedge."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -13,7 +14,9 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from dealer.app import create_app
+from dealer.app import create_app, utc_now
+from dealer.appkeys import ASSET_SCALES, POOL
+from dealer.services import pnl as pnl_service
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN, TRADER, VIEWER, assert_error, assert_ok
 from tests.desk import Desk, accept, make_desk, request_quote
@@ -226,3 +229,68 @@ async def test_realised_pnl_equals_the_ledger_balance_before_hedging(
     # Short BTC bought back at mid: what the spread earned, give or take the market's move.
     assert Decimal(usdt["total"]) == _at_scale(Decimal(usdt["realised"]) + unrealised)
     assert Decimal(usdt["spreadCaptured"]) > 0
+
+
+# ---------------------------------------------------------------- folded PnL totals
+
+
+def _without_mid(pnl: dict[str, Any]) -> dict[str, Any]:
+    """The PnL's figures that do not move with the market (the mid values the inventory)."""
+    moving = {"unrealised", "total", "mid", "computedAt", "computedAtDateTime"}
+    return {key: ([{k: v for k, v in item.items() if k not in moving} for item in value]
+                  if isinstance(value, list) else value)
+            for key, value in pnl.items() if key not in moving}
+
+
+async def test_folding_the_history_leaves_every_pnl_figure_as_it_was(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app = create_app(settings.model_copy(update={"hedge_enabled": True, "hedge_poll_ms": 20}),
+                     secrets)
+    client = await aiohttp_client(app)
+    desk = await make_desk(client, spreadBps="10")
+    pool, scales = app[POOL], app[ASSET_SCALES]
+
+    async def all_hedged(count: int) -> None:
+        async def hedged() -> bool:
+            statuses = [r["status"] for r in await conn.fetch("SELECT status FROM hedge_job")]
+            assert "FAILED" not in statuses
+            return statuses == ["HEDGED"] * count
+
+        await eventually(hedged, within_s=20.0, every_s=0.05)
+        await outbox_drained(conn, within_s=5.0)
+
+    await _fill(client, desk, FILLS)
+    await all_hedged(len(FILLS))
+    rebuilt = await _pnl(client, desk)
+    # Two replicas folding at once: each fact is folded by one of them, once.
+    async with pool.acquire() as first, pool.acquire() as second:
+        done = await asyncio.gather(pnl_service.fold_pending(first, scales, utc_now()),
+                                    pnl_service.fold_pending(second, scales, utc_now()))
+    orders = await conn.fetchval("SELECT count(*) FROM hedge_order")
+    assert sum(d.client_fills for d in done) == len(FILLS)
+    assert sum(d.hedge_orders for d in done) == orders
+    checkpoint = await conn.fetchrow("SELECT client_fills, hedge_orders FROM pnl_checkpoint")
+    assert tuple(checkpoint) == (len(FILLS), orders)
+    assert await conn.fetchval("SELECT count(*) FROM trade_order WHERE NOT pnl_folded") == 0
+    assert await conn.fetchval("SELECT count(*) FROM hedge_order WHERE NOT pnl_folded") == 0
+    folded = await _pnl(client, desk)
+    assert _without_mid(folded) == _without_mid(rebuilt)
+    async with pool.acquire() as again:  # nothing left to fold
+        assert await pnl_service.fold_pending(again, scales, utc_now()) == pnl_service.Folded(0, 0)
+
+    # Folded totals and facts after them: the realised figure is still the ledger's balance.
+    more = (("SELL", "0.4"), ("BUY", "0.05"))
+    await _fill(client, desk, more)
+    await all_hedged(len(FILLS) + len(more))
+    after = await _pnl(client, desk)
+    ledger = await _ledger_balances(client, desk)
+    [usdt] = after["quoteAssets"]
+    assert Decimal(usdt["realised"]) == ledger["USDT/6"]
+    assert usdt["clientFills"] == len(FILLS) + len(more)
+    [btc] = after["inventory"]
+    assert Decimal(btc["quantity"]) == ledger.get("BTC/8", Decimal(0))
+    async with pool.acquire() as last:
+        await pnl_service.fold_pending(last, scales, utc_now())
+    assert _without_mid(await _pnl(client, desk)) == _without_mid(after)

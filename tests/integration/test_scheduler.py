@@ -10,7 +10,7 @@ async def test_every_job_is_scheduled_and_runs(client: TestClient) -> None:
     scheduler = client.app[SCHEDULER]  # type: ignore[index]
     jobs = {job.id: job for job in scheduler.get_jobs()}
     assert set(jobs) == {"book_subscriptions", "instrument_sync", "quote_expiry",
-                         "reconciliation", "exposure_check", "lp_drain"}
+                         "reconciliation", "exposure_check", "lp_drain", "pnl_fold"}
     assert all(job.next_run_time is not None for job in jobs.values())
 
     async def ran() -> bool:

@@ -8,13 +8,17 @@ import random
 import uuid
 from decimal import Decimal
 
+import orjson
+
 from dealer.services.hedges import plan_price
 from dealer.services.pnl import (
     ClientFillFact,
     HedgeFillFact,
+    PnlTotals,
     compute_pnl,
     dealer_postings,
     executed_quote_amount,
+    fold,
 )
 from ledger.accounts import dealer_account
 from ledger.assets import Asset, ScaleTable, from_minor
@@ -168,3 +172,37 @@ def test_the_plan_price_is_the_legs_or_the_jobs_vwap() -> None:
     assert plan_price(plan, 5, uuid.uuid4()) == Decimal(103)
     assert plan_price({}, 0, a) is None
     assert plan_price({"legs": [{"quantity": "1"}]}, 0, a) is None
+
+
+def test_totals_folded_in_parts_and_stored_give_the_pnl_of_all_the_facts() -> None:
+    rng = random.Random(5)
+    symbols = ("BTC/USDT", "ETH/USDT", "ETH/BTC")
+    sides = ("BUY", "SELL")
+    clients = [ClientFillFact(uuid.uuid4(), CLIENT, rng.choice(symbols), rng.choice(sides),
+                              Decimal(rng.randint(1, 10**6)) / 10**5,
+                              Decimal(rng.randint(10**6, 10**7)) / 100,
+                              rng.choice((None, Decimal(rng.randint(10**6, 10**7)) / 100)))
+               for _ in range(60)]
+    hedges = [HedgeFillFact(f"h-{uuid.uuid4()}-1-0", LP, rng.choice(symbols),
+                            rng.choice(sides), Decimal(rng.randint(1, 10**6)) / 10**5,
+                            Decimal(rng.randint(10**8, 10**9)) / 10**4,
+                            rng.choice((None, "BTC", "USDT", "BNB")),
+                            Decimal(rng.randint(1, 10**6)) / 10**7,
+                            rng.choice((None, Decimal(rng.randint(10**6, 10**7)) / 100)))
+              for _ in range(60)]
+
+    def price_of(base: str) -> tuple[str, Decimal | None] | None:
+        return ("USDT", Decimal("1234.5")) if base != "USDT" else None
+
+    whole = compute_pnl(DEALER, clients, hedges, SCALES, price_of, now=NOW)
+    totals = PnlTotals()
+    for cut in range(0, 40, 10):  # four folds, each stored and read back as the checkpoint
+        fold(totals, DEALER, clients[cut:cut + 10], hedges[cut:cut + 10], SCALES)
+        totals = PnlTotals.from_json(orjson.loads(orjson.dumps(totals.to_json())))
+    parts = compute_pnl(DEALER, clients[40:], hedges[40:], SCALES, price_of, now=NOW,
+                        folded=totals)
+    assert parts == whole
+    assert [q.asset for q in whole.quote_assets] == ["BTC", "USDT"]
+    assert [i.asset for i in whole.inventory] == ["BTC", "ETH"]
+    assert [f.asset for f in whole.fees] == ["BNB", "BTC", "USDT"]
+    assert sum(q.client_fills for q in whole.quote_assets) == 60
