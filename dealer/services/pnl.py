@@ -207,9 +207,9 @@ class PnlTotals:
     unbooked: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        """Exact text for every Decimal, integers of minor units for the balances."""
+        """Exact text for every figure: minor units too, which pass 64 bits at scale 18."""
         return {
-            "balances": self.balances,
+            "balances": {notation: str(units) for notation, units in self.balances.items()},
             "quoteAssets": {code: {
                 "spreadCaptured": str(t.spread_captured), "hedgeSlippage": str(t.hedge_slippage),
                 "plannedHedgeNotional": str(t.planned_hedge_notional),
@@ -452,13 +452,24 @@ async def fold_pending(conn: asyncpg.Connection, scales: ScaleTable, now: dt.dat
            SELECT j.dealer_account_id FROM hedge_order h JOIN hedge_job j USING (job_id)
            WHERE NOT h.pnl_folded AND h.status NOT IN ('SENT', 'UNKNOWN')""")
     client_fills = hedge_orders = 0
+    failed: list[uuid.UUID] = []
     for row in dealers:
+        dealer_account_id = row["dealer_account_id"]
         while True:
-            done = await fold_dealer(conn, row["dealer_account_id"], scales, now, limit=limit)
+            try:
+                done = await fold_dealer(conn, dealer_account_id, scales, now, limit=limit)
+            except Exception:
+                # One dealer's facts must not keep the others' from being folded; its own
+                # PnL stays right (nothing of it was marked), only slower.
+                log.exception("PnL fold of dealer %s failed", dealer_account_id)
+                failed.append(dealer_account_id)
+                break
             client_fills += done.client_fills
             hedge_orders += done.hedge_orders
             if done.busy or (done.client_fills < limit and done.hedge_orders < limit):
                 break
+    if failed:  # the job's run counts as a failure
+        raise RuntimeError(f"PnL fold failed for dealers {', '.join(map(str, failed))}")
     return Folded(client_fills, hedge_orders)
 
 

@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp import web
 
 from dealer.app import create_app, utc_now
@@ -294,3 +295,30 @@ async def test_folding_the_history_leaves_every_pnl_figure_as_it_was(
     async with pool.acquire() as last:
         await pnl_service.fold_pending(last, scales, utc_now())
     assert _without_mid(await _pnl(client, desk)) == _without_mid(after)
+
+
+async def test_a_dealer_whose_fold_fails_leaves_the_others_folded(
+    client: Client, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = await make_desk(client), await make_desk(client)
+    await _fill(client, first, (("BUY", "0.5"),))
+    await _fill(client, second, (("SELL", "0.2"), ("BUY", "0.1")))
+    app = client.app
+    assert app is not None
+    fold_dealer = pnl_service.fold_dealer
+
+    async def failing(conn: Any, dealer_account_id: uuid.UUID, *args: Any, **kwargs: Any
+                      ) -> pnl_service.Folded:
+        if str(dealer_account_id) == first.dealer:
+            raise ValueError("a corrupt fact")
+        return await fold_dealer(conn, dealer_account_id, *args, **kwargs)
+
+    monkeypatch.setattr(pnl_service, "fold_dealer", failing)
+    async with app[POOL].acquire() as pooled:
+        with pytest.raises(RuntimeError, match=first.dealer):
+            await pnl_service.fold_pending(pooled, app[ASSET_SCALES], utc_now())
+    folded = dict(await conn.fetch(
+        """SELECT q.dealer_account_id::text, bool_and(o.pnl_folded) FROM trade_order o
+           JOIN quote q USING (quote_id) WHERE o.status = 'FILLED'
+           GROUP BY q.dealer_account_id"""))
+    assert folded == {first.dealer: False, second.dealer: True}

@@ -206,3 +206,13 @@ def test_totals_folded_in_parts_and_stored_give_the_pnl_of_all_the_facts() -> No
     assert [i.asset for i in whole.inventory] == ["BTC", "ETH"]
     assert [f.asset for f in whole.fees] == ["BNB", "BTC", "USDT"]
     assert sum(q.client_fills for q in whole.quote_assets) == 60
+
+
+def test_stored_totals_keep_minor_units_beyond_64_bits() -> None:
+    scales = ScaleTable.default().merged({"DAI": 18})
+    fill = ClientFillFact(uuid.uuid4(), CLIENT, "ETH/DAI", "SELL", Decimal("1"),
+                          Decimal("3000"), None)
+    totals = fold(PnlTotals(), DEALER, [fill], [], scales)
+    assert totals.balances["DAI/18"] == -3000 * 10**18
+    stored = orjson.loads(orjson.dumps(totals.to_json()))
+    assert PnlTotals.from_json(stored) == totals
