@@ -1542,14 +1542,16 @@ class HedgeWorker:
         fee_asset = next(iter(fees), None)
         recorded = await conn.fetchrow(
             f"""UPDATE hedge_order o SET status = $2, filled_quantity = $3, avg_price = $4,
-                    fee_asset = $5, fee_amount = $6, reject_reason = $7, updated_at = $8
+                    fee_asset = $5, fee_amount = $6, reject_reason = $7, updated_at = $8,
+                    fees = $9
                 FROM hedge_job j
                 WHERE o.client_order_id = $1 AND o.status IN {_OPEN} AND j.job_id = o.job_id
                 RETURNING j.trade_order_id""",  # noqa: S608
             order.coid, policy.order_status_of(state), state.filled_quantity,
             state.average_price, base_code if fee_in_base else fee_asset,
             fee_in_base if fee_in_base else (fees[fee_asset] if fee_asset else None),
-            state.reject_reason, now)
+            state.reject_reason, now,
+            {code: str(amount) for code, amount in fees.items()} if fees else None)
         if recorded is None:
             return None  # recorded already
         self._balances.answered(order.lp.trading_account_id, order.coid)

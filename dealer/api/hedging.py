@@ -87,6 +87,11 @@ class DealerQuery(QueryModel):
 # ---------------------------------------------------------------- responses
 
 
+class OrderFeeOut(WireModel):
+    asset: str
+    amount: str
+
+
 class HedgeOrderOut(WireModel):
     client_order_id: str = Field(description="h-<jobId>-<attempt>-<leg>")
     attempt: int
@@ -103,8 +108,11 @@ class HedgeOrderOut(WireModel):
     status: str = Field(description="SENT, FILLED, PARTIALLY_FILLED, EXPIRED, REJECTED, UNKNOWN")
     filled_quantity: str
     avg_price: str | None
-    fee_asset: str | None
-    fee: str | None
+    fee_asset: str | None = Field(description="One fee asset of `fees` (the base asset's when "
+                                  "the venue charged one)")
+    fee: str | None = Field(description="The fee in `feeAsset`")
+    fees: list[OrderFeeOut] = Field(description="Every fee asset the venue charged the order, "
+                                    "by asset code")
     reject_reason: str | None
     created_at: int
     created_at_date_time: str
@@ -247,6 +255,8 @@ def order_out(order: hedges.HedgeOrderRecord, plan: dict[str, object]) -> HedgeO
         status=order.status,
         filled_quantity=plain(order.filled_quantity) or "0", avg_price=plain(order.avg_price),
         fee_asset=order.fee_asset, fee=plain(order.fee_amount),
+        fees=[OrderFeeOut(asset=code, amount=plain(order.fees[code]) or "0")
+              for code in sorted(order.fees)],
         reject_reason=order.reject_reason,
         created_at=millis(order.created_at) or 0, created_at_date_time=iso(order.created_at) or "",
         updated_at=millis(order.updated_at) or 0, updated_at_date_time=iso(order.updated_at) or "")

@@ -50,15 +50,27 @@ class HedgeOrderRecord:
     status: str
     filled_quantity: Decimal
     avg_price: Decimal | None
-    fee_asset: str | None
+    fee_asset: str | None  # one of `fees` (the base asset's when there is one)
     fee_amount: Decimal | None
+    fees: dict[str, Decimal]  # every fee asset the venue charged the order
     reject_reason: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> HedgeOrderRecord:
-        return cls(**{name: row[name] for name in cls.__slots__})
+        values = {name: row[name] for name in cls.__slots__}
+        values["fees"] = order_fees(row["fees"], row["fee_asset"], row["fee_amount"])
+        return cls(**values)
+
+
+def order_fees(stored: Mapping[str, str] | None, fee_asset: str | None,
+               fee_amount: Decimal | None) -> dict[str, Decimal]:
+    """A hedge order's fees by asset: its `fees` column, or for an order recorded before that
+    column its one fee."""
+    if stored is not None:
+        return {code: Decimal(amount) for code, amount in stored.items()}
+    return {fee_asset: fee_amount} if fee_asset and fee_amount else {}
 
 
 @dataclass(frozen=True, slots=True)

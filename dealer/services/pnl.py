@@ -22,7 +22,8 @@ from typing import Any
 import asyncpg
 
 from dealer.errors import ApiError, Errors
-from ledger.accounts import dealer_account
+from dealer.services.hedges import order_fees
+from ledger.accounts import dealer_account, exchange_account
 from ledger.assets import (
     Asset,
     InvalidAmount,
@@ -31,8 +32,15 @@ from ledger.assets import (
     from_minor,
     minor_paid_by_dealer,
 )
-from ledger.backend import LedgerTransaction
-from ledger.postings import InvalidFill, client_fill, hedge_fill, net_by_account
+from ledger.backend import LedgerTransaction, Posting
+from ledger.postings import (
+    FEE_REFERENCE_SUFFIX,
+    EntryKind,
+    InvalidFill,
+    client_fill,
+    hedge_fill,
+    net_by_account,
+)
 from venues.base import split_symbol
 
 log = logging.getLogger(__name__)
@@ -68,6 +76,13 @@ class HedgeFillFact:
     fee_asset: str | None
     fee_amount: Decimal | None
     plan_price: Decimal | None  # the plan's VWAP of this order's leg (else of the whole job)
+    # the fees the venue charged in other assets than `fee_asset` (one order, several assets)
+    other_fees: tuple[tuple[str, Decimal], ...] = ()
+
+    def fees(self) -> list[tuple[str, Decimal]]:
+        """Every fee asset of the order and its amount."""
+        first = [(self.fee_asset, self.fee_amount)] if self.fee_asset and self.fee_amount else []
+        return first + list(self.other_fees)
 
 
 @dataclass(slots=True)
@@ -169,12 +184,24 @@ def dealer_postings(dealer_account_id: uuid.UUID, client_fills: Iterable[ClientF
             # The hedge worker books no fee in an asset without a scale; neither does this.
             if hedge.fee_asset and hedge.fee_amount and hedge.fee_asset in scales:
                 fee = (scales.asset(hedge.fee_asset), hedge.fee_amount)
+            reference = f"hedge-{hedge.client_order_id}"
             transactions.extend(hedge_fill(
                 hedge.lp_account_id, dealer_account_id, hedge.side, scales.asset(base),
                 scales.asset(quote), hedge.filled_quantity, hedge.average_price, fee,
-                reference=f"hedge-{hedge.client_order_id}", metadata={},
+                reference=reference, metadata={},
                 quote_amount=executed_quote_amount(hedge.average_price,
                                                    hedge.filled_quantity)))
+            # A fee in another asset is its own transaction, as the hedge worker books it.
+            for code, amount in hedge.other_fees:
+                units = minor_paid_by_dealer(amount, scales.asset(code)) \
+                    if code in scales else 0
+                if units:
+                    transactions.append(LedgerTransaction(
+                        reference=f"{reference}{FEE_REFERENCE_SUFFIX}:{code}",
+                        postings=(Posting(dealer_account(dealer_account_id),
+                                          exchange_account(hedge.lp_account_id), units,
+                                          str(scales.asset(code))),),
+                        metadata={"kind": str(EntryKind.FEE), "fillReference": reference}))
         except (InvalidFill, InvalidAmount, UnknownAsset) as exc:
             unbooked += 1
             log.warning("hedge order %s cannot be rebuilt for the PnL: %s",
@@ -274,15 +301,12 @@ def fold(totals: PnlTotals, dealer_account_id: uuid.UUID,
                     else hedge.plan_price - hedge.average_price
                 pnl.hedge_slippage += worse * hedge.filled_quantity
                 pnl.planned_hedge_notional += hedge.plan_price * hedge.filled_quantity
-            if not hedge.fee_asset or not hedge.fee_amount:
-                continue
-            code = hedge.fee_asset
-            totals.fees_charged[code] = totals.fees_charged.get(code, Decimal(0)) \
-                + hedge.fee_amount
-            if code in scales:
-                asset = scales.asset(code)
-                totals.fees_booked[code] = totals.fees_booked.get(code, Decimal(0)) \
-                    + from_minor(minor_paid_by_dealer(hedge.fee_amount, asset), asset)
+            for code, amount in hedge.fees():
+                totals.fees_charged[code] = totals.fees_charged.get(code, Decimal(0)) + amount
+                if code in scales:
+                    asset = scales.asset(code)
+                    totals.fees_booked[code] = totals.fees_booked.get(code, Decimal(0)) \
+                        + from_minor(minor_paid_by_dealer(amount, asset), asset)
     return totals
 
 
@@ -342,7 +366,7 @@ ORDER BY o.created_at, o.trade_order_id"""
 # and VWAP, and the legs' exact Σ quantity * vwap and Σ quantity. `{final}` narrows the orders.
 _HEDGE_FACTS = """
 SELECT h.client_order_id, h.trading_account_id, h.symbol, h.side, h.filled_quantity,
-       h.avg_price, h.fee_asset, h.fee_amount,
+       h.avg_price, h.fee_asset, h.fee_amount, h.fees,
        j.plan -> 'legs' -> h.leg ->> 'tradingAccountId' AS leg_account,
        j.plan -> 'legs' -> h.leg ->> 'vwap' AS leg_vwap,
        legs.cost AS legs_cost, legs.quantity AS legs_quantity
@@ -482,12 +506,15 @@ def _client_fact(r: asyncpg.Record) -> ClientFillFact:
 
 
 def _hedge_fact(r: asyncpg.Record) -> HedgeFillFact:
+    fees = order_fees(r["fees"], r["fee_asset"], r["fee_amount"])
     return HedgeFillFact(
         client_order_id=r["client_order_id"], lp_account_id=r["trading_account_id"],
         symbol=r["symbol"], side=r["side"], filled_quantity=Decimal(r["filled_quantity"]),
         average_price=Decimal(r["avg_price"]), fee_asset=r["fee_asset"],
         fee_amount=None if r["fee_amount"] is None else Decimal(r["fee_amount"]),
-        plan_price=_plan_price(r))
+        plan_price=_plan_price(r),
+        other_fees=tuple((code, amount) for code, amount in sorted(fees.items())
+                         if code != r["fee_asset"]))
 
 
 def _plan_price(row: asyncpg.Record) -> Decimal | None:

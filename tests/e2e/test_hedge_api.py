@@ -56,7 +56,7 @@ JOB_FIELDS = {
 ORDER_FIELDS = {
     "clientOrderId", "attempt", "leg", "tradingAccountId", "venue", "instrumentId", "symbol",
     "orderSide", "quantity", "limitPrice", "planPrice", "status", "filledQuantity", "avgPrice",
-    "feeAsset", "fee", "rejectReason", "createdAt", "createdAtDateTime", "updatedAt",
+    "fees", "feeAsset", "fee", "rejectReason", "createdAt", "createdAtDateTime", "updatedAt",
     "updatedAtDateTime",
 }
 
@@ -162,6 +162,8 @@ async def test_the_list_shows_each_job_with_its_orders(
             assert Decimal(placed["avgPrice"]) == stored["avg_price"]
             assert (placed["feeAsset"], Decimal(placed["fee"])) == (
                 stored["fee_asset"], stored["fee_amount"])
+            # the paper venue charges one asset: the one fee is the whole of `fees`
+            assert placed["fees"] == [{"asset": placed["feeAsset"], "amount": placed["fee"]}]
             leg = plan["legs"][placed["leg"]]
             assert Decimal(placed["planPrice"]) == Decimal(leg["vwap"])
 

@@ -20,7 +20,7 @@ from dealer.services.pnl import (
     executed_quote_amount,
     fold,
 )
-from ledger.accounts import dealer_account
+from ledger.accounts import dealer_account, exchange_account
 from ledger.assets import Asset, ScaleTable, from_minor
 from ledger.postings import net_by_account
 from venues.base import Execution, Fee, OrderState, OrderStatus, OrderType, Side, TimeInForce
@@ -216,3 +216,22 @@ def test_stored_totals_keep_minor_units_beyond_64_bits() -> None:
     assert totals.balances["DAI/18"] == -3000 * 10**18
     stored = orjson.loads(orjson.dumps(totals.to_json()))
     assert PnlTotals.from_json(stored) == totals
+
+
+def test_a_fee_in_a_second_asset_is_booked_and_reported() -> None:
+    scales = ScaleTable.default().merged({"BNB": 8})
+    hedge = HedgeFillFact(f"h-{uuid.uuid4()}-1-0", LP, "BTC/USDT", "BUY", Decimal("0.5"),
+                          Decimal("65000"), "BTC", Decimal("0.0004"), Decimal("65000"),
+                          other_fees=(("BNB", Decimal("0.000123456789")),))
+    report = compute_pnl(DEALER, [], [hedge], scales, _no_price, now=NOW)
+    # Each fee rounded down to its asset's scale, paid by the dealer to the LP's exchange wallet.
+    assert report.balances["BNB"] == Decimal("-0.00012345")
+    assert report.balances["BTC"] == Decimal("0.4996")
+    assert [(f.asset, f.amount, f.booked) for f in report.fees] == [
+        ("BNB", Decimal("0.000123456789"), Decimal("0.00012345")),
+        ("BTC", Decimal("0.0004"), Decimal("0.0004"))]
+    transactions, unbooked = dealer_postings(DEALER, [], [hedge], scales)
+    assert unbooked == 0
+    net = net_by_account(transactions)
+    assert net[dealer_account(DEALER)]["BNB/8"] == -12345
+    assert net[exchange_account(LP)]["BNB/8"] == 12345
