@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from functools import partial
 
 import asyncpg
 from aiohttp import web
@@ -176,7 +177,8 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
 async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
     """The outbox relay: sends ledger entries in order; drains (bounded) on shutdown."""
     relay = OutboxRelay(app[POOL], app[LEDGER], app[METRICS], app[CLOCK],
-                        linger_s=app[SETTINGS].ledger_relay_linger_ms / 1000)
+                        linger_s=app[SETTINGS].ledger_relay_linger_ms / 1000,
+                        listen_connect=partial(db.connect, app[DSN]))
     app[RELAY] = relay
     relay.start()
     try:
@@ -236,7 +238,8 @@ async def hedge_ctx(app: web.Application) -> AsyncIterator[None]:
                          concurrency=settings.hedge_concurrency,
                          netting_threshold=Decimal(str(settings.hedge_netting_threshold)),
                          balance_ttl_s=settings.hedge_balance_ttl_ms / 1000,
-                         carry_check_s=settings.hedge_carry_check_ms / 1000)
+                         carry_check_s=settings.hedge_carry_check_ms / 1000,
+                         listen_connect=partial(db.connect, app[DSN]))
     app[HEDGE_WORKER] = worker
     if settings.hedge_enabled:
         worker.start()

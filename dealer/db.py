@@ -116,6 +116,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def connect(dsn: str) -> asyncpg.Connection:
+    """A connection of its own, set up as the pool's are, for a component that holds one for
+    its whole life to LISTEN on. (A pool connection that dies while it listens cannot drop its
+    listener, and asyncpg warns when it goes back to the pool.)"""
+    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    try:
+        await _init_connection(conn)
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
+
+
 async def create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=_init_connection

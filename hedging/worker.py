@@ -35,7 +35,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol, cast
@@ -48,7 +48,7 @@ from hedging.balances import BalanceCache
 from ledger.accounts import dealer_account, exchange_account
 from ledger.assets import Asset, ScaleTable, UnknownAsset, minor_paid_by_dealer
 from ledger.backend import LedgerTransaction, Posting
-from ledger.outbox import enqueue_transaction
+from ledger.outbox import enqueue_transaction, listening
 from ledger.postings import FEE_REFERENCE_SUFFIX, EntryKind, hedge_fill
 from venues.base import (
     BookSnapshot,
@@ -304,8 +304,13 @@ class HedgeWorker:
                  unknown_grace_s: float = 5.0, concurrency: int = 4,
                  netting_threshold: Decimal = Decimal("0.5"), balance_ttl_s: float = 5.0,
                  worker_id: str | None = None, fast_path: bool = True,
-                 carry_check_s: float = 1.0, notice_grace_s: float = 0.1) -> None:
+                 carry_check_s: float = 1.0, notice_grace_s: float = 0.1,
+                 listen_connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None
+                 ) -> None:
+        """`listen_connect` opens the connection the worker LISTENs on, its own for as long as
+        it lives; without it the worker holds one of the pool's."""
         self._pool = pool
+        self._listen_connect = listen_connect
         self._venues = venues
         self._scales = scales
         self._metrics = metrics
@@ -451,7 +456,7 @@ class HedgeWorker:
 
         while True:
             try:
-                async with self._pool.acquire() as conn:
+                async with listening(self._pool, self._listen_connect) as conn:
                     lost = asyncio.Event()
 
                     def closed(*_: object, event: asyncio.Event = lost) -> None:

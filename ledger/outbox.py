@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -141,16 +141,47 @@ class _Entry:
     attempts: int
 
 
+# What `listening` answers: a connection of its own, or one of the pool's.
+HeldConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+@contextlib.asynccontextmanager
+async def listening(pool: asyncpg.Pool,
+                    connect: Callable[[], Awaitable[asyncpg.Connection]] | None
+                    ) -> AsyncIterator[HeldConnection]:
+    """A connection to hold and LISTEN on: one of its own from `connect`, closed on exit, else
+    one of the pool's. (A pool connection that dies while it listens cannot drop its listener,
+    and asyncpg warns when it goes back to the pool.)"""
+    if connect is None:
+        async with pool.acquire() as pooled:
+            yield pooled
+        return
+    conn = await connect()
+    try:
+        yield conn
+    finally:
+        if conn.is_closed():
+            conn.terminate()
+        else:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2.0)
+            if not conn.is_closed():
+                conn.terminate()
+
+
 class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, backend: LedgerBackend, metrics: RelayMetrics,
                  clock: Callable[[], dt.datetime], *, batch_size: int = 100,
                  poll_interval_s: float = 1.0, linger_s: float = 0.0,
                  rng: random.Random | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 listen_connect: Callable[[], Awaitable[asyncpg.Connection]] | None = None
+                 ) -> None:
         """`linger_s`: how long the relay waits, once woken by a new entry, for more to join
         its batch (the ledger is called less often, and not in the very moment of the fill
         whose commit woke it, when that fill's hedge is being sized and sent)."""
         self._pool = pool
+        self._listen_connect = listen_connect  # the leader's own connection (`listening`)
         self._backend = backend
         self._metrics = metrics
         self._clock = clock
@@ -194,7 +225,7 @@ class OutboxRelay:
     async def _run(self) -> None:
         while True:
             try:
-                async with self._pool.acquire() as conn:
+                async with listening(self._pool, self._listen_connect) as conn:
                     await conn.add_listener(CHANNEL, self._on_notify)
                     try:
                         await self._lead(conn)
@@ -211,7 +242,7 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _lead(self, conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> None:
+    async def _lead(self, conn: HeldConnection) -> None:
         """Wait to be the one relay (advisory lock held by this connection), then relay."""
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
             self._wake.clear()
