@@ -27,7 +27,8 @@ from venues.base import EXCHANGE_VENUES, FERMATA_VENUE
 AccountStatus = Literal["SETUP", "ACTIVE", "INACTIVE", "LOCKED", "DISCONNECTED", "SUSPENDED",
                         "DELETED"]
 OperationType = Literal["CONNECT", "DISCONNECT", "ENABLE", "DISABLE", "UPDATE",
-                        "CREDENTIAL_REVOKE", "CREDENTIAL_ROTATE", "LINK", "UNLINK"]
+                        "CREDENTIAL_REVOKE", "CREDENTIAL_ROTATE", "LINK", "UNLINK", "PAUSE",
+                        "RESUME", "HEDGE_RETRY", "HEDGE_CANCEL"]
 AnyVenue = Literal[(*EXCHANGE_VENUES, FERMATA_VENUE)]  # type: ignore[valid-type]
 FeeRate = Annotated[str, StringConstraints(pattern=r"^0(\.\d{1,8})?$")]
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,

@@ -389,6 +389,9 @@ async def pause_dealer(
            WHERE dealer_account_id = $1""",
         dealer_account_id, reason if reason is not None else current.pause_reason, now,
     )
+    await record_operation(conn, dealer_account_id, "PAUSE", now, {
+        "by": MANUAL, "reason": reason if reason is not None else current.pause_reason,
+        "previousStatus": current.status, "previousPausedBy": current.paused_by})
     record = await _dealer(conn, dealer_account_id)
     await uow.commit()
     return record
@@ -410,6 +413,8 @@ async def resume_dealer(
            WHERE dealer_account_id = $1""",
         dealer_account_id, now,
     )
+    await record_operation(conn, dealer_account_id, "RESUME", now, {
+        "previousPausedBy": current.paused_by, "previousReason": current.pause_reason})
     record = await _dealer(conn, dealer_account_id)
     await uow.commit()
     return record

@@ -26,6 +26,7 @@ from dealer.errors import ApiError, Errors
 from dealer.marketdata import MarketDataService
 from dealer.metrics import Metrics
 from dealer.services.dealers import DealerConfig, DealerStatus, PausedBy
+from dealer.services.records import record_operation
 from dealer.uow import connection
 from venues.base import split_symbol
 
@@ -302,7 +303,12 @@ async def engage(conn: asyncpg.Connection, dealer_account_id: uuid.UUID, reason:
                updated_at = $4
            WHERE dealer_account_id = $1 AND status = 'ACTIVE' RETURNING 1""",
         dealer_account_id, reason, text[:500], now)
-    return changed is not None
+    if changed is None:
+        return False
+    await record_operation(conn, dealer_account_id, "PAUSE", now, {
+        "by": reason, "reason": text[:500], "previousStatus": "ACTIVE",
+        "previousPausedBy": None})
+    return True
 
 
 async def check_and_engage(pool: asyncpg.Pool, market_data: MarketDataService,

@@ -7,8 +7,10 @@ first and the worker never selects the job in its new state (a CANCELLED job is 
 a retried job is claimable again from scratch). A job with hedge orders whose outcome is not
 known (SENT, UNKNOWN) is never cancelled: those orders may still fill.
 
-Both actions are audited: the job's `last_error` says who did what, when and why (a retried job
-keeps it until the worker records a newer error), and a structured log line records it for good.
+Both actions are audited: the dealer's operation history records them for good (HEDGE_RETRY,
+HEDGE_CANCEL: actor, reason, the job's status and error before), in the action's transaction;
+the job's `last_error` says who did what, when and why (a retried job keeps it until the worker
+records a newer error), and a structured log line records it too.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import asyncpg
 
 from dealer.errors import ApiError, Errors
+from dealer.services.records import record_operation
 from dealer.uow import UnitOfWork
 from dealer.wire import iso
 
@@ -211,6 +214,14 @@ def _audit(action: str, actor: str, reason: str, now: dt.datetime,
     return text[:AUDIT_LENGTH]
 
 
+async def _record(conn: asyncpg.Connection, operation: str, job: HedgeJobRecord, actor: str,
+                  reason: str, now: dt.datetime) -> None:
+    """The action in the dealer's operation history, in the action's transaction."""
+    await record_operation(conn, job.dealer_account_id, operation, now, {
+        "jobId": str(job.job_id), "actor": actor, "reason": reason,
+        "previousStatus": job.status, "previousError": job.last_error})
+
+
 def _log_action(action: str, job: HedgeJobRecord, actor: str, reason: str) -> None:
     log.info("hedge job %s %s by %s (was %s): %s", job.job_id, action, actor, job.status, reason,
              extra={"event": f"hedge_job_{action}", "job_id": str(job.job_id),
@@ -237,6 +248,7 @@ async def retry_job(uow: UnitOfWork, now: dt.datetime, job_id: uuid.UUID, *, act
                claimed_until = NULL, last_error = $2, updated_at = $3
            WHERE job_id = $1""",
         job_id, _audit("RETRY", actor, reason, now, job.last_error), now)
+    await _record(conn, "HEDGE_RETRY", job, actor, reason, now)
     updated = await get_job(conn, job_id)
     await uow.commit()
     _log_action("retry", job, actor, reason)
@@ -277,6 +289,7 @@ async def cancel_job(uow: UnitOfWork, now: dt.datetime, job_id: uuid.UUID, *, ac
            FROM job WHERE l.dealer_account_id = job.dealer_account_id
              AND l.symbol = job.symbol AND job.carry_in <> 0""",
         job_id, _audit("CANCEL", actor, reason, now, job.last_error), now)
+    await _record(conn, "HEDGE_CANCEL", job, actor, reason, now)
     updated = await get_job(conn, job_id)
     await uow.commit()
     _log_action("cancel", job, actor, reason)

@@ -425,6 +425,17 @@ async def test_pause_and_resume_are_idempotent(
     status, body = await post(client, f"{DEALER}/resume", {"dealerAccountId": dealer_id})
     assert assert_ok(body) == resumed
     assert await snapshot(conn) == before
+    # Each change (not the repeats) is in the dealer's operation history.
+    history = [(r["operation_type"], json.loads(r["detail"])) for r in await conn.fetch(
+        """SELECT operation_type, detail FROM trading_account_operation
+           WHERE trading_account_id = $1 AND operation_type IN ('PAUSE', 'RESUME')
+           ORDER BY created_at""", uuid.UUID(dealer_id))]
+    assert history == [
+        ("PAUSE", {"by": "manual", "reason": "exposure review", "previousStatus": "ACTIVE",
+                   "previousPausedBy": None}),
+        ("PAUSE", {"by": "manual", "reason": "venue outage", "previousStatus": "PAUSED",
+                   "previousPausedBy": "manual"}),
+        ("RESUME", {"previousPausedBy": "manual", "previousReason": "venue outage"})]
 
 
 async def test_pause_without_reason(client: TestClient) -> None:

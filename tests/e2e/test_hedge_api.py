@@ -237,6 +237,14 @@ async def test_retry_puts_a_failed_job_back_with_a_fresh_budget(
         job["jobId"], "FAILED", "LP topped up")
     assert record.actor  # type: ignore[attr-defined]
     assert await _unhedged(client, desk) == Decimal("-0.5")
+    # ... and the dealer's operation history keeps it for good.
+    status, body = await get(client, "/api/v3/tradingAccount/operation/list",
+                             {"tradingAccountId": desk.dealer, "operationType": "HEDGE_RETRY"})
+    assert status == 200, body
+    [operation] = assert_ok(body)
+    assert operation["detail"] == {"jobId": job["jobId"], "actor": record.actor,  # type: ignore[attr-defined]
+                                   "reason": "LP topped up", "previousStatus": "FAILED",
+                                   "previousError": failure}
 
     # The LPs accept orders again: the next worker hedges the retried job, under client order
     # ids that continue after the attempts already sent (never one sent twice).

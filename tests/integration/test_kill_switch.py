@@ -6,6 +6,7 @@ while its condition holds."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import uuid
@@ -143,6 +144,28 @@ async def test_unhedged_notional_over_the_limit_pauses_quoting(
     health = await (await client.get("/api/v3/health")).json()
     assert health["checks"]["dealers"] == {"status": "healthy", "killSwitches": []}
 
+    # The dealer's operation history tells the story, the kill switch's pauses included.
+    history = [(r["operation_type"], json.loads(r["detail"])) for r in await conn.fetch(
+        """SELECT operation_type, detail FROM trading_account_operation
+           WHERE trading_account_id = $1
+             AND operation_type IN ('PAUSE', 'RESUME', 'HEDGE_RETRY', 'HEDGE_CANCEL')
+           ORDER BY created_at""", uuid.UUID(desk.dealer))]
+    assert [kind for kind, _ in history] == [
+        "PAUSE", "RESUME", "PAUSE", "HEDGE_CANCEL", "RESUME"]
+    first_pause, first_resume, second_pause, cancel, _ = (d for _, d in history)
+    assert (first_pause["by"], first_pause["reason"]) == ("exposure", dealer["pauseReason"])
+    assert first_resume == {"previousPausedBy": "exposure",
+                            "previousReason": dealer["pauseReason"]}
+    assert second_pause["by"] == "exposure"
+    assert (cancel["jobId"], cancel["reason"], cancel["previousStatus"]) == (
+        str(job_id), "bought 0.5 BTC on OKX", "PENDING")
+    assert cancel["actor"]
+    status, body = await get(client, "/api/v3/tradingAccount/operation/list",
+                             {"tradingAccountId": desk.dealer, "operationType": "HEDGE_CANCEL"},
+                             VIEWER)
+    assert status == 200, body
+    assert [o["operationType"] for o in assert_ok(body)] == ["HEDGE_CANCEL"]
+
 
 async def test_a_high_hedge_failure_rate_pauses_quoting(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
@@ -246,6 +269,14 @@ async def test_replicas_checking_at_once_pause_a_dealer_once(
             await pool.close()
     engaged = [r for r in caplog.records if getattr(r, "event", "") == "kill_switch_engaged"]
     assert len(engaged) == 1
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval(
+            """SELECT count(*) FROM trading_account_operation
+               WHERE trading_account_id = $1 AND operation_type = 'PAUSE'""",
+            uuid.UUID(desk.dealer)) == 1
+    finally:
+        await conn.close()
     assert engaged[0].dealer_account_id == desk.dealer  # type: ignore[attr-defined]
     for checked in checks:
         [report] = [c for c in checked if c.dealer_account_id == uuid.UUID(desk.dealer)]
