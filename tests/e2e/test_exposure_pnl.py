@@ -65,6 +65,27 @@ def _at_scale(value: Decimal) -> Decimal:
     return value.quantize(MICRO, rounding=ROUND_HALF_EVEN)
 
 
+async def _hedging_desk(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient
+                        ) -> tuple[web.Application, Client, Desk]:
+    """A desk quoting 10 bps over its plan, on a daemon that hedges."""
+    app = create_app(settings.model_copy(update={"hedge_enabled": True, "hedge_poll_ms": 20}),
+                     secrets)
+    client = await aiohttp_client(app)
+    return app, client, await make_desk(client, spreadBps="10")
+
+
+async def _all_hedged(conn: asyncpg.Connection, count: int) -> None:
+    """Wait until `count` jobs are HEDGED (none FAILED) and their entries are in the ledger."""
+
+    async def hedged() -> bool:
+        statuses = [r["status"] for r in await conn.fetch("SELECT status FROM hedge_job")]
+        assert "FAILED" not in statuses
+        return statuses == ["HEDGED"] * count
+
+    await eventually(hedged, within_s=20.0, every_s=0.05)
+    await outbox_drained(conn, within_s=5.0)
+
+
 # ---------------------------------------------------------------- exposure
 
 
@@ -143,19 +164,9 @@ async def test_realised_pnl_equals_the_ledger_balance_after_hedging(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app = create_app(settings.model_copy(update={"hedge_enabled": True, "hedge_poll_ms": 20}),
-                     secrets)
-    client = await aiohttp_client(app)
-    desk = await make_desk(client, spreadBps="10")
+    _, client, desk = await _hedging_desk(settings, secrets, aiohttp_client)
     fills = await _fill(client, desk, FILLS)
-
-    async def hedged() -> bool:
-        statuses = [r["status"] for r in await conn.fetch("SELECT status FROM hedge_job")]
-        assert "FAILED" not in statuses
-        return statuses == ["HEDGED"] * len(FILLS)
-
-    await eventually(hedged, within_s=20.0, every_s=0.05)
-    await outbox_drained(conn, within_s=5.0)
+    await _all_hedged(conn, len(FILLS))
     pnl = await _pnl(client, desk)
     ledger = await _ledger_balances(client, desk)
     assert (pnl["pendingEntries"], pnl["unbookedFills"]) == (0, 0)
@@ -247,23 +258,10 @@ async def test_folding_the_history_leaves_every_pnl_figure_as_it_was(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app = create_app(settings.model_copy(update={"hedge_enabled": True, "hedge_poll_ms": 20}),
-                     secrets)
-    client = await aiohttp_client(app)
-    desk = await make_desk(client, spreadBps="10")
+    app, client, desk = await _hedging_desk(settings, secrets, aiohttp_client)
     pool, scales = app[POOL], app[ASSET_SCALES]
-
-    async def all_hedged(count: int) -> None:
-        async def hedged() -> bool:
-            statuses = [r["status"] for r in await conn.fetch("SELECT status FROM hedge_job")]
-            assert "FAILED" not in statuses
-            return statuses == ["HEDGED"] * count
-
-        await eventually(hedged, within_s=20.0, every_s=0.05)
-        await outbox_drained(conn, within_s=5.0)
-
     await _fill(client, desk, FILLS)
-    await all_hedged(len(FILLS))
+    await _all_hedged(conn, len(FILLS))
     rebuilt = await _pnl(client, desk)
     # Two replicas folding at once: each fact is folded by one of them, once.
     async with pool.acquire() as first, pool.acquire() as second:
@@ -284,7 +282,7 @@ async def test_folding_the_history_leaves_every_pnl_figure_as_it_was(
     # Folded totals and facts after them: the realised figure is still the ledger's balance.
     more = (("SELL", "0.4"), ("BUY", "0.05"))
     await _fill(client, desk, more)
-    await all_hedged(len(FILLS) + len(more))
+    await _all_hedged(conn, len(FILLS) + len(more))
     after = await _pnl(client, desk)
     ledger = await _ledger_balances(client, desk)
     [usdt] = after["quoteAssets"]
