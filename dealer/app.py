@@ -53,7 +53,7 @@ from dealer.scheduler import add_job, build_scheduler, drain_links, exposure_che
 from dealer.secretbox import SecretBox
 from dealer.services import pnl, reconciliation
 from dealer.services.quoting import Quoter, QuoteWriter
-from dealer.services.rfq import QuoteExpiry
+from dealer.services.rfq import QuoteExpiry, purge_quotes
 from dealer.settings import DaemonSecrets, Settings, SettingsError
 from dealer.uow import connection
 from hedging.worker import HedgeWorker
@@ -69,6 +69,9 @@ from venues.paper.config import PaperConfig
 from venues.registry import ConnectorFactory, ConnectorUnavailable, VenueRegistry
 
 log = logging.getLogger(__name__)
+# How often the quote retention (when set) deletes what passed it: hours of retention make any
+# finer cadence pointless, and each run is one indexed pass over the oldest quotes.
+QUOTE_PURGE_EVERY_S = 60.0
 
 
 def utc_now() -> dt.datetime:
@@ -290,6 +293,18 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         await drain_links(app[POOL], app[MARKET_DATA], metrics, app[CLOCK]())
 
     add_job(scheduler, metrics, "quote_expiry", expire_quotes, settings.quote_expiry_ms / 1000)
+    if settings.quote_retention_hours:
+        retention = dt.timedelta(hours=settings.quote_retention_hours)
+
+        async def purge_old_quotes() -> None:
+            async with connection(app[POOL]) as conn:
+                purged = await purge_quotes(conn, app[CLOCK]() - retention)
+            if purged:
+                metrics.quotes_purged.inc(purged)
+                log.info("purged %d expired quotes older than %s", purged, retention,
+                         extra={"event": "quotes_purged", "count": purged})
+
+        add_job(scheduler, metrics, "quote_purge", purge_old_quotes, QUOTE_PURGE_EVERY_S)
     add_job(scheduler, metrics, "exposure_check", check_exposure,
             settings.exposure_check_ms / 1000)
     add_job(scheduler, metrics, "lp_drain", drain_lps, settings.exposure_check_ms / 1000)

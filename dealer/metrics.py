@@ -166,6 +166,9 @@ class Metrics:
             "dealer_quote_duration_seconds", "Time to price and store a quote",
             buckets=HTTP_BUCKETS, registry=r)
         self._quote_timing = _Timing(self.quote_latency)
+        self.quotes_purged = Counter(
+            "dealer_quotes_purged_total", "EXPIRED quotes deleted by the retention "
+            "(DEALER_QUOTE_RETENTION_HOURS)", registry=r)
         self.accepts = Counter(
             "dealer_quote_accepts_total", "Accept attempts by outcome (filled, replayed, refused) "
             "and reason", ["outcome", "reason"], registry=r)

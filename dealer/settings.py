@@ -126,6 +126,9 @@ class Settings(BaseModel):
     quote_expiry_ms: int = Field(
         default=200, ge=50, le=60000, description="How often quotes past expireAt are marked "
         "EXPIRED (often, so each run has few rows to write)")
+    quote_retention_hours: int = Field(
+        default=0, ge=0, le=876000, description="Delete EXPIRED quotes no order refers to once "
+        "they are this old (hours); 0 keeps every quote")
     exposure_check_ms: int = Field(default=1000, ge=100, le=60000,
                                    description="How often every dealer's unhedged exposure is "
                                    "valued and the kill switch checked (and draining LP links "

@@ -192,6 +192,25 @@ async def expire_quotes(conn: asyncpg.Connection, now: dt.datetime,
     return int(result.split()[-1])
 
 
+async def purge_quotes(conn: asyncpg.Connection, created_before: dt.datetime, *,
+                       batch: int = 5000) -> int:
+    """Delete EXPIRED quotes created before `created_before` that no order refers to (a filled
+    quote, or one a last look refused, stays with its order), `batch` per statement so no
+    statement holds many row locks for long. Answers how many."""
+    purged = 0
+    while True:
+        result: str = await conn.execute(
+            """DELETE FROM quote WHERE quote_id IN (
+                   SELECT q.quote_id FROM quote q
+                   WHERE q.created_at < $1 AND q.status = 'EXPIRED'
+                     AND NOT EXISTS (SELECT 1 FROM trade_order o WHERE o.quote_id = q.quote_id)
+                   LIMIT $2)""", created_before, batch)
+        deleted = int(result.split()[-1])
+        purged += deleted
+        if deleted < batch:
+            return purged
+
+
 class QuoteExpiry:
     """The scheduled expiry of quotes. A run reads only the quotes that expired since the
     previous run, less `margin` (for a quote its writer committed late): the open quotes'

@@ -1,0 +1,74 @@
+"""The optional quote retention: EXPIRED quotes no order refers to are deleted once older than
+DEALER_QUOTE_RETENTION_HOURS; filled quotes, quotes an order refused, recent and open quotes
+stay. Off by default: every quote is kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import asyncpg
+
+from dealer.appkeys import CLOCK, POOL, SCHEDULER
+from dealer.services.rfq import purge_quotes
+from dealer.settings import DaemonSecrets, Settings
+from tests.desk import AppClient, accept, app_client, make_desk, metric_value, request_quote
+
+
+async def test_old_expired_quotes_no_order_refers_to_are_purged(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app, client = await app_client(settings, secrets, aiohttp_client, quote_retention_hours=24)
+    assert app[SCHEDULER].get_job("quote_purge") is not None
+    desk = await make_desk(client)
+    quotes = {name: await request_quote(client, desk, orderSide="BUY", quantity="0.1")
+              for name in ("old", "old_filled", "old_refused", "recent", "old_open")}
+    await accept(client, quotes["old_filled"])
+    await accept(client, quotes["old_refused"])
+    # As a last look leaves a refused quote: EXPIRED, with its REJECTED order.
+    refused = uuid.UUID(quotes["old_refused"]["quoteId"])
+    await conn.execute("UPDATE quote SET status = 'EXPIRED' WHERE quote_id = $1", refused)
+    await conn.execute("UPDATE trade_order SET status = 'REJECTED' WHERE quote_id = $1", refused)
+    ids = {name: uuid.UUID(q["quoteId"]) for name, q in quotes.items()}
+    await conn.execute("UPDATE quote SET status = 'EXPIRED' WHERE quote_id = ANY($1::uuid[])",
+                       [ids["old"], ids["recent"]])
+    now = app[CLOCK]()
+    await conn.execute(
+        """UPDATE quote SET created_at = $2::timestamptz,
+                              expire_at = $2::timestamptz + interval '5 seconds'
+           WHERE quote_id = ANY($1::uuid[])""",
+        [ids[n] for n in ("old", "old_filled", "old_refused", "old_open")],
+        now - dt.timedelta(hours=25))
+
+    async with app[POOL].acquire() as pooled:
+        assert await purge_quotes(pooled, now - dt.timedelta(hours=24), batch=1) == 1
+        assert await purge_quotes(pooled, now - dt.timedelta(hours=24)) == 0
+    left = {r["quote_id"] for r in await conn.fetch("SELECT quote_id FROM quote")}
+    assert left == {ids[n] for n in ("old_filled", "old_refused", "recent", "old_open")}
+    # The orders keep their quotes.
+    assert await conn.fetchval(
+        "SELECT count(*) FROM trade_order o JOIN quote q USING (quote_id)") == 2
+
+
+async def test_the_scheduled_purge_counts_what_it_deleted(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app, client = await app_client(settings, secrets, aiohttp_client, quote_retention_hours=1)
+    desk = await make_desk(client)
+    quote = await request_quote(client, desk, orderSide="SELL", quantity="0.1")
+    await conn.execute(
+        """UPDATE quote SET status = 'EXPIRED', created_at = created_at - interval '2 hours'
+           WHERE quote_id = $1""", uuid.UUID(quote["quoteId"]))
+    job = app[SCHEDULER].get_job("quote_purge")
+    await job.func()
+    assert await conn.fetchval("SELECT count(*) FROM quote") == 0
+    assert await metric_value(client, "dealer_quotes_purged_total ") == 1
+
+
+async def test_every_quote_is_kept_by_default(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+) -> None:
+    app, _ = await app_client(settings, secrets, aiohttp_client)
+    assert app[SCHEDULER].get_job("quote_purge") is None
