@@ -394,6 +394,9 @@ class HedgeWorker:
 
     async def _run(self) -> None:
         listener = asyncio.create_task(self._listen(), name="hedge-listener")
+        # Every linked LP's balances, read while nothing waits for them: the first fill after a
+        # start (sized inline by its accept, or by its notice) finds them known.
+        warming = asyncio.create_task(self._warm_balances(), name="hedge-balances-warm-up")
         try:
             try:
                 await self.recover()
@@ -418,8 +421,28 @@ class HedgeWorker:
                                      return_exceptions=True)
         finally:
             listener.cancel()
+            warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
+
+    async def _warm_balances(self) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(
+                    """SELECT DISTINCT ta.trading_account_id, ta.venue,
+                              ta.external_trading_account_id, ta.venue_ref
+                       FROM dealer_link l
+                       JOIN trading_account ta ON ta.trading_account_id = l.trading_account_id
+                       WHERE NOT l.draining AND ta.status = 'ACTIVE'""")
+        except Exception:
+            log.warning("LP balances not read ahead: the first hedges read them", exc_info=True)
+            return
+        await asyncio.gather(*(
+            self._balances.free(self._venues.execution(r["venue"]), VenueAccount(
+                r["trading_account_id"], r["external_trading_account_id"], r["venue_ref"]))
+            for r in rows), return_exceptions=True)
 
     async def _idle(self) -> bool:
         """Wait for a wake-up or a netting window's end (True), or the next poll (False)."""

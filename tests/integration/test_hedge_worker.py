@@ -65,6 +65,7 @@ class Recording:
         self.hang_after = 0  # the n-th submit reaches the venue, then never answers
         self.timeout_after = 0  # the n-th submit reaches the venue, then times out
         self.hung = asyncio.Event()
+        self.balance_reads: collections.Counter[uuid.UUID] = collections.Counter()
 
     def execution(self, venue: str) -> ExecutionVenue:
         return _Proxy(self, self.inner.execution(venue))  # type: ignore[return-value]
@@ -87,6 +88,10 @@ class _Proxy:
         if sum(owner.submits.values()) == owner.timeout_after:
             raise VenueTimeout("no answer in time")
         return state
+
+    async def balances(self, account: VenueAccount) -> Any:
+        self._owner.balance_reads[account.trading_account_id] += 1
+        return await self._venue.balances(account)
 
 
 async def _check_orders(app: web.Application, conn: asyncpg.Connection,
@@ -228,3 +233,21 @@ async def test_two_workers_share_the_jobs_and_run_each_once(
         "SELECT count(*) FROM ledger_outbox WHERE payload->'metadata'->>'kind' = 'hedge_fill'")
     assert fills_booked == await conn.fetchval("SELECT count(*) FROM hedge_order")
     await check_books(client, conn, desk)
+
+
+async def test_a_started_worker_reads_every_linked_lps_balances_before_any_fill(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+) -> None:
+    app, client = await _app(settings, secrets, aiohttp_client)
+    desk = await make_desk(client)
+    venues = Recording(app[VENUES])
+    worker = hedge_worker(app, venues=venues)
+    worker.start()
+    try:
+        async def read() -> bool:
+            return set(venues.balance_reads) == {uuid.UUID(lp) for lp in desk.lps}
+
+        await eventually(read, within_s=5.0, every_s=0.02)
+    finally:
+        await worker.stop()
+    assert all(count == 1 for count in venues.balance_reads.values())
