@@ -53,7 +53,7 @@ from dealer.scheduler import add_job, build_scheduler, drain_links, exposure_che
 from dealer.secretbox import SecretBox
 from dealer.services import pnl, reconciliation
 from dealer.services.quoting import Quoter, QuoteWriter
-from dealer.services.rfq import QuoteExpiry, purge_quotes
+from dealer.services.rfq import QuoteExpiry, QuotePurge
 from dealer.settings import DaemonSecrets, Settings, SettingsError
 from dealer.uow import connection
 from hedging.worker import HedgeWorker
@@ -294,14 +294,14 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
     add_job(scheduler, metrics, "quote_expiry", expire_quotes, settings.quote_expiry_ms / 1000)
     if settings.quote_retention_hours:
-        retention = dt.timedelta(hours=settings.quote_retention_hours)
+        quote_purge = QuotePurge(dt.timedelta(hours=settings.quote_retention_hours))
 
         async def purge_old_quotes() -> None:
             async with connection(app[POOL]) as conn:
-                purged = await purge_quotes(conn, app[CLOCK]() - retention)
+                purged = await quote_purge.run(conn, app[CLOCK](), metrics.quotes_purged.inc)
             if purged:
-                metrics.quotes_purged.inc(purged)
-                log.info("purged %d expired quotes older than %s", purged, retention,
+                log.info("purged %d expired quotes older than %d h", purged,
+                         settings.quote_retention_hours,
                          extra={"event": "quotes_purged", "count": purged})
 
         add_job(scheduler, metrics, "quote_purge", purge_old_quotes, QUOTE_PURGE_EVERY_S)

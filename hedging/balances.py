@@ -58,8 +58,13 @@ class BalanceCache:
         key = account.trading_account_id
         entry = self._entries.setdefault(key, _Entry())
         if entry.fetch_started is None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._fetch(venue, account), self._first_timeout_s)
+            # One first fetch per LP, shared by every caller (the worker's warm-up and a fill
+            # arriving meanwhile); a caller that stops waiting leaves it to fill the cache.
+            self._refresh_later(venue, account)
+            first = self._refreshing.get(key)
+            if first is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(first), self._first_timeout_s)
             if entry.fetch_started is None:
                 return None
         elif entry.stale or self._monotonic() - entry.fetch_started > self._ttl_s:

@@ -439,10 +439,12 @@ class HedgeWorker:
         except Exception:
             log.warning("LP balances not read ahead: the first hedges read them", exc_info=True)
             return
-        await asyncio.gather(*(
-            self._balances.free(self._venues.execution(r["venue"]), VenueAccount(
-                r["trading_account_id"], r["external_trading_account_id"], r["venue_ref"]))
-            for r in rows), return_exceptions=True)
+        async def read(row: asyncpg.Record) -> None:
+            await self._balances.free(self._venues.execution(row["venue"]), VenueAccount(
+                row["trading_account_id"], row["external_trading_account_id"],
+                row["venue_ref"]))
+
+        await asyncio.gather(*(read(r) for r in rows), return_exceptions=True)
 
     async def _idle(self) -> bool:
         """Wait for a wake-up or a netting window's end (True), or the next poll (False)."""

@@ -249,6 +249,10 @@ class OutboxRelay:
             await self._idle(self._poll_interval_s)
         try:
             while True:
+                if conn.is_closed():
+                    # The lock went with its session: another relay may lead now, and two
+                    # would let entries overtake the outbox's head.
+                    raise ConnectionError("the relay's lock connection was closed")
                 # Cleared before the pass reads the outbox, not after: a notice arriving while
                 # it sends wakes the next wait at once instead of being lost until the poll.
                 self._wake.clear()

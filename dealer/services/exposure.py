@@ -297,17 +297,19 @@ def trip_reason(exposure: DealerExposure, policy: KillSwitchPolicy
 
 async def engage(conn: asyncpg.Connection, dealer_account_id: uuid.UUID, reason: PausedBy,
                  text: str, now: dt.datetime) -> bool:
-    """Pause an ACTIVE dealer for `reason`; False when it was paused already (by anyone)."""
-    changed = await conn.fetchval(
-        """UPDATE dealer SET status = 'PAUSED', paused_by = $2, pause_reason = $3,
-               updated_at = $4
-           WHERE dealer_account_id = $1 AND status = 'ACTIVE' RETURNING 1""",
-        dealer_account_id, reason, text[:500], now)
-    if changed is None:
-        return False
-    await record_operation(conn, dealer_account_id, "PAUSE", now, {
-        "by": reason, "reason": text[:500], "previousStatus": "ACTIVE",
-        "previousPausedBy": None})
+    """Pause an ACTIVE dealer for `reason`, with its PAUSE operation in the same transaction;
+    False when it was paused already (by anyone)."""
+    async with conn.transaction():
+        changed = await conn.fetchval(
+            """UPDATE dealer SET status = 'PAUSED', paused_by = $2, pause_reason = $3,
+                   updated_at = $4
+               WHERE dealer_account_id = $1 AND status = 'ACTIVE' RETURNING 1""",
+            dealer_account_id, reason, text[:500], now)
+        if changed is None:
+            return False
+        await record_operation(conn, dealer_account_id, "PAUSE", now, {
+            "by": reason, "reason": text[:500], "previousStatus": "ACTIVE",
+            "previousPausedBy": None})
     return True
 
 

@@ -193,22 +193,55 @@ async def expire_quotes(conn: asyncpg.Connection, now: dt.datetime,
 
 
 async def purge_quotes(conn: asyncpg.Connection, created_before: dt.datetime, *,
-                       batch: int = 5000) -> int:
-    """Delete EXPIRED quotes created before `created_before` that no order refers to (a filled
-    quote, or one a last look refused, stays with its order), `batch` per statement so no
-    statement holds many row locks for long. Answers how many."""
+                       created_from: dt.datetime | None = None, batch: int = 5000,
+                       counted: Callable[[int], None] | None = None) -> int:
+    """Delete EXPIRED quotes created before `created_before` (and not before `created_from`)
+    that no order refers to (a filled quote, or one a last look refused, stays with its order),
+    `batch` per statement so no statement holds many row locks for long; `counted` hears each
+    statement's count. Answers how many."""
     purged = 0
     while True:
         result: str = await conn.execute(
             """DELETE FROM quote WHERE quote_id IN (
                    SELECT q.quote_id FROM quote q
-                   WHERE q.created_at < $1 AND q.status = 'EXPIRED'
+                   WHERE q.status = 'EXPIRED' AND q.created_at < $1
+                     AND ($3::timestamptz IS NULL OR q.created_at >= $3)
                      AND NOT EXISTS (SELECT 1 FROM trade_order o WHERE o.quote_id = q.quote_id)
-                   LIMIT $2)""", created_before, batch)
+                   LIMIT $2)""", created_before, batch, created_from)
         deleted = int(result.split()[-1])
         purged += deleted
+        if counted is not None and deleted:
+            counted(deleted)
         if deleted < batch:
             return purged
+
+
+class QuotePurge:
+    """The quote retention's runs. A run reads only the quotes created since the previous
+    run's cutoff, less `margin`: what is older was purged then, or stays for good (an order
+    refers to it). A process's first run, and one every `full_every`, reads them all (a quote
+    still OPEN past the cutoff because no daemon ran the expiry for that long)."""
+
+    def __init__(self, retention: dt.timedelta, *,
+                 margin: dt.timedelta = dt.timedelta(minutes=10),
+                 full_every: dt.timedelta = dt.timedelta(days=1)) -> None:
+        self._retention = retention
+        self._margin = margin
+        self._full_every = full_every
+        self._since: dt.datetime | None = None
+        self._last_full: dt.datetime | None = None
+
+    async def run(self, conn: asyncpg.Connection, now: dt.datetime,
+                  counted: Callable[[int], None] | None = None) -> int:
+        cutoff = now - self._retention
+        last_full = self._last_full
+        full = last_full is None or not last_full <= now < last_full + self._full_every
+        purged = await purge_quotes(conn, cutoff, created_from=None if full else self._since,
+                                    counted=counted)
+        if full:
+            self._last_full = now
+        self._since = cutoff - self._margin
+        return purged
 
 
 class QuoteExpiry:

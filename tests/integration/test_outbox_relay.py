@@ -236,3 +236,37 @@ async def test_a_woken_relay_lingers_so_entries_written_meanwhile_join_its_batch
     finally:
         await relay.stop()
     assert batches == [3]
+
+
+async def test_a_relay_whose_lock_connection_dies_stops_leading(pool: asyncpg.Pool,
+                                                                 dsn: str) -> None:
+    # The relay holds its lock on a connection of its own; when that session ends the lock is
+    # gone, so the relay must stop relaying until it holds the lock again.
+    relay = OutboxRelay(pool, LocalLedger(pool), Metrics(), clock, poll_interval_s=0.05,
+                        listen_connect=lambda: db.connect(dsn))
+    relay.start()
+    try:
+        async def holder() -> int | None:
+            async with pool.acquire() as conn:
+                pid: int | None = await conn.fetchval(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            return pid
+
+        first = await eventually(holder, within_s=5)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_terminate_backend($1)", first)
+
+        async def led_again() -> bool:
+            pid = await holder()
+            return pid is not None and pid != first
+
+        await eventually(led_again, within_s=5)
+        client, dealer = uuid.uuid4(), uuid.uuid4()
+        await _enqueue(pool, [fill(client, dealer, 7)])
+
+        async def sent() -> bool:
+            return await relay.pending_count() == 0
+
+        await eventually(sent, within_s=5)
+    finally:
+        await relay.stop()

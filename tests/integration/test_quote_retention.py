@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 
 from dealer.appkeys import CLOCK, POOL, SCHEDULER
-from dealer.services.rfq import purge_quotes
+from dealer.services.rfq import QuotePurge, purge_quotes
 from dealer.settings import DaemonSecrets, Settings
 from tests.desk import AppClient, accept, app_client, make_desk, metric_value, request_quote
 
@@ -41,9 +41,12 @@ async def test_old_expired_quotes_no_order_refers_to_are_purged(
         [ids[n] for n in ("old", "old_filled", "old_refused", "old_open")],
         now - dt.timedelta(hours=25))
 
+    batches: list[int] = []
     async with app[POOL].acquire() as pooled:
-        assert await purge_quotes(pooled, now - dt.timedelta(hours=24), batch=1) == 1
+        assert await purge_quotes(pooled, now - dt.timedelta(hours=24), batch=1,
+                                  counted=batches.append) == 1
         assert await purge_quotes(pooled, now - dt.timedelta(hours=24)) == 0
+    assert batches == [1]
     left = {r["quote_id"] for r in await conn.fetch("SELECT quote_id FROM quote")}
     assert left == {ids[n] for n in ("old_filled", "old_refused", "recent", "old_open")}
     # The orders keep their quotes.
@@ -72,3 +75,35 @@ async def test_every_quote_is_kept_by_default(
 ) -> None:
     app, _ = await app_client(settings, secrets, aiohttp_client)
     assert app[SCHEDULER].get_job("quote_purge") is None
+
+
+async def test_a_run_after_the_first_reads_only_quotes_since_the_last_cutoff(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app, client = await app_client(settings, secrets, aiohttp_client)
+    desk = await make_desk(client)
+    ids = [uuid.UUID((await request_quote(client, desk, orderSide="BUY", quantity="0.1"))
+                     ["quoteId"]) for _ in range(3)]
+    now = app[CLOCK]()
+    retention = dt.timedelta(hours=1)
+    purge = QuotePurge(retention, margin=dt.timedelta(minutes=10))
+
+    async def age(quote_id: uuid.UUID, created: dt.datetime, status: str) -> None:
+        await conn.execute("UPDATE quote SET created_at = $2, status = $3 WHERE quote_id = $1",
+                           quote_id, created, status)
+
+    # Long past the cutoff but still OPEN (no expiry ran): the first, full run keeps it.
+    await age(ids[0], now - 3 * retention, "OPEN")
+    async with app[POOL].acquire() as pooled:
+        assert await purge.run(pooled, now) == 0
+        # Marked EXPIRED later: only a full run reads that far back now.
+        await age(ids[0], now - 3 * retention, "EXPIRED")
+        await age(ids[1], now - retention - dt.timedelta(minutes=5), "EXPIRED")  # in the margin
+        later = now + dt.timedelta(minutes=1)
+        assert await purge.run(pooled, later) == 1
+        left = {r["quote_id"] for r in await conn.fetch("SELECT quote_id FROM quote")}
+        assert left == {ids[0], ids[2]}
+        # The next full run (a day on) reads everything again.
+        assert await purge.run(pooled, now + dt.timedelta(days=1, minutes=1)) == 1
+    assert {r["quote_id"] for r in await conn.fetch("SELECT quote_id FROM quote")} == {ids[2]}
