@@ -45,11 +45,10 @@ import orjson
 
 from hedging import policy
 from hedging.balances import BalanceCache
-from ledger.accounts import dealer_account, exchange_account
-from ledger.assets import Asset, ScaleTable, UnknownAsset, minor_paid_by_dealer
-from ledger.backend import LedgerTransaction, Posting
+from ledger.assets import Asset, ScaleTable, UnknownAsset
+from ledger.backend import LedgerTransaction
 from ledger.outbox import enqueue_transaction, listening
-from ledger.postings import FEE_REFERENCE_SUFFIX, EntryKind, hedge_fill
+from ledger.postings import hedge_fill, other_fee
 from venues.base import (
     BookSnapshot,
     ExecutionVenue,
@@ -1710,16 +1709,11 @@ class HedgeWorker:
                               state.filled_quantity, average, first_fee, reference=reference,
                               metadata=metadata, quote_amount=policy.quote_amount(
                                   state.executions), timestamp=now))
-        dealer, exchange = dealer_account(lane.dealer_account_id), exchange_account(lp)
         for code in fee_codes[1:]:  # a second fee asset: its own fee transaction
-            units = minor_paid_by_dealer(fees[code], assets[code])
-            if units:
-                txs.append(LedgerTransaction(
-                    reference=f"{reference}{FEE_REFERENCE_SUFFIX}:{code}",
-                    postings=(Posting(dealer, exchange, units, str(assets[code])),),
-                    timestamp=now,
-                    metadata={**metadata, "kind": str(EntryKind.FEE),
-                              "fillReference": reference}))
+            extra = other_fee(lp, lane.dealer_account_id, (assets[code], fees[code]),
+                              fill_reference=reference, metadata=metadata, timestamp=now)
+            if extra is not None:
+                txs.append(extra)
         return txs
 
 

@@ -142,6 +142,24 @@ def hedge_fill(exchange_id: uuid.UUID, dealer_id: uuid.UUID, side: str, base: As
     return (fill, fee_entry)
 
 
+def other_fee(exchange_id: uuid.UUID, dealer_id: uuid.UUID, fee: tuple[Asset, Decimal], *,
+              fill_reference: str, metadata: Mapping[str, str],
+              timestamp: dt.datetime | None = None) -> LedgerTransaction | None:
+    """A hedge fill's fee in another asset than the one `hedge_fill` booked (a venue may charge
+    one order in two): `fill_reference + ":fee:" + CODE`, the single posting
+    `dealer:d → exchange:e` rounded in the dealer's favour; None when that is 0 minor units."""
+    _check_reference(fill_reference)
+    units = _fee_units(fee)
+    if units == 0:
+        return None
+    return LedgerTransaction(
+        reference=f"{fill_reference}{FEE_REFERENCE_SUFFIX}:{fee[0].code}",
+        postings=(Posting(dealer_account(dealer_id), exchange_account(exchange_id), units,
+                          str(fee[0])),),
+        timestamp=_aware(timestamp),
+        metadata=_metadata(metadata, kind=EntryKind.FEE, fillReference=fill_reference))
+
+
 def validate_batch(transactions: Sequence[LedgerTransaction], *,
                    known_assets: ScaleTable | None = None, allow_world: bool = False) -> None:
     """Raise InvalidBatch listing every problem of the batch; return if it may be written.

@@ -23,7 +23,7 @@ import asyncpg
 
 from dealer.errors import ApiError, Errors
 from dealer.services.hedges import order_fees
-from ledger.accounts import dealer_account, exchange_account
+from ledger.accounts import dealer_account
 from ledger.assets import (
     Asset,
     InvalidAmount,
@@ -32,15 +32,8 @@ from ledger.assets import (
     from_minor,
     minor_paid_by_dealer,
 )
-from ledger.backend import LedgerTransaction, Posting
-from ledger.postings import (
-    FEE_REFERENCE_SUFFIX,
-    EntryKind,
-    InvalidFill,
-    client_fill,
-    hedge_fill,
-    net_by_account,
-)
+from ledger.backend import LedgerTransaction
+from ledger.postings import InvalidFill, client_fill, hedge_fill, net_by_account, other_fee
 from venues.base import split_symbol
 
 log = logging.getLogger(__name__)
@@ -193,15 +186,11 @@ def dealer_postings(dealer_account_id: uuid.UUID, client_fills: Iterable[ClientF
                                                    hedge.filled_quantity)))
             # A fee in another asset is its own transaction, as the hedge worker books it.
             for code, amount in hedge.other_fees:
-                units = minor_paid_by_dealer(amount, scales.asset(code)) \
-                    if code in scales else 0
-                if units:
-                    transactions.append(LedgerTransaction(
-                        reference=f"{reference}{FEE_REFERENCE_SUFFIX}:{code}",
-                        postings=(Posting(dealer_account(dealer_account_id),
-                                          exchange_account(hedge.lp_account_id), units,
-                                          str(scales.asset(code))),),
-                        metadata={"kind": str(EntryKind.FEE), "fillReference": reference}))
+                extra = other_fee(hedge.lp_account_id, dealer_account_id,
+                                  (scales.asset(code), amount), fill_reference=reference,
+                                  metadata={}) if code in scales else None
+                if extra is not None:
+                    transactions.append(extra)
         except (InvalidFill, InvalidAmount, UnknownAsset) as exc:
             unbooked += 1
             log.warning("hedge order %s cannot be rebuilt for the PnL: %s",

@@ -22,6 +22,7 @@ from ledger.postings import (
     client_fill,
     hedge_fill,
     net_by_account,
+    other_fee,
     validate_batch,
 )
 
@@ -387,3 +388,19 @@ def test_validate_batch_lists_every_problem_at_once() -> None:
     message = str(raised.value)
     assert message.startswith("ledger batch refused, 5 problem(s):")
     assert all(f"- {problem}" in message for problem in raised.value.problems)
+
+
+def test_a_fee_in_another_asset_is_its_own_entry_rounded_down() -> None:
+    bnb = Asset("BNB", 8)
+    entry = other_fee(LP, DEALER, (bnb, D("0.000123456789")), fill_reference="hedge-h-1",
+                      metadata={"jobId": "j"})
+    assert entry is not None
+    assert entry.reference == "hedge-h-1:fee:BNB"
+    assert [(p.source, p.destination, p.amount, p.asset) for p in entry.postings] == [
+        (f"dealer:{DEALER}", f"exchange:{LP}", 12345, "BNB/8")]
+    assert entry.metadata == {"jobId": "j", "kind": "fee", "fillReference": "hedge-h-1"}
+    # Less than a minor unit is not booked; a rebate is refused.
+    assert other_fee(LP, DEALER, (bnb, D("0.000000001")), fill_reference="hedge-h-1",
+                     metadata={}) is None
+    with pytest.raises(InvalidFill):
+        other_fee(LP, DEALER, (bnb, D("-1")), fill_reference="hedge-h-1", metadata={})
