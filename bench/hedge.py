@@ -68,7 +68,16 @@ if _HERE in sys.path:
     sys.path.remove(_HERE)
 sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.shared
 
-from bench.shared import JWT_SECRET, LOT, SECRETS_KEY, call, run_on, serving, setup_desk  # noqa: E402
+from bench.shared import (  # noqa: E402
+    JWT_SECRET,
+    LOT,
+    SECRETS_KEY,
+    call,
+    open_loop,
+    run_on,
+    serving,
+    setup_desk,
+)
 from bench.shared import percentile as _percentile  # noqa: E402
 
 # ---------------------------------------------------------------- the clients (subprocess)
@@ -112,10 +121,8 @@ async def _fills(cmd: dict[str, Any]) -> dict[str, Any]:
 
         tasks = []
         t0 = time.perf_counter() + 0.05
-        for index, body in enumerate(bodies):
-            scheduled = t0 + index / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(body, scheduled)))
+        async for index, scheduled in open_loop(len(bodies), rate, t0):
+            tasks.append(asyncio.create_task(one(bodies[index], scheduled)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - t0
     lags.sort()

@@ -66,7 +66,15 @@ if _HERE in sys.path:
     sys.path.remove(_HERE)
 sys.path.append(str(Path(_HERE).parent))  # the project root, for bench.shared
 
-from bench.shared import JWT_SECRET, LOT, SECRETS_KEY, run_on, serving, setup_desk  # noqa: E402
+from bench.shared import (  # noqa: E402
+    JWT_SECRET,
+    LOT,
+    SECRETS_KEY,
+    open_loop,
+    run_on,
+    serving,
+    setup_desk,
+)
 from bench.shared import percentile as _percentile  # noqa: E402
 
 QUOTE_PATH = "/api/v3/fermata/quote/request"
@@ -116,16 +124,10 @@ async def _run_step(cmd: dict[str, Any]) -> dict[str, Any]:
 
         pending: set[asyncio.Task[None]] = set()
         t0 = time.perf_counter() + 0.05
-        sent = 0
-        while sent < count:
-            now = time.perf_counter()
-            while sent < count and t0 + sent / rate <= now:
-                task = asyncio.create_task(one(sent, t0 + sent / rate))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                sent += 1
-            if sent < count:
-                await asyncio.sleep(max(0.0, t0 + sent / rate - time.perf_counter()))
+        async for index, scheduled in open_loop(count, rate, t0):
+            task = asyncio.create_task(one(index, scheduled))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
         schedule_end = t0 + count / rate
         if pending:
             await asyncio.wait(set(pending),
