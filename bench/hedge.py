@@ -73,6 +73,7 @@ from bench.shared import (  # noqa: E402
     LOT,
     SECRETS_KEY,
     call,
+    collector_paused,
     open_loop,
     run_on,
     serving,
@@ -132,7 +133,8 @@ async def _fills(cmd: dict[str, Any]) -> dict[str, Any]:
 
 async def generator_main() -> None:
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    result = await _fills(json.loads(line))
+    with collector_paused():
+        result = await _fills(json.loads(line))
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
 

@@ -22,6 +22,9 @@ Method.
   2xx responses per second measured in the best sustained step. Each target gets its share of
   the run's time budget (`--budget`, 60 s); after a failed step the server is left to drain
   before the next one.
+- The generator paces its sends with waits of at least a millisecond (shorter ones spin on
+  uvloop), and runs each step with its garbage collector paused (a full collection of its heap
+  stalls it for tens of milliseconds): its own pauses would be counted against the server.
 - The generator runs in a subprocess (one aiohttp ClientSession per step, at most
   `--connections` connections, keep-alive) and the servers in this process (one event loop, as
   the daemon runs): on two cores each side gets one, so the generator does not steal the
@@ -70,6 +73,7 @@ from bench.shared import (  # noqa: E402
     JWT_SECRET,
     LOT,
     SECRETS_KEY,
+    collector_paused,
     open_loop,
     run_on,
     serving,
@@ -162,7 +166,8 @@ async def generator_main() -> None:
         cmd = json.loads(line)
         if cmd.get("quit"):
             return
-        result = await _run_step(cmd)
+        with collector_paused():
+            result = await _run_step(cmd)
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -114,6 +115,20 @@ async def open_loop(count: int, rate: float, t0: float, *,
             sent += 1
         if sent < count:
             await sleep(max(TIMER_RESOLUTION_S, t0 + sent / rate - time.perf_counter()))
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """A load generator's step runs with Python's cyclic garbage collector paused, and collects
+    afterwards: a full collection of the generator's heap stalls its event loop for 20-30 ms,
+    and every response in flight would count that stall against the server it measures."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
