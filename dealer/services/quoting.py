@@ -2,13 +2,14 @@
 
 A quote needs the dealer (status, configuration, links), the client account (kind, status) and
 the instrument rules of the LP venues. They change rarely (an admin acts) and are read for every
-quote, so they are cached in memory with a *version*: the row versions (`xmin`) of the rows they
-were read from. The quote's INSERT re-checks those versions in the same statement, so a quote is
-never stored on facts that changed, on this replica or any other: a stale quote is not written,
+quote, so they are cached in memory with the *epoch* they were read at: a counter in the database
+that every change of such a fact moves, on this replica or any other, through the API or straight
+in SQL (triggers, migration 0016). The quote's INSERT checks in the same statement that the epoch
+has not moved, so a quote is never stored on facts that changed: a stale quote is not written,
 its facts are reloaded and it is priced again. A refusal is only answered on freshly read facts.
 
-Quotes are inserted by one writer task in groups (one INSERT … SELECT FROM unnest, one commit
-for every quote waiting), so under load a database round trip and a WAL flush serve many quotes.
+Quotes are inserted by one writer task in groups (one INSERT … SELECT FROM a JSON array, one
+commit for every quote waiting), so under load a database round trip serves many quotes.
 """
 
 from __future__ import annotations
@@ -45,66 +46,45 @@ from pricing.sweep import SweepBook
 
 log = logging.getLogger(__name__)
 
-# Row versions. Each expression is used both where facts are read and where the INSERT checks
-# them, so the two cannot disagree. `xmin` changes with every update of a row.
-_DEALER_VERSION = """d.xmin::text || '/' || coalesce(
-    (SELECT string_agg(l.trading_account_id::text || '@' || l.xmin::text, ','
-                       ORDER BY l.trading_account_id)
-     FROM dealer_link l WHERE l.dealer_account_id = d.dealer_account_id), '')"""
-_CLIENT_VERSION = "ta.xmin::text"
-_RULES_VERSION = """coalesce(
-    (SELECT string_agg(i.instrument_id || '@' || i.xmin::text, ',' ORDER BY i.instrument_id)
-     FROM instrument i WHERE i.symbol = {symbol}), '')"""
-
+_LOAD_EPOCH = "SELECT epoch FROM quoting_epoch"
 _LOAD_DEALER = f"""
 SELECT {DEALER_COLUMNS},
        ARRAY(SELECT l.trading_account_id FROM dealer_link l
-             WHERE l.dealer_account_id = d.dealer_account_id AND l.draining) AS draining,
-       {_DEALER_VERSION} AS version
+             WHERE l.dealer_account_id = d.dealer_account_id AND l.draining) AS draining
 {DEALER_FROM}
 WHERE d.dealer_account_id = $1"""  # noqa: S608
-_LOAD_CLIENT = f"""SELECT ta.kind, ta.status, {_CLIENT_VERSION} AS version
-FROM trading_account ta WHERE ta.trading_account_id = $1"""  # noqa: S608
-_LOAD_RULES = f"""
-SELECT {_RULES_VERSION.format(symbol="$1")} AS version,
-       coalesce((SELECT json_agg(json_build_object(
+_LOAD_CLIENT = "SELECT ta.kind, ta.status FROM trading_account ta WHERE ta.trading_account_id = $1"
+_LOAD_RULES = """
+SELECT coalesce((SELECT json_agg(json_build_object(
            'venue', i.venue, 'tick_size', i.tick_size::text, 'lot_size', i.lot_size::text,
            'min_quantity', i.min_quantity::text, 'max_quantity', i.max_quantity::text,
            'min_notional', i.min_notional::text))
-        FROM instrument i WHERE i.symbol = $1 AND i.enabled), '[]'::json) AS rows"""  # noqa: S608
+        FROM instrument i WHERE i.symbol = $1 AND i.enabled), '[]'::json)"""
 
-# The versions are checked once per distinct (dealer, client, symbol) of the group, not per row.
-# The group travels as one JSON array of rows (one array per quote, in the order of
-# `_quote_row`): the driver encodes one text parameter instead of 14 arrays, whose per-element
-# shape checks and character-by-character escaping of the jsonb[] hedge plans cost more than
-# pricing the quote. PostgreSQL parses the text once; every value keeps its exact text form
-# (decimals as strings, UTC times with microseconds) and the hedge plan stays the same jsonb.
-_INSERT_QUOTES = f"""
+# A quote is stored only if the facts it was priced on are still the current ones: if the epoch
+# they were read at is still the current epoch (migration 0016). The group travels as one JSON
+# array of rows (one array per quote, in the order of `_quote_row`): the driver encodes one
+# text parameter instead of 12 arrays, whose per-element shape checks and character-by-character
+# escaping of the jsonb[] hedge plans cost more than pricing the quote. PostgreSQL parses the
+# text once; every value keeps its exact text form (decimals as strings, UTC times with
+# microseconds) and the hedge plan stays the same jsonb.
+_INSERT_QUOTES = """
 WITH u AS (
     SELECT (r->>0)::uuid AS quote_id, (r->>1)::uuid AS dealer, (r->>2)::uuid AS client,
            r->>3 AS symbol, r->>4 AS side, (r->>5)::numeric AS quantity,
            (r->>6)::numeric AS bid, (r->>7)::numeric AS ask, r->8 AS plan,
            (r->>9)::timestamptz AS created_at, (r->>10)::timestamptz AS expire_at,
-           r->>11 AS dealer_version, r->>12 AS client_version, r->>13 AS rules_version
+           (r->>11)::bigint AS epoch
     FROM jsonb_array_elements($1::jsonb) AS r
-), unchanged AS (
-    SELECT k.* FROM (SELECT DISTINCT dealer, client, symbol, dealer_version, client_version,
-                                     rules_version FROM u) AS k
-    WHERE (SELECT {_DEALER_VERSION} FROM dealer d
-           WHERE d.dealer_account_id = k.dealer AND d.status = 'ACTIVE') = k.dealer_version
-      AND (SELECT {_CLIENT_VERSION} FROM trading_account ta
-           WHERE ta.trading_account_id = k.client AND ta.status = 'ACTIVE') = k.client_version
-      AND {_RULES_VERSION.format(symbol="k.symbol")} = k.rules_version
 ), written AS (
     INSERT INTO quote (quote_id, dealer_account_id, trading_account_id, symbol, order_side,
                        quantity, bid_price, ask_price, hedge_plan, status, created_at, expire_at)
     SELECT u.quote_id, u.dealer, u.client, u.symbol, u.side, u.quantity, u.bid, u.ask, u.plan,
            'OPEN', u.created_at, u.expire_at
-    FROM u JOIN unchanged USING (dealer, client, symbol, dealer_version, client_version,
-                               rules_version)
+    FROM u WHERE u.epoch = (SELECT epoch FROM quoting_epoch)
     RETURNING quote_id
 )
-SELECT u.quote_id FROM u WHERE u.quote_id NOT IN (SELECT quote_id FROM written)"""  # noqa: S608
+SELECT u.quote_id FROM u WHERE u.quote_id NOT IN (SELECT quote_id FROM written)"""
 
 MAX_ATTEMPTS = 3
 _ZERO = Decimal(0)
@@ -114,7 +94,7 @@ _ZERO = Decimal(0)
 class _Dealer:
     record: DealerRecord
     draining: frozenset[uuid.UUID]  # LPs being drained before an unlink: no new hedges there
-    version: str
+    epoch: int
     quoting: QuotingConfig
     # What every quote reads of the configuration, worked out once when the facts are read
     # (the pydantic configuration holds strings: converting them per quote was wasted work).
@@ -124,9 +104,9 @@ class _Dealer:
     bases: dict[str, str]  # the base asset of each quoted symbol
 
     @classmethod
-    def of(cls, record: DealerRecord, draining: frozenset[uuid.UUID], version: str) -> _Dealer:
+    def of(cls, record: DealerRecord, draining: frozenset[uuid.UUID], epoch: int) -> _Dealer:
         config = record.config
-        return cls(record, draining, version, quoting_config(config),
+        return cls(record, draining, epoch, quoting_config(config),
                    exposure_limits={asset: Decimal(limit) for asset, limit
                                     in config.max_unhedged_exposure.items()},
                    skewed=Decimal(config.inventory_skew_bps) != 0,
@@ -138,16 +118,16 @@ class _Dealer:
 class _Client:
     kind: str
     status: str
-    version: str
+    epoch: int
 
 
-_UNKNOWN = _Client("", "", "")  # not in the cache (None there is a known non-existent client)
+_UNKNOWN = _Client("", "", -1)  # not in the cache (None there is a known non-existent client)
 
 
 @dataclass(frozen=True, slots=True)
 class _Rules:
     rows: tuple[dict[str, Any], ...]
-    version: str
+    epoch: int
     by_venues: dict[frozenset[str], InstrumentRules | None] = field(
         default_factory=dict, compare=False)
 
@@ -161,8 +141,9 @@ class _Rules:
 
 @dataclass(slots=True)
 class QuotingCache:
-    """Quoting facts by id, each with the row versions it was read at (never trusted blindly:
-    the quote's INSERT re-checks the versions). Bounded: cleared when it grows past `limit`."""
+    """Quoting facts by id, each with the epoch it was read at (never trusted blindly: the
+    quote's INSERT checks that the epoch has not moved since). Bounded: cleared when it grows
+    past `limit`."""
 
     limit: int = 10_000
     dealers: dict[uuid.UUID, _Dealer] = field(default_factory=dict)
@@ -204,12 +185,11 @@ class _Priced(NamedTuple):
 
 
 class QuoteDraft(NamedTuple):
-    """A priced quote waiting to be written, with the versions of the facts it was priced on."""
+    """A priced quote waiting to be written, with the epoch of the facts it was priced on (the
+    oldest, when they were read at different epochs: then the write refuses it)."""
 
     record: QuoteRecord
-    dealer_version: str
-    client_version: str
-    rules_version: str
+    epoch: int
 
 
 class QuoteWriter:
@@ -329,8 +309,7 @@ def _quote_row(draft: QuoteDraft) -> list[Any]:
     return [q.quote_id, q.dealer_account_id, q.trading_account_id, q.symbol, q.order_side,
             str(q.quantity), None if q.bid_price is None else str(q.bid_price),
             None if q.ask_price is None else str(q.ask_price), q.hedge_plan,
-            _utc(q.created_at), _utc(q.expire_at), draft.dealer_version, draft.client_version,
-            draft.rules_version]
+            _utc(q.created_at), _utc(q.expire_at), draft.epoch]
 
 
 class Quoter:
@@ -380,19 +359,20 @@ class Quoter:
         return _Facts(dealer, client, rules, fresh=False)
 
     async def _load(self, cmd: QuoteCommand) -> _Facts:
+        # One snapshot: the facts and the epoch they belong to.
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                                    readonly=True):
+            epoch: int = await conn.fetchval(_LOAD_EPOCH)
             dealer_row = await conn.fetchrow(_LOAD_DEALER, cmd.dealer_account_id)
             client_row = await conn.fetchrow(_LOAD_CLIENT, cmd.trading_account_id)
-            rules_row = await conn.fetchrow(_LOAD_RULES, cmd.symbol)
+            rule_rows = await conn.fetchval(_LOAD_RULES, cmd.symbol)
         if dealer_row is None:
             raise ApiError(Errors.DEALER_NOT_FOUND)
-        assert rules_row is not None
         record = DealerRecord.from_row(dealer_row)
-        dealer = _Dealer.of(record, frozenset(dealer_row["draining"]), dealer_row["version"])
+        dealer = _Dealer.of(record, frozenset(dealer_row["draining"]), epoch)
         client = None if client_row is None else _Client(
-            client_row["kind"], client_row["status"], client_row["version"])
-        rules = _Rules(tuple(rules_row["rows"]), rules_row["version"])
+            client_row["kind"], client_row["status"], epoch)
+        rules = _Rules(tuple(rule_rows), epoch)
         self._cache.keep(cmd, dealer, client, rules)
         return _Facts(dealer, client, rules, fresh=True)
 
@@ -459,7 +439,7 @@ class Quoter:
                 ask_price=None if ask is None else ask.price,
                 hedge_plan=stored_plan(quote, rules.lot_size), status="OPEN", created_at=now,
                 expire_at=now + cached.ttl, filled_order_id=None),
-            cached.version, client.version, facts.rules.version)
+            min(cached.epoch, client.epoch, facts.rules.epoch))
 
 
 class _QuoteIds:

@@ -159,3 +159,70 @@ async def test_quotes_answer_an_outage_then_recover_when_connections_are_cut(
     stored = await conn.fetchval("SELECT count(*) FROM quote WHERE quote_id = ANY($1::uuid[])",
                                  [q["quoteId"] for q in quotes])
     assert stored == 3
+
+
+async def _epoch(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT epoch FROM quoting_epoch"))
+
+
+async def test_the_quoting_epoch_moves_with_every_quoting_fact_and_only_with_them(
+        client: Client, conn: asyncpg.Connection) -> None:
+    desk = await make_desk(client)
+    dealer, lp, client_id = (uuid.UUID(desk.dealer), uuid.UUID(desk.lps[0]),
+                             uuid.UUID(desk.client))
+    moves = [
+        ("UPDATE dealer SET config = config WHERE dealer_account_id = $1", dealer),
+        ("UPDATE dealer_link SET draining = true WHERE trading_account_id = $1", lp),
+        ("DELETE FROM dealer_link WHERE trading_account_id = $1", lp),
+        ("UPDATE trading_account SET status = 'INACTIVE' WHERE trading_account_id = $1",
+         client_id),
+        ("UPDATE trading_account SET kind = 'DEALER', venue = 'FERMATA' "
+         "WHERE trading_account_id = $1", lp),
+        ("UPDATE instrument SET tick_size = tick_size * 10 WHERE symbol = 'BTC/USDT' "
+         "AND venue = $1", "BINANCE"),
+        ("UPDATE instrument SET enabled = false WHERE venue = $1", "OKX"),
+        ("DELETE FROM instrument WHERE venue = $1", "BYBIT"),
+    ]
+    for statement, arg in moves:
+        before = await _epoch(conn)
+        assert (await conn.execute(statement, arg)).split()[-1] != "0", statement
+        assert await _epoch(conn) == before + 1, statement
+
+    # What no quote reads leaves it: a nickname, an instrument sync that changes no rule.
+    before = await _epoch(conn)
+    await conn.execute("UPDATE trading_account SET nickname = 'renamed', updated_at = now() "
+                       "WHERE trading_account_id = $1", client_id)
+    await conn.execute("UPDATE instrument SET synced_at = now(), updated_at = now()")
+    assert await _epoch(conn) == before
+
+    # One transaction moves it once, however many facts it changes; a rolled back one, never.
+    async with conn.transaction():
+        await conn.execute("UPDATE trading_account SET status = 'ACTIVE'")
+        await conn.execute("UPDATE dealer SET config = config")
+    assert await _epoch(conn) == before + 1
+    transaction = conn.transaction()
+    await transaction.start()
+    await conn.execute("UPDATE dealer SET config = config")
+    await transaction.rollback()
+    assert await _epoch(conn) == before + 1
+
+
+async def test_a_new_client_is_quoted_once_created_after_a_refusal(
+        client: Client, conn: asyncpg.Connection) -> None:
+    desk = await make_desk(client)
+    await request_quote(client, desk, orderSide="BUY", quantity="0.1")
+    # An id the cache has learnt to be no client, then created straight in the database.
+    unknown = uuid.uuid4()
+    status, body = await post(client, QUOTE, {**quote_body(desk, orderSide="BUY",
+                                                           quantity="0.1"),
+                                              "tradingAccountId": str(unknown)})
+    assert_error(body, Errors.CLIENT_NOT_FOUND.errno)
+    await conn.execute(
+        """INSERT INTO trading_account (trading_account_id, venue, kind,
+               external_trading_account_id, account_type, external_account_type, status,
+               created_at, updated_at)
+           VALUES ($1, 'FERMATA', 'CLIENT', $2, 'CLIENT', 'CLIENT', 'ACTIVE', now(), now())""",
+        unknown, str(unknown))
+    quote = await request_quote(client, desk, orderSide="BUY", quantity="0.1",
+                                tradingAccountId=str(unknown))
+    assert quote["tradingAccountId"] == str(unknown)

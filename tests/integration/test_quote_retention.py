@@ -19,7 +19,10 @@ async def test_old_expired_quotes_no_order_refers_to_are_purged(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client, quote_retention_hours=24)
+    # The expiry job must not run during the test: its first run reads every quote, and would
+    # expire the quote left OPEN below (made to look 25 hours old) on a slow machine.
+    app, client = await app_client(settings, secrets, aiohttp_client, quote_retention_hours=24,
+                                   quote_expiry_ms=60_000)
     assert app[SCHEDULER].get_job("quote_purge") is not None
     desk = await make_desk(client)
     quotes = {name: await request_quote(client, desk, orderSide="BUY", quantity="0.1")

@@ -18,11 +18,11 @@ from dealer.services.rfq import QuoteRecord
 
 def _draft(quote_id: uuid.UUID) -> QuoteDraft:
     now = dt.datetime.now(dt.UTC)
-    # A dealer that does not exist: its facts never match, so nothing is written.
+    # Priced on facts of an epoch that never was: nothing is written.
     record = QuoteRecord(quote_id, uuid.uuid4(), uuid.uuid4(), "BTC/USDT", "BUY", Decimal("0.1"),
                          None, Decimal(65000), {}, "OPEN", now, now + dt.timedelta(seconds=5),
                          None)
-    return QuoteDraft(record, "stale", "stale", "stale")
+    return QuoteDraft(record, epoch=-1)
 
 
 async def test_stopping_answers_every_queued_quote_first(dsn: str) -> None:
