@@ -206,9 +206,13 @@ class QuoteWriter:
         self._drained: asyncio.Future[None] | None = None  # `stop` waits on it
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # Kept from `start`: on Python 3.11, asyncio.get_running_loop() makes a getpid() system
+        # call, and `submit` runs for every quote.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="quote-writer")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="quote-writer")
 
     async def stop(self) -> None:
         """Write what is queued, then stop."""
@@ -226,9 +230,9 @@ class QuoteWriter:
     def submit(self, draft: QuoteDraft) -> asyncio.Future[bool]:
         """Queue a quote; the future answers True once it is committed, False when its facts
         changed (nothing written)."""
-        if self._task is None or self._closing or self._task.done():
+        if self._task is None or self._closing or self._task.done() or self._loop is None:
             raise ApiError(Errors.SERVICE_UNAVAILABLE, "The daemon is stopping")
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[bool] = self._loop.create_future()
         self._waiting.append((draft, done))
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
