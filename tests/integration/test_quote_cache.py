@@ -1,6 +1,7 @@
 """The quote path caches quoting facts (dealer, client, instrument rules) in memory; a change made
-on another replica, or straight in the database, is never quoted past: the quote's INSERT
-re-checks the facts' row versions, and refusals are only answered on freshly read facts."""
+on another replica, or straight in the database, is never quoted past: the quote's INSERT checks
+that the quoting epoch the facts were read at has not moved, and refusals are only answered on
+freshly read facts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import pytest
 
 from dealer.app import create_app
 from dealer.errors import Errors
@@ -171,52 +173,104 @@ async def test_the_quoting_epoch_moves_with_every_quoting_fact_and_only_with_the
     dealer, lp, client_id = (uuid.UUID(desk.dealer), uuid.UUID(desk.lps[0]),
                              uuid.UUID(desk.client))
     moves = [
-        ("UPDATE dealer SET config = config WHERE dealer_account_id = $1", dealer),
+        ("UPDATE dealer SET config = jsonb_set(config, '{spreadBps}', '\"25\"') "
+         "WHERE dealer_account_id = $1", dealer),
+        ("UPDATE dealer SET status = 'PAUSED', pause_reason = 'test' "
+         "WHERE dealer_account_id = $1", dealer),
         ("UPDATE dealer_link SET draining = true WHERE trading_account_id = $1", lp),
         ("DELETE FROM dealer_link WHERE trading_account_id = $1", lp),
+        ("INSERT INTO dealer_link (dealer_account_id, trading_account_id, linked_at) "
+         "SELECT $1, $2, now()", (dealer, lp)),
         ("UPDATE trading_account SET status = 'INACTIVE' WHERE trading_account_id = $1",
          client_id),
         ("UPDATE trading_account SET kind = 'DEALER', venue = 'FERMATA' "
          "WHERE trading_account_id = $1", lp),
         ("UPDATE instrument SET tick_size = tick_size * 10 WHERE symbol = 'BTC/USDT' "
          "AND venue = $1", "BINANCE"),
+        # The same tick written with another scale is another rule for the hedge plan's text.
+        ("UPDATE instrument SET lot_size = lot_size::numeric(30, 12) WHERE symbol = 'BTC/USDT' "
+         "AND venue = $1", "BINANCE"),
         ("UPDATE instrument SET enabled = false WHERE venue = $1", "OKX"),
+        ("INSERT INTO instrument (instrument_id, venue, symbol, external_symbol, base_asset, "
+         "quote_asset, tick_size, lot_size, min_quantity, min_notional, venue_status, synced_at, "
+         "created_at, updated_at) SELECT 'KRAKEN:BTC/USDT', $1, 'BTC/USDT', 'XBTUSDT', 'BTC', "
+         "'USDT', 0.1, 0.0001, 0.0001, 5, 'ACTIVE', now(), now(), now()", "KRAKEN"),
         ("DELETE FROM instrument WHERE venue = $1", "BYBIT"),
+        ("TRUNCATE dealer_link", None),
     ]
     for statement, arg in moves:
         before = await _epoch(conn)
-        assert (await conn.execute(statement, arg)).split()[-1] != "0", statement
+        args = arg if isinstance(arg, tuple) else () if arg is None else (arg,)
+        done = await conn.execute(statement, *args)
+        assert done == "TRUNCATE TABLE" or done.split()[-1] != "0", statement
         assert await _epoch(conn) == before + 1, statement
 
-    # What no quote reads leaves it: a nickname, an instrument sync that changes no rule.
+    # What no quote reads leaves it: a rename, a nickname, an instrument sync that changes no
+    # rule (the sync's own upsert, which writes every rule again).
     before = await _epoch(conn)
+    await conn.execute("UPDATE dealer SET updated_at = now() WHERE dealer_account_id = $1",
+                       dealer)
     await conn.execute("UPDATE trading_account SET nickname = 'renamed', updated_at = now() "
                        "WHERE trading_account_id = $1", client_id)
-    await conn.execute("UPDATE instrument SET synced_at = now(), updated_at = now()")
+    await conn.execute(
+        """INSERT INTO instrument SELECT * FROM instrument
+           ON CONFLICT (instrument_id) DO UPDATE SET
+               external_symbol = EXCLUDED.external_symbol, tick_size = EXCLUDED.tick_size,
+               lot_size = EXCLUDED.lot_size, min_quantity = EXCLUDED.min_quantity,
+               max_quantity = EXCLUDED.max_quantity, min_notional = EXCLUDED.min_notional,
+               venue_status = EXCLUDED.venue_status, synced_at = now(), updated_at = now()""")
     assert await _epoch(conn) == before
 
-    # One transaction moves it once, however many facts it changes; a rolled back one, never.
-    async with conn.transaction():
-        await conn.execute("UPDATE trading_account SET status = 'ACTIVE'")
-        await conn.execute("UPDATE dealer SET config = config")
-    assert await _epoch(conn) == before + 1
-    transaction = conn.transaction()
-    await transaction.start()
-    await conn.execute("UPDATE dealer SET config = config")
-    await transaction.rollback()
-    assert await _epoch(conn) == before + 1
+
+async def test_a_transaction_moves_the_quoting_epoch_once_and_at_its_commit(
+        dsn: str, conn: asyncpg.Connection) -> None:
+    other = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            """INSERT INTO instrument (instrument_id, venue, symbol, external_symbol, base_asset,
+                   quote_asset, tick_size, lot_size, min_quantity, min_notional, venue_status,
+                   synced_at, created_at, updated_at)
+               SELECT v || ':BTC/USDT', v, 'BTC/USDT', 'BTCUSDT', 'BTC', 'USDT', 0.01, 0.00001,
+                      0.00001, 5, 'ACTIVE', now(), now(), now()
+               FROM unnest(ARRAY['BINANCE', 'OKX']) AS v""")
+        before = await _epoch(conn)
+        async with conn.transaction():
+            await conn.execute("UPDATE instrument SET enabled = NOT enabled")
+            await conn.execute("UPDATE instrument SET enabled = NOT enabled")
+            assert await _epoch(other) == before  # nothing seen before the commit
+        assert await _epoch(conn) == before + 1
+
+        # A change undone by a savepoint's rollback does not move it.
+        async with conn.transaction():
+            savepoint = conn.transaction()
+            await savepoint.start()
+            await conn.execute("UPDATE instrument SET tick_size = tick_size * 10")
+            await savepoint.rollback()
+        assert await _epoch(conn) == before + 1
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute("UPDATE instrument SET tick_size = tick_size * 10")
+        await transaction.rollback()
+        assert await _epoch(conn) == before + 1
+
+        with pytest.raises(asyncpg.RaiseError):
+            await conn.execute("DELETE FROM quoting_epoch")
+    finally:
+        await other.close()
 
 
-async def test_a_new_client_is_quoted_once_created_after_a_refusal(
+async def test_a_client_created_after_a_refusal_is_quoted(
         client: Client, conn: asyncpg.Connection) -> None:
     desk = await make_desk(client)
     await request_quote(client, desk, orderSide="BUY", quantity="0.1")
-    # An id the cache has learnt to be no client, then created straight in the database.
+    # An id the cache has learnt to be no client, then created straight in the database (which
+    # leaves the epoch: a refusal on cached facts is always worked out again on fresh ones).
     unknown = uuid.uuid4()
     status, body = await post(client, QUOTE, {**quote_body(desk, orderSide="BUY",
                                                            quantity="0.1"),
                                               "tradingAccountId": str(unknown)})
     assert_error(body, Errors.CLIENT_NOT_FOUND.errno)
+    assert status >= 400, body
     await conn.execute(
         """INSERT INTO trading_account (trading_account_id, venue, kind,
                external_trading_account_id, account_type, external_account_type, status,
