@@ -326,13 +326,19 @@ class Quoter:
         self._writer = writer
         self._cache = cache if cache is not None else QuotingCache()
         self._ids = _QuoteIds()
+        # Reads of facts in progress, by (dealer, client, symbol), with the loop time each began.
+        self._reads: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[float, asyncio.Task[_Facts]]] = {}
+        self.reads_started = 0  # for tests and the curious: how many reads went to the database
 
     async def request_quote(self, cmd: QuoteCommand, now: dt.datetime) -> QuoteRecord:
         """Price and store a firm quote (refusals are explicit ApiErrors, nothing written)."""
+        loop = asyncio.get_running_loop()
         facts = self._cached(cmd)
+        since = loop.time()  # a read of facts this request may share began after this
+        stale: int | None = None  # the epoch of facts a write refused
         for _ in range(MAX_ATTEMPTS):
             if facts is None:
-                facts = await self._load(cmd)
+                facts = await self._load(cmd, since, stale)
             try:
                 priced = self._check(facts, cmd, now)
                 exposure = _ZERO
@@ -350,6 +356,7 @@ class Quoter:
                 return draft.record
             self._cache.forget(cmd)  # changed since read: read again, price again
             facts = None
+            stale = draft.epoch
         raise ApiError(Errors.SERVICE_UNAVAILABLE,
                        "The dealer's configuration kept changing while quoting; retry")
 
@@ -362,7 +369,42 @@ class Quoter:
             return None
         return _Facts(dealer, client, rules, fresh=False)
 
-    async def _load(self, cmd: QuoteCommand) -> _Facts:
+    async def _load(self, cmd: QuoteCommand, since: float, stale: int | None) -> _Facts:
+        """The facts read afresh. Requests that need the same facts at once share one read (an
+        epoch move sends every quote in flight back for its facts). A read serves a request if
+        it began after `since` (when the request came: a refusal stands on facts read since),
+        and, after a write refused facts of epoch `stale`, if it saw a later epoch."""
+        key = (cmd.dealer_account_id, cmd.trading_account_id, cmd.symbol)
+        current = self._reads.get(key)
+        if current is None or current[0] < since:
+            current = self._start_read(key, cmd)
+        # Shielded: a request that stops waiting leaves the read to the others.
+        facts = await asyncio.shield(current[1])
+        if stale is not None and facts.dealer.epoch <= stale:
+            # That read began before the change that refused this quote: one that began since.
+            newer = self._reads.get(key)
+            current = newer if newer is not None and newer is not current \
+                else self._start_read(key, cmd)
+            facts = await asyncio.shield(current[1])
+        return facts
+
+    def _start_read(self, key: tuple[uuid.UUID, uuid.UUID, str],
+                    cmd: QuoteCommand) -> tuple[float, asyncio.Task[_Facts]]:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._read(cmd))
+        started = self._reads[key] = (loop.time(), task)
+        self.reads_started += 1
+
+        def done(finished: asyncio.Task[_Facts]) -> None:
+            if self._reads.get(key) is started:
+                del self._reads[key]
+            if not finished.cancelled():
+                finished.exception()  # seen, even when every request stopped waiting
+
+        task.add_done_callback(done)
+        return started
+
+    async def _read(self, cmd: QuoteCommand) -> _Facts:
         # One snapshot: the facts and the epoch they belong to.
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                                    readonly=True):

@@ -14,11 +14,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from dealer.api.rfq import QuoteRequestBody
 from dealer.app import create_app
+from dealer.appkeys import CLOCK, QUOTER
 from dealer.errors import Errors
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import assert_error
-from tests.desk import QUOTE, Desk, make_desk, quote_body, request_quote
+from tests.desk import QUOTE, Desk, app_client, make_desk, quote_body, request_quote
 from tests.helpers import Client, eventually, post
 
 VENUES = ("BINANCE", "OKX", "BYBIT")
@@ -280,3 +282,27 @@ async def test_a_client_created_after_a_refusal_is_quoted(
     quote = await request_quote(client, desk, orderSide="BUY", quantity="0.1",
                                 tradingAccountId=str(unknown))
     assert quote["tradingAccountId"] == str(unknown)
+
+
+async def test_quotes_sent_back_for_their_facts_together_share_one_read(
+        settings: Settings, secrets: DaemonSecrets, aiohttp_client: Any,
+        conn: asyncpg.Connection) -> None:
+    app, client = await app_client(settings, secrets, aiohttp_client)
+    desk = await make_desk(client)
+    quoter = app[QUOTER]
+    await request_quote(client, desk, orderSide="BUY", quantity="0.1")  # facts cached
+    started = quoter.reads_started
+    # The epoch moves behind the cache's back: every quote of the next group is refused by
+    # its INSERT and goes back for the same facts at once.
+    await conn.execute("UPDATE dealer SET config = jsonb_set(config, '{spreadBps}', '\"12\"') "
+                       "WHERE dealer_account_id = $1::uuid", desk.dealer)
+    # Asked together in-process, so priced together on the cached facts and written in one group.
+    commands = [QuoteRequestBody.model_validate(quote_body(
+        desk, orderSide="SELL", quantity=f"0.{n}")).command for n in range(1, 10)]
+    now = app[CLOCK]()
+    quotes = await asyncio.gather(*(quoter.request_quote(cmd, now) for cmd in commands))
+    assert len({q.quote_id for q in quotes}) == 9
+    assert quoter.reads_started - started == 1
+    stored = await conn.fetchval("SELECT count(*) FROM quote WHERE quote_id = ANY($1::uuid[])",
+                                 [q.quote_id for q in quotes])
+    assert stored == 9
