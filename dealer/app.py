@@ -220,10 +220,11 @@ async def quoting_ctx(app: web.Application) -> AsyncIterator[None]:
     """The quote path: cached quoting facts and the group writer of quotes."""
     writer = QuoteWriter(app[POOL])
     writer.start()
-    app[QUOTER] = Quoter(app[POOL], app[MARKET_DATA], writer)
+    app[QUOTER] = quoter = Quoter(app[POOL], app[MARKET_DATA], writer)
     try:
         yield
     finally:
+        await quoter.close()
         await writer.stop()
 
 

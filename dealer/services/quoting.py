@@ -326,15 +326,23 @@ class Quoter:
         self._writer = writer
         self._cache = cache if cache is not None else QuotingCache()
         self._ids = _QuoteIds()
-        # Reads of facts in progress, by (dealer, client, symbol), with the loop time each began.
-        self._reads: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[float, asyncio.Task[_Facts]]] = {}
-        self.reads_started = 0  # for tests and the curious: how many reads went to the database
+        # Reads of facts in progress, by (dealer, client, symbol), each with its number: reads
+        # are numbered as they begin, so one numbered above what a request saw on arrival began
+        # after it came (exact, where two clock readings can be equal).
+        self._reads: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[int, asyncio.Task[_Facts]]] = {}
+        self.reads_started = 0
+
+    async def close(self) -> None:
+        """Cancel the reads still in progress (each holds a pooled connection)."""
+        reads = [task for _, task in self._reads.values()]
+        for task in reads:
+            task.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
 
     async def request_quote(self, cmd: QuoteCommand, now: dt.datetime) -> QuoteRecord:
         """Price and store a firm quote (refusals are explicit ApiErrors, nothing written)."""
-        loop = asyncio.get_running_loop()
         facts = self._cached(cmd)
-        since = loop.time()  # a read of facts this request may share began after this
+        since = self.reads_started  # a read of facts this request may share began after this
         stale: int | None = None  # the epoch of facts a write refused
         for _ in range(MAX_ATTEMPTS):
             if facts is None:
@@ -369,14 +377,15 @@ class Quoter:
             return None
         return _Facts(dealer, client, rules, fresh=False)
 
-    async def _load(self, cmd: QuoteCommand, since: float, stale: int | None) -> _Facts:
+    async def _load(self, cmd: QuoteCommand, since: int, stale: int | None) -> _Facts:
         """The facts read afresh. Requests that need the same facts at once share one read (an
-        epoch move sends every quote in flight back for its facts). A read serves a request if
-        it began after `since` (when the request came: a refusal stands on facts read since),
-        and, after a write refused facts of epoch `stale`, if it saw a later epoch."""
+        epoch move sends the quotes in flight back for their facts together). A read serves a
+        request if it began after the request came (numbered above `since`: a refusal stands on
+        facts read since), and, after a write refused facts of epoch `stale`, if it saw a later
+        epoch."""
         key = (cmd.dealer_account_id, cmd.trading_account_id, cmd.symbol)
         current = self._reads.get(key)
-        if current is None or current[0] < since:
+        if current is None or current[0] <= since:
             current = self._start_read(key, cmd)
         # Shielded: a request that stops waiting leaves the read to the others.
         facts = await asyncio.shield(current[1])
@@ -389,11 +398,10 @@ class Quoter:
         return facts
 
     def _start_read(self, key: tuple[uuid.UUID, uuid.UUID, str],
-                    cmd: QuoteCommand) -> tuple[float, asyncio.Task[_Facts]]:
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self._read(cmd))
-        started = self._reads[key] = (loop.time(), task)
+                    cmd: QuoteCommand) -> tuple[int, asyncio.Task[_Facts]]:
         self.reads_started += 1
+        task = asyncio.get_running_loop().create_task(self._read(cmd))
+        started = self._reads[key] = (self.reads_started, task)
 
         def done(finished: asyncio.Task[_Facts]) -> None:
             if self._reads.get(key) is started:
