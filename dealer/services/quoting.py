@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import os
@@ -400,7 +401,10 @@ class Quoter:
     def _start_read(self, key: tuple[uuid.UUID, uuid.UUID, str],
                     cmd: QuoteCommand) -> tuple[int, asyncio.Task[_Facts]]:
         self.reads_started += 1
-        task = asyncio.get_running_loop().create_task(self._read(cmd))
+        # In a context of its own: the read serves every request sharing it, so its log lines
+        # carry none of the first one's ids.
+        task = asyncio.get_running_loop().create_task(self._read(cmd),
+                                                      context=contextvars.Context())
         started = self._reads[key] = (self.reads_started, task)
 
         def done(finished: asyncio.Task[_Facts]) -> None:
