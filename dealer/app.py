@@ -220,7 +220,8 @@ async def quoting_ctx(app: web.Application) -> AsyncIterator[None]:
     """The quote path: cached quoting facts and the group writer of quotes."""
     writer = QuoteWriter(app[POOL])
     writer.start()
-    app[QUOTER] = quoter = Quoter(app[POOL], app[MARKET_DATA], writer)
+    app[QUOTER] = quoter = Quoter(app[POOL], app[MARKET_DATA], writer,
+                                  on_read=app[METRICS].quote_fact_reads.inc)
     try:
         yield
     finally:

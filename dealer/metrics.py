@@ -166,6 +166,10 @@ class Metrics:
             "dealer_quote_duration_seconds", "Time to price and store a quote",
             buckets=HTTP_BUCKETS, registry=r)
         self._quote_timing = _Timing(self.quote_latency)
+        self.quote_fact_reads = Counter(
+            "dealer_quote_fact_reads_total", "Reads of quoting facts (dealer, client, instrument "
+            "rules) from the database: facts not cached yet, or changed (the quoting epoch "
+            "moved); requests needing the same facts at once share one read", registry=r)
         self.quotes_purged = Counter(
             "dealer_quotes_purged_total", "EXPIRED quotes deleted by the retention "
             "(DEALER_QUOTE_RETENTION_HOURS)", registry=r)

@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -321,8 +322,10 @@ class Quoter:
     """Request a firm quote: the use case behind `POST /api/v3/fermata/quote/request`."""
 
     def __init__(self, pool: asyncpg.Pool, market_data: MarketDataService,
-                 writer: QuoteWriter, cache: QuotingCache | None = None) -> None:
+                 writer: QuoteWriter, cache: QuotingCache | None = None, *,
+                 on_read: Callable[[], None] | None = None) -> None:
         self._pool = pool
+        self._on_read = on_read  # hears each read of facts that goes to the database
         self._market_data = market_data
         self._writer = writer
         self._cache = cache if cache is not None else QuotingCache()
@@ -401,6 +404,8 @@ class Quoter:
     def _start_read(self, key: tuple[uuid.UUID, uuid.UUID, str],
                     cmd: QuoteCommand) -> tuple[int, asyncio.Task[_Facts]]:
         self.reads_started += 1
+        if self._on_read is not None:
+            self._on_read()
         # In a context of its own: the read serves every request sharing it, so its log lines
         # carry none of the first one's ids.
         task = asyncio.get_running_loop().create_task(self._read(cmd),

@@ -20,7 +20,15 @@ from dealer.appkeys import CLOCK, QUOTER
 from dealer.errors import Errors
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import assert_error
-from tests.desk import QUOTE, Desk, app_client, make_desk, quote_body, request_quote
+from tests.desk import (
+    QUOTE,
+    Desk,
+    app_client,
+    make_desk,
+    metric_value,
+    quote_body,
+    request_quote,
+)
 from tests.helpers import Client, eventually, post
 
 VENUES = ("BINANCE", "OKX", "BYBIT")
@@ -292,6 +300,7 @@ async def test_quotes_sent_back_for_their_facts_together_share_one_read(
     quoter = app[QUOTER]
     await request_quote(client, desk, orderSide="BUY", quantity="0.1")  # facts cached
     started = quoter.reads_started
+    counted = await metric_value(client, "dealer_quote_fact_reads_total ")
     # The epoch moves behind the cache's back: every quote of the next group is refused by
     # its INSERT and goes back for the same facts at once.
     await conn.execute("UPDATE dealer SET config = jsonb_set(config, '{spreadBps}', '\"12\"') "
@@ -303,6 +312,7 @@ async def test_quotes_sent_back_for_their_facts_together_share_one_read(
     quotes = await asyncio.gather(*(quoter.request_quote(cmd, now) for cmd in commands))
     assert len({q.quote_id for q in quotes}) == 9
     assert quoter.reads_started - started == 1
+    assert await metric_value(client, "dealer_quote_fact_reads_total ") == counted + 1
     stored = await conn.fetchval("SELECT count(*) FROM quote WHERE quote_id = ANY($1::uuid[])",
                                  [q.quote_id for q in quotes])
     assert stored == 9
