@@ -64,3 +64,28 @@ async def test_the_open_loop_schedule_never_asks_for_a_wait_under_the_timer_reso
     assert min(waits) >= TIMER_RESOLUTION_S
     # Every request went out at or after its scheduled time, in bursts of those due.
     assert len(waits) < 500
+
+
+def _step(rate: float, p99_ms: float) -> dict[str, object]:
+    return {"rate": rate, "scheduled": 100, "ok": 100, "unanswered": 0, "p99_ms": p99_ms,
+            "throughput": rate}
+
+
+def test_the_rfq_search_doubles_while_sustained_then_bisects_to_within_five_percent() -> None:
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from bench.rfq import MaxSearch, Target
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    search = MaxSearch(Target("quote", "http://127.0.0.1/", ["{}"], {}), 100.0)
+    capacity = 1000.0  # steps up to this rate keep the p99 within the SLO
+    rates = []
+    while not search.done:
+        rates.append(search.rate)
+        search.record(_step(search.rate, 5.0 if search.rate <= capacity else 500.0), 100.0)
+    assert rates == [100, 200, 400, 800, 1600, 1200, 1000, 1100, 1050]
+    result = search.result()
+    assert result.best is not None
+    assert result.best["rate"] == 1000
+    assert result.failed is not None
+    assert result.failed["rate"] == 1050
