@@ -29,6 +29,11 @@ Method.
 - At half the quote maximum the endpoint runs `--half-repeats` (3) steps of `--half-seconds`
   (5 s), each after the server settled; the summary prints each and the median p99 (one stall
   of the machine decides the p99 of a single 5 s step).
+- CPU: for each target's best step and the first half-maximum run, the summary prints the cores
+  busy and the CPU time per answered request of the servers' process (the daemon's background
+  work included, also while the bare handler is measured), of the generator and of PostgreSQL,
+  from /proc (Linux), over the step and its drain. They say where the two cores went, and so
+  why the ratio is what it is.
 - The generator paces its sends with waits of at least a millisecond (shorter ones spin on
   uvloop), and runs each step with its garbage collector paused (a full collection of its heap
   stalls it for tens of milliseconds): its own pauses would be counted against the server.
@@ -54,13 +59,14 @@ import contextlib
 import json
 import logging
 import math
+import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -95,6 +101,69 @@ BARE_PATH = "/bare"
 BARE_ENVELOPE = json.dumps({"data": {"ok": True}, "success": True, "errno": 0,
                             "error": None}).encode()
 DRAIN_S = 1.0
+
+
+# ---------------------------------------------------------------- CPU time per request
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (None: gone, or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds used by each party of a run: the servers (this process), the generator, and
+    PostgreSQL (its postmaster, the backends alive and those that ended: a reaped child's time
+    is added to its parent's). Read from /proc, so Linux only; elsewhere `snapshot` is None."""
+
+    def __init__(self, server_pid: int, generator_pid: int, postmaster_pid: int | None) -> None:
+        self._server = server_pid
+        self._generator = generator_pid
+        self._postmaster = postmaster_pid
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def snapshot(self) -> dict[str, float] | None:
+        server, generator = _stat_fields(self._server), _stat_fields(self._generator)
+        if server is None or generator is None:
+            return None
+        ticks = {"server": _own_ticks(server), "generator": _own_ticks(generator)}
+        if self._postmaster is not None:
+            postmaster = _stat_fields(self._postmaster)
+            if postmaster is not None:
+                ticks["postgres"] = (_own_ticks(postmaster) + _reaped_ticks(postmaster)
+                                     + sum(_own_ticks(fields) for fields
+                                           in _children(self._postmaster)))
+        return {party: count / self._tick for party, count in ticks.items()}
+
+
+def _own_ticks(fields: list[str]) -> int:
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def _reaped_ticks(fields: list[str]) -> int:
+    return int(fields[13]) + int(fields[14])  # cutime, cstime
+
+
+def _children(parent: int) -> Iterable[list[str]]:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None and int(fields[1]) == parent:
+                yield fields
+
+
+def cpu_used(before: dict[str, float] | None, after: dict[str, float] | None,
+             wall_s: float) -> dict[str, Any] | None:
+    """What each party used between two snapshots `wall_s` apart: CPU seconds, and cores."""
+    if before is None or after is None or wall_s <= 0:
+        return None
+    seconds = {party: after[party] - before[party] for party in after if party in before}
+    return {"wall_s": wall_s, "seconds": seconds,
+            "cores": {party: used / wall_s for party, used in seconds.items()}}
 
 
 # ---------------------------------------------------------------- the generator (subprocess)
@@ -183,18 +252,21 @@ async def generator_main() -> None:
 class Generator:
     """The load generator's subprocess, driven step by step."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, connections: int) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, connections: int,
+                 meter: CpuMeter) -> None:
         self._proc = proc
         self._connections = connections
+        self._meter = meter
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def started(cls, connections: int, event_loop: str) -> AsyncIterator[Generator]:
+    async def started(cls, connections: int, event_loop: str,
+                      postmaster_pid: int | None = None) -> AsyncIterator[Generator]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, SCRIPT, "--generator", "--event-loop", event_loop,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         try:
-            yield cls(proc, connections)
+            yield cls(proc, connections, CpuMeter(os.getpid(), proc.pid, postmaster_pid))
         finally:
             if proc.returncode is None:
                 assert proc.stdin is not None
@@ -212,12 +284,16 @@ class Generator:
         assert self._proc.stdout is not None
         cmd = {"url": target.url, "bodies": target.bodies, "headers": target.headers,
                "rate": rate, "seconds": seconds, "connections": self._connections}
+        before, started = self._meter.snapshot(), time.monotonic()
         self._proc.stdin.write((json.dumps(cmd) + "\n").encode())
         await self._proc.stdin.drain()
         line = await self._proc.stdout.readline()
         if not line:
             raise RuntimeError("the load generator exited")
         result: dict[str, Any] = json.loads(line)
+        # From the command to the answer: the step's drain included, the generator's set-up of
+        # its session too (small against thousands of requests).
+        result["cpu"] = cpu_used(before, self._meter.snapshot(), time.monotonic() - started)
         return result
 
 
@@ -376,7 +452,8 @@ async def run(args: argparse.Namespace) -> None:
                                 secrets_key=SECRETS_KEY, log_level="WARNING")
             app = create_app(settings, DaemonSecrets(JWT_SECRET, SECRETS_KEY))
             async with serving(app) as base, serving(bare_app()) as bare_base, \
-                    Generator.started(args.connections, args.event_loop) as gen:
+                    Generator.started(args.connections, args.event_loop,
+                                      server.get_pid()) as gen:
                 admin = {"Authorization": f"Bearer {mint_token(JWT_SECRET, Role.ADMIN)}"}
                 dealer, client = await setup_desk(base, admin)
                 freeze_startup_heap()  # as `dealerd run` does once it serves
@@ -432,6 +509,8 @@ def _summary(quote: Search, bare: Search, halves: list[dict[str, Any]], slo_ms: 
         print(f"  {label:<15} max {best['throughput']:8.0f} req/s   at that rate: p50 "
               f"{best['p50_ms']:.2f} ms, p99 {best['p99_ms']:.2f} ms   limit: "
               f"{search.limit(slo_ms)}")
+        if best.get("cpu"):
+            print(f"  {'':<15} CPU there: {_cpu(best)}")
     if quote.best is not None and bare.best is not None:
         ratio = quote.best["throughput"] / bare.best["throughput"]
         print(f"  throughput ratio quote/bare: {ratio:.3f}")
@@ -442,6 +521,20 @@ def _summary(quote: Search, bare: Search, halves: list[dict[str, Any]], slo_ms: 
         print(f"  quote endpoint at half max ({halves[0]['rate']:.0f} req/s, {len(halves)} runs "
               f"of {halves[0]['seconds']:g} s): {runs}")
         print(f"  p99 at half max, median of the runs: {median_p99:.2f} ms")
+        if halves[0].get("cpu"):
+            print(f"  CPU at half max (first run): {_cpu(halves[0])}")
+
+
+_PARTIES = {"server": "servers' process", "generator": "generator", "postgres": "PostgreSQL"}
+
+
+def _cpu(step: dict[str, Any]) -> str:
+    """Cores busy by party, and CPU per answered request (which includes each party's fixed
+    background work, so it is larger at low rates)."""
+    cpu, answered = step["cpu"], max(1, step["ok"])
+    return ", ".join(f"{_PARTIES.get(party, party)} {cpu['cores'][party]:.2f} cores "
+                     f"({used * 1e6 / answered:.0f} µs a request)"
+                     for party, used in cpu["seconds"].items())
 
 
 def main() -> None:

@@ -5,10 +5,12 @@ a script's folder comes first on sys.path there, where bench/pricing.py could sh
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -71,13 +73,18 @@ def _step(rate: float, p99_ms: float) -> dict[str, object]:
             "throughput": rate}
 
 
-def test_the_rfq_search_doubles_while_sustained_then_bisects_to_within_five_percent() -> None:
+def _bench_rfq() -> ModuleType:
     sys.path.insert(0, str(BENCH.parent))
     try:
-        from bench.rfq import MaxSearch, Target
+        import bench.rfq
     finally:
         sys.path.remove(str(BENCH.parent))
-    search = MaxSearch(Target("quote", "http://127.0.0.1/", ["{}"], {}), 100.0)
+    return bench.rfq
+
+
+def test_the_rfq_search_doubles_while_sustained_then_bisects_to_within_five_percent() -> None:
+    rfq = _bench_rfq()
+    search = rfq.MaxSearch(rfq.Target("quote", "http://127.0.0.1/", ["{}"], {}), 100.0)
     capacity = 1000.0  # steps up to this rate keep the p99 within the SLO
     rates = []
     while not search.done:
@@ -89,3 +96,29 @@ def test_the_rfq_search_doubles_while_sustained_then_bisects_to_within_five_perc
     assert result.best["rate"] == 1000
     assert result.failed is not None
     assert result.failed["rate"] == 1050
+
+
+def test_the_rfq_cpu_meter_counts_a_party_and_the_children_it_reaped() -> None:
+    rfq = _bench_rfq()
+    # This process stands for the servers, the generator and the postmaster: a child that
+    # burns CPU and ends must be counted with its parent once reaped, as a backend is.
+    meter = rfq.CpuMeter(os.getpid(), os.getpid(), os.getpid())
+    before = meter.snapshot()
+    assert before is not None
+    assert set(before) == {"server", "generator", "postgres"}
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
+    after = meter.snapshot()
+    assert after is not None
+    used = rfq.cpu_used(before, after, 2.0)
+    assert used["seconds"]["postgres"] >= 0.25  # the child's 0.3 s, at 10 ms ticks
+    assert used["seconds"]["server"] < used["seconds"]["postgres"]  # not its own
+    assert used["cores"]["postgres"] == pytest.approx(used["seconds"]["postgres"] / 2.0)
+
+
+def test_the_rfq_cpu_use_needs_two_snapshots() -> None:
+    rfq = _bench_rfq()
+    assert rfq.cpu_used(None, {"server": 1.0}, 1.0) is None
+    assert rfq.cpu_used({"server": 1.0}, {"server": 1.5}, 0.0) is None
+    assert rfq.cpu_used({"server": 1.0}, {"server": 1.5, "postgres": 2.0}, 0.5) == {
+        "wall_s": 0.5, "seconds": {"server": 0.5}, "cores": {"server": 1.0}}
