@@ -281,7 +281,9 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def expire_quotes() -> None:
         async with connection(app[POOL]) as conn:
-            await quote_expiry.run(conn, app[CLOCK]())
+            expired = await quote_expiry.run(conn, app[CLOCK]())
+        if expired:
+            metrics.quotes_expired.inc(expired)
 
     async def check_exposure() -> None:
         await exposure_check(app[POOL], app[MARKET_DATA], metrics,

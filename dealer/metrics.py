@@ -170,6 +170,9 @@ class Metrics:
             "dealer_quote_fact_reads_total", "Reads of quoting facts (dealer, client, instrument "
             "rules) from the database: facts not cached yet, or changed (the quoting epoch "
             "moved); requests needing the same facts at once share one read", registry=r)
+        self.quotes_expired = Counter(
+            "dealer_quotes_expired_total", "Quotes the expiry job marked EXPIRED: past their "
+            "expireAt and never accepted", registry=r)
         self.quotes_purged = Counter(
             "dealer_quotes_purged_total", "EXPIRED quotes deleted by the retention "
             "(DEALER_QUOTE_RETENTION_HOURS)", registry=r)

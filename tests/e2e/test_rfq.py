@@ -402,6 +402,8 @@ async def test_an_accept_at_or_after_expire_at_is_refused_and_writes_nothing(
     await eventually(expired, within_s=3.0)
     _, payload = await get(client, QUOTE_LIST, {"status": "EXPIRED"})
     assert [q["quoteId"] for q in assert_ok(payload)] == [late["quoteId"]]
+    text = await (await client.get("/metrics")).text()
+    assert "dealer_quotes_expired_total 1.0" in text  # the late quote; the other was filled
     await _refused(client, SUBMIT, accept_body(late), 400, -160002)
     assert (await _state(conn))[1] == before[1]
 

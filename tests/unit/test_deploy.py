@@ -213,7 +213,8 @@ def test_dashboard_covers_what_the_desk_watches() -> None:
     exprs = " ".join(target["expr"] for panel in _panels(json.loads(DASHBOARD.read_text()))
                      for target in panel.get("targets", []))
     names = metric_names(exprs)
-    for metric in ("dealer_quotes_total", "dealer_quote_duration_seconds_bucket",
+    for metric in ("dealer_quotes_total", "dealer_quotes_expired_total",
+                   "dealer_quote_duration_seconds_bucket",
                    "dealer_quote_accepts_total", "dealer_hedge_first_order_latency_seconds_bucket",
                    "dealer_hedge_fill_to_hedged_seconds_bucket", "dealer_hedge_slippage_bps_bucket",
                    "dealer_hedge_jobs_open", "dealer_hedge_jobs_finished_total",
