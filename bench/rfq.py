@@ -261,7 +261,7 @@ class Generator:
     @classmethod
     @contextlib.asynccontextmanager
     async def started(cls, connections: int, event_loop: str,
-                      postmaster_pid: int | None = None) -> AsyncIterator[Generator]:
+                      postmaster_pid: int | None) -> AsyncIterator[Generator]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, SCRIPT, "--generator", "--event-loop", event_loop,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
