@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import (
     MAX_EMAX,
     MAX_PREC,
@@ -72,6 +72,8 @@ _MAX_LOTS = 2**62  # whole-side lot counts stay far inside int64
 _ZERO = Decimal(0)
 # Up to this many merged levels, counting each LP's levels in a Python loop beats numpy's call.
 _COUNT_IN_PYTHON = 32
+# A side keeps this many of its first merged levels as Python ints (see BookSide).
+_HEAD = _COUNT_IN_PYTHON + 1
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # arrays inside: compared by identity
@@ -107,16 +109,26 @@ class SweepLevel:
     quantity: Decimal
 
 
+class _DerivedArrays:
+    __slots__ = ("level_index", "notional_estimate")
+
+    def __init__(self) -> None:
+        self.level_index: IntArray | None = None
+        self.notional_estimate: FloatArray | None = None
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class BookSide:
     """One side of the consolidated book, merged best first.
 
-    Merged level i is level `level_index[i]` of LP `sources[lp_index[i]]`, at the fee-adjusted
-    price `adjusted_price[i]` (float64, for searching and display; exact values live in the
-    ladders); `lots[i]` is its size in lots and `cum_lots[i]` counts the lots of levels 0..i.
-    `lp_order` lists the LPs present by their best level. `cum_lots_list` and `lp_index_list`
-    hold the same numbers as Python ints: a sweep reads a few of them, and numpy's per-call and
-    per-scalar overhead cost more than the reads themselves.
+    Merged level i is a level of LP `sources[lp_index[i]]` at the fee-adjusted price
+    `adjusted_price[i]` (float64, for searching and display; exact values live in the ladders);
+    `lots[i]` is its size in lots and `cum_lots[i]` counts the lots of levels 0..i. `lp_order`
+    lists the LPs present by their best level. `cum_lots_head` and `lp_index_head` hold the first
+    _HEAD entries of `cum_lots` and `lp_index` as Python ints: most sweeps end there, and reading a
+    few ints is cheaper than a numpy call, while converting the whole side would cost more than
+    the sweep. `merged_order` is each merged level's position in the LP ladders laid end to end,
+    and `ladder_ends` where each ladder ends in that layout.
     """
 
     is_ask: bool
@@ -125,12 +137,16 @@ class BookSide:
     ladders: tuple[LpLadder, ...]
     adjusted_price: FloatArray
     lp_index: IntArray
-    level_index: IntArray
     lots: IntArray
     cum_lots: IntArray
     lp_order: tuple[int, ...]
-    cum_lots_list: tuple[int, ...]
-    lp_index_list: tuple[int, ...]
+    cum_lots_head: tuple[int, ...]
+    lp_index_head: tuple[int, ...]
+    merged_order: IntArray
+    ladder_ends: IntArray
+    # arrays derived on first use, held apart since the dataclass is frozen (and
+    # functools.cached_property needs an instance __dict__ and, before 3.12, locks every read)
+    _derived: _DerivedArrays = field(default_factory=lambda: _DerivedArrays(), repr=False)
 
     @property
     def name(self) -> Literal["BID", "ASK"]:
@@ -146,6 +162,24 @@ class BookSide:
     def available_quote_quantity(self) -> Decimal:
         """Fee-adjusted notional of the whole side, quote currency."""
         return _notional_before(self, [len(ladder.cum_lots) for ladder in self.ladders])
+
+    @property
+    def level_index(self) -> IntArray:
+        """Merged level i is level `level_index[i]` of its LP's ladder."""
+        derived = self._derived
+        if derived.level_index is None:
+            starts = np.concatenate(([0], self.ladder_ends[:-1]))
+            derived.level_index = _read_only(self.merged_order - starts[self.lp_index])
+        return derived.level_index
+
+    @property
+    def notional_estimate(self) -> FloatArray:
+        """float64 cumulative fee-adjusted notional: where a quote amount runs out, roughly."""
+        derived = self._derived
+        if derived.notional_estimate is None:
+            derived.notional_estimate = _read_only(
+                (self.adjusted_price * self.lots).cumsum() * float(self.lot_size))
+        return derived.notional_estimate
 
     def levels(self) -> tuple[SweepLevel, ...]:
         """The merged levels, best first, as exact Decimals."""
@@ -221,7 +255,7 @@ class Sweep(NamedTuple):
 
 
 def _read_only(array: ArrayT) -> ArrayT:
-    array.flags.writeable = False  # a SweepBook is shared by every quote priced on it
+    array.setflags(write=False)  # a SweepBook is shared by every quote priced on it
     return array
 
 
@@ -296,22 +330,21 @@ def _merge(sources: tuple[str, ...], ladders: tuple[LpLadder, ...], lot_size: De
     if not present:
         no_levels = _read_only(np.empty(0, np.int64))
         return BookSide(is_ask, lot_size, sources, ladders, _read_only(np.empty(0, np.float64)),
-                        no_levels, no_levels, no_levels, no_levels, (), (), ())
+                        no_levels, no_levels, no_levels, (), (), (), no_levels, no_levels)
     ends = np.fromiter(accumulate(len(ladder.cum_lots) for ladder in ladders), np.int64,
                        len(ladders))
-    starts = np.concatenate(([0], ends[:-1]))
     keys = np.concatenate([ladder.merge_keys for ladder in ladders])
     # ladders are in source order and each is best first, so a stable sort breaks equal keys
     # by source, then by level
-    order = np.argsort(keys, kind="stable")
+    order = keys.argsort(kind="stable")  # methods: the np.* functions add a Python wrapper call
     sorted_keys = keys[order]
-    equal = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+    equal = (sorted_keys[1:] == sorted_keys[:-1]).nonzero()[0]
     if equal.size:
-        _order_ties_exactly(order, equal, ends, starts, ladders, is_ask)
+        _order_ties_exactly(order, equal, ends, ladders, is_ask)
         sorted_keys = keys[order]
     lp_index = ends.searchsorted(order, side="right")
     lots = np.concatenate([ladder.lots for ladder in ladders])[order]
-    cum_lots = np.cumsum(lots)
+    cum_lots = lots.cumsum()
 
     def best_level(lp: int) -> tuple[Decimal, int]:
         adjusted = ladders[lp].adjusted_price[0]
@@ -321,24 +354,34 @@ def _merge(sources: tuple[str, ...], ladders: tuple[LpLadder, ...], lot_size: De
         is_ask, lot_size, sources, ladders,
         adjusted_price=_read_only(sorted_keys if is_ask else -sorted_keys),
         lp_index=_read_only(lp_index),
-        level_index=_read_only(order - starts[lp_index]),
         lots=_read_only(lots),
         cum_lots=_read_only(cum_lots),
         # the merge is exact, so LPs come in the order of their exact best prices
         lp_order=tuple(sorted(present, key=best_level)),
-        cum_lots_list=tuple(cum_lots.tolist()),
-        lp_index_list=tuple(lp_index.tolist()),
+        cum_lots_head=tuple(cum_lots[:_HEAD].tolist()),
+        lp_index_head=tuple(lp_index[:_HEAD].tolist()),
+        merged_order=_read_only(order),
+        ladder_ends=_read_only(ends),
     )
 
 
+def _cum_lots_at(side: BookSide, position: int) -> int:
+    head = side.cum_lots_head
+    return head[position] if position < len(head) else int(side.cum_lots[position])
+
+
+def _lp_at(side: BookSide, position: int) -> int:
+    head = side.lp_index_head
+    return head[position] if position < len(head) else int(side.lp_index[position])
+
+
 def _order_ties_exactly(order: npt.NDArray[np.intp], equal: npt.NDArray[np.intp],
-                        ends: IntArray, starts: IntArray, ladders: tuple[LpLadder, ...],
-                        is_ask: bool) -> None:
+                        ends: IntArray, ladders: tuple[LpLadder, ...], is_ask: bool) -> None:
     """Re-sort, in place, each run of equal float keys by exact price, source, then level."""
 
     def exact_key(position: int) -> tuple[Decimal, int, int]:
         lp = int(ends.searchsorted(position, side="right"))
-        level = position - int(starts[lp])
+        level = position - (int(ends[lp - 1]) if lp else 0)
         adjusted = ladders[lp].adjusted_price[level]
         return (adjusted if is_ask else -adjusted, lp, level)
 
@@ -371,7 +414,7 @@ def _levels_before(side: BookSide, position: int) -> list[int]:
     """How many levels of each LP come before merged level `position` (always a prefix)."""
     if position <= _COUNT_IN_PYTHON:  # the usual sweep ends in the first levels
         counts = [0] * len(side.ladders)
-        for lp in side.lp_index_list[:position]:
+        for lp in side.lp_index_head[:position]:
             counts[lp] += 1
         return counts
     deep: list[int] = np.bincount(side.lp_index[:position],
@@ -401,14 +444,17 @@ def sweep_quantity(side: BookSide, quantity: Decimal) -> Sweep:
     wanted = lots_in(quantity, side.lot_size)
     if wanted == 0 or _mul(Decimal(wanted), side.lot_size) != quantity:
         raise ValueError(f"quantity {quantity} must be a positive multiple of {side.lot_size}")
-    cum_lots = side.cum_lots_list
-    if not cum_lots or cum_lots[-1] < wanted:
+    head = side.cum_lots_head
+    if head and head[-1] >= wanted:
+        last = bisect_left(head, wanted)  # the merged level the sweep ends in
+    elif not head or int(side.cum_lots[-1]) < wanted:
         raise InsufficientDepth(side.name, side.available_quantity,
                                 side.available_quote_quantity, requested_quantity=quantity)
-    last = bisect_left(cum_lots, wanted)  # the merged level the sweep ends in
-    take = wanted - (cum_lots[last - 1] if last else 0)
+    else:
+        last = int(side.cum_lots.searchsorted(wanted))
+    take = wanted - (_cum_lots_at(side, last - 1) if last else 0)
     take_quantity = _mul(Decimal(take), side.lot_size)
-    last_lp = side.lp_index_list[last]
+    last_lp = _lp_at(side, last)
     counts = _levels_before(side, last)
     notional = raw_notional = _ZERO
     worst_raw_price: Decimal | None = None
@@ -462,17 +508,16 @@ def quantity_for_quote_amount(side: BookSide, amount: Decimal) -> Decimal:
     depth = len(side.cum_lots)
     # levels [0, within) are affordable in full: the float estimate finds `within`, exact sums
     # settle it (float rounding can only put it a level or so off)
-    estimate = np.cumsum(side.adjusted_price * side.lots) * float(side.lot_size)
-    within = int(estimate.searchsorted(float(amount), side="right"))
+    within = int(side.notional_estimate.searchsorted(float(amount), side="right"))
     counts = _levels_before(side, within)
     spent = _notional_before(side, counts)
     while within > 0 and spent > amount:
         within -= 1
-        lp = int(side.lp_index[within])
+        lp = _lp_at(side, within)
         counts[lp] -= 1
         spent = _sub(spent, _level_notional(side.ladders[lp], counts[lp]))
     while within < depth:
-        lp = int(side.lp_index[within])
+        lp = _lp_at(side, within)
         with_level = _add(spent, _level_notional(side.ladders[lp], counts[lp]))
         if with_level > amount:
             break
@@ -483,9 +528,9 @@ def quantity_for_quote_amount(side: BookSide, amount: Decimal) -> Decimal:
             raise InsufficientDepth(side.name, side.available_quantity, spent,
                                     requested_quote_quantity=amount)
         return side.available_quantity
-    lp = int(side.lp_index[within])
+    lp = _lp_at(side, within)
     lot_cost = _mul(side.ladders[lp].adjusted_price[counts[lp]], side.lot_size)
-    lots = (int(side.cum_lots[within - 1]) if within else 0) + int(
+    lots = (_cum_lots_at(side, within - 1) if within else 0) + int(
         EXACT.divide_int(_sub(amount, spent), lot_cost))
     return _mul(Decimal(lots), side.lot_size)
 

@@ -219,12 +219,16 @@ EXACT_ENOUGH = Context(prec=200)
 
 
 @st.composite
-def lp_books(draw: st.DrawFn) -> list[LpBook]:
-    """1-4 LPs; prices in cents, some nudged by 1e-17 so that distinct prices share a float64."""
+def lp_books(draw: st.DrawFn, deep: bool = False) -> list[LpBook]:
+    """1-4 LPs; prices in cents, some nudged by 1e-17 so that distinct prices share a float64.
+
+    `deep`: 3-4 LPs of 12-20 levels a side, so that a merged side runs past the levels a BookSide
+    keeps as Python ints.
+    """
     books = []
-    for number in range(draw(st.integers(1, 4))):
+    for number in range(draw(st.integers(3, 4) if deep else st.integers(1, 4))):
         levels = st.lists(st.tuples(st.integers(1, 60), st.integers(0, 2), st.integers(0, 30000)),
-                          max_size=8)
+                          min_size=12 if deep else 0, max_size=20 if deep else 8)
         bids = [(D(9000 + tick) / 100 + D(nudge) / 10**17, D(quantity) / 10000)
                 for tick, nudge, quantity in draw(levels)]
         asks = [(D(10000 + tick) / 100 + D(nudge) / 10**17, D(quantity) / 10000)
@@ -265,7 +269,8 @@ def _reference_walk(books: list[LpBook], lot: D, is_ask: bool, quantity: D
     return notional, raw_notional, worst_adjusted, worst_raw, taken, worst_by_lp
 
 
-@given(lp_books(), st.sampled_from(LOTS), st.booleans(), st.integers(1, 1000))
+@given(st.booleans().flatmap(lp_books), st.sampled_from(LOTS), st.booleans(),
+       st.integers(1, 1000))
 def test_the_sweep_matches_a_plain_decimal_walk(books: list[LpBook], lot: D, is_ask: bool,
                                                 permille: int) -> None:
     side: BookSide = getattr(consolidate_for_sweep(books, lot), "asks" if is_ask else "bids")
@@ -290,11 +295,13 @@ def test_the_sweep_matches_a_plain_decimal_walk(books: list[LpBook], lot: D, is_
                 assert vwap * quantity <= total < (vwap + VWAP_QUANTUM) * quantity
 
 
-@given(lp_books(), st.sampled_from(LOTS), st.booleans(), st.integers(1, 10**7))
+@given(st.booleans().flatmap(lp_books), st.sampled_from(LOTS), st.booleans(),
+       st.integers(1, 1100))
 def test_the_quote_amount_quantity_is_the_largest_affordable(
-        books: list[LpBook], lot: D, is_ask: bool, cents: int) -> None:
+        books: list[LpBook], lot: D, is_ask: bool, permille: int) -> None:
     side: BookSide = getattr(consolidate_for_sweep(books, lot), "asks" if is_ask else "bids")
-    amount = D(cents) / 100
+    # an amount from a thousandth of the side's worth to a tenth more than it, in cents
+    amount = max(D("0.01"), (side.available_quote_quantity * permille / 1000).quantize(D("0.01")))
     if side.available_quote_quantity < amount:
         with pytest.raises(InsufficientDepth):
             quantity_for_quote_amount(side, amount)
@@ -305,3 +312,26 @@ def test_the_quote_amount_quantity_is_the_largest_affordable(
         assert sweep_quantity(side, quantity).notional <= amount
     if quantity < side.available_quantity:
         assert sweep_quantity(side, quantity + lot).notional > amount
+
+
+def test_sweeps_that_end_on_a_level_boundary_match_the_walk_at_any_depth() -> None:
+    # three LPs of 20 levels: 60 merged levels, past the first ones a side keeps as Python ints
+    books = [_book(source, fee,
+                   bids=[(str(95 - level * step), "0.5") for level in range(20)],
+                   asks=[(str(105 + level * step), "0.5") for level in range(20)])
+             for source, fee, step in (("a", "0", 1), ("b", "0.001", 2), ("c", "0.002", 3))]
+    book = consolidate_for_sweep(books, LOT)
+    for is_ask, side in ((True, book.asks), (False, book.bids)):
+        assert side.cum_lots.size == 60
+        for boundary in side.cum_lots.tolist():
+            quantity = boundary * LOT
+            swept = sweep_quantity(side, quantity)
+            with localcontext(EXACT_ENOUGH):
+                notional, raw_notional, worst, worst_raw, taken, worst_by_lp = _reference_walk(
+                    books, LOT, is_ask, quantity)
+            assert (swept.notional, swept.raw_notional) == (notional, raw_notional)
+            assert (swept.worst_price, swept.worst_raw_price) == (worst, worst_raw)
+            assert {leg.source: leg.quantity for leg in swept.hedge_plan} == taken
+            assert {leg.source: leg.worst_price for leg in swept.hedge_plan} == worst_by_lp
+            # the exact notional of a boundary buys exactly that quantity
+            assert quantity_for_quote_amount(side, notional) == quantity
