@@ -68,11 +68,12 @@ _mul, _add, _sub = EXACT.multiply, EXACT.add, EXACT.subtract
 _divide_up, _quantize_up = DIVIDE_UP.divide, DIVIDE_UP.quantize
 _divide_down, _quantize_down = DIVIDE_DOWN.divide, DIVIDE_DOWN.quantize
 VWAP_QUANTUM = Decimal("1e-18")  # the wire format's finest decimal
-_MAX_LOTS = 2**62  # whole-side lot counts stay far inside int64
+_MAX_LOTS = 2**62  # an LP side's lot count, and a merged side's, stay inside int64
 _ZERO = Decimal(0)
 # Up to this many merged levels, counting each LP's levels in a Python loop beats numpy's call.
 _COUNT_IN_PYTHON = 32
-# A side keeps this many of its first merged levels as Python ints (see BookSide).
+# A side keeps this many of its first merged levels as Python ints (see BookSide): one more than
+# `_levels_before` counts in Python, since a sweep also reads the LP of the level it ends in.
 _HEAD = _COUNT_IN_PYTHON + 1
 
 
@@ -128,7 +129,7 @@ class BookSide:
     _HEAD entries of `cum_lots` and `lp_index` as Python ints: most sweeps end there, and reading a
     few ints is cheaper than a numpy call, while converting the whole side would cost more than
     the sweep. `merged_order` is each merged level's position in the LP ladders laid end to end,
-    and `ladder_ends` where each ladder ends in that layout.
+    and `ladder_ends` where each ladder ends in that layout (both empty when the side is).
     """
 
     is_ask: bool
@@ -146,7 +147,7 @@ class BookSide:
     ladder_ends: IntArray
     # arrays derived on first use, held apart since the dataclass is frozen (and
     # functools.cached_property needs an instance __dict__ and, before 3.12, locks every read)
-    _derived: _DerivedArrays = field(default_factory=lambda: _DerivedArrays(), repr=False)
+    _derived: _DerivedArrays = field(init=False, default_factory=_DerivedArrays, repr=False)
 
     @property
     def name(self) -> Literal["BID", "ASK"]:
@@ -315,12 +316,24 @@ def consolidate_for_sweep(books: Sequence[LpBook | PreparedLpBook], lot_size: De
                           ) -> SweepBook:
     """A SweepBook of `books` (LpBooks are prepared here; prepared ones must use `lot_size`)."""
     _check_lot_size(lot_size)
-    prepared = [book if isinstance(book, PreparedLpBook) else prepare_lp_book(book, lot_size)
-                for book in books]
-    if any(book.lot_size != lot_size for book in prepared):
-        raise ValueError(f"every LP book must be prepared with the lot size {lot_size}")
-    if len({book.source for book in prepared}) != len(prepared):
+    prepared: list[PreparedLpBook] = []
+    sources: set[str] = set()
+    bid_lots = ask_lots = 0  # the merged sides' depth: their cumulative lots are int64 too
+    for book in books:  # one pass: this runs for the first quote after any LP book update
+        if not isinstance(book, PreparedLpBook):
+            book = prepare_lp_book(book, lot_size)
+        elif book.lot_size != lot_size:
+            raise ValueError(f"every LP book must be prepared with the lot size {lot_size}")
+        prepared.append(book)
+        sources.add(book.source)
+        if book.bids.cum_lots:
+            bid_lots += book.bids.cum_lots[-1]
+        if book.asks.cum_lots:
+            ask_lots += book.asks.cum_lots[-1]
+    if len(sources) != len(prepared):
         raise ValueError("each LP book needs its own source")
+    if max(bid_lots, ask_lots) > _MAX_LOTS:
+        raise ValueError(f"too many lots of {lot_size} in one merged side")
     return SweepBook(prepared, lot_size)
 
 

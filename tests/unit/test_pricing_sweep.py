@@ -142,7 +142,9 @@ def test_prepared_books_are_reused_as_they_are() -> None:
         consolidate_for_sweep([prepared], D("0.01"))
     # one SweepBook serves many quotes: its arrays cannot be written to
     asks = consolidate_for_sweep([prepared], LOT).asks
-    for array in (asks.cum_lots, asks.lp_index, asks.adjusted_price, prepared.asks.lots):
+    for array in (asks.cum_lots, asks.lp_index, asks.adjusted_price, asks.merged_order,
+                  asks.ladder_ends, asks.level_index, asks.notional_estimate,
+                  prepared.asks.lots):
         with pytest.raises(ValueError, match="read-only"):
             array[0] = 0
 
@@ -323,15 +325,31 @@ def test_sweeps_that_end_on_a_level_boundary_match_the_walk_at_any_depth() -> No
     book = consolidate_for_sweep(books, LOT)
     for is_ask, side in ((True, book.asks), (False, book.bids)):
         assert side.cum_lots.size == 60
+        total = side.cum_lots.tolist()[-1]
         for boundary in side.cum_lots.tolist():
-            quantity = boundary * LOT
-            swept = sweep_quantity(side, quantity)
-            with localcontext(EXACT_ENOUGH):
-                notional, raw_notional, worst, worst_raw, taken, worst_by_lp = _reference_walk(
-                    books, LOT, is_ask, quantity)
-            assert (swept.notional, swept.raw_notional) == (notional, raw_notional)
-            assert (swept.worst_price, swept.worst_raw_price) == (worst, worst_raw)
-            assert {leg.source: leg.quantity for leg in swept.hedge_plan} == taken
-            assert {leg.source: leg.worst_price for leg in swept.hedge_plan} == worst_by_lp
-            # the exact notional of a boundary buys exactly that quantity
-            assert quantity_for_quote_amount(side, notional) == quantity
+            # the sweep that ends on the boundary, and those one lot short of it and past it
+            for lots in (boundary - 1, boundary, boundary + 1):
+                if not 0 < lots <= total:
+                    continue
+                quantity = lots * LOT
+                swept = sweep_quantity(side, quantity)
+                with localcontext(EXACT_ENOUGH):
+                    notional, raw_notional, worst, worst_raw, taken, worst_by_lp = \
+                        _reference_walk(books, LOT, is_ask, quantity)
+                assert (swept.notional, swept.raw_notional) == (notional, raw_notional)
+                assert (swept.worst_price, swept.worst_raw_price) == (worst, worst_raw)
+                assert {leg.source: leg.quantity for leg in swept.hedge_plan} == taken
+                assert {leg.source: leg.worst_price for leg in swept.hedge_plan} == worst_by_lp
+                # the exact notional of a quantity buys exactly that quantity
+                assert quantity_for_quote_amount(side, notional) == quantity
+        with pytest.raises(InsufficientDepth):
+            sweep_quantity(side, (total + 1) * LOT)
+
+
+def test_a_merged_side_too_deep_to_count_in_int64_is_refused() -> None:
+    # each LP holds 2**62 lots of 1e-18, within the limit of one book; together they pass it
+    lot = D("1e-18")
+    books = [_book(source, "0", asks=[("100", str(2**62 * lot))]) for source in ("a", "b")]
+    assert consolidate_for_sweep(books[:1], lot).asks.available_quantity == 2**62 * lot
+    with pytest.raises(ValueError, match="too many lots"):
+        consolidate_for_sweep(books, lot)
