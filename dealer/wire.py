@@ -10,8 +10,17 @@ from pydantic.alias_generators import to_camel
 
 T = TypeVar("T")
 
+def _ascii_digits(value: str) -> str:
+    # The pattern is the seeds' text, where \d means 0-9 (JSON Schema); the validator's regex
+    # engine, and Decimal, would also take the digits of other scripts (Arabic-Indic, full-width).
+    if not value.isascii():
+        raise ValueError("must use the digits 0-9")
+    return value
+
+
 DecimalString = Annotated[
     str, StringConstraints(pattern=r"^-?\d+(\.\d+)?$", max_length=64),
+    AfterValidator(_ascii_digits),
     Field(description="Decimal value as string to preserve precision", examples=["1234.56789000"]),
 ]
 # The largest offset PostgreSQL (bigint) and the JSON encoder (64-bit integers) can carry.

@@ -6,7 +6,7 @@ declaration validates requests and generates `/api/v3/openapi.json`, so the two 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -224,11 +224,41 @@ def json_object(raw: bytes) -> dict[str, Any]:
         raise ApiError(Errors.MALFORMED_JSON) from None
     if not isinstance(value, dict):
         raise ApiError(Errors.INVALID_REQUEST, "Request body must be a JSON object")
+    # JSON carries a NUL only escaped; the bytes test is cheap and the walk settles it (an
+    # escaped backslash before "u0000" is no NUL)
+    if b"\\u0000" in raw:
+        _refuse_nul(list(_nul_paths(value, "")))
     return value
 
 
+def _refuse_nul(fields: list[str]) -> None:
+    """PostgreSQL text cannot hold NUL: a request carrying one is refused (naming where)
+    before it reaches a query, where it would fail with a 500."""
+    if fields:
+        message = "must not contain NUL characters"
+        raise ApiError(Errors.INVALID_REQUEST, f"Invalid request: {fields[0]}: {message}",
+                       {"fields": [{"field": field, "message": message, "type": "nul"}
+                                   for field in fields]})
+
+
+def _nul_paths(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path or "body"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                yield path or "body"
+            else:
+                yield from _nul_paths(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            yield from _nul_paths(item, f"{path}.{number}" if path else str(number))
+
+
 def query_values(request: web.Request, model: type[QueryModel]) -> dict[str, Any]:
-    """Query string → dict; array fields take repeated keys or comma-separated values."""
+    """Query string → dict; array fields take repeated keys or comma-separated values, any
+    other parameter must come once."""
     values: dict[str, Any] = {}
     array_fields = {
         (info.alias or name)
@@ -236,14 +266,29 @@ def query_values(request: web.Request, model: type[QueryModel]) -> dict[str, Any
         if get_origin(info.annotation) is list
         or any(get_origin(a) is list for a in get_args(info.annotation))
     }
-    for key in request.query:
+    query = request.query
+    if "\x00" in request.query_string:  # decoded: keys and values
+        known = _aliases(model)
+        _refuse_nul(sorted({key if key in known else "a query parameter"
+                            for key, value in query.items() if "\x00" in key + value}))
+    for key in query:
         if key in values:
             continue
         if key in array_fields:
-            values[key] = [v for raw in request.query.getall(key) for v in raw.split(",") if v]
+            values[key] = [v for raw in query.getall(key) for v in raw.split(",") if v]
+        elif len(query.getall(key)) > 1:
+            # which one was meant is a guess; a known field is named, an unknown one is not
+            field = key if key in _aliases(model) else "a query parameter"
+            raise ApiError(Errors.INVALID_REQUEST, f"Invalid request: {field} must be given once",
+                           {"fields": [{"field": field, "message": "must be given once",
+                                        "type": "repeated"}]})
         else:
-            values[key] = request.query[key]
+            values[key] = query[key]
     return values
+
+
+def _aliases(model: type[QueryModel]) -> set[str]:
+    return {info.alias or name for name, info in model.model_fields.items()}
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:

@@ -130,19 +130,28 @@ class SubmitOrderBody(WireModel):
     order_type: Literal["", "MARKET", "LIMIT", "STOP", "STOP_LIMIT", "STOP_LOSS",
                         "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT", "TRAILING_STOP",
                         "QUOTED", "UNKNOWN"]
-    quantity: DecimalString
+    quantity: DecimalString = Field(description="The quote's base quantity (QUOTED)")
     quote_id: uuid.UUID | None = None
     idempotency_key: Key | None = None
     client_order_id: Key | None = None
-    limit_price: DecimalString | None = None
-    stop_price: DecimalString | None = None
-    quantity_type: Literal["BASE", "QUOTE", "POSITION_RATIO", "POSITION_PERCENTAGE"] | None = None
-    quantity_rounding: str | None = Field(default=None, max_length=20)
-    position_id: uuid.UUID | None = None
-    time_in_force: str | None = Field(default=None, max_length=10)
-    expire_at: int | None = None
-    leverage: int | None = None
-    await_closed: bool | None = None
+    # Fields of other order types: a QUOTED order refuses those that would change or restrict
+    # what it fills (see `_quoted_order_fields`), rather than ignore them.
+    limit_price: DecimalString | None = Field(default=None, description="Not for QUOTED orders")
+    stop_price: DecimalString | None = Field(default=None, description="Not for QUOTED orders")
+    quantity_type: Literal["BASE", "QUOTE", "POSITION_RATIO", "POSITION_PERCENTAGE"] | None = \
+        Field(default=None, description="QUOTED orders: BASE or omitted")
+    quantity_rounding: Literal["", "UP", "DOWN", "NEAREST", "CEIL", "FLOOR", "HALF_UP",
+                               "HALF_DOWN", "HALF_EVEN"] | None = Field(
+        default=None, description="QUOTED orders: no effect, the quantity must be the quote's")
+    position_id: uuid.UUID | None = Field(default=None, description="Not for QUOTED orders")
+    time_in_force: Literal["", "GTC", "IOC", "FOK", "GTD", "DAY", "GTX", "OPG", "CLS", "GFA",
+                           "GFS", "GTM", "MOO", "MOC", "EXT", "UNKNOWN"] | None = Field(
+        default=None, description="QUOTED orders: FOK, IOC, empty or omitted (filled at once, "
+                                  "whole, or not at all)")
+    expire_at: int | None = Field(default=None, description="Not for QUOTED orders")
+    leverage: int | None = Field(default=None, description="QUOTED orders: 0 or omitted")
+    await_closed: bool | None = Field(default=None, description="QUOTED orders answer their "
+                                      "final state (FILLED or REJECTED) in any case")
 
 
 class FeeOut(WireModel):
@@ -228,19 +237,27 @@ def register(api: Api) -> None:
             errors=[Errors.QUOTE_NOT_FOUND, Errors.ACCOUNT_FORBIDDEN])(get_quote)
     api.get("/api/v3/fermata/quote/list", summary="Quotes, newest first (a trader sees its "
             "own)", tag="rfq", roles=EVERYONE, query=QuoteListQuery,
-            response=Page[QuoteOut])(list_quotes)
+            response=Page[QuoteOut], errors=[Errors.ACCOUNT_FORBIDDEN])(list_quotes)
     api.post("/api/v3/trading/order/submit", summary="Accept a quote: orderType QUOTED with "
              "its quoteId, side and quantity (seeds/001); answers the filled TradeOrder",
              tag="orders", roles=TRADERS, body=SubmitOrderBody, response=list[TradeOrderOut],
              errors=_ACCEPT_ERRORS)(submit_order)
     api.get("/api/v3/trading/order/list", summary="Orders with the seeds/001 filters (a trader "
             "sees its own)", tag="orders", roles=EVERYONE, query=OrderListQuery,
-            response=Page[TradeOrderOut])(list_orders)
+            response=Page[TradeOrderOut], errors=[Errors.ACCOUNT_FORBIDDEN])(list_orders)
 
 
 def _may_act_for(principal: Principal | None, account: uuid.UUID) -> None:
     assert principal is not None
     if principal.role is not Role.ADMIN and not principal.may_act_for(account):
+        raise ApiError(Errors.ACCOUNT_FORBIDDEN)
+
+
+def _may_read(principal: Principal | None, account: uuid.UUID | None) -> None:
+    """A list filtered by a client account a trader's token does not list is refused rather
+    than answered empty (which would read as "nothing there")."""
+    own = _own(principal)
+    if account is not None and own is not None and account not in own:
         raise ApiError(Errors.ACCOUNT_FORBIDDEN)
 
 
@@ -312,6 +329,7 @@ async def get_quote(request: web.Request, principal: Principal | None,
 
 async def list_quotes(request: web.Request, principal: Principal | None,
                       params: QuoteListQuery) -> Page[QuoteOut]:
+    _may_read(principal, params.trading_account_id)
     async with connection(request.app[POOL]) as conn:
         records, total = await rfq.list_quotes(
             conn, dealer_account_id=params.dealer_account_id,
@@ -349,6 +367,29 @@ def order_out(order: rfq.OrderRecord) -> TradeOrderOut:
         updated_at_date_time=iso(order.updated_at) or "")
 
 
+def _quoted_order_fields(params: SubmitOrderBody) -> None:
+    """Refuse (-100001, nothing written) the fields a QUOTED order cannot honour: its price,
+    quantity and timing are the quote's."""
+    problems: list[tuple[str, str]] = []
+    if Decimal(params.quantity) <= 0:
+        problems.append(("quantity", "must be positive"))
+    for field, value in (("limitPrice", params.limit_price), ("stopPrice", params.stop_price),
+                         ("positionId", params.position_id), ("expireAt", params.expire_at)):
+        if value is not None:
+            problems.append((field, "does not apply to a QUOTED order"))
+    if params.quantity_type not in (None, "BASE"):
+        problems.append(("quantityType", "must be BASE for a QUOTED order"))
+    if params.time_in_force not in (None, "", "FOK", "IOC"):
+        problems.append(("timeInForce", "must be FOK or IOC for a QUOTED order"))
+    if params.leverage not in (None, 0):
+        problems.append(("leverage", "must be 0 for a QUOTED order"))
+    if problems:
+        summary = "; ".join(f"{field}: {message}" for field, message in problems)
+        raise ApiError(Errors.INVALID_REQUEST, f"Invalid request: {summary}", {"fields": [
+            {"field": field, "message": message, "type": "quoted_order"}
+            for field, message in problems]})
+
+
 def _time(value: object) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value
@@ -362,6 +403,7 @@ async def submit_order(request: web.Request, principal: Principal | None,
     try:
         if params.order_type != "QUOTED" or params.quote_id is None:
             raise ApiError(Errors.UNSUPPORTED_ORDER_TYPE)
+        _quoted_order_fields(params)
         _may_act_for(principal, params.trading_account_id)
         cmd = rfq.AcceptCommand(
             params.trading_account_id, params.instrument_id, params.order_side,
@@ -391,6 +433,8 @@ async def list_orders(request: web.Request, principal: Principal | None,
                       params: OrderListQuery) -> Page[TradeOrderOut]:
     def moment(ms: int | None) -> dt.datetime | None:
         return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+    _may_read(principal, params.trading_account_id)
 
     async with connection(request.app[POOL]) as conn:
         orders, total = await rfq.list_orders(

@@ -30,7 +30,7 @@ OperationType = Literal["CONNECT", "DISCONNECT", "ENABLE", "DISABLE", "UPDATE",
                         "CREDENTIAL_REVOKE", "CREDENTIAL_ROTATE", "LINK", "UNLINK", "PAUSE",
                         "RESUME", "HEDGE_RETRY", "HEDGE_CANCEL"]
 AnyVenue = Literal[(*EXCHANGE_VENUES, FERMATA_VENUE)]  # type: ignore[valid-type]
-FeeRate = Annotated[str, StringConstraints(pattern=r"^0(\.\d{1,8})?$")]
+FeeRate = Annotated[str, StringConstraints(pattern=r"^0(\.[0-9]{1,8})?$")]
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                               max_length=100)]
 

@@ -52,7 +52,7 @@ HedgeMode = Literal["IMMEDIATE", "NETTED"]
 # ---------------------------------------------------------------- configuration fields
 
 # Bounded digits keep every value exactly representable in the ledger's integer minor units.
-_DECIMAL = re.compile(r"^-?\d{1,30}(\.\d{1,18})?$")
+_DECIMAL = re.compile(r"^-?[0-9]{1,30}(\.[0-9]{1,18})?$")  # [0-9]: \d takes any script's
 _SYMBOL = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
 _ASSET = re.compile(r"^[A-Z0-9]{1,20}$")
 

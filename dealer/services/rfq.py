@@ -331,8 +331,9 @@ async def _order(conn: asyncpg.Connection, where: str, *args: object) -> OrderRe
 
 
 async def _existing(conn: asyncpg.Connection, cmd: AcceptCommand) -> OrderRecord | None:
-    """The order an earlier accept with the same idempotencyKey or clientOrderId made; a key
-    used for another quote or side, or keys naming two different orders, conflict."""
+    """The order an earlier accept with the same idempotencyKey or clientOrderId made. A retry
+    repeats its request: keys naming two different orders, or an order made for another quote,
+    side, quantity or instrument, or with another value of a key the request gives, conflict."""
     if cmd.idempotency_key is None and cmd.client_order_id is None:
         return None
     found = await _orders(
@@ -340,9 +341,21 @@ async def _existing(conn: asyncpg.Connection, cmd: AcceptCommand) -> OrderRecord
         cmd.trading_account_id, cmd.idempotency_key, cmd.client_order_id)
     if not found:
         return None
-    if len(found) > 1 or found[0].quote_id != cmd.quote_id or found[0].order_side != cmd.side:
+    order = found[0]
+    if (len(found) > 1 or order.quote_id != cmd.quote_id or order.order_side != cmd.side
+            or order.quantity != cmd.quantity or order.instrument_id != cmd.instrument_id
+            or cmd.idempotency_key not in (None, order.idempotency_key)
+            or cmd.client_order_id not in (None, order.client_order_id)):
         raise ApiError(Errors.IDEMPOTENCY_CONFLICT)
-    return found[0]
+    return order
+
+
+def _key_conflict(exc: asyncpg.UniqueViolationError) -> ApiError | None:
+    """The same key, committed meanwhile by an accept of another quote (a quote's own accepts
+    are serialised by its lock): the key belongs to that order."""
+    if exc.constraint_name in ("trade_order_idempotency_uq", "trade_order_client_order_uq"):
+        return ApiError(Errors.IDEMPOTENCY_CONFLICT)
+    return None
 
 
 _QUOTE_AND_DEALER = f"""
@@ -447,15 +460,15 @@ def _checked_price(quote: QuoteRecord, cmd: AcceptCommand, now: dt.datetime) -> 
     """The quote's price for this accept, or the refusal."""
     if quote.trading_account_id != cmd.trading_account_id:
         raise ApiError(Errors.QUOTE_FOREIGN_CLIENT)
+    # the messages name the quote's values only: what was sent is never echoed
     if cmd.instrument_id != f"{FERMATA}:{quote.symbol}":
-        raise ApiError(Errors.QUOTE_MISMATCH,
-                       f"The quote is for {FERMATA}:{quote.symbol}, not {cmd.instrument_id}")
+        raise ApiError(Errors.QUOTE_MISMATCH, f"The quote is for {FERMATA}:{quote.symbol}")
     price = quote.price_for(cmd.side)
     if price is None or (quote.order_side is not None and quote.order_side != cmd.side):
         raise ApiError(Errors.QUOTE_MISMATCH, f"The quote has no {cmd.side} side")
     if cmd.quantity != quote.quantity:
         raise ApiError(Errors.QUOTE_MISMATCH,
-                       f"The quote is for quantity {quote.quantity}, not {cmd.quantity}")
+                       f"The quote is for quantity {format(quote.quantity.normalize(), 'f')}")
     if quote.status == "FILLED":
         raise ApiError(Errors.QUOTE_ALREADY_FILLED)
     if quote.status == "EXPIRED" or now >= quote.expire_at:
@@ -596,10 +609,9 @@ async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord
             None if inline is None else inline.dust)
         written = row is not None and row["job_status"] == "IN_PROGRESS"
     except asyncpg.UniqueViolationError as exc:
-        # The same key, committed meanwhile by an accept of another quote (the quote's own
-        # fills are serialised by its lock): the key belongs to that order.
-        if exc.constraint_name in ("trade_order_idempotency_uq", "trade_order_client_order_uq"):
-            raise ApiError(Errors.IDEMPOTENCY_CONFLICT) from None
+        conflict = _key_conflict(exc)
+        if conflict is not None:
+            raise conflict from None
         raise
     except asyncpg.PostgresError as exc:
         refusal = scale_refusal(exc)
@@ -616,14 +628,21 @@ async def _reject(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteReco
                   reason: str, now: dt.datetime) -> OrderRecord:
     """A REJECTED order (the quote is spent: it expires); nothing is booked or hedged."""
     order_id = uuid.uuid4()
-    await conn.execute(
-        """INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id, quote_id,
-               order_side, order_type, status, reject_reason, quantity, price,
-               idempotency_key, client_order_id, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, 'QUOTED', 'REJECTED', $6, $7, $8, $9, $10, $11, $11)""",
-        order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id, cmd.side, reason,
-        quote.quantity, quote.price_for(cmd.side), cmd.idempotency_key, cmd.client_order_id,
-        now)
+    try:
+        await conn.execute(
+            """INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id,
+                   quote_id, order_side, order_type, status, reject_reason, quantity, price,
+                   idempotency_key, client_order_id, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, 'QUOTED', 'REJECTED', $6, $7, $8, $9, $10, $11,
+                       $11)""",
+            order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id, cmd.side,
+            reason, quote.quantity, quote.price_for(cmd.side), cmd.idempotency_key,
+            cmd.client_order_id, now)
+    except asyncpg.UniqueViolationError as exc:  # the caller's transaction rolls back
+        conflict = _key_conflict(exc)
+        if conflict is not None:
+            raise conflict from None
+        raise
     await conn.execute("UPDATE quote SET status = 'EXPIRED' WHERE quote_id = $1",
                        quote.quote_id)
     order = await _order(conn, "o.trade_order_id = $1", order_id)

@@ -3,6 +3,7 @@ dealer by more than the dealer's lastLookBps since the quote; otherwise it fills
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -18,10 +19,11 @@ from tests.helpers import Client, connect_exchange_account, eventually, get, pos
 VENUES_USED = (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot"))
 
 
-async def _desk(client: Client, last_look_bps: str) -> tuple[str, str, dict[str, str]]:
+async def _desk(client: Client, last_look_bps: str, **config: Any
+                ) -> tuple[str, str, dict[str, str]]:
     accounts = [await connect_exchange_account(client, v, e) for v, e in VENUES_USED]
     _, body = await post(client, "/api/v3/fermata/dealer/create",
-                         {"symbols": ["BTC/USDT"], "lastLookBps": last_look_bps})
+                         {"symbols": ["BTC/USDT"], "lastLookBps": last_look_bps, **config})
     dealer = assert_ok(body)["dealerAccountId"]
     for account in accounts:
         status, body = await post(client, "/api/v3/fermata/dealer/link",
@@ -45,11 +47,29 @@ async def _quote(client: Client, dealer: str, customer: str, headers: dict[str, 
 
 
 async def _accept(client: Client, customer: str, quote: dict[str, Any],
-                  headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+                  headers: dict[str, str], **fields: str) -> tuple[int, dict[str, Any]]:
     return await post(client, "/api/v3/trading/order/submit", {
         "tradingAccountId": customer, "instrumentId": "FERMATA:BTC/USDT", "orderSide": "BUY",
-        "orderType": "QUOTED", "quantity": quote["quantity"], "quoteId": quote["quoteId"]},
-        headers)
+        "orderType": "QUOTED", "quantity": quote["quantity"], "quoteId": quote["quoteId"],
+        **fields}, headers)
+
+
+async def _move_against(app: web.Application, client: Client, dealer: str,
+                        headers: dict[str, str], quote: dict[str, Any]) -> None:
+    """Every LP's asks jump 5 %: buying the hedge now costs far more than quoted."""
+    for venue, _ in VENUES_USED:
+        paper = app[VENUES].market_data(venue)
+        current = await paper.order_book("BTC/USDT", 50)
+        paper.pin_book("BTC/USDT", current.bids,  # type: ignore[attr-defined]
+                       [(p * Decimal("1.05"), q) for p, q in current.asks])
+
+    async def moved() -> bool:
+        _, body = await get(client, "/api/v3/fermata/dealer/orderBook",
+                            {"dealerAccountId": dealer, "symbol": "BTC/USDT"}, headers)
+        best = Decimal(assert_ok(body)["asks"][0]["price"])
+        return best > Decimal(quote["price"]) * Decimal("1.02")
+
+    await eventually(moved, within_s=3)
 
 
 async def test_a_quiet_market_fills(client: Client) -> None:
@@ -65,20 +85,7 @@ async def test_an_adverse_move_rejects_the_accept_and_books_nothing(
 ) -> None:
     dealer, customer, headers = await _desk(client, "5")
     quote = await _quote(client, dealer, customer, headers)
-    # Every LP's asks jump 5 %: buying the hedge now costs far more than quoted.
-    for venue, _ in VENUES_USED:
-        paper = app[VENUES].market_data(venue)
-        current = await paper.order_book("BTC/USDT", 50)
-        paper.pin_book("BTC/USDT", current.bids,  # type: ignore[attr-defined]
-                       [(p * Decimal("1.05"), q) for p, q in current.asks])
-
-    async def moved() -> bool:
-        _, body = await get(client, "/api/v3/fermata/dealer/orderBook",
-                            {"dealerAccountId": dealer, "symbol": "BTC/USDT"}, headers)
-        best = Decimal(assert_ok(body)["asks"][0]["price"])
-        return best > Decimal(quote["price"]) * Decimal("1.02")
-
-    await eventually(moved, within_s=3)
+    await _move_against(app, client, dealer, headers, quote)
     status, body = await _accept(client, customer, quote, headers)
     assert status == 200, body
     [order] = assert_ok(body)
@@ -93,3 +100,30 @@ async def test_an_adverse_move_rejects_the_accept_and_books_nothing(
     status, body = await _accept(client, customer, quote, headers)
     assert status == 400
     assert_error(body, -160002)
+
+
+async def test_racing_rejects_of_two_quotes_with_one_key_reject_one_and_refuse_the_other(
+    app: web.Application, client: Client, conn: asyncpg.Connection,
+) -> None:
+    dealer, customer, headers = await _desk(client, "5", quoteTtlMs=60_000)
+    pairs = [(await _quote(client, dealer, customer, headers),
+              await _quote(client, dealer, customer, headers)) for _ in range(4)]
+    await _move_against(app, client, dealer, headers, pairs[0][0])
+    for number, (first, second) in enumerate(pairs):
+        key = f"racing-{number}"
+        answers = await asyncio.gather(
+            _accept(client, customer, first, headers, idempotencyKey=key),
+            _accept(client, customer, second, headers, idempotencyKey=key))
+        # whichever commits first is REJECTED; the other finds the key taken: 409, never 500
+        rejected = [body for status, body in answers if status == 200]
+        refused = [body for status, body in answers if status != 200]
+        assert len(rejected) == 1, answers
+        assert len(refused) == 1, answers
+        assert assert_ok(rejected[0])[0]["status"] == "REJECTED"
+        assert [status for status, _ in answers if status != 200] == [409], answers
+        assert_error(refused[0], -160013)
+        # the refused accept wrote nothing: its quote is still OPEN
+        loser = second if answers[0][0] == 200 else first
+        assert await conn.fetchval("SELECT status FROM quote WHERE quote_id = $1",
+                                   uuid.UUID(loser["quoteId"])) == "OPEN"
+    assert await conn.fetchval("SELECT count(*) FROM trade_order") == len(pairs)

@@ -321,12 +321,16 @@ async def test_order_and_quote_lists_filter_sort_and_page(client: Client) -> Non
     page, pagination = await listed({"limit": 2, "offset": 2})
     assert page == newest_first[2:]
     assert pagination == {"offset": 2, "limit": 2, "total": 3, "hasNext": False}
-    # A trader sees its own orders only, whatever it asks for.
+    # A trader sees its own orders only; naming another client account is refused.
     trader = auth(Role.TRADER, [uuid.UUID(first)])
     assert (await listed({}, trader))[0] == [ids[1], ids[0]]
-    assert (await listed({"tradingAccountId": second}, trader))[0] == []
+    assert (await listed({"tradingAccountId": first}, trader))[0] == [ids[1], ids[0]]
+    status, body = await get(client, ORDERS, {"tradingAccountId": second}, trader)
+    assert status == 403, body
+    assert_error(body, -101005)
     assert (await listed({"tradeOrderId": ids[2]}, trader))[0] == []
     assert (await listed({}, VIEWER))[0] == newest_first
+    assert (await listed({"tradingAccountId": second}, VIEWER))[0] == [ids[2]]
     for params in ({"orderStatus": "DONE"}, {"tradeOrderId": "x"}, {"startTime": "-1"},
                    {"ascending": "maybe"}, {"limit": "0"}):
         status, body = await get(client, ORDERS, params)
@@ -350,7 +354,9 @@ async def test_order_and_quote_lists_filter_sort_and_page(client: Client) -> Non
     assert await quotes({"limit": 1, "offset": 1}) == [other["quoteId"]]
     assert await quotes({}, trader) == [open_quote["quoteId"], two_way["quoteId"],
                                         buy["quoteId"]]
-    assert await quotes({"tradingAccountId": second}, trader) == []
+    status, body = await get(client, QUOTE_LIST, {"tradingAccountId": second}, trader)
+    assert status == 403, body
+    assert_error(body, -101005)
     status, body = await get(client, QUOTE_GET, {"quoteId": other["quoteId"]}, trader)
     assert status == 403, body
     assert_error(body, -101005)
@@ -481,9 +487,16 @@ async def test_idempotency_key_and_client_order_id_replay_the_same_order(
     assert await _state(conn) == after
     assert await conn.fetchval("SELECT count(*) FROM trade_order WHERE idempotency_key = $1",
                                "key-1") == 1
-    # The same key for another quote, or the other side of the same quote: a conflict.
+    # The same quantity written otherwise is the same request.
+    assert await accept(client, first, "BUY", idempotencyKey="key-1", quantity="0.10") == order
+    # The same key for another quote, the other side of the same quote, another quantity or
+    # instrument, or with a client order id the order does not have: a conflict.
     for body in (accept_body(second, "BUY", idempotencyKey="key-1"),
-                 accept_body(first, "SELL", idempotencyKey="key-1")):
+                 accept_body(first, "SELL", idempotencyKey="key-1"),
+                 accept_body(first, "BUY", idempotencyKey="key-1", quantity="0.2"),
+                 accept_body(first, "BUY", idempotencyKey="key-1",
+                             instrumentId="FERMATA:ETH/USDT"),
+                 accept_body(first, "BUY", idempotencyKey="key-1", clientOrderId="new-id")):
         await _refused(client, SUBMIT, body, 409, -160013)
     assert await _state(conn) == after
 
@@ -505,7 +518,7 @@ async def test_idempotency_key_and_client_order_id_replay_the_same_order(
                    third, "BUY")
     assert await conn.fetchval("SELECT count(*) FROM trade_order") == 3
     text = await (await client.get("/metrics")).text()
-    assert 'dealer_quote_accepts_total{outcome="replayed",reason="ok"} 3.0' in text
+    assert 'dealer_quote_accepts_total{outcome="replayed",reason="ok"} 4.0' in text
 
 
 # ---------------------------------------------------------------- quote refusals
@@ -619,6 +632,12 @@ async def test_malformed_requests_are_refused_before_anything_else(
         ({"dealerAccountId": None, "quantity": "1"}, "dealerAccountId"),
         ({"tradingAccountId": None, "quantity": "1"}, "tradingAccountId"),
         ({"tradingAccountId": 7, "quantity": "1"}, "tradingAccountId"),
+        # digits of other scripts: the pattern's \d is 0-9, as JSON Schema reads it
+        ({"quantity": "\u0660.\u0661"}, "quantity"),
+        ({"quantity": "\uff10.\uff11"}, "quantity"),
+        ({"orderSide": "BUY", "quoteQuantity": "\u0661\u0660\u0660"}, "quoteQuantity"),
+        # PostgreSQL text cannot hold NUL: refused before any query
+        ({"symbol": None, "instrumentId": "FERMATA:BTC/USDT\u0000"}, None),
     ]
     for fields, field in quote_cases:
         status, body = await post(client, QUOTE, quote_body(desk, **fields))
@@ -637,13 +656,47 @@ async def test_malformed_requests_are_refused_before_anything_else(
         ({"idempotencyKey": "k" * 129}, "idempotencyKey"),
         ({"idempotencyKey": "with space"}, "idempotencyKey"),
         ({"clientOrderId": 12}, "clientOrderId"),
+        ({"quantity": "\u0660.\u0661"}, "quantity"),
+        ({"timeInForce": "XYZ"}, "timeInForce"),
+        ({"quantityRounding": "whatever"}, "quantityRounding"),
+        # fields a QUOTED order cannot honour are refused, not ignored
+        ({"quantity": "0"}, "quantity"),
+        ({"quantity": "-0.1"}, "quantity"),
+        ({"limitPrice": "1"}, "limitPrice"),
+        ({"stopPrice": "1"}, "stopPrice"),
+        ({"positionId": str(uuid.uuid4())}, "positionId"),
+        ({"expireAt": 1632933600000}, "expireAt"),
+        ({"quantityType": "QUOTE"}, "quantityType"),
+        ({"timeInForce": "GTC"}, "timeInForce"),
+        ({"leverage": 10}, "leverage"),
+        ({"instrumentId": "FERMATA:BTC/USDT\u0000"}, None),
     ]
     for fields, field in submit_cases:
         status, body = await post(client, SUBMIT, accept_body(quote, **fields))
         assert_invalid(status, body, field)
     assert await _state(conn) == before
-    # Still OPEN and acceptable after all that.
-    _assert_filled(await accept(client, quote), quote, "BUY")
+    # A refusal names the quote's values, never what was sent (it could be a secret).
+    status, body = await post(client, SUBMIT, accept_body(
+        quote, instrumentId="secret-looking-value", quantity="0.123"))
+    assert status == 400, body
+    assert "secret-looking" not in json.dumps(body), body
+    assert_error(body, -160004)
+    status, body = await post(client, SUBMIT, accept_body(quote, quantity="0.123"))
+    assert "0.123" not in json.dumps(body), body
+    assert "quantity 0.1" in body["error"], body
+    # Query strings: a NUL, or a parameter given twice, is refused before any query.
+    for params in ({"instrumentId": "FERMATA:\x00"}, {"instrumentId": "a\x00b"},
+                   [("limit", "5"), ("limit", "7")],
+                   [("orderStatus", "FILLED"), ("orderStatus", "REJECTED")]):
+        status, body = await get(client, ORDERS, params)
+        assert_invalid(status, body)
+    status, body = await get(client, QUOTE_LIST, [("status", "OPEN"), ("status", "FILLED")])
+    assert_invalid(status, body, "status")
+    assert await _state(conn) == before
+    # Still OPEN and acceptable after all that, with the fields a QUOTED order may carry.
+    _assert_filled(await accept(client, quote, timeInForce="FOK", quantityType="BASE",
+                                quantityRounding="DOWN", leverage=0, awaitClosed=True),
+                   quote, "BUY")
 
 
 async def test_stored_quotes_read_back_as_they_were_answered(
