@@ -117,6 +117,7 @@ class PricingBooks:
 
     books: list[tuple[LiquidityProvider, BookSnapshot]]
     venues: frozenset[str]
+    lp_ids: frozenset[uuid.UUID]  # the trading accounts of `books`
     generation: int  # of the book states these were read from
     from_ms: int  # valid from this time to `until_ms` (freshness only ends as time goes on)
     until_ms: int
@@ -285,8 +286,9 @@ class MarketDataService:
                 and cached.from_ms <= now_ms <= cached.until_ms):
             return cached
         fresh, until_ms = self._fresh(dealer_account_id, symbol, now_ms)
-        books = PricingBooks(fresh, frozenset(lp.venue for lp, _ in fresh), self._generation,
-                             now_ms, until_ms)
+        books = PricingBooks(fresh, frozenset(lp.venue for lp, _ in fresh),
+                             frozenset(lp.trading_account_id for lp, _ in fresh),
+                             self._generation, now_ms, until_ms)
         self._pricing[key] = books
         return books
 

@@ -19,6 +19,11 @@ asks (the dealer buys); a client SELL receives the dealer's bid and sweeps the L
   the dealer's favour: down for the ask, up for the bid (each side reports the skew it applied).
   A skew larger than the spread can put the ask below the hedge VWAP (or the bid above it): that
   is the point of skewing, as such a trade reduces the dealer's position instead of adding to it.
+  But never past the other side of the market: the ask stays at or above the best fee-adjusted
+  bid, the bid at or below the best fee-adjusted ask (before tick rounding, which only moves
+  them further), or a client could buy from the LPs and sell to the dealer at a profit. The
+  bound is one price whatever the size, so prices stay monotone in size; with no level on the
+  other side there is nothing to trade against and no bound.
 - Ticks round in the dealer's favour: the ask (client BUY) up, the bid (client SELL) down.
 - Quantity: a requested base quantity is rounded DOWN to the lot; a quote_quantity (an amount of
   quote currency) becomes the largest whole-lot quantity whose fee-adjusted hedge notional is at
@@ -200,7 +205,7 @@ def inventory_skew_bps(skew_bps: Decimal, exposure: Decimal, max_exposure: Decim
     """skew_bps * exposure / max_exposure with exposure clipped to ±max_exposure, in 1e-6 bps."""
     if max_exposure is None or not skew_bps or not exposure:
         return _ZERO
-    clipped = min(max(exposure, -max_exposure), max_exposure)
+    clipped = min(max(exposure, EXACT.minus(max_exposure)), max_exposure)
     context = DIVIDE_UP if round_up else DIVIDE_DOWN
     return context.divide(EXACT.multiply(skew_bps, clipped), max_exposure).quantize(
         SKEW_QUANTUM, context=context)
@@ -254,6 +259,12 @@ def _quoted_side(side: Side, request: QuoteRequest, book: SweepBook,
                               round_up=not client_buys)
     margin = _sub(spread, skew) if client_buys else EXACT.minus(_add(spread, skew))
     unrounded = _mul(sweep.vwap, _add(_BPS, margin)).scaleb(-4, EXACT)
+    # a skew past the spread (the price better for the client than the hedge's VWAP): never
+    # past the other side's best price
+    if margin < 0 if client_buys else margin > 0:
+        best_other = (book.bids if client_buys else book.asks).best_price
+        if best_other is not None:
+            unrounded = max(unrounded, best_other) if client_buys else min(unrounded, best_other)
     price = round_to_tick(unrounded, rules.tick_size, up=client_buys)
     if price <= 0:
         raise PriceNotPositive(price)

@@ -160,6 +160,11 @@ class BookSide:
         return EXACT.multiply(Decimal(lots), self.lot_size)
 
     @property
+    def best_price(self) -> Decimal | None:
+        """The best fee-adjusted price, exact; None when the side is empty."""
+        return self.ladders[self.lp_order[0]].adjusted_price[0] if self.lp_order else None
+
+    @property
     def available_quote_quantity(self) -> Decimal:
         """Fee-adjusted notional of the whole side, quote currency."""
         return _notional_before(self, [len(ladder.cum_lots) for ladder in self.ladders])
@@ -361,7 +366,7 @@ def _merge(sources: tuple[str, ...], ladders: tuple[LpLadder, ...], lot_size: De
 
     def best_level(lp: int) -> tuple[Decimal, int]:
         adjusted = ladders[lp].adjusted_price[0]
-        return (adjusted if is_ask else -adjusted, lp)
+        return (adjusted if is_ask else EXACT.minus(adjusted), lp)
 
     return BookSide(
         is_ask, lot_size, sources, ladders,
@@ -396,7 +401,7 @@ def _order_ties_exactly(order: npt.NDArray[np.intp], equal: npt.NDArray[np.intp]
         lp = int(ends.searchsorted(position, side="right"))
         level = position - (int(ends[lp - 1]) if lp else 0)
         adjusted = ladders[lp].adjusted_price[level]
-        return (adjusted if is_ask else -adjusted, lp, level)
+        return (adjusted if is_ask else EXACT.minus(adjusted), lp, level)
 
     run_starts = [int(equal[0])]
     run_ends = []

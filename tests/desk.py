@@ -19,9 +19,10 @@ from aiohttp import web
 
 from dealer.app import create_app
 from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL, VENUES
+from dealer.auth import Role
 from dealer.settings import DaemonSecrets, Settings
 from hedging.worker import HedgeWorker
-from tests.conftest import ADMIN, VIEWER, assert_ok
+from tests.conftest import ADMIN, VIEWER, assert_ok, auth
 from tests.helpers import (
     Client,
     connect_exchange_account,
@@ -273,3 +274,47 @@ async def check_books(client: Client, conn: asyncpg.Connection, desk: Desk, *,
         for asset in lp["assets"]:
             assert abs(Decimal(asset["drift"])) <= allowed, (lp["venue"], asset)
     return balances
+
+
+# ---------------------------------------------------------------- three LPs, one BUY size
+
+LP_VENUES = (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot"))
+
+
+async def lp_desk(client: Client, last_look_bps: str, **config: Any
+                  ) -> tuple[str, str, dict[str, str]]:
+    """A BTC/USDT dealer (with `lastLookBps` and `config`) linked to one paper LP on each of
+    LP_VENUES, and a client: dealer id, client id, the client's trader token."""
+    accounts = [await connect_exchange_account(client, v, e) for v, e in LP_VENUES]
+    _, body = await post(client, "/api/v3/fermata/dealer/create",
+                         {"symbols": ["BTC/USDT"], "lastLookBps": last_look_bps, **config})
+    dealer = assert_ok(body)["dealerAccountId"]
+    for account in accounts:
+        status, body = await post(client, "/api/v3/fermata/dealer/link",
+                                  {"dealerAccountId": dealer, "tradingAccountId": account})
+        assert status == 200, body
+    _, body = await post(client, "/api/v3/fermata/client/create", {})
+    customer = assert_ok(body)["tradingAccountId"]
+    return dealer, customer, auth(Role.TRADER, [uuid.UUID(customer)])
+
+
+async def buy_quote(client: Client, dealer: str, customer: str, headers: dict[str, str]
+                    ) -> dict[str, Any]:
+    """A BUY quote for 0.5 BTC, once the LPs' books are in."""
+    async def quoted() -> dict[str, Any] | None:
+        status, body = await post(client, QUOTE, {
+            "dealerAccountId": dealer, "tradingAccountId": customer, "symbol": "BTC/USDT",
+            "orderSide": "BUY", "quantity": "0.5"}, headers)
+        return body["data"] if status == 200 else None
+
+    result: dict[str, Any] = await eventually(quoted, within_s=3)
+    return result
+
+
+async def accept_buy(client: Client, customer: str, quote: dict[str, Any],
+                     headers: dict[str, str], **fields: str) -> tuple[int, dict[str, Any]]:
+    """Accept a `buy_quote`: status and body."""
+    return await post(client, SUBMIT, {
+        "tradingAccountId": customer, "instrumentId": "FERMATA:BTC/USDT", "orderSide": "BUY",
+        "orderType": "QUOTED", "quantity": quote["quantity"], "quoteId": quote["quoteId"],
+        **fields}, headers)

@@ -139,8 +139,8 @@ class DealerConfigFields(WireModel):
     spread_bps: SpreadBps = Field(default="10", description="Spread in bps, 0..10000")
     spread_tiers: SpreadTiers = Field(
         default_factory=list,
-        description="Spread by size: the first tier whose upToNotional covers the quote applies; "
-        "larger quotes use spreadBps",
+        description="Spread by size: the first tier whose upToNotional covers the side's hedge "
+        "notional (fee-adjusted, before spread) applies; larger quotes use spreadBps",
     )
     min_quote_notional: NonNegativeDecimal = Field(
         default="10", description="Smallest quote notional (quote currency)")
@@ -148,7 +148,8 @@ class DealerConfigFields(WireModel):
         default="1000000", description="Largest quote notional (quote currency)")
     quote_ttl_ms: QuoteTtlMs = Field(default=5000, description="Quote lifetime, 500..60000 ms")
     inventory_skew_bps: SmallBps = Field(
-        default="0", description="Price skew in bps applied at the full exposure limit, 0..1000")
+        default="0", description="Price skew in bps applied at the full exposure limit "
+        "(maxUnhedgedExposure of the base asset; none without one), 0..1000")
     max_unhedged_exposure: ExposureLimits = Field(
         default_factory=dict, description="Largest unhedged position per asset (asset → amount)")
     max_unhedged_notional: PositiveDecimal = Field(

@@ -96,22 +96,24 @@ _ZERO = Decimal(0)
 class _Dealer:
     record: DealerRecord
     draining: frozenset[uuid.UUID]  # LPs being drained before an unlink: no new hedges there
+    # The LPs a quote may price on: linked (the market data subscriptions can still hold an LP
+    # unlinked since they were refreshed) and not draining.
+    pricing_lps: frozenset[uuid.UUID]
     epoch: int
     quoting: QuotingConfig
     # What every quote reads of the configuration, worked out once when the facts are read
     # (the pydantic configuration holds strings: converting them per quote was wasted work).
     exposure_limits: dict[str, Decimal]
-    skewed: bool
     ttl: dt.timedelta
     bases: dict[str, str]  # the base asset of each quoted symbol
 
     @classmethod
     def of(cls, record: DealerRecord, draining: frozenset[uuid.UUID], epoch: int) -> _Dealer:
         config = record.config
-        return cls(record, draining, epoch, quoting_config(config),
+        return cls(record, draining, frozenset(record.linked_accounts) - draining, epoch,
+                   quoting_config(config),
                    exposure_limits={asset: Decimal(limit) for asset, limit
                                     in config.max_unhedged_exposure.items()},
-                   skewed=Decimal(config.inventory_skew_bps) != 0,
                    ttl=dt.timedelta(milliseconds=config.quote_ttl_ms),
                    bases={symbol: symbol.partition("/")[0] for symbol in config.symbols})
 
@@ -132,6 +134,11 @@ class _Rules:
     epoch: int
     by_venues: dict[frozenset[str], InstrumentRules | None] = field(
         default_factory=dict, compare=False)
+    synced: frozenset[str] = frozenset()  # the venues with the instrument
+
+    @classmethod
+    def of(cls, rows: tuple[dict[str, Any], ...], epoch: int) -> _Rules:
+        return cls(rows, epoch, synced=frozenset(row["venue"] for row in rows))
 
     def for_venues(self, venues: frozenset[str]) -> InstrumentRules | None:
         """The strictest rules of these venues' instruments (worked out once per venue set)."""
@@ -354,7 +361,8 @@ class Quoter:
             try:
                 priced = self._check(facts, cmd, now)
                 exposure = _ZERO
-                if priced.limit is not None or facts.dealer.skewed:
+                # The skew needs the limit too (it is the exposure's share of the limit).
+                if priced.limit is not None:
                     # Exposure moves with every fill and hedge: read it now, never from a cache.
                     async with connection(self._pool) as conn:
                         exposure = await exposure_of(conn, cmd.dealer_account_id, priced.base)
@@ -435,7 +443,7 @@ class Quoter:
         dealer = _Dealer.of(record, frozenset(dealer_row["draining"]), epoch)
         client = None if client_row is None else _Client(
             client_row["kind"], client_row["status"], epoch)
-        rules = _Rules(tuple(rule_rows), epoch)
+        rules = _Rules.of(tuple(rule_rows), epoch)
         self._cache.keep(cmd, dealer, client, rules)
         return _Facts(dealer, client, rules, fresh=True)
 
@@ -461,13 +469,20 @@ class Quoter:
         books = market_data.pricing_books(cmd.dealer_account_id, cmd.symbol,
                                           int(now.timestamp() * 1000))
         fresh, venues = books.books, books.venues
-        if cached.draining:  # a draining LP gets no new hedge orders, so it prices no quote
+        # A quote prices only liquidity its hedge can use: LPs linked and not draining, on
+        # venues where the instrument is synced (its rules are the quote's). Two subset tests
+        # when, as usual, every fresh book qualifies.
+        if not books.lp_ids <= cached.pricing_lps:
             fresh = [(lp, book) for lp, book in fresh
-                     if lp.trading_account_id not in cached.draining]
+                     if lp.trading_account_id in cached.pricing_lps]
             venues = frozenset(lp.venue for lp, _ in fresh)
         if not fresh:
             raise ApiError(Errors.BOOKS_STALE)
-        rules = facts.rules.for_venues(venues)
+        synced = facts.rules.synced
+        if not venues <= synced:
+            fresh = [(lp, book) for lp, book in fresh if lp.venue in synced]
+            venues = venues & synced
+        rules = facts.rules.for_venues(venues) if fresh else None
         if rules is None:
             raise ApiError(Errors.SYMBOL_NOT_QUOTED,
                            f"No synced instrument {cmd.symbol} on the LP venues; sync instruments")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -80,8 +80,9 @@ _QUOTE_COLUMNS = ", ".join(QuoteRecord.__slots__)
 
 
 def rules_from_rows(rows: Sequence[Mapping[str, Any]]) -> InstrumentRules | None:
-    """The FERMATA instrument's rules: the strictest of the LP venues' instruments (so every
-    hedge leg is a valid order on any of them); None when no LP venue's instrument is synced."""
+    """The FERMATA instrument's rules: the strictest of the LP venues' instruments (largest
+    tick and lot, highest minimums, checked on the quote's total; the hedger fits each leg to
+    its own venue); None when no LP venue's instrument is synced."""
     if not rows:
         return None
 
@@ -476,14 +477,28 @@ def _checked_price(quote: QuoteRecord, cmd: AcceptCommand, now: dt.datetime) -> 
     return price
 
 
+# The LPs a quote may be priced on (as `Quoter._check` picks them): linked, not draining, on a
+# venue where the instrument is synced.
+_PRICING_LPS = """
+SELECT coalesce(array_agg(l.trading_account_id), '{}') FROM dealer_link l
+JOIN trading_account a ON a.trading_account_id = l.trading_account_id
+WHERE l.dealer_account_id = $1 AND NOT l.draining
+  AND EXISTS (SELECT 1 FROM instrument i WHERE i.venue = a.venue AND i.symbol = $2
+              AND i.enabled)"""
+
+
 def last_look(market_data: MarketDataService, quote: QuoteRecord, side: str,
-              limit_bps: Decimal, now: dt.datetime) -> str | None:
+              limit_bps: Decimal, now: dt.datetime, pricing_lps: Collection[uuid.UUID]
+              ) -> str | None:
     """Why the fill must be refused (the market moved against the dealer by more than
-    `limit_bps` since the quote), or None to fill. The hedge is re-swept on the fresh books."""
+    `limit_bps` since the quote), or None to fill. The hedge is re-swept on the fresh books of
+    `pricing_lps`, the LPs a quote may price on now."""
     plan = quote.hedge_plan["ask" if side == "BUY" else "bid"]
     quoted_vwap = Decimal(plan["vwap"])
     now_ms = int(now.timestamp() * 1000)
-    fresh = market_data.fresh_books(quote.dealer_account_id, quote.symbol, now_ms)
+    fresh = [(lp, book) for lp, book
+             in market_data.fresh_books(quote.dealer_account_id, quote.symbol, now_ms)
+             if lp.trading_account_id in pricing_lps]
     if not fresh:
         return "last look: no fresh LP book"
     lot = Decimal(plan.get("lotSize", "0")) or quote.quantity
@@ -554,7 +569,10 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
         quote = QuoteRecord.from_row(row)
         price = _checked_price(quote, cmd, now)
         if last_look_bps is not None and market_data is not None:
-            reason = last_look(market_data, quote, cmd.side, Decimal(last_look_bps), now)
+            pricing_lps = set(await conn.fetchval(_PRICING_LPS, quote.dealer_account_id,
+                                                  quote.symbol))
+            reason = last_look(market_data, quote, cmd.side, Decimal(last_look_bps), now,
+                               pricing_lps)
             if reason is not None:
                 return await _reject(conn, cmd, quote, reason, now), True
         order = await _fill(conn, cmd, quote, price, scales, now, filled_at)

@@ -12,52 +12,15 @@ import asyncpg
 from aiohttp import web
 
 from dealer.appkeys import VENUES
-from dealer.auth import Role
-from tests.conftest import assert_error, assert_ok, auth
-from tests.helpers import Client, connect_exchange_account, eventually, get, post
-
-VENUES_USED = (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot"))
-
-
-async def _desk(client: Client, last_look_bps: str, **config: Any
-                ) -> tuple[str, str, dict[str, str]]:
-    accounts = [await connect_exchange_account(client, v, e) for v, e in VENUES_USED]
-    _, body = await post(client, "/api/v3/fermata/dealer/create",
-                         {"symbols": ["BTC/USDT"], "lastLookBps": last_look_bps, **config})
-    dealer = assert_ok(body)["dealerAccountId"]
-    for account in accounts:
-        status, body = await post(client, "/api/v3/fermata/dealer/link",
-                                  {"dealerAccountId": dealer, "tradingAccountId": account})
-        assert status == 200, body
-    _, body = await post(client, "/api/v3/fermata/client/create", {})
-    customer = assert_ok(body)["tradingAccountId"]
-    return dealer, customer, auth(Role.TRADER, [uuid.UUID(customer)])
-
-
-async def _quote(client: Client, dealer: str, customer: str, headers: dict[str, str]
-                 ) -> dict[str, Any]:
-    async def quoted() -> dict[str, Any] | None:
-        status, body = await post(client, "/api/v3/fermata/quote/request", {
-            "dealerAccountId": dealer, "tradingAccountId": customer, "symbol": "BTC/USDT",
-            "orderSide": "BUY", "quantity": "0.5"}, headers)
-        return body["data"] if status == 200 else None
-
-    result: dict[str, Any] = await eventually(quoted, within_s=3)
-    return result
-
-
-async def _accept(client: Client, customer: str, quote: dict[str, Any],
-                  headers: dict[str, str], **fields: str) -> tuple[int, dict[str, Any]]:
-    return await post(client, "/api/v3/trading/order/submit", {
-        "tradingAccountId": customer, "instrumentId": "FERMATA:BTC/USDT", "orderSide": "BUY",
-        "orderType": "QUOTED", "quantity": quote["quantity"], "quoteId": quote["quoteId"],
-        **fields}, headers)
+from tests.conftest import assert_error, assert_ok
+from tests.desk import LP_VENUES, accept_buy, buy_quote, lp_desk
+from tests.helpers import Client, eventually, get
 
 
 async def _move_against(app: web.Application, client: Client, dealer: str,
                         headers: dict[str, str], quote: dict[str, Any]) -> None:
     """Every LP's asks jump 5 %: buying the hedge now costs far more than quoted."""
-    for venue, _ in VENUES_USED:
+    for venue, _ in LP_VENUES:
         paper = app[VENUES].market_data(venue)
         current = await paper.order_book("BTC/USDT", 50)
         paper.pin_book("BTC/USDT", current.bids,  # type: ignore[attr-defined]
@@ -73,9 +36,9 @@ async def _move_against(app: web.Application, client: Client, dealer: str,
 
 
 async def test_a_quiet_market_fills(client: Client) -> None:
-    dealer, customer, headers = await _desk(client, "1000")
-    quote = await _quote(client, dealer, customer, headers)
-    status, body = await _accept(client, customer, quote, headers)
+    dealer, customer, headers = await lp_desk(client, "1000")
+    quote = await buy_quote(client, dealer, customer, headers)
+    status, body = await accept_buy(client, customer, quote, headers)
     assert status == 200, body
     assert assert_ok(body)[0]["status"] == "FILLED"
 
@@ -83,10 +46,10 @@ async def test_a_quiet_market_fills(client: Client) -> None:
 async def test_an_adverse_move_rejects_the_accept_and_books_nothing(
     app: web.Application, client: Client, conn: asyncpg.Connection,
 ) -> None:
-    dealer, customer, headers = await _desk(client, "5")
-    quote = await _quote(client, dealer, customer, headers)
+    dealer, customer, headers = await lp_desk(client, "5")
+    quote = await buy_quote(client, dealer, customer, headers)
     await _move_against(app, client, dealer, headers, quote)
-    status, body = await _accept(client, customer, quote, headers)
+    status, body = await accept_buy(client, customer, quote, headers)
     assert status == 200, body
     [order] = assert_ok(body)
     assert order["status"] == "REJECTED"
@@ -97,7 +60,7 @@ async def test_an_adverse_move_rejects_the_accept_and_books_nothing(
     assert await conn.fetchval(
         "SELECT count(*) FROM ledger_outbox WHERE kind = 'transaction'") == 0
     # The quote is spent.
-    status, body = await _accept(client, customer, quote, headers)
+    status, body = await accept_buy(client, customer, quote, headers)
     assert status == 400
     assert_error(body, -160002)
 
@@ -105,15 +68,15 @@ async def test_an_adverse_move_rejects_the_accept_and_books_nothing(
 async def test_racing_rejects_of_two_quotes_with_one_key_reject_one_and_refuse_the_other(
     app: web.Application, client: Client, conn: asyncpg.Connection,
 ) -> None:
-    dealer, customer, headers = await _desk(client, "5", quoteTtlMs=60_000)
-    pairs = [(await _quote(client, dealer, customer, headers),
-              await _quote(client, dealer, customer, headers)) for _ in range(4)]
+    dealer, customer, headers = await lp_desk(client, "5", quoteTtlMs=60_000)
+    pairs = [(await buy_quote(client, dealer, customer, headers),
+              await buy_quote(client, dealer, customer, headers)) for _ in range(4)]
     await _move_against(app, client, dealer, headers, pairs[0][0])
     for number, (first, second) in enumerate(pairs):
         key = f"racing-{number}"
         answers = await asyncio.gather(
-            _accept(client, customer, first, headers, idempotencyKey=key),
-            _accept(client, customer, second, headers, idempotencyKey=key))
+            accept_buy(client, customer, first, headers, idempotencyKey=key),
+            accept_buy(client, customer, second, headers, idempotencyKey=key))
         # whichever commits first is REJECTED; the other finds the key taken: 409, never 500
         rejected = [body for status, body in answers if status == 200]
         refused = [body for status, body in answers if status != 200]

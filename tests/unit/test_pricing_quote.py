@@ -134,6 +134,39 @@ def test_a_long_dealer_lowers_both_prices_and_a_short_one_raises_them() -> None:
     assert (quote.for_side("SELL").skew_bps, quote.for_side("BUY").skew_bps) == (D(5), D(5))
 
 
+def test_a_skew_past_the_spread_stops_at_the_other_side_of_the_market() -> None:
+    config = QuotingConfig(spread_bps=D(20), inventory_skew_bps=D(1000))
+
+    def prices(exposure: str, book: SweepBook = BOOK) -> tuple[D, D]:
+        quote = _quote(None, "1", config=config, book=book, exposure=D(exposure),
+                       max_exposure=D(10))
+        return quote.for_side("SELL").price, quote.for_side("BUY").price
+
+    # long at the limit: ask 100.1 * (1 - 980bps) = 90.29 would undercut the best bid, 98.901
+    assert prices("10")[1] == D("98.91")
+    # short at the limit: bid 98.901 * (1 + 980bps) = 108.59 would top the best ask, 100.1
+    assert prices("-10")[0] == D("100.10")
+    # a skew within the spread is not bounded
+    assert prices("0.1") == (D("98.60"), D("100.21"))  # skew 10 bps: 98.604, 100.2001
+    # with no level on the other side there is nothing to trade against: no bound
+    asks_only = consolidate_for_sweep(
+        [LpBook("a", "PAPER", D("0.001"), [], [(D("100"), D("3"))])], LOT)
+    ask = _quote("BUY", "1", config=config, book=asks_only, exposure=D(10),
+                 max_exposure=D(10)).for_side("BUY")
+    assert ask.price == D("90.30")  # 100.1 * 0.902 = 90.2902, up
+
+
+def test_the_skew_does_not_depend_on_the_callers_decimal_context() -> None:
+    config = QuotingConfig(spread_bps=D(20), inventory_skew_bps=D(1000))
+    huge = D("1" * 29)  # more digits than the default context's 28
+    short = -huge
+    expected = _quote(None, "1", config=config, exposure=short, max_exposure=huge)
+    assert expected.for_side("BUY").skew_bps == D(-1000)
+    with localcontext() as context:
+        context.prec = 3
+        assert _quote(None, "1", config=config, exposure=short, max_exposure=huge) == expected
+
+
 def test_a_skew_that_does_not_divide_rounds_for_the_dealer() -> None:
     # 10 * 1/3 bps: the ask applies less skew (higher ask), the bid more (lower bid)
     assert inventory_skew_bps(D(10), D(1), D(3), round_up=False) == D("3.333333")
@@ -274,8 +307,9 @@ def quoting_configs(draw: st.DrawFn) -> QuotingConfig:
     bounds = sorted(draw(st.sets(st.integers(1, 3000), min_size=len(bps) - 1,
                                  max_size=len(bps) - 1)))
     tiers = tuple((D(bound), D(spread)) for bound, spread in zip(bounds, bps, strict=False))
+    # skews up to 1000 bps: past the spread and the books' width, where the other side bounds
     return QuotingConfig(spread_bps=D(bps[-1]), spread_tiers=tiers,
-                         inventory_skew_bps=D(draw(st.integers(0, 100))))
+                         inventory_skew_bps=D(draw(st.integers(0, 1000))))
 
 
 @given(books_and_rules(), quoting_configs(), st.integers(1, 2 * 10**5), st.integers(-200, 200))
@@ -301,12 +335,21 @@ def test_quotes_respect_the_book_the_ticks_and_the_lots(
                    for leg in priced.hedge_plan)
         assert priced.quote_quantity == priced.price * priced.quantity
     ask, bid = quote.for_side("BUY"), quote.for_side("SELL")
+    best_bid, best_ask = book.bids.levels()[0].adjusted_price, book.asks.levels()[0].adjusted_price
     with localcontext() as exact:
         exact.prec = 100
         exact_ask = ask.sweep.vwap * (1 + (ask.spread_bps - ask.skew_bps) / 10000)
         exact_bid = bid.sweep.vwap * (1 - (bid.spread_bps + bid.skew_bps) / 10000)
+    # a skew past the spread stops at the other side's best price
+    if ask.skew_bps > ask.spread_bps:
+        exact_ask = max(exact_ask, best_bid)
+    if -bid.skew_bps > bid.spread_bps:
+        exact_bid = min(exact_bid, best_ask)
     assert ask.price - rules.tick_size < exact_ask <= ask.price
     assert bid.price <= exact_bid < bid.price + rules.tick_size
+    # so no client can buy from the LPs and sell to the dealer at a profit, nor the reverse
+    assert ask.price >= best_bid
+    assert bid.price <= best_ask
     if not exposure:
         assert ask.price >= book.asks.levels()[0].adjusted_price
         assert bid.price <= book.bids.levels()[0].adjusted_price

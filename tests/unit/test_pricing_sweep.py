@@ -211,6 +211,14 @@ def test_results_do_not_depend_on_the_callers_decimal_context() -> None:
         context.prec = 6
         assert sweep_quantity(consolidate_for_sweep([book], D("0.00000001")).asks,
                               D("1")) == expected
+    # bids whose prices share a float64 are ordered exactly in any context: the better first
+    bids = [_book("a", "0", bids=[("1.00000000000000001", "1")]),
+            _book("b", "0", bids=[("1.00000000000000002", "1")])]
+    expected = sweep_quantity(consolidate_for_sweep(bids, LOT).bids, D("1"))
+    assert expected.hedge_plan[0].source == "b"
+    with localcontext() as context:
+        context.prec = 6
+        assert sweep_quantity(consolidate_for_sweep(bids, LOT).bids, D("1")) == expected
 
 
 # Properties: the sweep against a plain Decimal walk of the same levels, best first.
