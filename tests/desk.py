@@ -52,12 +52,13 @@ QUOTE_FIELDS = {
     "askQuoteQuantity", "status", "createdAt", "createdAtDateTime", "expireAt",
     "expireAtDateTime",
 }
-ORDER_FIELDS = {
-    "tradeOrderId", "tradingAccountId", "venue", "instrumentId", "quoteId", "baseAsset",
-    "quoteAsset", "orderSide", "orderType", "timeInForce", "status", "rejectReason",
-    "cancelReason", "limitPrice", "quantity", "orderQuantityType", "executedPrice",
-    "executedQuantity", "executedCost", "fees", "executions", "createdAt", "createdAtDateTime",
-    "updatedAt", "updatedAtDateTime",
+ORDER_FIELDS = {  # seeds/001's TradeOrder
+    "tradeOrderId", "tradingAccountId", "venue", "positionId", "instrumentId", "quoteId",
+    "baseAsset", "quoteAsset", "orderSide", "orderType", "timeInForce", "status",
+    "rejectReason", "cancelReason", "limitPrice", "stopPrice", "quantity", "orderQuantityType",
+    "quantityRounding", "executedPrice", "executedQuantity", "executedCost", "fees",
+    "executions", "createdAt", "createdAtDateTime", "updatedAt", "updatedAtDateTime",
+    "expireAt", "expireAtDateTime", "canceledAt", "canceledAtDateTime",
 }
 
 

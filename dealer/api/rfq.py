@@ -176,9 +176,13 @@ class ExecutionOut(WireModel):
 
 
 class TradeOrderOut(WireModel):
+    """seeds/001's TradeOrder, every field in its order; a QUOTED order is final when made, so
+    it has no position, stop, rounding, expiry or cancellation."""
+
     trade_order_id: uuid.UUID
     trading_account_id: uuid.UUID
     venue: str
+    position_id: uuid.UUID | None = None
     instrument_id: str
     quote_id: uuid.UUID | None
     base_asset: str
@@ -190,8 +194,10 @@ class TradeOrderOut(WireModel):
     reject_reason: str | None
     cancel_reason: str | None
     limit_price: str | None
+    stop_price: str | None = None
     quantity: str
     order_quantity_type: str
+    quantity_rounding: str = ""
     executed_price: str | None
     executed_quantity: str
     executed_cost: str
@@ -201,6 +207,10 @@ class TradeOrderOut(WireModel):
     created_at_date_time: str
     updated_at: int
     updated_at_date_time: str
+    expire_at: int | None = None
+    expire_at_date_time: str | None = None
+    canceled_at: int | None = None
+    canceled_at_date_time: str | None = None
 
 
 class OrderListQuery(ListQuery):
