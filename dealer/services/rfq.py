@@ -36,7 +36,7 @@ from pricing.errors import (
     SizeBelowMinimum,
 )
 from pricing.quote import InstrumentRules, Quote, QuotingConfig
-from pricing.sweep import consolidate_for_sweep, sweep_quantity
+from pricing.sweep import EXACT, consolidate_for_sweep, sweep_quantity
 from venues.base import split_symbol
 
 FERMATA = "FERMATA"
@@ -507,9 +507,13 @@ def last_look(market_data: MarketDataService, quote: QuoteRecord, side: str,
         sweep = sweep_quantity(book.asks if side == "BUY" else book.bids, quote.quantity)
     except QuoteRefused:
         return "last look: not enough depth any more"
-    moved = (sweep.vwap - quoted_vwap) / quoted_vwap * 10000
-    adverse = moved if side == "BUY" else -moved
-    if adverse > limit_bps:
+    # adverse move > limit_bps, decided exactly (no division): the VWAP's move against the
+    # dealer, times 10 000, against limit_bps times the quoted VWAP
+    against = EXACT.subtract(sweep.vwap, quoted_vwap)
+    if side != "BUY":
+        against = EXACT.minus(against)
+    if EXACT.multiply(against, 10000) > EXACT.multiply(limit_bps, quoted_vwap):
+        adverse = against * 10000 / quoted_vwap  # for the reason only
         return f"last look: the market moved {adverse:.2f} bps against the quote"
     return None
 
