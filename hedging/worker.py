@@ -175,7 +175,8 @@ class _Plan:
     """A group of the round, as sent."""
 
     group: policy.Group
-    attempt: int
+    attempt: int  # numbers its orders (and their client order ids): never used twice
+    tries: int  # counted against max_attempts: a retried job starts again from 1
     reference: Decimal | None  # the plan VWAP executions are compared with (slippage)
     orders: list[_Sent] = field(default_factory=list)
     # carry the lead takes over (its side, either way): the lane's carry left by the groups
@@ -321,7 +322,8 @@ class HedgeWorker:
         self._call_timeout_s = max(lease_s / 2, 0.1)
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
-        self._unknown_grace = dt.timedelta(seconds=unknown_grace_s)
+        self._never_received_after = dt.timedelta(seconds=self._call_timeout_s
+                                                  + unknown_grace_s)
         self._concurrency = max(concurrency, 1)
         self._netting_threshold = netting_threshold
         self._balances = BalanceCache(balance_ttl_s)
@@ -1007,8 +1009,11 @@ class HedgeWorker:
         for group in netting.groups:
             members = [by_id[group.lead], *(by_id[r] for r in group.riders)]
             first = by_id[group.lead]
+            # orders are numbered past every earlier one (a retried job's attempts restart at
+            # 0, its client order ids must not); the budget counts attempts since the retry
             attempt = max(group.attempts, first.last_attempt) + 1
-            plan = _Plan(group, attempt, _weighted(members, lambda j: j.plan.raw_vwap))
+            plan = _Plan(group, attempt, group.attempts + 1,
+                         _weighted(members, lambda j: j.plan.raw_vwap))
             plans.append(plan)
             if group.target < dust:
                 continue  # offsets did it: settled without orders
@@ -1311,7 +1316,7 @@ class HedgeWorker:
                 UNION ALL SELECT 'first', job_id::text FROM leads WHERE first
                 UNION ALL SELECT 'first', job_id::text FROM riders WHERE first""",  # noqa: S608
             lane.dealer_account_id, lane.symbol, now, self.worker_id, now + self._lease,
-            leads, [plan.attempt for plan in sending],
+            leads, [plan.tries for plan in sending],
             [netting.hedged.get(lead, Decimal(0)) for lead in leads],
             [netting.carry_in.get(plan.group.lead, Decimal(0)) + plan.carry_in
              for plan in sending],
@@ -1375,7 +1380,7 @@ class HedgeWorker:
                     """UPDATE hedge_job SET lead_job_id = $2, residual = false,
                            status = 'IN_PROGRESS', updated_at = $3
                        WHERE job_id = ANY($1::uuid[])""", list(group.riders), group.lead, now)
-            failed = await self._attempted(c, group, plan.attempt, outcome, now)
+            failed = await self._attempted(c, group, plan.tries, outcome, now)
             finished += [(by_id[j], policy.FAILED) for j in failed if j in by_id]
             if failed:  # the lead's carry goes back to the lane
                 carry_delta += policy.sign(lead.side) * lead.carry_in
@@ -1413,8 +1418,12 @@ class HedgeWorker:
                                time_in_force=TimeInForce.IOC)
         venue = self._venues.execution(order.lp.venue)
         try:
-            order.state = await asyncio.wait_for(
+            state = await asyncio.wait_for(
                 venue.submit_order(order.lp.account, request), self._call_timeout_s)
+            if state.status.is_closed:
+                order.state = state
+            else:  # the venue has not finished with it: a later round asks again
+                order.unknown = f"submit answered {state.status.value}: still open"
         except (VenueTimeout, VenueUnavailable, TimeoutError) as exc:
             order.unknown = f"submit: {exc or type(exc).__name__}"
         except VenueError as exc:
@@ -1469,9 +1478,14 @@ class HedgeWorker:
             if not state.status.is_closed:
                 state = await asyncio.wait_for(
                     venue.cancel_order(order.lp.account, order.coid), self._call_timeout_s)
-            order.state = state
+            if state.status.is_closed:
+                order.state = state
+            else:  # a cancel on its way: only a closed state is final
+                order.unknown = f"still open at the venue ({state.status.value})"
         except UnknownOrder:
-            if self._clock() - created_at < self._unknown_grace:
+            # A submit can reach the venue until its call gave up (call timeout after the
+            # order was recorded), then the grace: only after both is it "never received".
+            if self._clock() - created_at < self._never_received_after:
                 order.unknown = "the venue does not know it (yet)"
             else:  # never reached the venue: nothing was traded
                 order.refusal = "the venue never received it"
