@@ -170,6 +170,10 @@ class _Sent:
     unknown: str | None = None
 
 
+class _RoundUndone(Exception):
+    """A round's record refused a group after writing what it netted against it: undone."""
+
+
 @dataclass(slots=True)
 class _Plan:
     """A group of the round, as sent."""
@@ -1169,23 +1173,37 @@ class HedgeWorker:
         if fast and (slow or not sending):
             raise _NotFast  # nothing to send at once: the lane's claim decides
         finished: list[tuple[_Job, str]] = []
-        async with self._pool.acquire() as conn:
-            c = cast(asyncpg.Connection, conn)
-            async with contextlib.AsyncExitStack() as stack:
-                if slow:
-                    await stack.enter_async_context(c.transaction())
-                    finished += await self._record_rest(
-                        c, lane, by_id, netting, plans, outcomes, dust, others,
-                        netting_carry if carry_with_lead is None else Decimal(0), now)
-                result = await self._record_sending(
-                    c, lane, netting, sending, netting_carry, carry_with_lead,
-                    [j for j in claimed if j not in members], now, fast=fast,
-                    newest=max(j.created_at for j in jobs) if fast else None)
+        try:
+            async with self._pool.acquire() as conn:
+                c = cast(asyncpg.Connection, conn)
+                async with contextlib.AsyncExitStack() as stack:
+                    if slow:
+                        await stack.enter_async_context(c.transaction())
+                        finished += await self._record_rest(
+                            c, lane, by_id, netting, plans, outcomes, dust, others,
+                            netting_carry if carry_with_lead is None else Decimal(0), now)
+                    result = await self._record_sending(
+                        c, lane, netting, sending, netting_carry, carry_with_lead,
+                        [j for j in claimed if j not in members], now, fast=fast,
+                        newest=max(j.created_at for j in jobs) if fast else None)
+                    applied = {uuid.UUID(r["id"]) for r in result if r["kind"] == "lead"}
+                    if slow and any(plan.group.lead not in applied for plan in sending):
+                        # The offsets written above net jobs against groups whose orders
+                        # were just refused (an LP started draining, or a lead was
+                        # cancelled): kept alone, they would book half of each offset.
+                        raise _RoundUndone
+        except _RoundUndone:  # rolled back: nothing of the round stays, nothing is sent
+            self._lp_cache.pop(lane.key, None)
+            self._unspend(plans)
+            for plan in plans:
+                plan.orders.clear()
+            await self._release(lane, claimed)
+            self._wake.set()  # planned again at once, on LPs read afresh
+            return
         sent = {r["id"] for r in result if r["kind"] == "order"}
         for row in result:  # for the lane's next fast round (see _fast_task)
             if row["kind"] == "carry":
                 self._fast_carry[lane.key] = Decimal(row["id"])
-        applied = {uuid.UUID(r["id"]) for r in result if r["kind"] == "lead"}
         dropped = [plan for plan in sending if plan.group.lead not in applied]
         for plan in dropped:  # an LP started draining, or the lead was cancelled meanwhile
             self._lp_cache.pop(lane.key, None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +17,15 @@ from dealer.app import create_app
 from dealer.appkeys import VENUES
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN
-from tests.desk import AppClient, check_books, fill_all, hedge_worker, hedges_final, make_desk
+from tests.desk import (
+    AppClient,
+    app_client,
+    check_books,
+    fill_all,
+    hedge_worker,
+    hedges_final,
+    make_desk,
+)
 from tests.helpers import post
 from venues.base import OrderRequest, OrderState, OrderStatus, VenueAccount
 
@@ -160,3 +169,48 @@ async def test_a_retried_job_gets_its_whole_budget_of_attempts_again(
     assert (job["status"], job["attempts"]) == ("FAILED", 3)
     numbers = sorted({r["attempt"] for r in await conn.fetch("SELECT attempt FROM hedge_order")})
     assert numbers == [1, 2, 3, 4, 5, 6]  # three more after the retry, each with new order ids
+
+
+async def test_a_netted_round_whose_lp_starts_draining_is_undone_whole(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app, client = await app_client(settings, secrets, aiohttp_client, hedge_poll_ms=20)
+    desk = await make_desk(client, hedgeMode="NETTED", hedgeNettingWindowMs=100)
+    await fill_all(client, desk, (("BUY", "0.5"), ("SELL", "0.3")), concurrency=1)
+    worker = hedge_worker(app)
+    record = worker._record_intents
+    drained: list[uuid.UUID] = []
+
+    async def drain_then_record(lane: Any, jobs: Any, netting: Any, plans: Any, *args: Any,
+                                **kwargs: Any) -> None:
+        # The desk drains the LP the round routed its 0.2 net to, after the worker read its
+        # LPs and before it records the round (which has the SELL's 0.3 offset to write).
+        if not drained:
+            for plan in plans:
+                for order in plan.orders:
+                    drained.append(order.lp.trading_account_id)
+                    await conn.execute("UPDATE dealer_link SET draining = true "
+                                       "WHERE trading_account_id = $1",
+                                       order.lp.trading_account_id)
+        await record(lane, jobs, netting, plans, *args, **kwargs)
+
+    worker._record_intents = drain_then_record  # type: ignore[method-assign]
+    await asyncio.sleep(0.3)  # past the netting window
+    assert await worker.run_once()
+    assert drained
+    # undone whole: the offset is not booked on one side only, nothing was recorded
+    rows = await conn.fetch("SELECT status, hedged_quantity FROM hedge_job")
+    assert {(r["status"], r["hedged_quantity"]) for r in rows} <= {
+        ("PENDING", Decimal(0)), ("IN_PROGRESS", Decimal(0))}, [dict(r) for r in rows]
+    assert await conn.fetchval("SELECT count(*) FROM hedge_order") == 0
+    worker.start()
+    try:
+        await hedges_final(conn, 2)
+    finally:
+        await worker.stop()
+    # the next round hedged the net 0.2 on the other LPs, and the books balance
+    orders = await conn.fetch("SELECT * FROM hedge_order")
+    assert not any(o["trading_account_id"] in drained for o in orders)
+    assert abs(_bought(app, orders) - Decimal("0.2")) < Decimal("0.001")
+    await check_books(client, conn, desk)
