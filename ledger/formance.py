@@ -227,8 +227,10 @@ class FormanceLedger:
         booked: dict[str, models.V2Transaction] = {}
         for start in range(0, len(transactions), PAGE_SIZE):
             references = [tx.reference for tx in transactions[start:start + PAGE_SIZE]]
-            async for found in self._iterate_transactions(
-                    {"$in": {"reference": references}}, limit=len(references)):
+            # $or of $match: Ledger v2.3 (the deploy pins v2.3.0) has no $in, and later v2.3
+            # releases refuse it on references; every v2 takes this
+            query = {"$or": [{"$match": {"reference": reference}} for reference in references]}
+            async for found in self._iterate_transactions(query, limit=len(references)):
                 if found.reference is not None:
                     booked[found.reference] = found
         for reference, tx in wanted.items():

@@ -30,8 +30,10 @@ where a client can observe them:
 - lists are cursors `{"cursor": {pageSize, hasMore, next, data}}`: `pageSize` default 15, clamped
   to 100; `next` is an opaque token carrying the query (other parameters are then ignored but
   `pageSize`); transactions newest first (`reverse=true`: oldest first), accounts by address.
-  Filters are the query-builder JSON in the body or the `query` parameter (`$match`, `$in`,
-  `$and`, `$or`, `$not`, `$lt`, `$lte`, `$gt`, `$gte`); addresses match exactly, or segment by
+  Filters are the query-builder JSON in the body or the `query` parameter (`$match`, `$and`,
+  `$or`, `$not`, `$lt`, `$lte`, `$gt`, `$gte`: the operators of Ledger v2.3.0, the version the
+  deploy files pin, whose go-libs query parser has no `$in` and answers 400 VALIDATION
+  "unexpected operator $in"); addresses match exactly, or segment by
   segment when partial (an empty segment matches any one segment; a trailing `...` any rest);
 - `HEAD /{ledger}/transactions` and `HEAD /{ledger}/accounts` answer 204 with a `Count` header;
   `GET /{ledger}/aggregate/balances` sums balances per asset over the matching accounts.
@@ -482,7 +484,7 @@ def _compile_filter(node: Any, resolve: Callable[[str, str, Any], Predicate]) ->
     if operator == "$not":
         inner = _compile_filter(value, resolve)
         return lambda item: not inner(item)
-    if operator in ("$match", "$in", *_COMPARISONS):
+    if operator in ("$match", *_COMPARISONS):
         prop, operand = _single_key(value)
         return resolve(operator, prop, operand)
     raise _bad_request("VALIDATION", f"unexpected operator {operator}")
@@ -497,17 +499,10 @@ def _resolve_transaction_filter(operator: str, prop: str, operand: Any) -> Predi
     if prop in ("account", "source", "destination"):
         sources = prop in ("account", "source")
         destinations = prop in ("account", "destination")
-        if operator == "$in":
-            addresses = _string_list(operand)
-            return lambda tx: any(tx.touches(a, sources=sources, destinations=destinations)
-                                  for a in addresses)
         if operator != "$match" or not isinstance(operand, str):
             raise _bad_request("VALIDATION", f"unsupported filter on {prop}")
         return lambda tx: tx.touches(operand, sources=sources, destinations=destinations)
     if prop == "reference":
-        if operator == "$in":
-            references = set(_string_list(operand))
-            return lambda tx: tx.reference in references
         if operator == "$match":
             return lambda tx: tx.reference == operand
         raise _bad_request("VALIDATION", "unsupported filter on reference")
@@ -526,9 +521,6 @@ def _resolve_transaction_filter(operator: str, prop: str, operand: Any) -> Predi
 
 def _resolve_account_filter(operator: str, prop: str, operand: Any) -> Predicate:
     if prop in ("address", "account"):
-        if operator == "$in":
-            addresses = set(_string_list(operand))
-            return lambda account: account.address in addresses
         if operator != "$match" or not isinstance(operand, str):
             raise _bad_request("VALIDATION", f"unsupported filter on {prop}")
         return lambda account: address_matches(operand, account.address)
@@ -536,12 +528,6 @@ def _resolve_account_filter(operator: str, prop: str, operand: Any) -> Predicate
     if key is not None and operator == "$match":
         return lambda account: account.metadata.get(key) == operand
     raise _bad_request("VALIDATION", f"invalid filter property {prop}")
-
-
-def _string_list(operand: Any) -> list[str]:
-    if not isinstance(operand, list) or not all(isinstance(v, str) for v in operand):
-        raise _bad_request("VALIDATION", "$in needs an array of strings")
-    return list(operand)
 
 
 # ---------------------------------------------------------------- controls

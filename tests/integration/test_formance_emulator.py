@@ -387,7 +387,8 @@ async def test_page_size_is_clamped_to_the_maximum(v2: LedgerV2) -> None:
                                                                  reference=f"r{n}"))
 
     listed = await v2.list_transactions_async(request=operations.V2ListTransactionsRequest(
-        ledger=LEDGER, request_body={"$in": {"reference": ["r0", "r2", "zz"]}},
+        ledger=LEDGER, request_body={"$or": [{"$match": {"reference": r}}
+                                             for r in ("r0", "r2", "zz")]},
         page_size=1000))
 
     assert listed.v2_transactions_cursor_response is not None
@@ -395,6 +396,15 @@ async def test_page_size_is_clamped_to_the_maximum(v2: LedgerV2) -> None:
     assert cursor.page_size == 100
     assert [tx.reference for tx in cursor.data] == ["r2", "r0"]
     assert cursor.has_more is False
+
+
+async def test_in_is_not_an_operator_of_the_pinned_ledger_version(v2: LedgerV2) -> None:
+    error = await expect_error(v2.list_transactions_async(
+        request=operations.V2ListTransactionsRequest(
+            ledger=LEDGER, request_body={"$in": {"reference": ["r0"]}})))
+    assert error.status_code == 400
+    assert error.data.error_code is models.V2ErrorsEnum.VALIDATION
+    assert "unexpected operator $in" in (error.data.error_message or "")
 
 
 # ---------------------------------------------------------------- bulk
