@@ -221,7 +221,8 @@ async def quoting_ctx(app: web.Application) -> AsyncIterator[None]:
     writer = QuoteWriter(app[POOL])
     writer.start()
     app[QUOTER] = quoter = Quoter(app[POOL], app[MARKET_DATA], writer,
-                                  on_read=app[METRICS].quote_fact_reads.inc)
+                                  on_read=app[METRICS].quote_fact_reads.inc,
+                                  scales=app[ASSET_SCALES])
     try:
         yield
     finally:

@@ -42,9 +42,11 @@ from dealer.services.rfq import (
     stored_plan,
 )
 from dealer.uow import connection
+from ledger.assets import ScaleTable, UnknownAsset
 from pricing.errors import QuoteRefused
 from pricing.quote import InstrumentRules, Quote, QuoteRequest, QuotingConfig, price_quote
 from pricing.sweep import SweepBook
+from venues.base import split_symbol
 
 log = logging.getLogger(__name__)
 
@@ -330,8 +332,13 @@ class Quoter:
 
     def __init__(self, pool: asyncpg.Pool, market_data: MarketDataService,
                  writer: QuoteWriter, cache: QuotingCache | None = None, *,
-                 on_read: Callable[[], None] | None = None) -> None:
+                 on_read: Callable[[], None] | None = None,
+                 scales: ScaleTable | None = None) -> None:
+        """`scales`: the ledger's; a symbol with an asset it has no scale for is not quoted
+        (its accept could not be booked)."""
         self._pool = pool
+        self._scales = scales
+        self._bookable: set[str] = set()  # symbols whose assets the ledger has scales for
         self._on_read = on_read  # hears each read of facts that goes to the database
         self._market_data = market_data
         self._writer = writer
@@ -463,6 +470,13 @@ class Quoter:
         base = cached.bases.get(cmd.symbol)
         if base is None:
             raise ApiError(Errors.SYMBOL_NOT_QUOTED, f"The dealer does not quote {cmd.symbol}")
+        if self._scales is not None and cmd.symbol not in self._bookable:
+            try:
+                for code in split_symbol(cmd.symbol):
+                    self._scales.asset(code)
+            except UnknownAsset as exc:
+                raise ApiError(Errors.SYMBOL_NOT_QUOTED, str(exc)) from None
+            self._bookable.add(cmd.symbol)
         if not dealer.linked_accounts:
             raise ApiError(Errors.NO_LINKED_LP)
         market_data = self._market_data

@@ -12,9 +12,9 @@ import asyncpg
 from aiohttp import web
 
 from dealer.appkeys import CLOCK, MARKET_DATA, VENUES
-from tests.conftest import assert_ok
+from tests.conftest import assert_error, assert_ok
 from tests.desk import accept_buy, buy_quote, lp_desk
-from tests.helpers import Client, eventually
+from tests.helpers import Client, eventually, post
 
 
 async def _pin_asks(app: web.Application, venue: str, factor: str) -> Decimal:
@@ -115,3 +115,17 @@ async def test_an_lp_unlinked_elsewhere_prices_nothing_before_the_subscriptions_
     quote = await buy_quote(client, dealer, customer, headers)
     assert str(binance) not in await _plan_sources(conn, quote)
     assert Decimal(quote["price"]) > cheap * Decimal("1.05")
+
+
+async def test_a_symbol_the_ledger_cannot_book_is_not_quoted(
+    client: Client, conn: asyncpg.Connection,
+) -> None:
+    # SOL has no ledger scale by default: its accept could not be booked, so no quote is made
+    dealer, customer, headers = await lp_desk(client, "1000", symbols=["BTC/USDT", "SOL/USDT"])
+    status, body = await post(client, "/api/v3/fermata/quote/request", {
+        "dealerAccountId": dealer, "tradingAccountId": customer, "symbol": "SOL/USDT",
+        "orderSide": "BUY", "quantity": "2"}, headers)
+    assert status == 400, body
+    assert_error(body, -130009)
+    assert "DEALER_ASSET_SCALES" in body["error"]
+    assert await conn.fetchval("SELECT count(*) FROM quote") == 0
