@@ -15,7 +15,7 @@ from aiohttp import web
 
 import dealer
 from dealer.api.market import sync_dealer_instruments
-from dealer.appkeys import CLOCK, POOL, SECRET_BOX, SETTINGS, VENUES
+from dealer.appkeys import CLOCK, LEDGER, POOL, SECRET_BOX, SETTINGS, VENUES
 from dealer.auth import Role, mint_token
 from dealer.services import credentials, dealers, trading_accounts
 from dealer.services.reconciliation import capture_baseline
@@ -115,7 +115,7 @@ async def _seed(app: web.Application) -> DemoDesk:
         async with UnitOfWork(pool) as uow:
             await dealers.link_lp(uow, now, desk_dealer.dealer_account_id,
                                   account_id)
-        await capture_baseline(pool, app[VENUES], account_id, now)
+        await capture_baseline(pool, app[VENUES], app[LEDGER], account_id, now)
     await sync_dealer_instruments(app, desk_dealer.dealer_account_id)
     async with UnitOfWork(pool) as uow:
         client = await dealers.create_client(uow, now, nickname="Demo client")

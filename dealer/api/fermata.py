@@ -12,7 +12,7 @@ from pydantic import Field, StringConstraints, model_validator
 from dealer.api.framework import ALL_ROLES, Api
 from dealer.api.market import sync_dealer_instruments
 from dealer.api.schemas import TradingAccountOut, trading_account_out
-from dealer.appkeys import CLOCK, MARKET_DATA, METRICS, POOL, VENUES
+from dealer.appkeys import CLOCK, LEDGER, MARKET_DATA, METRICS, POOL, VENUES
 from dealer.auth import Principal, Role
 from dealer.errors import Errors
 from dealer.services import dealers
@@ -338,8 +338,8 @@ async def link(request: web.Request, principal: Principal | None, params: LinkBo
                               params.dealer_account_id, params.trading_account_id)
     request.app[METRICS].links_changed.labels("link").inc()
     await follow_links(request.app)
-    await capture_baseline(request.app[POOL], request.app[VENUES], params.trading_account_id,
-                           request.app[CLOCK]())
+    await capture_baseline(request.app[POOL], request.app[VENUES], request.app[LEDGER],
+                           params.trading_account_id, request.app[CLOCK]())
     await sync_dealer_instruments(request.app, params.dealer_account_id)
     return "ok"
 

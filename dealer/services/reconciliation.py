@@ -45,9 +45,11 @@ class LpCheck:
     detail: str | None = None
 
 
-async def capture_baseline(pool: asyncpg.Pool, venues: VenueRegistry,
+async def capture_baseline(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBackend,
                            trading_account_id: uuid.UUID, now: dt.datetime) -> bool:
-    """Record the LP's venue balances once (its first link); False if the venue is down."""
+    """Record the LP's venue balances once (its first link), with its `exchange:` wallet's net
+    flow at that moment; False when it cannot be taken now (venue or ledger down, or a hedge of
+    the LP in flight or not yet in the ledger: the two reads would not match)."""
     async with connection(pool) as conn:
         row = await conn.fetchrow(
             """SELECT venue, external_trading_account_id, venue_ref,
@@ -56,21 +58,57 @@ async def capture_baseline(pool: asyncpg.Pool, venues: VenueRegistry,
                FROM trading_account t WHERE trading_account_id = $1""", trading_account_id)
     if row is None or row["has"]:
         return row is not None
+    address = exchange_account(trading_account_id)
+    before = await _activity(pool, trading_account_id, address)
+    if before is None:
+        return False
     account = VenueAccount(trading_account_id, row["external_trading_account_id"],
                            row["venue_ref"])
     try:
         balances = await venues.execution(row["venue"]).balances(account)
-    except VenueError as exc:
+        # no order and no entry yet (a new link): nothing can have flowed, the ledger need
+        # not be asked (nor be up)
+        wallet = await ledger.balances(address) if any(before) else {}
+    except (VenueError, LedgerUnavailable) as exc:
         log.warning("no balance baseline for %s yet: %s", trading_account_id, exc)
         return False
+    if await _activity(pool, trading_account_id, address) != before:
+        return False  # a hedge of the LP moved between the two reads: next time
+    flow: dict[str, Decimal] = {}
+    for notation, units in wallet.items():
+        asset = Asset.parse(notation)
+        flow[asset.code] = flow.get(asset.code, Decimal(0)) + from_minor(units, asset)
+    amounts = {b.asset: b.total for b in balances}
+    rows = [(trading_account_id, code, amounts.get(code, Decimal(0)),
+             flow.get(code, Decimal(0)), now) for code in sorted(set(amounts) | set(flow))]
     async with connection(pool) as conn:
         await conn.executemany(
-            """INSERT INTO lp_balance_baseline (trading_account_id, asset, amount, taken_at)
-               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
-            [(trading_account_id, b.asset, b.total, now) for b in balances]
-            or [(trading_account_id, "-", Decimal(0), now)],
+            """INSERT INTO lp_balance_baseline (trading_account_id, asset, amount, ledger_flow,
+                                                taken_at)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+            rows or [(trading_account_id, "-", Decimal(0), Decimal(0), now)],
         )
     return True
+
+
+async def _activity(pool: asyncpg.Pool, trading_account_id: uuid.UUID, address: str
+                    ) -> tuple[int, int] | None:
+    """The LP's hedge orders and ledger entries so far (None while one is in flight or not
+    yet in the ledger): equal before and after two reads, nothing moved between them."""
+    async with connection(pool) as conn:
+        row = await conn.fetchrow(
+            """SELECT (SELECT count(*) FROM hedge_order WHERE trading_account_id = $1) AS orders,
+                      (SELECT count(*) FROM hedge_order WHERE trading_account_id = $1
+                         AND status IN ('SENT', 'UNKNOWN')) AS open_orders,
+                      (SELECT count(*) FROM ledger_outbox WHERE kind = 'transaction'
+                         AND strpos(payload::text, $2) > 0) AS entries,
+                      (SELECT count(*) FROM ledger_outbox WHERE kind = 'transaction'
+                         AND sent_at IS NULL AND strpos(payload::text, $2) > 0) AS pending""",
+            trading_account_id, address)
+    assert row is not None  # a SELECT of scalar subqueries answers one row
+    if row["open_orders"] or row["pending"]:
+        return None
+    return int(row["orders"]), int(row["entries"])
 
 
 async def reconcile(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBackend,
@@ -111,13 +149,15 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
                        pending, assets, detail)
 
     async with connection(pool) as conn:
-        baseline = {r["asset"]: r["amount"] for r in await conn.fetch(
-            "SELECT asset, amount FROM lp_balance_baseline WHERE trading_account_id = $1",
-            account_id)}
-    if not baseline:
-        taken = await capture_baseline(pool, venues, account_id, now)
-        return result("NO_BASELINE", detail=None if taken else "venue unavailable")
-    baseline.pop("-", None)
+        rows = await conn.fetch(
+            """SELECT asset, amount, ledger_flow FROM lp_balance_baseline
+               WHERE trading_account_id = $1""", account_id)
+    if not rows:
+        taken = await capture_baseline(pool, venues, ledger, account_id, now)
+        return result("NO_BASELINE", detail=None if taken else
+                      "not taken yet: venue or ledger unavailable, or a hedge in flight")
+    baseline = {r["asset"]: r["amount"] for r in rows if r["asset"] != "-"}
+    flow_then = {r["asset"]: r["ledger_flow"] for r in rows if r["asset"] != "-"}
     try:
         balances = await venues.execution(link["venue"]).balances(VenueAccount(
             account_id, link["external_trading_account_id"], link["venue_ref"]))
@@ -144,7 +184,8 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
     for code in sorted(set(baseline) | set(venue_now) | set(ledger_flow)):
         base = baseline.get(code, Decimal(0))
         current = venue_now.get(code, Decimal(0))
-        flow = ledger_flow.get(code, Decimal(0))
+        # what flowed through the wallet since the baseline's venue balances were read
+        flow = ledger_flow.get(code, Decimal(0)) - flow_then.get(code, Decimal(0))
         change = current - base
         drift = change + flow
         limit = allowed.get(code, tolerance)
