@@ -137,11 +137,21 @@ async def pending_entries(pool: asyncpg.Pool, address: str | None = None) -> int
     return count
 
 
+async def _open_hedge_orders(pool: asyncpg.Pool, trading_account_id: uuid.UUID) -> int:
+    """The LP's hedge orders sent whose answer is not recorded yet."""
+    async with connection(pool) as conn:
+        count: int = await conn.fetchval(
+            """SELECT count(*) FROM hedge_order WHERE trading_account_id = $1
+               AND status IN ('SENT', 'UNKNOWN')""", trading_account_id)
+    return count
+
+
 async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBackend,
                     link: asyncpg.Record, now: dt.datetime, tolerance: Decimal) -> LpCheck:
     account_id: uuid.UUID = link["trading_account_id"]
     address = exchange_account(account_id)
     pending = await pending_entries(pool, address)
+    sending = await _open_hedge_orders(pool, account_id)
 
     def result(status: str, assets: tuple[AssetCheck, ...] = (), detail: str | None = None
                ) -> LpCheck:
@@ -169,6 +179,10 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
                                                 offset=0)
     except LedgerUnavailable as exc:
         return result("LEDGER_UNAVAILABLE", detail=str(exc))
+    # A difference while entries or hedge orders of the LP are on their way (a fill the venue
+    # made whose answer is not recorded yet) is in flight, not drift: the next run tells. The
+    # orders are counted before the reads and after them.
+    in_flight = bool(pending or sending or await _open_hedge_orders(pool, account_id))
     venue_now = {b.asset: b.total for b in balances}
     ledger_flow: dict[str, Decimal] = {}
     allowed: dict[str, Decimal] = {}
@@ -189,7 +203,7 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
         change = current - base
         drift = change + flow
         limit = allowed.get(code, tolerance)
-        status = "OK" if abs(drift) <= limit else ("IN_FLIGHT" if pending else "DRIFT")
+        status = "OK" if abs(drift) <= limit else ("IN_FLIGHT" if in_flight else "DRIFT")
         assets.append(AssetCheck(code, base, current, change, flow, drift, status))
     worst = "OK"
     for check in assets:

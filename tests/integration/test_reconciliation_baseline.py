@@ -1,15 +1,21 @@
-"""A balance baseline taken after the LP traded (its venue was down when it was linked) counts
-only what flowed through the LP's wallet since: no false drift."""
+"""Reconciliation without false drift: a balance baseline taken after the LP traded (its venue
+was down when it was linked) counts only what flowed through the LP's wallet since, and a fill
+whose answer is not recorded yet is in flight."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import asyncpg
 
 from dealer.app import create_app
+from dealer.appkeys import VENUES
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import VIEWER, assert_ok
 from tests.desk import AppClient, check_books, fill_all, hedge_worker, hedges_final, make_desk
 from tests.helpers import get, outbox_drained
+from venues.base import OrderRequest, OrderState, VenueAccount
 
 
 async def test_a_baseline_taken_after_hedges_reconciles_without_drift(
@@ -39,3 +45,50 @@ async def test_a_baseline_taken_after_hedges_reconciles_without_drift(
     flows = await conn.fetch("SELECT asset, ledger_flow FROM lp_balance_baseline "
                              "WHERE ledger_flow <> 0")
     assert flows  # the baseline kept what had flowed before it
+
+
+async def test_a_fill_whose_answer_is_not_recorded_yet_is_in_flight_not_drift(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app = create_app(settings, secrets)
+    client = await aiohttp_client(app)
+    desk = await make_desk(client)
+    await fill_all(client, desk, (("BUY", "0.3"),))
+    answered = asyncio.Event()
+    filled = asyncio.Event()
+
+    class SlowAnswers:
+        """The venue fills the order at once; its answer reaches the worker when let go."""
+
+        def execution(self, venue: str) -> Any:
+            inner = app[VENUES].execution(venue)
+
+            class Proxy:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(inner, name)
+
+                async def submit_order(self, account: VenueAccount,
+                                       order: OrderRequest) -> OrderState:
+                    state: OrderState = await inner.submit_order(account, order)
+                    filled.set()
+                    await answered.wait()
+                    return state
+
+            return Proxy()
+
+    worker = hedge_worker(app, SlowAnswers())
+    worker.start()
+    try:
+        await asyncio.wait_for(filled.wait(), 5)
+        _, body = await get(client, "/api/v3/ledger/reconciliation",
+                            {"dealerAccountId": desk.dealer}, VIEWER)
+        statuses = {lp["status"] for lp in assert_ok(body)["lps"]}
+        assert "DRIFT" not in statuses, body
+        assert "IN_FLIGHT" in statuses, body
+        answered.set()
+        await hedges_final(conn, 1)
+    finally:
+        answered.set()
+        await worker.stop()
+    await check_books(client, conn, desk)
