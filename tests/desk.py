@@ -31,6 +31,7 @@ from tests.helpers import (
     outbox_drained,
     post,
 )
+from venues.base import OrderRequest, OrderState, VenueAccount
 from venues.paper.client import PaperVenue
 from venues.paper.schemas import load_journal
 
@@ -319,3 +320,28 @@ async def accept_buy(client: Client, customer: str, quote: dict[str, Any],
         "tradingAccountId": customer, "instrumentId": "FERMATA:BTC/USDT", "orderSide": "BUY",
         "orderType": "QUOTED", "quantity": quote["quantity"], "quoteId": quote["quoteId"],
         **fields}, headers)
+
+
+# ---------------------------------------------------------------- venues that answer otherwise
+
+class VenueProxies:
+    """The app's venues with `submit_order` replaced by `submit(venue, account, order)`, which
+    gets the real connector (for hedge workers meeting late, open or held answers)."""
+
+    def __init__(self, inner: Any, submit: Any) -> None:
+        self.inner, self.submit = inner, submit
+
+    def execution(self, venue: str) -> Any:
+        return _VenueProxy(self, self.inner.execution(venue))
+
+
+class _VenueProxy:
+    def __init__(self, owner: VenueProxies, venue: Any) -> None:
+        self._owner, self._venue = owner, venue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._venue, name)
+
+    async def submit_order(self, account: VenueAccount, order: OrderRequest) -> OrderState:
+        state: OrderState = await self._owner.submit(self._venue, account, order)
+        return state

@@ -19,6 +19,7 @@ from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN
 from tests.desk import (
     AppClient,
+    VenueProxies,
     app_client,
     check_books,
     fill_all,
@@ -30,28 +31,6 @@ from tests.helpers import post
 from venues.base import OrderRequest, OrderState, OrderStatus, VenueAccount
 
 FIRST_LEG = "-1-0"  # the client order id's end for the first attempt's first leg
-
-
-class _Proxies:
-    """The app's venues with `submit_order` replaced by `submit(venue, account, order)`."""
-
-    def __init__(self, inner: Any, submit: Any) -> None:
-        self.inner, self.submit = inner, submit
-
-    def execution(self, venue: str) -> Any:
-        return _Proxy(self, self.inner.execution(venue))
-
-
-class _Proxy:
-    def __init__(self, owner: _Proxies, venue: Any) -> None:
-        self._owner, self._venue = owner, venue
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._venue, name)
-
-    async def submit_order(self, account: VenueAccount, order: OrderRequest) -> OrderState:
-        state: OrderState = await self._owner.submit(self._venue, account, order)
-        return state
 
 
 def _bought(app: Any, orders: list[asyncpg.Record]) -> Decimal:
@@ -82,7 +61,7 @@ async def test_an_open_answer_to_a_submit_is_asked_again_not_taken_as_final(
                                        filled_quantity=Decimal(0), executions=())
         return state
 
-    worker = hedge_worker(app, _Proxies(app[VENUES], answers_before_the_fill))
+    worker = hedge_worker(app, VenueProxies(app[VENUES], answers_before_the_fill))
     worker.start()
     try:
         [job] = await hedges_final(conn, 1)
@@ -124,7 +103,7 @@ async def test_an_order_the_venue_does_not_know_yet_is_not_taken_for_never_recei
         return await asyncio.shield(late[-1])
 
     # the defaults' proportions (lease 10 s: call timeout 5 s; grace 5 s) scaled down by 5
-    worker = hedge_worker(app, _Proxies(app[VENUES], arrives_late), lease_s=2.0,
+    worker = hedge_worker(app, VenueProxies(app[VENUES], arrives_late), lease_s=2.0,
                           unknown_grace_s=1.0, backoff_s=0.04)
     worker.start()
     try:

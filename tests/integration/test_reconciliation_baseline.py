@@ -13,7 +13,15 @@ from dealer.app import create_app
 from dealer.appkeys import VENUES
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import VIEWER, assert_ok
-from tests.desk import AppClient, check_books, fill_all, hedge_worker, hedges_final, make_desk
+from tests.desk import (
+    AppClient,
+    VenueProxies,
+    check_books,
+    fill_all,
+    hedge_worker,
+    hedges_final,
+    make_desk,
+)
 from tests.helpers import get, outbox_drained
 from venues.base import OrderRequest, OrderState, VenueAccount
 
@@ -58,26 +66,15 @@ async def test_a_fill_whose_answer_is_not_recorded_yet_is_in_flight_not_drift(
     answered = asyncio.Event()
     filled = asyncio.Event()
 
-    class SlowAnswers:
-        """The venue fills the order at once; its answer reaches the worker when let go."""
+    async def held_answer(venue: Any, account: VenueAccount, order: OrderRequest
+                          ) -> OrderState:
+        # the venue fills the order at once; its answer reaches the worker when let go
+        state: OrderState = await venue.submit_order(account, order)
+        filled.set()
+        await answered.wait()
+        return state
 
-        def execution(self, venue: str) -> Any:
-            inner = app[VENUES].execution(venue)
-
-            class Proxy:
-                def __getattr__(self, name: str) -> Any:
-                    return getattr(inner, name)
-
-                async def submit_order(self, account: VenueAccount,
-                                       order: OrderRequest) -> OrderState:
-                    state: OrderState = await inner.submit_order(account, order)
-                    filled.set()
-                    await answered.wait()
-                    return state
-
-            return Proxy()
-
-    worker = hedge_worker(app, SlowAnswers())
+    worker = hedge_worker(app, VenueProxies(app[VENUES], held_answer))
     worker.start()
     try:
         await asyncio.wait_for(filled.wait(), 5)
