@@ -207,3 +207,11 @@ def check_registry_unique() -> None:
         if code.errno in seen:
             raise AssertionError(f"errno {code.errno} used by {seen[code.errno]} and {code.code}")
         seen[code.errno] = code.code
+
+
+def invalid_fields(problems: list[tuple[str, str]], kind: str = "value_error") -> ApiError:
+    """-100001 naming each (field, what is wrong): the shape of a validation error's details,
+    for rules over several fields that no single field's validation can name."""
+    summary = "; ".join(f"{name}: {message}" for name, message in problems)
+    return ApiError(Errors.INVALID_REQUEST, f"Invalid request: {summary}", {"fields": [
+        {"field": name, "message": message, "type": kind} for name, message in problems]})

@@ -14,7 +14,7 @@ from dealer.api.market import sync_dealer_instruments
 from dealer.api.schemas import TradingAccountOut, trading_account_out
 from dealer.appkeys import CLOCK, LEDGER, MARKET_DATA, METRICS, POOL, VENUES
 from dealer.auth import Principal, Role
-from dealer.errors import Errors
+from dealer.errors import Errors, invalid_fields
 from dealer.services import dealers
 from dealer.services.dealers import (
     DealerConfig,
@@ -84,10 +84,12 @@ class UpdateDealerBody(WireModel):
     @model_validator(mode="after")
     def _null_only_where_meaningful(self) -> UpdateDealerBody:
         # Optional here means "may be omitted"; only these two fields accept an explicit null.
-        for name in sorted(self.model_fields_set - {"nickname", "last_look_bps"}):
-            if getattr(self, name) is None:
-                alias = type(self).model_fields[name].alias or name
-                raise ValueError(f"{alias} may be omitted but not null")
+        fields = type(self).model_fields
+        nulls = [fields[name].alias or name
+                 for name in sorted(self.model_fields_set - {"nickname", "last_look_bps"})
+                 if getattr(self, name) is None]
+        if nulls:  # named, not "body" as a ValueError here would be
+            raise invalid_fields([(alias, "may be omitted but not null") for alias in nulls])
         return self
 
     def config_changes(self) -> dict[str, Any]:

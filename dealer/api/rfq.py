@@ -26,7 +26,7 @@ from dealer.appkeys import (
     SETTINGS,
 )
 from dealer.auth import Principal, Role
-from dealer.errors import ApiError, Errors
+from dealer.errors import ApiError, Errors, invalid_fields
 from dealer.services import rfq
 from dealer.uow import connection
 from dealer.wire import (
@@ -67,15 +67,23 @@ class QuoteRequestBody(WireModel):
 
     @model_validator(mode="after")
     def _one_of_each(self) -> QuoteRequestBody:
+        # Rules over several fields: refused naming those fields (a ValueError here would name
+        # only "body"). Raised past pydantic, which passes on what is not a ValueError.
+        problems: list[tuple[str, str]] = []
         if (self.symbol is None) == (self.instrument_id is None):
-            raise ValueError("give exactly one of symbol and instrumentId")
+            message = "give exactly one of symbol and instrumentId"
+            problems += [("symbol", message), ("instrumentId", message)]
         if (self.quantity is None) == (self.quote_quantity is None):
-            raise ValueError("give exactly one of quantity and quoteQuantity")
-        amount = Decimal(self.quantity or self.quote_quantity or "0")
-        if amount <= 0:
-            raise ValueError("the amount must be positive")
-        if self.quote_quantity is not None and self.order_side is None:
-            raise ValueError("a two-way quote needs a base quantity")
+            message = "give exactly one of quantity and quoteQuantity"
+            problems += [("quantity", message), ("quoteQuantity", message)]
+        elif Decimal(self.quantity or self.quote_quantity or "0") <= 0:
+            problems.append(("quantity" if self.quantity is not None else "quoteQuantity",
+                             "must be positive"))
+        elif self.quote_quantity is not None and self.order_side is None:
+            problems.append(("orderSide", "is required with quoteQuantity (a two-way quote "
+                             "needs a base quantity)"))
+        if problems:
+            raise invalid_fields(problems)
         return self
 
     @property
@@ -225,6 +233,14 @@ class OrderListQuery(ListQuery):
     cursor: str | None = Field(default=None, max_length=200, description="Not used: pages by "
                                "offset")
     ascending: bool = False
+
+    @model_validator(mode="after")
+    def _window(self) -> OrderListQuery:
+        if (self.start_time is not None and self.end_time is not None
+                and self.start_time > self.end_time):
+            # An empty page would read as "no orders then"; the window itself is wrong.
+            raise invalid_fields([("startTime", "must not be after endTime")])
+        return self
 
 
 _QUOTE_ERRORS = [Errors.DEALER_NOT_FOUND, Errors.CLIENT_NOT_FOUND, Errors.ACCOUNT_NOT_ACTIVE,
@@ -394,10 +410,7 @@ def _quoted_order_fields(params: SubmitOrderBody) -> None:
     if params.leverage not in (None, 0):
         problems.append(("leverage", "must be 0 for a QUOTED order"))
     if problems:
-        summary = "; ".join(f"{field}: {message}" for field, message in problems)
-        raise ApiError(Errors.INVALID_REQUEST, f"Invalid request: {summary}", {"fields": [
-            {"field": field, "message": message, "type": "quoted_order"}
-            for field, message in problems]})
+        raise invalid_fields(problems, "quoted_order")
 
 
 def _time(value: object) -> dt.datetime:

@@ -611,14 +611,15 @@ async def test_malformed_requests_are_refused_before_anything_else(
     quote = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
     before = await _state(conn)
     quote_cases: list[tuple[dict[str, Any], str | None]] = [
-        ({"instrumentId": INSTRUMENT, "quantity": "1"}, None),  # symbol and instrumentId
-        ({"symbol": None, "quantity": "1"}, None),  # neither
-        ({"orderSide": "BUY"}, None),  # neither quantity nor quoteQuantity
-        ({"orderSide": "BUY", "quantity": "1", "quoteQuantity": "100"}, None),
-        ({"quantity": "-1"}, None),
-        ({"quantity": "0"}, None),
-        ({"orderSide": "BUY", "quoteQuantity": "0.0"}, None),
-        ({"quoteQuantity": "100"}, None),  # two-way quotes need a base quantity
+        # rules over several fields name those fields
+        ({"instrumentId": INSTRUMENT, "quantity": "1"}, "instrumentId"),  # both
+        ({"symbol": None, "quantity": "1"}, "symbol"),  # neither
+        ({"orderSide": "BUY"}, "quantity"),  # neither quantity nor quoteQuantity
+        ({"orderSide": "BUY", "quantity": "1", "quoteQuantity": "100"}, "quoteQuantity"),
+        ({"quantity": "-1"}, "quantity"),
+        ({"quantity": "0"}, "quantity"),
+        ({"orderSide": "BUY", "quoteQuantity": "0.0"}, "quoteQuantity"),
+        ({"quoteQuantity": "100"}, "orderSide"),  # two-way quotes need a base quantity
         ({"quantity": 1}, "quantity"),
         ({"quantity": "1e3"}, "quantity"),
         ({"quantity": "abc"}, "quantity"),
@@ -692,6 +693,10 @@ async def test_malformed_requests_are_refused_before_anything_else(
         assert_invalid(status, body)
     status, body = await get(client, QUOTE_LIST, [("status", "OPEN"), ("status", "FILLED")])
     assert_invalid(status, body, "status")
+    status, body = await get(client, ORDERS, {"startTime": "2", "endTime": "1"})
+    assert_invalid(status, body, "startTime")
+    status, body = await get(client, ORDERS, {"startTime": "1", "endTime": "1"})
+    assert status == 200, body
     assert await _state(conn) == before
     # Still OPEN and acceptable after all that, with the fields a QUOTED order may carry.
     _assert_filled(await accept(client, quote, timeInForce="FOK", quantityType="BASE",

@@ -146,7 +146,9 @@ def test_update_body_reports_only_the_fields_sent() -> None:
 
 @pytest.mark.parametrize("field", ["spreadBps", "symbols", "quoteTtlMs", "hedgeMode"])
 def test_update_body_refuses_null_for_a_required_field(field: str) -> None:
-    with pytest.raises(ValidationError, match="may be omitted but not null"):
+    with pytest.raises(ApiError, match="may be omitted but not null") as refused:
         UpdateDealerBody.model_validate(
             {"dealerAccountId": "550e8400-e29b-41d4-a716-446655440000", field: None}
         )
+    assert refused.value.error is Errors.INVALID_REQUEST
+    assert [f["field"] for f in refused.value.details["fields"]] == [field]

@@ -33,8 +33,8 @@ def test_the_same_bytes_give_the_same_validated_body() -> None:
 def test_refusals_are_never_kept() -> None:
     bodies = _ValidatedBodies(QuoteRequestBody)
     for raw, error in ((b"{", ApiError), (b"[]", ApiError), (b"", ValidationError),
-                       (_body(quantity="0"), ValidationError),
-                       (_body(quantity="1", quoteQuantity="2"), ValidationError)):
+                       (_body(quantity="0"), ApiError),
+                       (_body(quantity="1", quoteQuantity="2"), ApiError)):
         for _ in range(2):
             with pytest.raises(error) as refused:
                 bodies.validated(raw)
