@@ -222,7 +222,7 @@ async def quoting_ctx(app: web.Application) -> AsyncIterator[None]:
     writer.start()
     app[QUOTER] = quoter = Quoter(app[POOL], app[MARKET_DATA], writer,
                                   on_read=app[METRICS].quote_fact_reads.inc,
-                                  scales=app[ASSET_SCALES])
+                                  scales=app[ASSET_SCALES], clock=app[CLOCK])
     try:
         yield
     finally:

@@ -333,10 +333,13 @@ class Quoter:
     def __init__(self, pool: asyncpg.Pool, market_data: MarketDataService,
                  writer: QuoteWriter, cache: QuotingCache | None = None, *,
                  on_read: Callable[[], None] | None = None,
-                 scales: ScaleTable | None = None) -> None:
+                 scales: ScaleTable | None = None,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
         """`scales`: the ledger's; a symbol with an asset it has no scale for is not quoted
-        (its accept could not be booked)."""
+        (its accept could not be booked). `clock`: the time of a second try (without it, the
+        request's arrival time serves every try)."""
         self._pool = pool
+        self._clock = clock
         self._scales = scales
         self._bookable: set[str] = set()  # symbols whose assets the ledger has scales for
         self._on_read = on_read  # hears each read of facts that goes to the database
@@ -362,9 +365,13 @@ class Quoter:
         facts = self._cached(cmd)
         since = self.reads_started  # a read of facts this request may share began after this
         stale: int | None = None  # the epoch of facts a write refused
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             if facts is None:
                 facts = await self._load(cmd, since, stale)
+            if attempt and self._clock is not None:
+                # A second try is priced at its own time: the books' freshness is judged, and
+                # the quote's validity runs, from now, not from the request's arrival.
+                now = self._clock()
             try:
                 priced = self._check(facts, cmd, now)
                 exposure = _ZERO

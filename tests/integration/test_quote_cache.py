@@ -6,6 +6,7 @@ freshly read facts."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import uuid
 from decimal import Decimal
@@ -316,3 +317,26 @@ async def test_quotes_sent_back_for_their_facts_together_share_one_read(
     stored = await conn.fetchval("SELECT count(*) FROM quote WHERE quote_id = ANY($1::uuid[])",
                                  [q.quote_id for q in quotes])
     assert stored == 9
+
+
+async def test_a_quote_priced_again_is_priced_at_the_time_of_its_second_try(
+        settings: Settings, secrets: DaemonSecrets, aiohttp_client: Any,
+        conn: asyncpg.Connection) -> None:
+    app, client = await app_client(settings, secrets, aiohttp_client)
+    desk = await make_desk(client)
+    quoter = app[QUOTER]
+    await request_quote(client, desk, orderSide="BUY", quantity="0.1")  # facts cached
+    await conn.execute("UPDATE dealer SET config = jsonb_set(config, '{spreadBps}', '\"12\"') "
+                       "WHERE dealer_account_id = $1::uuid", desk.dealer)
+    cmd = QuoteRequestBody.model_validate(quote_body(desk, orderSide="BUY",
+                                                     quantity="0.1")).command
+    # The first try, on the cached facts, is refused by its write; the second is priced at the
+    # clock's time, not at the (here much earlier) arrival time.
+    arrived = app[CLOCK]() - dt.timedelta(seconds=30)
+    before_second_try = app[CLOCK]()
+    quote = await quoter.request_quote(cmd, arrived)
+    assert quote.created_at >= before_second_try
+    created, expire = await conn.fetchrow(
+        "SELECT created_at, expire_at FROM quote WHERE quote_id = $1", quote.quote_id)
+    assert created >= before_second_try
+    assert expire - created == dt.timedelta(seconds=5)
