@@ -5,7 +5,8 @@ on lists), Bearer auth (401 envelope without it), decimals as strings, times as 
 strings, and the Centrifugo JSON protocol on `/connection/websocket`. Orders are matched by the
 paper connector's `MatchingEngine` (same fees, starting balances and instrument rules as paper,
 so one contract suite runs against both). One liberty, documented in the connector: TradeOrders
-echo the `clientOrderId` they were submitted with.
+echo the `clientOrderId` they were submitted with (`echo_client_order_ids = False` answers
+`null`, as a server keeping to the seed's TradeOrder shape would).
 
 Test controls (all synchronous, callable from the test's event loop):
 `set_book` (publishes to subscribers with the next offset; crossed books welcome), `skip_offsets`
@@ -195,6 +196,8 @@ class FakeCadenza:
         self.send_pings = send_pings  # False: announce pings, never send them (a dead link)
         # False: verify leaves tradingAccountId out of identities already connected.
         self.verify_reports_accounts = True
+        # False: TradeOrders carry no clientOrderId, as the seed's TradeOrder shape has none.
+        self.echo_client_order_ids = True
         self._starting_balances = (default_starting_balances() if starting_balances is None
                                    else dict(starting_balances))
         self._fees = fees
@@ -544,7 +547,7 @@ class FakeCadenza:
         return {
             "tradeOrderId": order.trade_order_id, "tradingAccountId": order.trading_account_id,
             "venue": order.venue, "instrumentId": instrument,
-            "clientOrderId": order.client_order_id,
+            "clientOrderId": order.client_order_id if self.echo_client_order_ids else None,
             "baseAsset": base, "quoteAsset": quote, "orderSide": state.side.value,
             "orderType": state.order_type.value, "timeInForce": state.time_in_force.value,
             "status": state.status.value,

@@ -294,11 +294,35 @@ async def test_status_scans_pages_of_recent_orders_newest_first(server: RunningF
         assert server.fake.count("GET", ORDER_LIST_PATH) == lists_before + 1
         second_page = await reader.order_status(account, "page-1")
         assert server.fake.count("GET", ORDER_LIST_PATH) == lists_before + 3
-        with pytest.raises(UnknownOrder):
-            await reader.order_status(account, "page-0")  # beyond the lookup limit
+        with pytest.raises(VenueUnavailable, match="not among the account's 4 most recent"):
+            # beyond the lookup limit: not "unknown", which would read as never received
+            await reader.order_status(account, "page-0")
+    async with CadenzaVenue("BINANCE", config(
+            server, status_page_size=2, status_lookup_limit=10)) as reader:
+        with pytest.raises(UnknownOrder):  # every order read: it is not there
+            await reader.order_status(account, "page-9")
     assert newest.client_order_id == "page-4"
     assert second_page.client_order_id == "page-1"
     assert newest.venue_order_id != second_page.venue_order_id
+
+
+async def test_a_lost_submit_stays_unknown_when_orders_carry_no_client_order_id(
+    server: RunningFake, venue: CadenzaVenue,
+) -> None:
+    # The seed's TradeOrder has no clientOrderId: an order whose answer was lost cannot be found
+    # by it, and must not be called unknown to the venue (the caller would trade again).
+    account = account_of(server)
+    server.fake.echo_client_order_ids = False
+    async with CadenzaVenue("BINANCE", config(server)) as fresh:
+        with pytest.raises(UnknownOrder):  # no order at all on the account: none was received
+            await fresh.order_status(account, "never-1")
+    server.fake.drop_next_answer(SUBMIT_PATH)
+    with pytest.raises(VenueTimeout):
+        await venue.submit_order(account, market_buy("lost-2", "0.1"))
+    async with CadenzaVenue("BINANCE", config(server)) as restarted:
+        with pytest.raises(VenueUnavailable, match="carry no clientOrderId"):
+            await restarted.order_status(account, "lost-2")
+    assert server.fake.count("POST", SUBMIT_PATH) == 1
 
 
 async def test_status_lookups_are_retried_like_any_get(server: RunningFake) -> None:

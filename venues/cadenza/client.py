@@ -20,8 +20,11 @@ caller asks `order_status` with the same client order id before doing anything e
 filter: an order this process submitted is read by its tradeOrderId (`order/list?tradeOrderId=`);
 any other (e.g. after a restart) by scanning the account's most recent orders, newest first, for
 the `clientOrderId` Cadenza echoes on each TradeOrder (up to `status_lookup_limit` orders, pages
-of `status_page_size`). The client order id is also sent as `idempotencyKey`, so a resubmit of
-the same id answers the first order.
+of `status_page_size`). It answers UnknownOrder only when the scan read every order of the
+account and they carry client order ids; a scan cut short by the limit, or over orders without
+client order ids (the seed's TradeOrder has none), leaves the outcome open (VenueUnavailable).
+The client order id is also sent as `idempotencyKey`, so a resubmit of the same id answers the
+first order.
 
 `verify_credential` creates a Cadenza credential (API_KEY) and verifies it; the identities are
 the TradingAccounts the verify answers (`venue_ref` = their tradingAccountId when connected).
@@ -455,19 +458,35 @@ class CadenzaVenue:
                                        client_order_id, call)
         page = min(self._config.status_page_size, self._config.status_lookup_limit)
         offset = 0
-        while offset < self._config.status_lookup_limit:
+        echoed = False  # some listed order carries its clientOrderId
+        more = True
+        while more and offset < self._config.status_lookup_limit:
             envelope = await self._request(call, params=[
                 ("tradingAccountId", ref), ("limit", str(page)), ("offset", str(offset))])
             items = _items(envelope.data)
             for item in items:
-                if isinstance(item, dict) and item.get("clientOrderId") == client_order_id:
+                if not isinstance(item, dict) or item.get("clientOrderId") is None:
+                    continue
+                echoed = True
+                if item["clientOrderId"] == client_order_id:
                     wire = self._model(WireTradeOrder, item, call)
                     self._trade_order_ids[(ref, client_order_id)] = wire.trade_order_id
                     return self._parse(wire, client_order_id, call)
             offset += len(items)
-            more = envelope.pagination.has_next if envelope.pagination else len(items) == page
-            if not items or not more:
-                break
+            more = bool(items) and (envelope.pagination.has_next if envelope.pagination
+                                    else len(items) == page)
+        # "Unknown" lets the caller conclude the order never arrived and trade again, so it is
+        # said only when the scan shows it: every order of the account read, and Cadenza
+        # echoing client order ids (the seed's TradeOrder has no such field). Otherwise the
+        # outcome stays open, to be asked again.
+        if more:
+            raise VenueUnavailable(
+                f"order {client_order_id!r} is not among the account's "
+                f"{self._config.status_lookup_limit} most recent orders; its outcome is unknown")
+        if offset and not echoed:
+            raise VenueUnavailable(
+                f"Cadenza's orders carry no clientOrderId: order {client_order_id!r} cannot be "
+                "told apart from the account's other orders; its outcome is unknown")
         raise UnknownOrder(f"Cadenza has no order {client_order_id!r} on this account")
 
     async def balances(self, account: VenueAccount) -> list[Balance]:
