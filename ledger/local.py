@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.accounts import validate_address
+from ledger.accounts import InvalidAddress, validate_address
 from ledger.backend import (
     AccountMetadata,
     CommitOutcome,
@@ -20,6 +20,11 @@ from ledger.backend import (
 )
 
 _OUTAGE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# What PostgreSQL answers about the entry itself (a value the journal's columns cannot hold, a
+# constraint it breaks): the same entry fails the same way every time, so it is refused, not
+# retried. Formance takes amounts up to uint256, the journal numeric(38, 0) (migration 0003).
+_ENTRY_FAULT = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+MAX_AMOUNT = 10 ** 38 - 1
 
 
 class LocalLedger:
@@ -32,22 +37,36 @@ class LocalLedger:
 
     async def commit(self, transactions: Sequence[LedgerTransaction]) -> list[CommitOutcome]:
         outcomes = []
+        tx: LedgerTransaction | None = None
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 for tx in transactions:
                     outcomes.append(await self._book(conn, tx))
         except _OUTAGE as exc:
             raise LedgerUnavailable(f"local journal: {type(exc).__name__}") from None
+        except _ENTRY_FAULT as exc:
+            # The whole call was rolled back; the relay resends a bulk entry by entry, so only
+            # the entry at fault ends refused.
+            where = "" if tx is None else f"{tx.reference}: "
+            raise LedgerRefused(f"{where}local journal refused it: {type(exc).__name__}:"
+                                f" {exc}") from None
         return outcomes
 
     async def _book(self, conn: Any, tx: LedgerTransaction) -> CommitOutcome:
         if not tx.postings:
             raise LedgerRefused(f"{tx.reference}: a transaction needs postings")
         for posting in tx.postings:
-            validate_address(posting.source)
-            validate_address(posting.destination)
+            try:
+                validate_address(posting.source)
+                validate_address(posting.destination)
+            except InvalidAddress as exc:
+                raise LedgerRefused(f"{tx.reference}: {exc}") from None
             if posting.amount <= 0:
                 raise LedgerRefused(f"{tx.reference}: amounts must be positive")
+            if posting.amount > MAX_AMOUNT:
+                raise LedgerRefused(
+                    f"{tx.reference}: {posting.amount} {posting.asset} does not fit the local"
+                    " journal's numeric(38, 0)")
         transaction_id = await conn.fetchval(
             """INSERT INTO ledger_transaction (reference, metadata, timestamp)
                VALUES ($1, $2, $3) ON CONFLICT (reference) DO NOTHING
@@ -55,6 +74,16 @@ class LocalLedger:
             tx.reference, dict(tx.metadata), tx.timestamp or dt.datetime.now(dt.UTC),
         )
         if transaction_id is None:
+            # A resend is a duplicate only if the journal holds these very postings under the
+            # reference (as the formance backend checks); anything else is another entry.
+            held = await conn.fetch(
+                """SELECT p.source, p.destination, p.amount, p.asset
+                   FROM ledger_transaction t JOIN ledger_posting p USING (transaction_id)
+                   WHERE t.reference = $1 ORDER BY p.ordinal""", tx.reference)
+            if tuple(Posting(r["source"], r["destination"], int(r["amount"]), r["asset"])
+                     for r in held) != tx.postings:
+                raise LedgerRefused(
+                    f"the local journal holds reference {tx.reference} with other postings")
             return CommitOutcome.DUPLICATE
         await conn.executemany(
             """INSERT INTO ledger_posting (transaction_id, ordinal, source, destination, amount,

@@ -302,6 +302,15 @@ class OutboxRelay:
                     return await self._send_singly(group)
                 await self._refused(group[0], str(exc))
                 return 0.0
+            except Exception as exc:
+                # Not known to be the entry's fault (a bug, an answer nobody classified): it
+                # may hit every entry, so nothing is refused on it. Retried with backoff like
+                # an outage, shown on the entry and counted as `relay`; a head that stays
+                # stuck raises the outbox age alert.
+                log.exception("ledger backend failed unexpectedly on outbox %s",
+                              group[0].outbox_id)
+                return await self._retry_later(group[0], f"{type(exc).__name__}: {exc}",
+                                               kind="relay")
             await self._sent(group, outcomes)
         self._failures = 0
         return 0.0
@@ -315,6 +324,11 @@ class OutboxRelay:
             except LedgerRefused as exc:
                 await self._refused(entry, str(exc))
                 continue
+            except Exception as exc:  # as in relay_once
+                log.exception("ledger backend failed unexpectedly on outbox %s",
+                              entry.outbox_id)
+                return await self._retry_later(entry, f"{type(exc).__name__}: {exc}",
+                                               kind="relay")
             await self._sent([entry], outcomes)
         return 0.0
 
@@ -343,9 +357,9 @@ class OutboxRelay:
         finally:
             self._metrics.backend_latency(group[0].kind, time.perf_counter() - started)
 
-    async def _retry_later(self, head: _Entry, error: str) -> float:
+    async def _retry_later(self, head: _Entry, error: str, kind: str = "unavailable") -> float:
         self._failures += 1
-        self._metrics.relay_error("unavailable")
+        self._metrics.relay_error(kind)
         self._metrics.relay_retry()
         backoff = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2.0 ** min(head.attempts, 30))
         delay = backoff * self._rng.uniform(0.5, 1.0)
@@ -355,7 +369,7 @@ class OutboxRelay:
                        next_attempt_at = $3 WHERE outbox_id = $1""",
                 head.outbox_id, error[:500], self._clock() + dt.timedelta(seconds=delay),
             )
-        log.warning("ledger unavailable (%s); retrying outbox %s in %.1fs", error,
+        log.warning("ledger %s (%s); retrying outbox %s in %.1fs", kind, error,
                     head.outbox_id, delay)
         return delay
 
