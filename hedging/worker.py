@@ -8,8 +8,8 @@ Jobs are hedged by *lane* (one dealer, one symbol). A round of a lane:
 3. the round's groups are formed (`policy.form_groups`: IMMEDIATE, one per fill; NETTED, one
    per window) and each group's target is routed across the LPs (`policy.route`);
 4. one statement records every order (status SENT, deterministic client order id
-   `h-<lead>-<attempt>-<leg>`), checks the LP links (FOR SHARE), moves the lane's carry and
-   gives the lane back, and commits BEFORE anything is sent;
+   `h-<lead>-<attempt>-<leg>`), checks the LPs (linked, ACTIVE: FOR SHARE), moves the lane's
+   carry and gives the lane back, and commits BEFORE anything is sent;
 5. the orders are sent (concurrently) while the lane's next round may already be sized; ONE
    transaction then records every answer, enqueues its hedge_fill postings (DESIGN §7) and
    books the progress to the jobs (`policy.allocate`); the jobs are given back.
@@ -45,10 +45,10 @@ import orjson
 
 from hedging import policy
 from hedging.balances import BalanceCache
-from ledger.assets import Asset, ScaleTable, UnknownAsset
+from ledger.assets import Asset, InvalidAmount, ScaleTable, UnknownAsset
 from ledger.backend import LedgerTransaction
 from ledger.outbox import enqueue_transaction, listening
-from ledger.postings import hedge_fill, other_fee
+from ledger.postings import InvalidFill, hedge_fill, other_fee
 from venues.base import (
     BookSnapshot,
     ExecutionVenue,
@@ -172,6 +172,15 @@ class _Sent:
 
 class _RoundUndone(Exception):
     """A round's record refused a group after writing what it netted against it: undone."""
+
+
+class _LeaseLost(Exception):
+    """The round's lease on its lane or jobs ran out and another worker took them over."""
+
+
+class _Unbookable(Exception):
+    """A venue's answer the ledger cannot book (a fill at price 0, an amount finer than the
+    asset's scale, an unknown asset): its order was left in flight, nothing of it written."""
 
 
 @dataclass(slots=True)
@@ -1101,7 +1110,7 @@ class HedgeWorker:
     async def _lps_for(self, lane: _Lane, conn: asyncpg.Connection | None = None
                        ) -> list[_Lp]:
         """The lane's LPs, read at most every LP_CACHE_S (the statement that records the
-        orders checks their links again, so a stale list never sends to a draining LP); on
+        orders checks them again, so a stale list never sends to a draining or disabled LP); on
         `conn` when given (a caller holding a connection must not wait for another)."""
         cached = self._lp_cache.get(lane.key)
         if cached is not None and time.monotonic() - cached[0] < LP_CACHE_S:
@@ -1179,6 +1188,8 @@ class HedgeWorker:
                 async with contextlib.AsyncExitStack() as stack:
                     if slow:
                         await stack.enter_async_context(c.transaction())
+                        if not await self._still_held(c, lane, list(by_id)):
+                            raise _LeaseLost
                         finished += await self._record_rest(
                             c, lane, by_id, netting, plans, outcomes, dust, others,
                             netting_carry if carry_with_lead is None else Decimal(0), now)
@@ -1199,6 +1210,14 @@ class HedgeWorker:
                 plan.orders.clear()
             await self._release(lane, claimed)
             self._wake.set()  # planned again at once, on LPs read afresh
+            return
+        except _LeaseLost:  # the lane is another worker's now: its round decides, not this one
+            log.warning("hedge round of %s dropped: its lease ran out and was taken over",
+                        lane.key)
+            self._unspend(plans)
+            for plan in plans:
+                plan.orders.clear()
+            await self._release(lane, claimed)  # what is still this worker's, if anything
             return
         sent = {r["id"] for r in result if r["kind"] == "order"}
         for row in result:  # for the lane's next fast round (see _fast_task)
@@ -1224,15 +1243,35 @@ class HedgeWorker:
                 self._metrics.hedge_order(order.lp.venue, policy.SENT)
         self._finished(finished, now)
 
+    async def _still_held(self, conn: asyncpg.Connection, lane: _Lane,
+                          job_ids: Sequence[uuid.UUID]) -> bool:
+        """Whether this worker still holds the lane and the round's jobs; they stay locked
+        (the jobs, then the lane, as a delivery locks them) until the caller's transaction
+        ends, so no claim takes them meanwhile. A lease that ran out while the round was sized
+        may have been claimed by another worker since, which sizes the lane now from what it
+        read: this round's offsets, settlements, failures and carry would double or contradict
+        what that one records."""
+        held = await conn.fetchval(
+            """SELECT count(*) FROM (
+                   SELECT 1 FROM hedge_job WHERE job_id = ANY($1::uuid[]) AND claimed_by = $2
+                   ORDER BY job_id FOR UPDATE) j""", list(job_ids), self.worker_id)
+        if held != len(set(job_ids)):
+            return False
+        return bool(await conn.fetchval(
+            """SELECT true FROM hedge_lane
+               WHERE dealer_account_id = $1 AND symbol = $2 AND claimed_by = $3
+               FOR NO KEY UPDATE""", lane.dealer_account_id, lane.symbol, self.worker_id))
+
     async def _record_sending(self, conn: asyncpg.Connection, lane: _Lane,
                               netting: policy.Netting, sending: Sequence[_Plan],
                               netting_carry: Decimal, carry_with_lead: uuid.UUID | None,
                               release: Sequence[uuid.UUID], now: dt.datetime, *,
                               fast: bool = False, newest: dt.datetime | None = None
                               ) -> list[asyncpg.Record]:
-        """One statement: the LPs are checked (linked, not draining: a drain waits for this
-        to commit, then sees these orders in flight), the leads and riders updated, the orders
-        inserted as SENT, the lane's carry moved, the lane and the other jobs given back.
+        """One statement: the LPs are checked (linked, not draining, ACTIVE: a drain or a
+        disable waits for this to commit, then sees these orders in flight), the leads and
+        riders updated, the orders inserted as SENT, the lane's carry moved, the lane and the
+        other jobs given back.
 
         `fast` (a new job not claimed first, see _fast_round): the lane's row is locked and the
         job taken only while the lane is idle — not leased, no other unclaimed live job as old
@@ -1272,10 +1311,15 @@ class HedgeWorker:
                       AND status = 'PENDING' AND attempts = 0
                       AND (claimed_until IS NULL OR claimed_until < $3)
                     FOR NO KEY UPDATE SKIP LOCKED),
+                accounts AS (  -- still ACTIVE (a disable waits for this, then sees the
+                               -- orders in flight); locked before the links, as an unlink does
+                    SELECT trading_account_id FROM trading_account
+                    WHERE trading_account_id = ANY($11::uuid[]) AND status = 'ACTIVE'
+                    FOR SHARE),
                 links AS (
                     SELECT trading_account_id FROM dealer_link
                     WHERE dealer_account_id = $1 AND NOT draining
-                      AND trading_account_id = ANY($11::uuid[])
+                      AND trading_account_id IN (SELECT trading_account_id FROM accounts)
                     FOR SHARE),
                 bad AS (
                     SELECT o.lead FROM unnest($10::uuid[], $11::uuid[]) AS o(lead, account)
@@ -1522,9 +1566,16 @@ class HedgeWorker:
         base_code, _ = split_symbol(lane.symbol)
         progress = Decimal(0)
         statuses: list[tuple[str, str]] = []
+        unbookable: str | None = None  # why the group is parked (see _Unbookable)
         for order in orders:
             if order.state is not None:
-                recorded = await self._record_state(conn, lane, lead_id, order, now)
+                try:
+                    recorded = await self._record_state(conn, lane, lead_id, order, now)
+                except _Unbookable as exc:
+                    unbookable = str(exc)
+                    statuses.append((order.lp.venue, policy.UNKNOWN))
+                    log.error("hedge order %s: %s", order.coid, unbookable)
+                    continue
                 if recorded is not None:
                     progress += recorded
                     statuses.append((order.lp.venue, policy.order_status_of(order.state)))
@@ -1558,7 +1609,15 @@ class HedgeWorker:
             allocation = policy.allocate(lead, riders, progress, dust, settle=not still_open)
             carry_delta = await self._apply(conn, allocation, now)
             finished += [(j, policy.HEDGED) for j in allocation.done]
-            if still_open:
+            if unbookable is not None and lead_id not in allocation.done:
+                # Parked: the venue would give the same answer round after round, each
+                # failing this transaction and every answer in it. FAILED keeps it visible
+                # (alerts, exposure) and out of the rounds; a retry asks the venue again.
+                failed = await self._fail(conn, lead_id, lead.attempts, unbookable, now)
+                carry_delta += policy.sign(lead.side) * (
+                    lead.carry_in + allocation.carry_in.get(lead_id, Decimal(0)))
+                finished += [(j, policy.FAILED) for j in failed]
+            elif still_open:
                 await conn.execute(
                     """UPDATE hedge_job SET next_attempt_at = $2, updated_at = $3
                        WHERE job_id = $1""", lead_id, now + self._backoff(1), now)
@@ -1594,13 +1653,28 @@ class HedgeWorker:
 
     async def _record_state(self, conn: asyncpg.Connection, lane: _Lane, lead_id: uuid.UUID,
                             order: _Sent, now: dt.datetime) -> Decimal | None:
-        """One answer and its postings; the net progress it made (None: recorded already)."""
+        """One answer and its postings; the net progress it made (None: recorded already).
+        _Unbookable when the ledger cannot book it: the order is then left in flight
+        (UNKNOWN, the reason in its reject_reason), nothing else of it written."""
         state = order.state
         assert state is not None
         base_code, quote_code = split_symbol(lane.symbol)
         fees = policy.fees_by_asset(state.executions)
         fee_in_base = policy.base_fee(state.executions, base_code)
         fee_asset = next(iter(fees), None)
+        if state.filled_quantity > 0:
+            try:  # checked before anything of it is written (built again below, with its fill)
+                self._postings(lane, lead_id, None, order.coid, order.lp.trading_account_id,
+                               state, base_code, quote_code, fees, now)
+            except (InvalidFill, InvalidAmount, UnknownAsset) as exc:
+                reason = (f"the answer to hedge order {order.coid} cannot be booked ({exc}): "
+                          "its fill is not in the ledger; retry the job once the cause is "
+                          "fixed")
+                if not await self._mark(conn, order.coid, policy.UNKNOWN, reason, now,
+                                        reopen=True):
+                    return None  # recorded already
+                self._balances.answered(order.lp.trading_account_id, order.coid)
+                raise _Unbookable(reason) from exc
         recorded = await conn.fetchrow(
             f"""UPDATE hedge_order o SET status = $2, filled_quantity = $3, avg_price = $4,
                     fee_asset = $5, fee_amount = $6, reject_reason = $7, updated_at = $8,
@@ -1636,9 +1710,10 @@ class HedgeWorker:
                                                           reference)))
 
     async def _mark(self, conn: asyncpg.Connection, coid: str, status: str, reason: str,
-                    now: dt.datetime) -> bool:
-        """SENT → UNKNOWN, or SENT/UNKNOWN → REJECTED; False when nothing changed."""
-        allowed = "('SENT')" if status == policy.UNKNOWN else _OPEN
+                    now: dt.datetime, *, reopen: bool = False) -> bool:
+        """SENT → UNKNOWN, or SENT/UNKNOWN → REJECTED; False when nothing changed. `reopen`:
+        an UNKNOWN order too gets the new reason."""
+        allowed = "('SENT')" if status == policy.UNKNOWN and not reopen else _OPEN
         changed = await conn.fetchval(
             f"""UPDATE hedge_order SET status = $2, reject_reason = $3, updated_at = $4
                 WHERE client_order_id = $1 AND status IN {allowed} RETURNING 1""",  # noqa: S608
