@@ -51,6 +51,10 @@ def _counting(counter: Counter) -> Callable[[float], None]:
     return inc
 
 
+_HEDGE_ORDER_STATUSES = ("SENT", "FILLED", "PARTIALLY_FILLED", "EXPIRED", "REJECTED",
+                         "UNKNOWN")
+
+
 class Metrics:
     """Every metric the daemon exports; names and labels are a documented contract."""
 
@@ -160,8 +164,8 @@ class Metrics:
             ["trading_account_id", "asset"], registry=r)
 
         self.quotes = Counter(
-            "dealer_quotes_total", "Quote requests by outcome (quoted, refused) and reason "
-            "(the refusal's error code; 'ok' when quoted)", ["outcome", "reason"], registry=r)
+            "dealer_quotes_total", "Quote requests by outcome (quoted, refused, failed) and "
+            "reason (the error code answered; 'ok' when quoted)", ["outcome", "reason"], registry=r)
         self.quote_latency = Histogram(
             "dealer_quote_duration_seconds", "Time to price and store a quote",
             buckets=HTTP_BUCKETS, registry=r)
@@ -177,8 +181,9 @@ class Metrics:
             "dealer_quotes_purged_total", "EXPIRED quotes deleted by the retention "
             "(DEALER_QUOTE_RETENTION_HOURS)", registry=r)
         self.accepts = Counter(
-            "dealer_quote_accepts_total", "Accept attempts by outcome (filled, replayed, refused) "
-            "and reason", ["outcome", "reason"], registry=r)
+            "dealer_quote_accepts_total", "Accept attempts by outcome (filled, replayed, "
+            "rejected by a last look, refused, failed) and reason", ["outcome", "reason"],
+            registry=r)
         self.fills = Counter(
             "dealer_fills_total", "Client fills by symbol and client side", ["symbol", "side"],
             registry=r)
@@ -190,6 +195,10 @@ class Metrics:
             "dealer_hedge_orders_total", "Hedge order events by LP venue and status (SENT when "
             "sent, then FILLED, PARTIALLY_FILLED, EXPIRED, REJECTED or UNKNOWN)",
             ["venue", "status"], registry=r)
+        self.hedge_fees_unbooked = Counter(
+            "dealer_hedge_fees_unbooked_total", "Hedge fees not booked because the ledger has no "
+            "scale for their asset (a venue's fee token), in asset units, by asset",
+            ["asset"], registry=r)
         self.hedge_first_order_latency_s = Histogram(
             "dealer_hedge_first_order_latency_seconds",
             "Time from a client fill to the first hedge order sent for it",
@@ -237,6 +246,7 @@ class Metrics:
             self.relay_errors.labels(kind)
         for status in ("HEDGED", "FAILED", "CANCELLED"):
             self.hedge_jobs_finished.labels(status)
+        self._hedge_venues: set[str] = set()
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count and time one request (label children are looked up once per route, method
@@ -266,6 +276,12 @@ class Metrics:
     # The hedge worker's reporting interface (hedging.worker.HedgeMetrics).
 
     def hedge_order(self, venue: str, status: str) -> None:
+        if venue not in self._hedge_venues:
+            # Every status of a venue exists from its first order on, at 0: increase() sees
+            # the first REJECTED or UNKNOWN too (a series born at 1 shows no increase).
+            self._hedge_venues.add(venue)
+            for known in _HEDGE_ORDER_STATUSES:
+                self.hedge_orders.labels(venue, known)
         self.hedge_orders.labels(venue, status).inc()
 
     def hedge_first_order_latency(self, seconds: float) -> None:
@@ -288,6 +304,9 @@ class Metrics:
 
     def hedge_slippage_bps(self, venue: str, bps: float) -> None:
         self.hedge_slippage.labels(venue).observe(bps)
+
+    def hedge_fee_unbooked(self, asset: str, amount: float) -> None:
+        self.hedge_fees_unbooked.labels(asset).inc(amount)
 
     # The ledger relay's reporting interface (ledger.outbox.RelayMetrics).
 

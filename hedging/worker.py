@@ -97,6 +97,8 @@ class HedgeMetrics(Protocol):
 
     def hedge_slippage_bps(self, venue: str, bps: float) -> None: ...
 
+    def hedge_fee_unbooked(self, asset: str, amount: float) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Lane:
@@ -1665,7 +1667,7 @@ class HedgeWorker:
         if state.filled_quantity > 0:
             try:  # checked before anything of it is written (built again below, with its fill)
                 self._postings(lane, lead_id, None, order.coid, order.lp.trading_account_id,
-                               state, base_code, quote_code, fees, now)
+                               state, base_code, quote_code, fees, now, check=True)
             except (InvalidFill, InvalidAmount, UnknownAsset) as exc:
                 reason = (f"the answer to hedge order {order.coid} cannot be booked ({exc}): "
                           "its fill is not in the ledger; retry the job once the cause is "
@@ -1796,14 +1798,22 @@ class HedgeWorker:
 
     def _postings(self, lane: _Lane, lead_id: uuid.UUID, trade_order_id: uuid.UUID | None,
                   coid: str, lp: uuid.UUID, state: OrderState, base_code: str, quote_code: str,
-                  fees: dict[str, Decimal], now: dt.datetime) -> list[LedgerTransaction]:
+                  fees: dict[str, Decimal], now: dt.datetime, *, check: bool = False
+                  ) -> list[LedgerTransaction]:
+        """The answer's postings (`check`: only built, to see that they can be; nothing
+        reported)."""
         base, quote = self._scales.asset(base_code), self._scales.asset(quote_code)
         assets: dict[str, Asset] = {}
         for code in fees:
             try:
                 assets[code] = self._scales.asset(code)
             except UnknownAsset:
-                log.error("hedge order %s: fee in unknown asset %s not booked", coid, code)
+                if not check:
+                    # The fill is booked without this fee: its amount stays on the hedge
+                    # order (`fees`), and the counter raises an alert to configure the scale.
+                    log.error("hedge order %s: fee of %s %s not booked (no scale for %s)",
+                              coid, fees[code], code, code)
+                    self._metrics.hedge_fee_unbooked(code, float(fees[code]))
         fee_codes = [code for code in fees if code in assets]
         first_fee = (assets[fee_codes[0]], fees[fee_codes[0]]) if fee_codes else None
         reference = f"hedge-{coid}"

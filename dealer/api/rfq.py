@@ -27,6 +27,7 @@ from dealer.appkeys import (
 )
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors, invalid_fields
+from dealer.middlewares import DATABASE_OUTAGE
 from dealer.services import rfq
 from dealer.uow import connection
 from dealer.wire import (
@@ -292,6 +293,13 @@ def _own(principal: Principal | None) -> frozenset[uuid.UUID] | None:
     return principal.accounts if principal.role is Role.TRADER else None
 
 
+def _failure(exc: Exception) -> str:
+    """The code a request that failed on something other than an ApiError is answered with
+    (see `dealer.middlewares`): its quote or accept is counted under it, not left out."""
+    return (Errors.SERVICE_UNAVAILABLE if isinstance(exc, DATABASE_OUTAGE)
+            else Errors.INTERNAL).code
+
+
 def quote_wire(q: rfq.QuoteRecord) -> dict[str, Any]:
     """A quote in its wire form, exactly what QuoteOut dumps (camelCase keys in its field order;
     UUIDs are left to orjson, which writes them as QuoteOut does). The quote endpoint answers
@@ -337,6 +345,9 @@ async def request_quote(request: web.Request, principal: Principal | None,
     except ApiError as exc:
         metrics.quote_outcome("refused", exc.error.code)
         raise
+    except Exception as exc:
+        metrics.quote_outcome("failed", _failure(exc))
+        raise
     metrics.quote_outcome("quoted", "ok")
     metrics.quote_duration(time.perf_counter() - started)
     logs.bind(quote_id=record.quote_id)
@@ -346,7 +357,7 @@ async def request_quote(request: web.Request, principal: Principal | None,
 async def get_quote(request: web.Request, principal: Principal | None,
                     params: QuoteIdQuery) -> QuoteOut:
     async with connection(request.app[POOL]) as conn:
-        record = await rfq.get_quote(conn, params.quote_id)
+        record = await rfq.get_quote(conn, params.quote_id, request.app[CLOCK]())
     own = _own(principal)
     if own is not None and record.trading_account_id not in own:
         raise ApiError(Errors.ACCOUNT_FORBIDDEN)
@@ -360,7 +371,8 @@ async def list_quotes(request: web.Request, principal: Principal | None,
         records, total = await rfq.list_quotes(
             conn, dealer_account_id=params.dealer_account_id,
             trading_account_id=params.trading_account_id, status=params.status,
-            only=_own(principal), limit=params.limit, offset=params.offset)
+            only=_own(principal), now=request.app[CLOCK](), limit=params.limit,
+            offset=params.offset)
     return Page([quote_out(r) for r in records], total, params.limit, params.offset)
 
 
@@ -438,6 +450,9 @@ async def submit_order(request: web.Request, principal: Principal | None,
                 hedger=app[HEDGE_WORKER] if app[SETTINGS].hedge_inline else None)
     except ApiError as exc:
         metrics.accepts.labels("refused", exc.error.code).inc()
+        raise
+    except Exception as exc:
+        metrics.accepts.labels("failed", _failure(exc)).inc()
         raise
     logs.bind(trade_order_id=order.trade_order_id)
     if created and order.status == "REJECTED":

@@ -76,9 +76,6 @@ class QuoteRecord:
         return self.ask_price if side == "BUY" else self.bid_price
 
 
-_QUOTE_COLUMNS = ", ".join(QuoteRecord.__slots__)
-
-
 def rules_from_rows(rows: Sequence[Mapping[str, Any]]) -> InstrumentRules | None:
     """The FERMATA instrument's rules: the strictest of the LP venues' instruments (largest
     tick and lot, highest minimums, checked on the quote's total; the hedger fits each leg to
@@ -152,9 +149,24 @@ def stored_plan(quote: Quote, lot_size: Decimal) -> dict[str, Any]:
     return plan
 
 
-async def get_quote(conn: asyncpg.Connection, quote_id: uuid.UUID) -> QuoteRecord:
+# A quote as read: past its expireAt it is EXPIRED whether or not the expiry job has marked it
+# yet (that job runs every DEALER_QUOTE_EXPIRY_MS, and leaves a grace to accepts in flight), so
+# a read never offers a quote that an accept would refuse. `{now}` is the parameter of the time.
+_READ_STATUS = ("CASE WHEN status = 'OPEN' AND expire_at <= {now} THEN 'EXPIRED' "
+                "ELSE status END")
+
+
+def _read_columns(now: str) -> str:
+    status = _READ_STATUS.format(now=now)
+    return ", ".join(f"{status} AS status" if name == "status" else name
+                     for name in QuoteRecord.__slots__)
+
+
+async def get_quote(conn: asyncpg.Connection, quote_id: uuid.UUID, now: dt.datetime
+                    ) -> QuoteRecord:
     row = await conn.fetchrow(
-        f"SELECT {_QUOTE_COLUMNS} FROM quote WHERE quote_id = $1", quote_id)  # noqa: S608
+        f"SELECT {_read_columns('$2::timestamptz')} FROM quote WHERE quote_id = $1",  # noqa: S608
+        quote_id, now)
     if row is None:
         raise ApiError(Errors.QUOTE_NOT_FOUND)
     return QuoteRecord.from_row(row)
@@ -162,19 +174,24 @@ async def get_quote(conn: asyncpg.Connection, quote_id: uuid.UUID) -> QuoteRecor
 
 async def list_quotes(conn: asyncpg.Connection, *, dealer_account_id: uuid.UUID | None,
                       trading_account_id: uuid.UUID | None, status: str | None,
-                      only: frozenset[uuid.UUID] | None, limit: int, offset: int
-                      ) -> tuple[list[QuoteRecord], int]:
-    where = """($1::uuid IS NULL OR dealer_account_id = $1)
+                      only: frozenset[uuid.UUID] | None, now: dt.datetime, limit: int,
+                      offset: int) -> tuple[list[QuoteRecord], int]:
+    """A page of quotes (newest first) and how many match, as of `now` (see `_READ_STATUS`)."""
+    where = f"""($1::uuid IS NULL OR dealer_account_id = $1)
                AND ($2::uuid IS NULL OR trading_account_id = $2)
-               AND ($3::text IS NULL OR status = $3)
+               AND ($3::text IS NULL OR {_READ_STATUS.format(now='$5::timestamptz')} = $3)
                AND ($4::uuid[] IS NULL OR trading_account_id = ANY($4::uuid[]))"""
     args = (dealer_account_id, trading_account_id, status,
-            None if only is None else list(only))
-    total = await conn.fetchval(f"SELECT count(*) FROM quote WHERE {where}", *args)  # noqa: S608
-    rows = await conn.fetch(
-        f"""SELECT {_QUOTE_COLUMNS} FROM quote WHERE {where}
-            ORDER BY created_at DESC, quote_id LIMIT $5 OFFSET $6""",  # noqa: S608
-        *args, limit, offset)
+            None if only is None else list(only), now)
+    # One snapshot for the count and the page: quotes committed in between would otherwise
+    # make the total disagree with the page (and hasNext with what is left).
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        total = await conn.fetchval(
+            f"SELECT count(*) FROM quote WHERE {where}", *args)  # noqa: S608
+        rows = await conn.fetch(
+            f"""SELECT {_read_columns('$5::timestamptz')} FROM quote WHERE {where}
+                ORDER BY created_at DESC, quote_id LIMIT $6 OFFSET $7""",  # noqa: S608
+            *args, limit, offset)
     return [QuoteRecord.from_row(r) for r in rows], int(total)
 
 
@@ -250,22 +267,31 @@ class QuoteExpiry:
     previous run, less `margin` (for a quote its writer committed late): the open quotes'
     index keeps the entries of expired quotes until a vacuum, and reading all of them every
     run cost more with every quote made. Every `full_every`, a run reads them all (a quote
-    committed later still, or a clock that went back)."""
+    committed later still, or a clock that went back).
+
+    A quote is marked `grace` after its expireAt: an accept that came before expireAt is
+    judged by the time it came (`accept_quote`'s `now`), but its fill only finds the quote
+    OPEN if no run marked it meanwhile, so a run right after expireAt refused accepts that
+    came in time, depending on when the job happened to run (or on another replica's clock).
+    Reads do not wait for the mark (see `_READ_STATUS`)."""
 
     def __init__(self, *, margin: dt.timedelta = dt.timedelta(seconds=2),
-                 full_every: dt.timedelta = dt.timedelta(minutes=1)) -> None:
+                 full_every: dt.timedelta = dt.timedelta(minutes=1),
+                 grace: dt.timedelta = dt.timedelta(seconds=5)) -> None:
         self._margin = margin
         self._full_every = full_every
+        self._grace = grace
         self._since: dt.datetime | None = None
         self._last_full: dt.datetime | None = None
 
     async def run(self, conn: asyncpg.Connection, now: dt.datetime) -> int:
         last_full = self._last_full
         full = last_full is None or not last_full <= now < last_full + self._full_every
-        expired = await expire_quotes(conn, now, None if full else self._since)
+        cutoff = now - self._grace
+        expired = await expire_quotes(conn, cutoff, None if full else self._since)
         if full:
             self._last_full = now
-        self._since = now - self._margin
+        self._since = cutoff - self._margin
         return expired
 
 
@@ -687,9 +713,11 @@ async def list_orders(conn: asyncpg.Connection, *, trade_order_id: uuid.UUID | N
                AND ($7::uuid[] IS NULL OR o.trading_account_id = ANY($7::uuid[]))"""
     args = (trade_order_id, status, trading_account_id, instrument_id, start, end,
             None if only is None else list(only))
-    total = await conn.fetchval(
-        f"SELECT count(*) FROM trade_order o WHERE {where}", *args)  # noqa: S608
-    orders = await _orders(
-        conn, f"""{where} ORDER BY o.created_at {'ASC' if ascending else 'DESC'},
-                  o.trade_order_id LIMIT $8 OFFSET $9""", *args, limit, offset)
+    # One snapshot for the count and the page (see `list_quotes`).
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        total = await conn.fetchval(
+            f"SELECT count(*) FROM trade_order o WHERE {where}", *args)  # noqa: S608
+        orders = await _orders(
+            conn, f"""{where} ORDER BY o.created_at {'ASC' if ascending else 'DESC'},
+                      o.trade_order_id LIMIT $8 OFFSET $9""", *args, limit, offset)
     return orders, int(total)

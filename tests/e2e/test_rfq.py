@@ -397,13 +397,15 @@ async def test_an_accept_at_or_after_expire_at_is_refused_and_writes_nothing(
     assert "expired" in body["error"].lower()
     assert await _state(conn) == before
 
-    # The expiry job marks it EXPIRED; accepting it stays refused. (Run now: jobs added
-    # without a first run time are never scheduled by APScheduler 3, see dealer/scheduler.py.)
+    # The expiry job marks it EXPIRED once its grace after expireAt is over (reads say
+    # EXPIRED already); accepting it stays refused.
+    clock.now += dt.timedelta(seconds=5)
     app[SCHEDULER].get_job("quote_expiry").modify(next_run_time=dt.datetime.now(dt.UTC))
 
     async def expired() -> bool:
-        _, payload = await get(client, QUOTE_GET, {"quoteId": late["quoteId"]})
-        return bool(assert_ok(payload)["status"] == "EXPIRED")
+        status = await conn.fetchval("SELECT status FROM quote WHERE quote_id = $1",
+                                     uuid.UUID(late["quoteId"]))
+        return bool(status == "EXPIRED")
 
     await eventually(expired, within_s=3.0)
     _, payload = await get(client, QUOTE_LIST, {"status": "EXPIRED"})
@@ -750,7 +752,8 @@ async def test_the_expiry_reads_the_quotes_expired_since_its_last_run_and_all_of
         rows = await conn.fetch("SELECT quote_id::text, status FROM quote")
         return {r["quote_id"]: r["status"] for r in rows}
 
-    expiry = QuoteExpiry(margin=dt.timedelta(seconds=2), full_every=dt.timedelta(minutes=1))
+    expiry = QuoteExpiry(margin=dt.timedelta(seconds=2), full_every=dt.timedelta(minutes=1),
+                         grace=dt.timedelta(0))
     assert await expiry.run(conn, start) == 0  # the first run reads all; none is due
     # The second quote as a late commit would leave it: expired before the last run's margin.
     await conn.execute("UPDATE quote SET expire_at = $1 WHERE quote_id = $2",

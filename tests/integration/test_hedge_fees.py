@@ -23,6 +23,7 @@ from tests.desk import (
     hedges_final,
     ledger_balances,
     make_desk,
+    metric_value,
 )
 from tests.helpers import get
 from venues.base import Execution, Fee, OrderState, VenueAccount
@@ -129,3 +130,27 @@ async def test_a_hedge_order_charged_in_two_assets_is_booked_and_reported_whole(
         async with app[POOL].acquire() as pooled:
             await pnl.fold_pending(pooled, app[ASSET_SCALES], utc_now())
     assert await conn.fetchval("SELECT count(*) FROM hedge_order WHERE NOT pnl_folded") == 0
+
+
+async def test_a_fee_in_an_asset_without_a_scale_is_counted_and_kept_on_its_order(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app = create_app(settings, secrets)  # no scale for BNB
+    client = await aiohttp_client(app)
+    desk = await make_desk(client)
+    await fill_all(client, desk, (("BUY", "0.3"),), concurrency=1)
+    worker = hedge_worker(app, venues=FeeTokenVenues(app[VENUES]))
+    worker.start()
+    try:
+        jobs = await hedges_final(conn, 1)
+    finally:
+        await worker.stop()
+    assert [j["status"] for j in jobs] == ["HEDGED"]  # the fill is booked, the fee cannot be
+    executed = await conn.fetch("SELECT fees FROM hedge_order WHERE filled_quantity > 0")
+    assert executed
+    assert all(Decimal(json.loads(o["fees"])["BNB"]) == BNB_FEE for o in executed)
+    unbooked = await metric_value(client, 'dealer_hedge_fees_unbooked_total{asset="BNB"}')
+    assert Decimal(str(unbooked)) == BNB_FEE * len(executed)
+    balances = await ledger_balances(client, f"dealer:{desk.dealer}")
+    assert "BNB/8" not in balances

@@ -44,3 +44,15 @@ def test_quote_outcome_and_duration_export_what_inc_and_observe_would() -> None:
     assert _samples(fast, "dealer_quote") == _samples(reference, "dealer_quote")
     assert fast.registry.get_sample_value("dealer_quote_duration_seconds_bucket",
                                           {"le": "0.005"}) == sum(a <= 0.005 for a in AMOUNTS)
+
+
+def test_a_venue_s_hedge_order_statuses_exist_at_zero_from_its_first_order() -> None:
+    # so that increase() sees a venue's first UNKNOWN or REJECTED order (the alerts' input)
+    metrics = Metrics()
+    metrics.hedge_order("OKX", "SENT")
+    sample = metrics.registry.get_sample_value
+    assert sample("dealer_hedge_orders_total", {"venue": "OKX", "status": "UNKNOWN"}) == 0.0
+    assert sample("dealer_hedge_orders_total", {"venue": "OKX", "status": "REJECTED"}) == 0.0
+    assert sample("dealer_hedge_orders_total", {"venue": "OKX", "status": "SENT"}) == 1.0
+    metrics.hedge_order("OKX", "UNKNOWN")
+    assert sample("dealer_hedge_orders_total", {"venue": "OKX", "status": "UNKNOWN"}) == 1.0
