@@ -424,10 +424,15 @@ gate AS (  -- an inline hedge (see accept_quote): the lane not leased, its carry
         WHERE r.dealer_account_id = $14 AND r.symbol = $15 AND r.residual
           AND r.status IN ('PENDING', 'IN_PROGRESS'))
     FOR NO KEY UPDATE),
+accounts AS (  -- still ACTIVE (a disable waits for this, then sees the orders in flight);
+               -- locked before the links, as an unlink does
+    SELECT trading_account_id FROM trading_account
+    WHERE $22 AND trading_account_id = ANY($29::uuid[]) AND status = 'ACTIVE'
+    FOR SHARE),
 links AS (
     SELECT trading_account_id FROM dealer_link
     WHERE $22 AND dealer_account_id = $14 AND NOT draining
-      AND trading_account_id = ANY($29::uuid[])
+      AND trading_account_id IN (SELECT trading_account_id FROM accounts)
     FOR SHARE),
 inline AS (
     SELECT EXISTS (SELECT 1 FROM gate) AND NOT EXISTS (

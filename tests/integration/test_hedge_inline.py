@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import collections
 import random
+import uuid
+from typing import Any
 
 import asyncpg
 
+from dealer.appkeys import HEDGE_WORKER, POOL
 from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
     AppClient,
@@ -91,3 +94,38 @@ async def test_a_leased_lane_leaves_the_job_to_its_notice(
 
     await eventually(hedged, within_s=10.0)
     await check_books(client, conn, desk)
+
+
+async def test_an_lp_disabled_after_the_inline_hedge_was_sized_gets_none_of_its_orders(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app, client = await app_client(settings, secrets, aiohttp_client, hedge_enabled=True,
+                                   hedge_inline=True, paper_journal=True)
+    desk = await make_desk(client, maxUnhedgedNotional="100000000")
+    await fill_all(client, desk, (("SELL", "0.1"),))  # the lane's first job: by notice
+    await hedges_final(conn, 1)
+    worker = app[HEDGE_WORKER]
+    plan_inline = worker.plan_inline
+    disabled: list[uuid.UUID] = []
+
+    async def plan_then_disable(*args: Any, **kwargs: Any) -> Any:
+        # The desk disables the LP of the hedge's first order after the accept sized it (the
+        # LP ACTIVE then) and before the fill's statement records it.
+        inline = await plan_inline(*args, **kwargs)
+        if inline is not None and inline.orders and not disabled:
+            account = inline.orders[0].lp.trading_account_id
+            async with app[POOL].acquire() as other:
+                await other.execute("UPDATE trading_account SET status = 'INACTIVE' "
+                                    "WHERE trading_account_id = $1", account)
+            disabled.append(account)
+        return inline
+
+    worker.plan_inline = plan_then_disable  # type: ignore[method-assign]
+    await fill_all(client, desk, (("BUY", "0.2"),))
+    jobs = await hedges_final(conn, 2)
+    assert disabled
+    assert {j["status"] for j in jobs} == {"HEDGED"}
+    orders = await conn.fetch("SELECT * FROM hedge_order")
+    assert disabled[0] not in {o["trading_account_id"] for o in orders}
+    assert await metric_value(client, INLINE) == 0  # left to its notice, on the LPs still ACTIVE
