@@ -195,10 +195,11 @@ class Metrics:
             "dealer_hedge_orders_total", "Hedge order events by LP venue and status (SENT when "
             "sent, then FILLED, PARTIALLY_FILLED, EXPIRED, REJECTED or UNKNOWN)",
             ["venue", "status"], registry=r)
+        # No label: the series exists from the start, so the alert on it can be checked (and
+        # fires on the first); the log line and the hedge order name the asset and amount.
         self.hedge_fees_unbooked = Counter(
-            "dealer_hedge_fees_unbooked_total", "Hedge fees not booked because the ledger has no "
-            "scale for their asset (a venue's fee token), in asset units, by asset",
-            ["asset"], registry=r)
+            "dealer_hedge_fees_unbooked_total", "Hedge fees (one per order and asset) not booked "
+            "because the ledger has no scale for their asset (a venue's fee token)", registry=r)
         self.hedge_first_order_latency_s = Histogram(
             "dealer_hedge_first_order_latency_seconds",
             "Time from a client fill to the first hedge order sent for it",
@@ -305,8 +306,8 @@ class Metrics:
     def hedge_slippage_bps(self, venue: str, bps: float) -> None:
         self.hedge_slippage.labels(venue).observe(bps)
 
-    def hedge_fee_unbooked(self, asset: str, amount: float) -> None:
-        self.hedge_fees_unbooked.labels(asset).inc(amount)
+    def hedge_fee_unbooked(self) -> None:
+        self.hedge_fees_unbooked.inc()
 
     # The ledger relay's reporting interface (ledger.outbox.RelayMetrics).
 

@@ -97,7 +97,7 @@ class HedgeMetrics(Protocol):
 
     def hedge_slippage_bps(self, venue: str, bps: float) -> None: ...
 
-    def hedge_fee_unbooked(self, asset: str, amount: float) -> None: ...
+    def hedge_fee_unbooked(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -1813,7 +1813,7 @@ class HedgeWorker:
                     # order (`fees`), and the counter raises an alert to configure the scale.
                     log.error("hedge order %s: fee of %s %s not booked (no scale for %s)",
                               coid, fees[code], code, code)
-                    self._metrics.hedge_fee_unbooked(code, float(fees[code]))
+                    self._metrics.hedge_fee_unbooked()
         fee_codes = [code for code in fees if code in assets]
         first_fee = (assets[fee_codes[0]], fees[fee_codes[0]]) if fee_codes else None
         reference = f"hedge-{coid}"

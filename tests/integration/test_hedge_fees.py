@@ -150,7 +150,6 @@ async def test_a_fee_in_an_asset_without_a_scale_is_counted_and_kept_on_its_orde
     executed = await conn.fetch("SELECT fees FROM hedge_order WHERE filled_quantity > 0")
     assert executed
     assert all(Decimal(json.loads(o["fees"])["BNB"]) == BNB_FEE for o in executed)
-    unbooked = await metric_value(client, 'dealer_hedge_fees_unbooked_total{asset="BNB"}')
-    assert Decimal(str(unbooked)) == BNB_FEE * len(executed)
+    assert await metric_value(client, "dealer_hedge_fees_unbooked_total ") == len(executed)
     balances = await ledger_balances(client, f"dealer:{desk.dealer}")
     assert "BNB/8" not in balances
