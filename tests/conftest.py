@@ -72,6 +72,14 @@ async def dsn(pg_server: Any, template_dsn: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on the test's database."""
+    created = await db.create_pool(dsn, 1, 5)
+    yield created
+    await created.close()
+
+
+@pytest.fixture
 def secrets() -> DaemonSecrets:
     return DaemonSecrets(JWT_SECRET, SECRETS_KEY)
 

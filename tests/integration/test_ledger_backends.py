@@ -13,7 +13,6 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from dealer import db
 from dealer.app import create_app
 from dealer.metrics import Metrics
 from dealer.settings import DaemonSecrets, Settings
@@ -44,13 +43,6 @@ def fill(reference: str, client: uuid.UUID, dealer: uuid.UUID, units: int) -> Le
         Posting(client_account(client), dealer_account(dealer), units * 650, "USDT/6"),
         Posting(dealer_account(dealer), client_account(client), units, "BTC/8"),
     ), metadata={"kind": "client_fill"}, timestamp=NOW)
-
-
-@pytest.fixture
-async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await db.create_pool(dsn, 1, 5)
-    yield created
-    await created.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 import pytest
 
-from dealer import db
 from dealer.metrics import Metrics
 from ledger.accounts import client_account, dealer_account
 from ledger.backend import (
@@ -40,13 +39,6 @@ def fill(client: uuid.UUID, dealer: uuid.UUID, units: int, *, reference: str = "
         Posting(client_account(client), dealer_account(dealer), units * 650, "USDT/6"),
         Posting(dealer_account(dealer), client_account(client), units, "BTC/8"),
     ), metadata={"kind": "client_fill"}, timestamp=NOW)
-
-
-@pytest.fixture
-async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await db.create_pool(dsn, 1, 5)
-    yield created
-    await created.close()
 
 
 @pytest.fixture(params=["local", "formance"])

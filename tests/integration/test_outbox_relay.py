@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 import pytest
@@ -28,13 +28,6 @@ NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 def clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@pytest.fixture
-async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await db.create_pool(dsn, 1, 5)
-    yield created
-    await created.close()
 
 
 def fill(client: uuid.UUID, dealer: uuid.UUID, units: int) -> LedgerTransaction:
