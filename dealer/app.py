@@ -273,10 +273,11 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         for check in checks:
             for asset in check.assets:
                 metrics.reconciliation_drift.labels(str(check.trading_account_id),
-                                                    asset.asset).set(float(asset.drift))
+                                                    asset.asset).set(float(asset.unexplained))
             if check.status == "DRIFT":
                 log.warning("reconciliation drift on %s: %s", check.address,
-                            [(a.asset, str(a.drift)) for a in check.assets if a.status != "OK"])
+                            [(a.asset, str(a.unexplained)) for a in check.assets
+                             if a.status != "OK"])
 
     quote_expiry = QuoteExpiry()
 

@@ -159,8 +159,9 @@ class Metrics:
             registry=r)
         self.reconciliation_drift = Gauge(
             "dealer_reconciliation_drift",
-            "Venue balance change since link + ledger net flow of the LP's exchange wallet "
-            "(0 when they agree), per LP account and asset, in asset units",
+            "Venue balance change since link + ledger net flow of the LP's exchange wallet, "
+            "less what the bookings rounded off (0 when they agree), per LP account and asset, "
+            "in asset units",
             ["trading_account_id", "asset"], registry=r)
 
         self.quotes = Counter(

@@ -28,10 +28,25 @@ def build_scheduler() -> AsyncIOScheduler:
                                                            "misfire_grace_time": 30})
 
 
+# The fractional part of the golden ratio: the k-th job's phase is k times this, modulo its
+# interval, so however many jobs there are, no two start at the same moment of their period.
+_PHASE_STEP = (5 ** 0.5 - 1) / 2
+
+
+def job_phase(index: int, every_seconds: float) -> float:
+    """Seconds after the scheduler's start of the first run of the `index`-th job added."""
+    return every_seconds * ((index * _PHASE_STEP) % 1.0)
+
+
 def add_job(scheduler: AsyncIOScheduler, metrics: Metrics, name: str,
             job: Callable[[], Awaitable[object]], every_seconds: float,
-            *, first_run: dt.datetime | None = None) -> None:
-    """Run `job` every `every_seconds`; a failure is counted and logged, the next run happens."""
+            *, first_run: dt.datetime | None = None,
+            now: Callable[[], dt.datetime] | None = None) -> None:
+    """Run `job` every `every_seconds`; a failure is counted and logged, the next run happens.
+
+    Without `first_run`, each job starts at its own phase of its period (`job_phase`): jobs of
+    the same period added together would otherwise all run at the same instant, every period,
+    and their database and CPU work would land on the requests being served at once."""
 
     async def run() -> None:
         try:
@@ -42,9 +57,17 @@ def add_job(scheduler: AsyncIOScheduler, metrics: Metrics, name: str,
         else:
             metrics.scheduler_runs.labels(name, "success").inc()
 
-    # APScheduler reads an explicit next_run_time=None as "paused": pass it only when set.
-    when = {} if first_run is None else {"next_run_time": first_run}
-    scheduler.add_job(run, "interval", seconds=every_seconds, id=name, name=name, **when)
+    if first_run is None:
+        start = (now or _utc_now)()
+        first_run = start + dt.timedelta(seconds=job_phase(len(scheduler.get_jobs()),
+                                                           every_seconds))
+    # An interval trigger runs each time one interval after the previous run: the phase stays.
+    scheduler.add_job(run, "interval", seconds=every_seconds, id=name, name=name,
+                      next_run_time=first_run)
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 async def exposure_check(pool: asyncpg.Pool, market_data: MarketDataService, metrics: Metrics,

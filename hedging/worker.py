@@ -45,10 +45,18 @@ import orjson
 
 from hedging import policy
 from hedging.balances import BalanceCache
+from ledger.accounts import exchange_account
 from ledger.assets import Asset, InvalidAmount, ScaleTable, UnknownAsset
 from ledger.backend import LedgerTransaction
 from ledger.outbox import enqueue_transaction, listening
-from ledger.postings import InvalidFill, hedge_fill, other_fee
+from ledger.postings import (
+    InvalidFill,
+    hedge_fill,
+    hedge_fill_venue_moves,
+    other_fee,
+    rounding_kept,
+)
+from ledger.rounding import add_rounding
 from venues.base import (
     BookSnapshot,
     ExecutionVenue,
@@ -1666,8 +1674,10 @@ class HedgeWorker:
         fee_asset = next(iter(fees), None)
         if state.filled_quantity > 0:
             try:  # checked before anything of it is written (built again below, with its fill)
-                self._postings(lane, lead_id, None, order.coid, order.lp.trading_account_id,
-                               state, base_code, quote_code, fees, now, check=True)
+                self._rounding(self._postings(lane, lead_id, None, order.coid,
+                                              order.lp.trading_account_id, state, base_code,
+                                              quote_code, fees, now, check=True),
+                               order.lp.trading_account_id, state, base_code, quote_code, fees)
             except (InvalidFill, InvalidAmount, UnknownAsset) as exc:
                 reason = (f"the answer to hedge order {order.coid} cannot be booked ({exc}): "
                           "its fill is not in the ledger; retry the job once the cause is "
@@ -1694,10 +1704,13 @@ class HedgeWorker:
         self._balances.answered(order.lp.trading_account_id, order.coid)
         if state.filled_quantity <= 0:
             return Decimal(0)
-        for tx in self._postings(lane, lead_id, recorded["trade_order_id"], order.coid,
-                                 order.lp.trading_account_id, state, base_code, quote_code,
-                                 fees, now):
+        lp = order.lp.trading_account_id
+        txs = self._postings(lane, lead_id, recorded["trade_order_id"], order.coid, lp, state,
+                             base_code, quote_code, fees, now)
+        for tx in txs:
             await enqueue_transaction(conn, tx, now)
+        await add_rounding(conn, exchange_account(lp), self._rounding(
+            txs, lp, state, base_code, quote_code, fees))
         if order.side == "BUY" and fees:
             self._fee_in_base[order.lp.trading_account_id] = fee_in_base > 0
         return policy.net_progress(order.side, state.filled_quantity, fee_in_base)
@@ -1795,6 +1808,18 @@ class HedgeWorker:
                 log.warning("hedge job %s FAILED", job.job_id)
 
     # ------------------------------------------------------------ postings
+
+    def _rounding(self, txs: list[LedgerTransaction], lp: uuid.UUID, state: OrderState,
+                  base_code: str, quote_code: str, fees: dict[str, Decimal]
+                  ) -> dict[str, Decimal]:
+        """What booking the answer as `txs` rounded off on the LP's wallet. A fee in an asset
+        without a scale is left out: it is not booked at all, which reconciliation must show."""
+        booked_fees = {code: amount for code, amount in fees.items() if code in self._scales}
+        moves = hedge_fill_venue_moves(
+            state.side.value, self._scales.asset(base_code), self._scales.asset(quote_code),
+            state.filled_quantity, state.average_price or Decimal(0), booked_fees,
+            quote_amount=policy.quote_amount(state.executions))
+        return rounding_kept(txs, lp, moves)
 
     def _postings(self, lane: _Lane, lead_id: uuid.UUID, trade_order_id: uuid.UUID | None,
                   coid: str, lp: uuid.UUID, state: OrderState, base_code: str, quote_code: str,

@@ -38,6 +38,7 @@ from ledger.assets import (
     ScaleTable,
     UnknownAsset,
     finite_decimal,
+    from_minor,
     minor_paid_by_dealer,
     minor_received_by_dealer,
     to_minor,
@@ -158,6 +159,38 @@ def other_fee(exchange_id: uuid.UUID, dealer_id: uuid.UUID, fee: tuple[Asset, De
                           str(fee[0])),),
         timestamp=_aware(timestamp),
         metadata=_metadata(metadata, kind=EntryKind.FEE, fillReference=fill_reference))
+
+
+def hedge_fill_venue_moves(side: str, base: Asset, quote: Asset, quantity: Decimal,
+                           price: Decimal, fees: Mapping[str, Decimal], *,
+                           quote_amount: Decimal | None = None) -> dict[str, Decimal]:
+    """What a hedge fill moved on the LP's venue balances, exactly, by asset code (`side` is
+    the dealer's): a BUY gets the base and pays the notional, a SELL the reverse, and every fee
+    is paid. The notional is `quote_amount` when given, else quantity * price, as `hedge_fill`
+    books it."""
+    dealer_side = _side(side)
+    quantity = _positive(quantity, "quantity")
+    notional = (_exact_product(quantity, _positive(price, "price")) if quote_amount is None
+                else _positive(quote_amount, "quote amount"))
+    sign = 1 if dealer_side == BUY else -1
+    moves = {base.code: sign * quantity, quote.code: -sign * notional}
+    for code, amount in fees.items():
+        moves[code] = moves.get(code, Decimal(0)) - finite_decimal(amount, "fee")
+    return moves
+
+
+def rounding_kept(transactions: Iterable[LedgerTransaction], exchange_id: uuid.UUID,
+                  venue_moves: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """By asset code, what the venue's balances of LP `exchange_id` moved (`venue_moves`,
+    exact) plus what `transactions` booked on its `exchange:` wallet: DESIGN §7 has venue
+    change = -wallet flow, so what is left is the rounding the bookings kept (no entry when
+    none). Reconciliation expects exactly the sum of these, not a tolerance."""
+    left = dict(venue_moves)
+    address = exchange_account(exchange_id)
+    for notation, units in net_by_account(transactions).get(address, {}).items():
+        asset = Asset.parse(notation)
+        left[asset.code] = left.get(asset.code, Decimal(0)) + from_minor(units, asset)
+    return {code: amount for code, amount in left.items() if amount != 0}
 
 
 def validate_batch(transactions: Sequence[LedgerTransaction], *,

@@ -99,6 +99,8 @@ class AssetCheckOut(WireModel):
     venue_change: str
     ledger_net_flow: str
     drift: str
+    rounding: str | None
+    unexplained: str
     status: str
 
 
@@ -245,4 +247,6 @@ def lp_check_out(check: reconciliation.LpCheck) -> LpCheckOut:
                               venue_balance=_plain(a.venue_balance),
                               venue_change=_plain(a.venue_change),
                               ledger_net_flow=_plain(a.ledger_net_flow), drift=_plain(a.drift),
-                              status=a.status) for a in check.assets])
+                              rounding=None if a.rounding is None else _plain(a.rounding),
+                              unexplained=_plain(a.unexplained), status=a.status)
+                for a in check.assets])

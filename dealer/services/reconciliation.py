@@ -15,6 +15,7 @@ from dealer.uow import connection
 from ledger.accounts import exchange_account
 from ledger.assets import Asset, from_minor
 from ledger.backend import LedgerBackend, LedgerUnavailable
+from ledger.rounding import rounding_totals
 from venues.base import VenueAccount, VenueError
 from venues.registry import VenueRegistry
 
@@ -29,7 +30,9 @@ class AssetCheck:
     venue_balance: Decimal
     venue_change: Decimal
     ledger_net_flow: Decimal
-    drift: Decimal
+    drift: Decimal  # venue change + ledger net flow
+    rounding: Decimal | None  # what the bookings since the baseline rounded off (None: unknown)
+    unexplained: Decimal  # drift - rounding: zero when the books agree with the venue
     status: str  # OK | DRIFT | IN_FLIGHT
 
 
@@ -72,6 +75,8 @@ async def capture_baseline(pool: asyncpg.Pool, venues: VenueRegistry, ledger: Le
     except (VenueError, LedgerUnavailable) as exc:
         log.warning("no balance baseline for %s yet: %s", trading_account_id, exc)
         return False
+    async with connection(pool) as conn:
+        rounding = await rounding_totals(conn, address)
     if await _activity(pool, trading_account_id, address) != before:
         return False  # a hedge of the LP moved between the two reads: next time
     flow: dict[str, Decimal] = {}
@@ -80,13 +85,14 @@ async def capture_baseline(pool: asyncpg.Pool, venues: VenueRegistry, ledger: Le
         flow[asset.code] = flow.get(asset.code, Decimal(0)) + from_minor(units, asset)
     amounts = {b.asset: b.total for b in balances}
     rows = [(trading_account_id, code, amounts.get(code, Decimal(0)),
-             flow.get(code, Decimal(0)), now) for code in sorted(set(amounts) | set(flow))]
+             flow.get(code, Decimal(0)), rounding.get(code, Decimal(0)), now)
+            for code in sorted(set(amounts) | set(flow) | set(rounding))]
     async with connection(pool) as conn:
         await conn.executemany(
             """INSERT INTO lp_balance_baseline (trading_account_id, asset, amount, ledger_flow,
-                                                taken_at)
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
-            rows or [(trading_account_id, "-", Decimal(0), Decimal(0), now)],
+                                                rounding, taken_at)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+            rows or [(trading_account_id, "-", Decimal(0), Decimal(0), Decimal(0), now)],
         )
     return True
 
@@ -152,6 +158,8 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
     address = exchange_account(account_id)
     pending = await pending_entries(pool, address)
     sending = await _open_hedge_orders(pool, account_id)
+    async with connection(pool) as conn:
+        rounding_before = await rounding_totals(conn, address)
 
     def result(status: str, assets: tuple[AssetCheck, ...] = (), detail: str | None = None
                ) -> LpCheck:
@@ -160,7 +168,7 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
 
     async with connection(pool) as conn:
         rows = await conn.fetch(
-            """SELECT asset, amount, ledger_flow FROM lp_balance_baseline
+            """SELECT asset, amount, ledger_flow, rounding FROM lp_balance_baseline
                WHERE trading_account_id = $1""", account_id)
     if not rows:
         taken = await capture_baseline(pool, venues, ledger, account_id, now)
@@ -168,6 +176,10 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
                       "not taken yet: venue or ledger unavailable, or a hedge in flight")
     baseline = {r["asset"]: r["amount"] for r in rows if r["asset"] != "-"}
     flow_then = {r["asset"]: r["ledger_flow"] for r in rows if r["asset"] != "-"}
+    # A baseline taken before the totals were kept (migration 0018) cannot say what the
+    # bookings before it rounded: its LP is checked within two minor units per booking.
+    rounding_then = (None if any(r["rounding"] is None for r in rows)
+                     else {r["asset"]: r["rounding"] for r in rows if r["asset"] != "-"})
     try:
         balances = await venues.execution(link["venue"]).balances(VenueAccount(
             account_id, link["external_trading_account_id"], link["venue_ref"]))
@@ -175,14 +187,17 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
         return result("VENUE_UNAVAILABLE", detail=str(exc))
     try:
         wallet = await ledger.balances(address)
-        _, bookings = await ledger.transactions(address=address, reference=None, limit=1,
-                                                offset=0)
+        bookings = 0 if rounding_then is not None else (await ledger.transactions(
+            address=address, reference=None, limit=1, offset=0))[1]
     except LedgerUnavailable as exc:
         return result("LEDGER_UNAVAILABLE", detail=str(exc))
     # A difference while entries or hedge orders of the LP are on their way (a fill the venue
     # made whose answer is not recorded yet) is in flight, not drift: the next run tells. The
-    # orders are counted before the reads and after them.
-    in_flight = bool(pending or sending or await _open_hedge_orders(pool, account_id))
+    # orders and the rounding totals are read before the reads and after them.
+    async with connection(pool) as conn:
+        rounding_now = await rounding_totals(conn, address)
+    in_flight = bool(pending or sending or rounding_now != rounding_before
+                     or await _open_hedge_orders(pool, account_id))
     venue_now = {b.asset: b.total for b in balances}
     ledger_flow: dict[str, Decimal] = {}
     allowed: dict[str, Decimal] = {}
@@ -190,21 +205,28 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
         asset = Asset.parse(notation)
         ledger_flow[asset.code] = ledger_flow.get(asset.code, Decimal(0)) + from_minor(units,
                                                                                        asset)
-        # Each booking rounds its quote and fee legs to the asset's scale, by less than one
-        # minor unit each, in the dealer's favour: that much is rounding, not drift.
+        # Without the rounding totals: each booking rounds its quote and fee legs to the
+        # asset's scale, by less than one minor unit each.
         unit = Decimal(1).scaleb(-asset.scale)
         allowed[asset.code] = max(tolerance, unit * 2 * bookings)
     assets = []
-    for code in sorted(set(baseline) | set(venue_now) | set(ledger_flow)):
+    for code in sorted(set(baseline) | set(venue_now) | set(ledger_flow) | set(rounding_now)):
         base = baseline.get(code, Decimal(0))
         current = venue_now.get(code, Decimal(0))
         # what flowed through the wallet since the baseline's venue balances were read
         flow = ledger_flow.get(code, Decimal(0)) - flow_then.get(code, Decimal(0))
         change = current - base
         drift = change + flow
-        limit = allowed.get(code, tolerance)
-        status = "OK" if abs(drift) <= limit else ("IN_FLIGHT" if in_flight else "DRIFT")
-        assets.append(AssetCheck(code, base, current, change, flow, drift, status))
+        if rounding_then is None:
+            rounding = None
+            unexplained = Decimal(0) if abs(drift) <= allowed.get(code, tolerance) else drift
+        else:
+            rounding = rounding_now.get(code, Decimal(0)) - rounding_then.get(code, Decimal(0))
+            unexplained = drift - rounding
+        status = ("OK" if abs(unexplained) <= tolerance
+                  else "IN_FLIGHT" if in_flight else "DRIFT")
+        assets.append(AssetCheck(code, base, current, change, flow, drift, rounding,
+                                 unexplained, status))
     worst = "OK"
     for check in assets:
         if check.status == "DRIFT" or (check.status == "IN_FLIGHT" and worst == "OK"):

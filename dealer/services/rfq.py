@@ -267,7 +267,10 @@ class QuoteExpiry:
     previous run, less `margin` (for a quote its writer committed late): the open quotes'
     index keeps the entries of expired quotes until a vacuum, and reading all of them every
     run cost more with every quote made. Every `full_every`, a run reads them all (a quote
-    committed later still, or a clock that went back).
+    committed later still, or a clock that went back). That run reads every entry the index
+    kept since its last vacuum (46 ms of PostgreSQL after 150,000 quotes): ten minutes apart,
+    since a quote it finds late is already answered EXPIRED by the reads and refused by
+    the accept, which judge the time themselves; only its mark (and so its purge) waits.
 
     A quote is marked `grace` after its expireAt: an accept that came before expireAt is
     judged by the time it came (`accept_quote`'s `now`), but its fill only finds the quote
@@ -276,7 +279,7 @@ class QuoteExpiry:
     Reads do not wait for the mark (see `_READ_STATUS`)."""
 
     def __init__(self, *, margin: dt.timedelta = dt.timedelta(seconds=2),
-                 full_every: dt.timedelta = dt.timedelta(minutes=1),
+                 full_every: dt.timedelta = dt.timedelta(minutes=10),
                  grace: dt.timedelta = dt.timedelta(seconds=5)) -> None:
         self._margin = margin
         self._full_every = full_every

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from dealer.appkeys import CLOCK, MARKET_DATA, VENUES
+from dealer.appkeys import CLOCK, MARKET_DATA, SCHEDULER, VENUES
 from tests.conftest import assert_error, assert_ok
 from tests.desk import accept_buy, buy_quote, lp_desk
 from tests.helpers import Client, eventually, post
@@ -79,6 +79,9 @@ async def test_a_venue_without_the_instrument_prices_no_quote(
 async def test_last_look_leaves_out_a_draining_lp_as_the_quote_did(
     app: web.Application, client: Client, conn: asyncpg.Connection,
 ) -> None:
+    # With no hedge of it in flight, the drain job would unlink the LP at its next run: this
+    # test is about a draining LP still linked.
+    app[SCHEDULER].pause_job("lp_drain")
     dealer, customer, headers = await lp_desk(client, "50")
     binance = await _lp_of(conn, dealer, "BINANCE")
     await conn.execute("UPDATE dealer_link SET draining = true WHERE trading_account_id = $1",

@@ -8,7 +8,9 @@ from __future__ import annotations
 import collections
 import random
 import re
+import uuid
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
 
 import asyncpg
 
@@ -16,19 +18,22 @@ from dealer.app import create_app
 from dealer.appkeys import HEDGE_WORKER
 from dealer.services.rfq import exposure_of
 from dealer.settings import DaemonSecrets, Settings
-from tests.conftest import assert_ok
+from tests.conftest import VIEWER, assert_ok
 from tests.desk import (
     LOT,
     AppClient,
+    Desk,
     assets_sum_to_zero,
     fill_all,
     hedges_final,
     ledger_balances,
     make_desk,
+    paper_venue,
     random_fill,
     venue_submits,
 )
-from tests.helpers import eventually, get, outbox_drained
+from tests.helpers import Client, eventually, get, outbox_drained
+from venues.base import VenueAccount
 
 MICRO = Decimal("0.000001")  # one USDT/6 minor unit
 SATOSHI = Decimal("0.00000001")  # one BTC/8 minor unit
@@ -68,6 +73,15 @@ async def _smallest_lp_order(conn: asyncpg.Connection) -> Decimal:
         """SELECT min(greatest(min_quantity, min_notional / $1)) FROM instrument
            WHERE symbol = 'BTC/USDT' AND venue IN (SELECT venue FROM hedge_order)""", price)
     return Decimal(smallest)
+
+
+async def _reconciliation(client: Client, desk: Desk) -> dict[str, dict[str, Any]]:
+    """Reconciliation of the desk's LPs by account id, each with its assets by code."""
+    status, body = await get(client, "/api/v3/ledger/reconciliation",
+                             {"dealerAccountId": desk.dealer}, VIEWER)
+    assert status == 200, body
+    return {lp["tradingAccountId"]: {**lp, "assets": {a["asset"]: a for a in lp["assets"]}}
+            for lp in assert_ok(body)["lps"]}
 
 
 async def test_a_burst_of_200_fills_is_hedged_once_and_the_books_net_out(
@@ -125,6 +139,30 @@ async def test_a_burst_of_200_fills_is_hedged_once_and_the_books_net_out(
     assert status == 200, body
     [usdt] = [q for q in assert_ok(body)["quoteAssets"] if q["asset"] == "USDT"]
     assert Decimal(usdt["realised"]) == dealer["USDT/6"], (usdt, dealer)
+
+    # Every LP's venue balances are what its wallet and the rounding its bookings kept say,
+    # exactly, so a real difference far under that rounding's sum shows as DRIFT.
+    lps = await _reconciliation(client, desk)
+    assert {lp["status"] for lp in lps.values()} == {"OK"}, lps
+    lp = max(lps, key=lambda account: sum(1 for o in hedge_orders
+                                          if str(o["trading_account_id"]) == account))
+    bookings = sum(1 for o in hedge_orders if str(o["trading_account_id"]) == lp
+                   and o["filled_quantity"] > 0)
+    rounding = Decimal(lps[lp]["assets"]["USDT"]["rounding"])
+    assert rounding < 0  # each USDT leg and fee rounded in the dealer's favour
+    # Half of the two minor units per booking that reconciliation allowed before it kept the
+    # rounding: that allowance hid this much.
+    planted = MICRO * bookings
+    venue = paper_venue(app, lps[lp]["venue"])
+    account = VenueAccount(uuid.UUID(lp), "")
+    [usdt] = [b for b in await venue.balances(account) if b.asset == "USDT"]
+    venue.set_balance(account, "USDT", usdt.free + planted)
+    checked = (await _reconciliation(client, desk))[lp]
+    assert checked["status"] == "DRIFT", checked
+    assert {a: (c["status"], Decimal(c["unexplained"]))
+            for a, c in checked["assets"].items() if c["status"] != "OK"} == {
+        "USDT": ("DRIFT", planted)}
+    assert Decimal(checked["assets"]["USDT"]["rounding"]) == rounding
 
     async def scraped() -> str | None:
         text = await (await client.get("/metrics")).text()

@@ -30,6 +30,7 @@ from tests.desk import (
     hedges_final,
     make_desk,
     paper_venue,
+    unlinked_by_drain,
     venue_submits,
 )
 from tests.helpers import Client, eventually
@@ -254,4 +255,5 @@ async def test_a_draining_lp_gets_no_new_hedge_orders(
     assert orders
     assert str(busiest) not in {str(o["trading_account_id"]) for o in orders}
     _never_twice(settings, orders)
-    await check_books(client, conn, desk)
+
+    await check_books(client, conn, await unlinked_by_drain(conn, desk, [busiest]))

@@ -5,6 +5,8 @@ whose answer is not recorded yet is in flight."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -15,6 +17,7 @@ from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import VIEWER, assert_ok
 from tests.desk import (
     AppClient,
+    Desk,
     VenueProxies,
     check_books,
     fill_all,
@@ -22,8 +25,9 @@ from tests.desk import (
     hedges_final,
     make_desk,
 )
-from tests.helpers import get, outbox_drained
+from tests.helpers import Client, get, outbox_drained
 from venues.base import OrderRequest, OrderState, VenueAccount
+from venues.paper.client import PaperVenue
 
 
 async def test_a_baseline_taken_after_hedges_reconciles_without_drift(
@@ -89,3 +93,52 @@ async def test_a_fill_whose_answer_is_not_recorded_yet_is_in_flight_not_drift(
         answered.set()
         await worker.stop()
     await check_books(client, conn, desk)
+
+
+async def test_a_baseline_from_before_the_rounding_totals_keeps_the_per_booking_allowance(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app = create_app(settings, secrets)
+    client = await aiohttp_client(app)
+    desk = await make_desk(client)
+    await fill_all(client, desk, (("BUY", "0.3"), ("SELL", "0.1"), ("BUY", "0.2")))
+    worker = hedge_worker(app)
+    worker.start()
+    try:
+        await hedges_final(conn, 3)
+    finally:
+        await worker.stop()
+    await outbox_drained(conn, within_s=10.0)
+    rounded = await conn.fetch("SELECT address, asset, amount FROM ledger_rounding")
+    assert rounded  # the hedges' bookings rounded something off
+    # as if every baseline had been taken before migration 0018
+    await conn.execute("UPDATE lp_balance_baseline SET rounding = NULL")
+    lps = await _reconciliation(client, desk)
+    assert {lp["status"] for lp in lps} == {"OK"}, lps
+    for lp in lps:
+        for asset in lp["assets"]:
+            # what the bookings since the baseline rounded is unknown; a drift within two
+            # minor units per booking is taken for it
+            assert asset["rounding"] is None, asset
+            assert Decimal(asset["unexplained"]) == 0, asset
+    # more than that allowance is drift, all of it unexplained
+    lp = next(lp for lp in lps if any(Decimal(a["drift"]) != 0 for a in lp["assets"]))
+    venue = app[VENUES].execution(lp["venue"])
+    assert isinstance(venue, PaperVenue)
+    account = VenueAccount(uuid.UUID(lp["tradingAccountId"]), "")
+    [usdt] = [b for b in await venue.balances(account) if b.asset == "USDT"]
+    venue.set_balance(account, "USDT", usdt.free + Decimal("0.01"))
+    [checked] = [c for c in await _reconciliation(client, desk)
+                 if c["tradingAccountId"] == lp["tradingAccountId"]]
+    assert checked["status"] == "DRIFT", checked
+    [usdt_check] = [a for a in checked["assets"] if a["asset"] == "USDT"]
+    assert Decimal(usdt_check["unexplained"]) == Decimal(usdt_check["drift"])
+    assert Decimal("0.0099") < Decimal(usdt_check["drift"]) <= Decimal("0.01")
+
+
+async def _reconciliation(client: Client, desk: Desk) -> list[dict[str, Any]]:
+    _, body = await get(client, "/api/v3/ledger/reconciliation",
+                        {"dealerAccountId": desk.dealer}, VIEWER)
+    lps: list[dict[str, Any]] = assert_ok(body)["lps"]
+    return lps

@@ -21,8 +21,10 @@ from ledger.postings import (
     InvalidFill,
     client_fill,
     hedge_fill,
+    hedge_fill_venue_moves,
     net_by_account,
     other_fee,
+    rounding_kept,
     validate_batch,
 )
 
@@ -404,3 +406,71 @@ def test_a_fee_in_another_asset_is_its_own_entry_rounded_down() -> None:
                      metadata={}) is None
     with pytest.raises(InvalidFill):
         other_fee(LP, DEALER, (bnb, D("-1")), fill_reference="hedge-h-1", metadata={})
+
+
+# ------------------------------------------------------------------------ rounding kept
+
+
+def test_a_hedge_buy_keeps_what_the_venue_moved_less_what_was_booked() -> None:
+    quantity, price, fee = D("0.12345678"), D("65000.5"), D("0.00012345678")
+    moves = hedge_fill_venue_moves("BUY", BTC, USDT, quantity, price, {"BTC": fee})
+    # the venue: + the base less its fee, - the exact notional
+    assert moves == {"BTC": D("0.12333332322"), "USDT": D("-8024.75242839")}
+    booked = hedge_buy(quantity=quantity, price=price, fee=(BTC, fee))
+    # booked: 8024.752428 USDT (down) and a fee of 0.00012345 BTC (down)
+    assert rounding_kept(booked, LP, moves) == {"BTC": D("-0.00000000678"),
+                                                "USDT": D("-0.00000039")}
+
+
+def test_a_hedge_sell_keeps_both_roundings_of_its_quote_asset() -> None:
+    quantity, price, fee = D("0.12345678"), D("65000.5"), D("8.02475242839")
+    moves = hedge_fill_venue_moves(VenueSide.SELL, BTC, USDT, quantity, price, {"USDT": fee})
+    assert moves == {"BTC": D("-0.12345678"), "USDT": D("8016.72767596161")}
+    booked = hedge_buy(side="SELL", quantity=quantity, price=price, fee=(USDT, fee))
+    # the quote leg rounds up to 8024.752429 and the fee down to 8.024752; the base is exact
+    assert rounding_kept(booked, LP, moves) == {"USDT": D("-0.00000061") + D("-0.00000042839")}
+
+
+def test_an_exact_fill_keeps_nothing_and_the_venue_quote_amount_is_used() -> None:
+    moves = hedge_fill_venue_moves("BUY", BTC, USDT, D("0.5"), D("64990.25"),
+                                   {"USDT": D("32.495125")})
+    assert rounding_kept(hedge_buy(), LP, moves) == {}
+    moves = hedge_fill_venue_moves("BUY", BTC, USDT, D("0.5"), D("64990.25"), {},
+                                   quote_amount=D("32495.1300001"))
+    booked = hedge_buy(fee=None, quote_amount=D("32495.1300001"))
+    assert rounding_kept(booked, LP, moves) == {"USDT": D("-0.0000001")}
+
+
+def test_rounding_is_read_on_the_lp_wallet_only() -> None:
+    other = uuid.UUID("44444444-4444-4444-8444-444444444444")
+    moves = {"USDT": D("-1.0000005")}
+    assert rounding_kept(hedge_buy(), other, moves) == moves
+
+
+def test_venue_moves_refuse_what_the_fill_builder_refuses() -> None:
+    with pytest.raises(InvalidFill):
+        hedge_fill_venue_moves("HOLD", BTC, USDT, D("1"), D("1"), {})
+    with pytest.raises(InvalidFill):
+        hedge_fill_venue_moves("BUY", BTC, USDT, D("1"), D("0"), {})
+    with pytest.raises(InvalidFill):
+        hedge_fill_venue_moves("BUY", BTC, USDT, D("1"), D("1"), {}, quote_amount=D("0"))
+
+
+@given(side=st.sampled_from(["BUY", "SELL"]),
+       lots=st.integers(min_value=1, max_value=10**8),
+       price=st.decimals(min_value=D("0.0001"), max_value=D("1000000"), places=4),
+       fee_rate=st.sampled_from([D("0"), D("0.001"), D("0.00075"), D("0.0002345")]))
+def test_rounding_kept_is_under_one_minor_unit_per_rounded_leg_and_never_positive(
+        side: str, lots: int, price: Decimal, fee_rate: Decimal) -> None:
+    quantity = D(lots).scaleb(-8)
+    notional = quantity * price
+    fee_asset, fee = (BTC, quantity * fee_rate) if side == "BUY" else (USDT, notional * fee_rate)
+    try:
+        booked = hedge_buy(side=side, quantity=quantity, price=price, fee=(fee_asset, fee))
+    except InvalidFill:  # a quote leg under one minor unit is not booked at all
+        return
+    moves = hedge_fill_venue_moves(side, BTC, USDT, quantity, price, {fee_asset.code: fee})
+    kept = rounding_kept(booked, LP, moves)
+    # the dealer pays down and receives up: the venue's side keeps the remainders
+    assert D("-0.00000001") < kept.get("BTC", D(0)) <= 0
+    assert D("-0.000002") < kept.get("USDT", D(0)) <= 0
