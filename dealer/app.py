@@ -272,8 +272,10 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics.reconciliation_drift.clear()
         for check in checks:
             for asset in check.assets:
+                # 0 when OK: within the tolerance, as the ReconciliationDrift alert expects
                 metrics.reconciliation_drift.labels(str(check.trading_account_id),
-                                                    asset.asset).set(float(asset.unexplained))
+                                                    asset.asset).set(
+                    0.0 if asset.status == "OK" else float(asset.unexplained))
             if check.status == "DRIFT":
                 log.warning("reconciliation drift on %s: %s", check.address,
                             [(a.asset, str(a.unexplained)) for a in check.assets

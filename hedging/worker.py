@@ -56,7 +56,7 @@ from ledger.postings import (
     other_fee,
     rounding_kept,
 )
-from ledger.rounding import add_rounding
+from ledger.rounding import PendingRounding
 from venues.base import (
     BookSnapshot,
     ExecutionVenue,
@@ -1087,14 +1087,16 @@ class HedgeWorker:
             await asyncio.gather(*(self._send(order) for order in sent))
             async with self._pool.acquire() as conn, conn.transaction():
                 carry_delta = Decimal(0)
+                rounding = PendingRounding()
                 for plan in plans:
                     if plan.orders:
                         carry_delta += await self._record_answers(
                             cast(asyncpg.Connection, conn), lane, plan.group.lead,
-                            plan.orders, plan.reference, dust, done)
+                            plan.orders, plan.reference, dust, rounding, done)
                 if carry_delta:
                     await self._add_carry(cast(asyncpg.Connection, conn), lane, carry_delta,
                                           self._clock())
+                await rounding.write(cast(asyncpg.Connection, conn))  # last: see its doc
         except Exception:
             log.exception("hedge orders of %s: answers not recorded (resolved by client "
                           "order id next round)", lane.key)
@@ -1533,14 +1535,16 @@ class HedgeWorker:
         dust = max((j.plan.lot_size for j in jobs), default=Decimal(0))
         async with self._pool.acquire() as conn, conn.transaction():
             carry_delta = Decimal(0)
+            rounding = PendingRounding()
             for lead, orders in by_lead.items():
                 members = await self._members(cast(asyncpg.Connection, conn), lead)
                 carry_delta += await self._record_answers(
                     cast(asyncpg.Connection, conn), lane, lead, orders,
-                    _weighted(members, lambda j: j.plan.raw_vwap), dust)
+                    _weighted(members, lambda j: j.plan.raw_vwap), dust, rounding)
             if carry_delta:
                 await self._add_carry(cast(asyncpg.Connection, conn), lane, carry_delta,
                                       self._clock())
+            await rounding.write(cast(asyncpg.Connection, conn))  # last: see its doc
 
     async def _ask(self, order: _Sent, created_at: dt.datetime) -> None:
         venue = self._venues.execution(order.lp.venue)
@@ -1568,7 +1572,8 @@ class HedgeWorker:
 
     async def _record_answers(self, conn: asyncpg.Connection, lane: _Lane, lead_id: uuid.UUID,
                               orders: Sequence[_Sent], reference: Decimal | None,
-                              dust: Decimal, done: set[uuid.UUID] | None = None) -> Decimal:
+                              dust: Decimal, rounding: PendingRounding,
+                              done: set[uuid.UUID] | None = None) -> Decimal:
         """The answers of one group's orders, their postings, and the progress they made
         (inside the caller's transaction); answers the change of the lane's carry, which the
         caller writes last (the lane's row stays unlocked while the rest is written)."""
@@ -1580,7 +1585,8 @@ class HedgeWorker:
         for order in orders:
             if order.state is not None:
                 try:
-                    recorded = await self._record_state(conn, lane, lead_id, order, now)
+                    recorded = await self._record_state(conn, lane, lead_id, order, now,
+                                                        rounding)
                 except _Unbookable as exc:
                     unbookable = str(exc)
                     statuses.append((order.lp.venue, policy.UNKNOWN))
@@ -1662,7 +1668,8 @@ class HedgeWorker:
         return carry_delta
 
     async def _record_state(self, conn: asyncpg.Connection, lane: _Lane, lead_id: uuid.UUID,
-                            order: _Sent, now: dt.datetime) -> Decimal | None:
+                            order: _Sent, now: dt.datetime, rounding: PendingRounding
+                            ) -> Decimal | None:
         """One answer and its postings; the net progress it made (None: recorded already).
         _Unbookable when the ledger cannot book it: the order is then left in flight
         (UNKNOWN, the reason in its reject_reason), nothing else of it written."""
@@ -1679,41 +1686,61 @@ class HedgeWorker:
                                               quote_code, fees, now, check=True),
                                order.lp.trading_account_id, state, base_code, quote_code, fees)
             except (InvalidFill, InvalidAmount, UnknownAsset) as exc:
-                reason = (f"the answer to hedge order {order.coid} cannot be booked ({exc}): "
-                          "its fill is not in the ledger; retry the job once the cause is "
-                          "fixed")
-                if not await self._mark(conn, order.coid, policy.UNKNOWN, reason, now,
-                                        reopen=True):
+                parked = await self._park(conn, order, exc, now)
+                if parked is None:
                     return None  # recorded already
-                self._balances.answered(order.lp.trading_account_id, order.coid)
-                raise _Unbookable(reason) from exc
-        recorded = await conn.fetchrow(
-            f"""UPDATE hedge_order o SET status = $2, filled_quantity = $3, avg_price = $4,
-                    fee_asset = $5, fee_amount = $6, reject_reason = $7, updated_at = $8,
-                    fees = $9
-                FROM hedge_job j
-                WHERE o.client_order_id = $1 AND o.status IN {_OPEN} AND j.job_id = o.job_id
-                RETURNING j.trade_order_id""",  # noqa: S608
-            order.coid, policy.order_status_of(state), state.filled_quantity,
-            state.average_price, base_code if fee_in_base else fee_asset,
-            fee_in_base if fee_in_base else (fees[fee_asset] if fee_asset else None),
-            state.reject_reason, now,
-            {code: str(amount) for code, amount in fees.items()} if fees else None)
-        if recorded is None:
-            return None  # recorded already
-        self._balances.answered(order.lp.trading_account_id, order.coid)
+                raise parked from exc
+        lp = order.lp.trading_account_id
+        try:
+            # A savepoint: when the outbox refuses an entry (an asset pinned at another scale
+            # than this replica's table says), only this answer is undone, not the others
+            # recorded in the caller's transaction.
+            async with conn.transaction():
+                recorded = await conn.fetchrow(
+                    f"""UPDATE hedge_order o SET status = $2, filled_quantity = $3,
+                            avg_price = $4, fee_asset = $5, fee_amount = $6, reject_reason = $7,
+                            updated_at = $8, fees = $9
+                        FROM hedge_job j
+                        WHERE o.client_order_id = $1 AND o.status IN {_OPEN}
+                          AND j.job_id = o.job_id
+                        RETURNING j.trade_order_id""",  # noqa: S608
+                    order.coid, policy.order_status_of(state), state.filled_quantity,
+                    state.average_price, base_code if fee_in_base else fee_asset,
+                    fee_in_base if fee_in_base else (fees[fee_asset] if fee_asset else None),
+                    state.reject_reason, now,
+                    {code: str(amount) for code, amount in fees.items()} if fees else None)
+                if recorded is None:
+                    return None  # recorded already
+                kept: dict[str, Decimal] = {}
+                if state.filled_quantity > 0:
+                    txs = self._postings(lane, lead_id, recorded["trade_order_id"], order.coid,
+                                         lp, state, base_code, quote_code, fees, now)
+                    for tx in txs:
+                        await enqueue_transaction(conn, tx, now)
+                    kept = self._rounding(txs, lp, state, base_code, quote_code, fees)
+        except ValueError as exc:  # enqueue_transaction's refusal
+            parked = await self._park(conn, order, exc, now)
+            if parked is None:
+                return None
+            raise parked from exc
+        rounding.add(exchange_account(lp), kept)  # written with the caller's transaction
+        self._balances.answered(lp, order.coid)
         if state.filled_quantity <= 0:
             return Decimal(0)
-        lp = order.lp.trading_account_id
-        txs = self._postings(lane, lead_id, recorded["trade_order_id"], order.coid, lp, state,
-                             base_code, quote_code, fees, now)
-        for tx in txs:
-            await enqueue_transaction(conn, tx, now)
-        await add_rounding(conn, exchange_account(lp), self._rounding(
-            txs, lp, state, base_code, quote_code, fees))
         if order.side == "BUY" and fees:
             self._fee_in_base[order.lp.trading_account_id] = fee_in_base > 0
         return policy.net_progress(order.side, state.filled_quantity, fee_in_base)
+
+    async def _park(self, conn: asyncpg.Connection, order: _Sent, exc: Exception,
+                    now: dt.datetime) -> _Unbookable | None:
+        """An answer the ledger cannot book: the order stays in flight (UNKNOWN) with the
+        reason; answers the _Unbookable to raise (None: another worker recorded it already)."""
+        reason = (f"the answer to hedge order {order.coid} cannot be booked ({exc}): its fill "
+                  "is not in the ledger; retry the job once the cause is fixed")
+        if not await self._mark(conn, order.coid, policy.UNKNOWN, reason, now, reopen=True):
+            return None
+        self._balances.answered(order.lp.trading_account_id, order.coid)
+        return _Unbookable(reason)
 
     def _observe(self, order: _Sent, reference: Decimal | None, base_code: str) -> None:
         state = order.state

@@ -156,10 +156,10 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
                     link: asyncpg.Record, now: dt.datetime, tolerance: Decimal) -> LpCheck:
     account_id: uuid.UUID = link["trading_account_id"]
     address = exchange_account(account_id)
-    pending = await pending_entries(pool, address)
-    sending = await _open_hedge_orders(pool, account_id)
     async with connection(pool) as conn:
         rounding_before = await rounding_totals(conn, address)
+    pending = await pending_entries(pool, address)
+    sending = await _open_hedge_orders(pool, account_id)
 
     def result(status: str, assets: tuple[AssetCheck, ...] = (), detail: str | None = None
                ) -> LpCheck:
@@ -193,11 +193,13 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
         return result("LEDGER_UNAVAILABLE", detail=str(exc))
     # A difference while entries or hedge orders of the LP are on their way (a fill the venue
     # made whose answer is not recorded yet) is in flight, not drift: the next run tells. The
-    # orders and the rounding totals are read before the reads and after them.
+    # orders, the entries waiting and the rounding totals are read before the reads and
+    # after them (a hedge sent and answered meanwhile leaves an entry or a total behind).
     async with connection(pool) as conn:
         rounding_now = await rounding_totals(conn, address)
     in_flight = bool(pending or sending or rounding_now != rounding_before
-                     or await _open_hedge_orders(pool, account_id))
+                     or await _open_hedge_orders(pool, account_id)
+                     or await pending_entries(pool, address))
     venue_now = {b.asset: b.total for b in balances}
     ledger_flow: dict[str, Decimal] = {}
     allowed: dict[str, Decimal] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +29,7 @@ from tests.desk import (
     make_desk,
 )
 from tests.helpers import eventually, post
-from venues.base import OrderRequest, OrderState, VenueAccount
+from venues.base import Execution, Fee, OrderRequest, OrderState, VenueAccount
 
 FIRST_LEG = "-1-0"  # the client order id's end for the first attempt's first leg
 
@@ -252,41 +253,41 @@ async def test_an_lp_disabled_while_the_round_is_sized_gets_none_of_its_orders(
     await check_books(client, conn, desk)
 
 
-class _Unpriced:
-    """The app's venues, but the first leg's fills come back at price 0 (a connector bug),
-    whether answered to the submit or asked about later: the fill cannot be booked."""
+class _FirstLegAltered:
+    """The app's venues, but the first leg's executions come back changed by `alter` (a
+    connector bug), whether answered to the submit or asked about later."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, alter: Callable[[Execution], Execution]) -> None:
         self.inner = inner
+        self.alter = alter
         self.asked = 0
 
     def execution(self, venue: str) -> Any:
-        return _UnpricedVenue(self, self.inner.execution(venue))
+        return _AlteredVenue(self, self.inner.execution(venue))
 
 
-class _UnpricedVenue:
-    def __init__(self, owner: _Unpriced, venue: Any) -> None:
+class _AlteredVenue:
+    def __init__(self, owner: _FirstLegAltered, venue: Any) -> None:
         self._owner, self._venue = owner, venue
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._venue, name)
 
-    @staticmethod
-    def _unpriced(state: OrderState) -> OrderState:
+    def _altered(self, state: OrderState) -> OrderState:
         if not state.client_order_id.endswith(FIRST_LEG):
             return state
         return dataclasses.replace(state, executions=tuple(
-            dataclasses.replace(e, price=Decimal(0)) for e in state.executions))
+            self._owner.alter(e) for e in state.executions))
 
     async def submit_order(self, account: VenueAccount, order: OrderRequest) -> OrderState:
-        return self._unpriced(await self._venue.submit_order(account, order))
+        return self._altered(await self._venue.submit_order(account, order))
 
     async def order_status(self, account: VenueAccount, client_order_id: str) -> OrderState:
         self._owner.asked += 1
-        return self._unpriced(await self._venue.order_status(account, client_order_id))
+        return self._altered(await self._venue.order_status(account, client_order_id))
 
     async def cancel_order(self, account: VenueAccount, client_order_id: str) -> OrderState:
-        return self._unpriced(await self._venue.cancel_order(account, client_order_id))
+        return self._altered(await self._venue.cancel_order(account, client_order_id))
 
 
 async def test_an_answer_that_cannot_be_booked_parks_its_job_failed(
@@ -296,7 +297,8 @@ async def test_an_answer_that_cannot_be_booked_parks_its_job_failed(
     app, client = await app_client(settings, secrets, aiohttp_client, hedge_poll_ms=20)
     desk = await make_desk(client)
     await fill_all(client, desk, (("BUY", "0.3"),))
-    venues = _Unpriced(app[VENUES])
+    # fills at price 0: the fill cannot be booked
+    venues = _FirstLegAltered(app[VENUES], lambda e: dataclasses.replace(e, price=Decimal(0)))
     worker = hedge_worker(app, venues)
     worker.start()
     try:
@@ -315,3 +317,39 @@ async def test_an_answer_that_cannot_be_booked_parks_its_job_failed(
     booked = [o for o in orders if o["status"] == "FILLED"]
     assert await _hedge_fills(conn) == len(booked) == len(orders) - 1
     assert _metric(app, "dealer_hedge_jobs_finished_total", status="FAILED") == 1
+
+
+async def test_an_answer_the_outbox_refuses_parks_its_job_with_nothing_of_it_written(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app, client = await app_client(settings, secrets, aiohttp_client, hedge_poll_ms=20)
+    desk = await make_desk(client)
+    await fill_all(client, desk, (("BUY", "0.3"),))
+    # ETH pinned at another scale in the database than this replica's table has (8): the
+    # first leg's fee in ETH passes every check made in Python and the outbox refuses it
+    await conn.execute(
+        """INSERT INTO ledger_asset_scale (code, scale, pinned_at) VALUES ('ETH', 6, now())
+           ON CONFLICT (code) DO UPDATE SET scale = 6""")
+    venues = _FirstLegAltered(app[VENUES], lambda e: dataclasses.replace(
+        e, fee=Fee("ETH", Decimal("0.0001"))))
+    worker = hedge_worker(app, venues)
+    worker.start()
+    try:
+        [job] = await hedges_final(conn, 1, within_s=5.0)
+    finally:
+        await worker.stop()
+    assert job["status"] == "FAILED", dict(job)
+    assert "ETH is pinned at scale 6" in job["last_error"]
+    orders = await conn.fetch("SELECT * FROM hedge_order ORDER BY attempt, leg")
+    [refused] = [o for o in orders if o["client_order_id"].endswith(FIRST_LEG)]
+    assert refused["status"] == "UNKNOWN"  # kept in flight, nothing of its answer written
+    assert refused["filled_quantity"] == 0
+    # parked at once: not asked about round after round, each failing the transaction
+    assert venues.asked <= 1
+    assert {o["attempt"] for o in orders} == {1}  # nothing sent again
+    booked = [o for o in orders if o["status"] == "FILLED"]
+    assert await _hedge_fills(conn) == len(booked) == len(orders) - 1
+    assert not await conn.fetchval("SELECT count(*) FROM ledger_outbox "
+                                   "WHERE payload::text LIKE '%ETH/%'")
+    assert not await conn.fetchval("SELECT count(*) FROM ledger_rounding WHERE asset = 'ETH'")

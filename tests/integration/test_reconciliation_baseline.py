@@ -5,6 +5,7 @@ whose answer is not recorded yet is in flight."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from dealer.app import create_app
-from dealer.appkeys import VENUES
+from dealer.appkeys import SCHEDULER, VENUES
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import VIEWER, assert_ok
 from tests.desk import (
@@ -25,7 +26,7 @@ from tests.desk import (
     hedges_final,
     make_desk,
 )
-from tests.helpers import Client, get, outbox_drained
+from tests.helpers import Client, eventually, get, outbox_drained
 from venues.base import OrderRequest, OrderState, VenueAccount
 from venues.paper.client import PaperVenue
 
@@ -142,3 +143,42 @@ async def _reconciliation(client: Client, desk: Desk) -> list[dict[str, Any]]:
                         {"dealerAccountId": desk.dealer}, VIEWER)
     lps: list[dict[str, Any]] = assert_ok(body)["lps"]
     return lps
+
+
+async def test_a_difference_within_the_tolerance_is_ok_and_exported_as_zero(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app = create_app(settings, secrets)
+    client = await aiohttp_client(app)
+    desk = await make_desk(client)
+    await fill_all(client, desk, (("BUY", "0.3"),))
+    worker = hedge_worker(app)
+    worker.start()
+    try:
+        await hedges_final(conn, 1)
+    finally:
+        await worker.stop()
+    await outbox_drained(conn, within_s=10.0)
+    lp = next(lp for lp in await _reconciliation(client, desk)  # one the hedge traded on
+              if any(Decimal(a["ledgerNetFlow"]) != 0 for a in lp["assets"]))
+    venue = app[VENUES].execution(lp["venue"])
+    assert isinstance(venue, PaperVenue)
+    account = VenueAccount(uuid.UUID(lp["tradingAccountId"]), "")
+    [usdt] = [b for b in await venue.balances(account) if b.asset == "USDT"]
+    venue.set_balance(account, "USDT", usdt.free + Decimal("0.000000005"))  # under 1e-8
+    [checked] = [c for c in await _reconciliation(client, desk)
+                 if c["tradingAccountId"] == lp["tradingAccountId"]]
+    assert checked["status"] == "OK", checked
+    [usdt_check] = [a for a in checked["assets"] if a["asset"] == "USDT"]
+    assert Decimal(usdt_check["unexplained"]) == Decimal("0.000000005")
+    # the gauge (and so the ReconciliationDrift alert, on != 0) says 0 for what is OK
+    app[SCHEDULER].get_job("reconciliation").modify(next_run_time=dt.datetime.now(dt.UTC))
+    series = (f'dealer_reconciliation_drift{{asset="USDT",'
+              f'trading_account_id="{lp["tradingAccountId"]}"}}')
+
+    async def exported() -> str | None:
+        text = await (await client.get("/metrics")).text()
+        return next((line for line in text.splitlines() if line.startswith(series)), None)
+
+    assert await eventually(exported, within_s=3.0) == f"{series} 0.0"
