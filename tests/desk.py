@@ -250,6 +250,15 @@ def paper_venue(app: web.Application, venue: str) -> PaperVenue:
     return connector
 
 
+async def move_venue_balance(app: web.Application, venue: str, trading_account_id: str,
+                             asset: str, delta: Decimal) -> None:
+    """Move an LP's free balance on its paper venue by hand (what no booking explains)."""
+    connector = paper_venue(app, venue)
+    account = VenueAccount(uuid.UUID(trading_account_id), "")
+    [balance] = [b for b in await connector.balances(account) if b.asset == asset]
+    connector.set_balance(account, asset, balance.free + delta)
+
+
 async def unlinked_by_drain(conn: asyncpg.Connection, desk: Desk,
                             drained: Sequence[uuid.UUID | str]) -> Desk:
     """Once the drain job unlinked every `drained` LP (with no hedge of it in flight, its next

@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import random
 import re
-import uuid
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -28,12 +27,11 @@ from tests.desk import (
     hedges_final,
     ledger_balances,
     make_desk,
-    paper_venue,
+    move_venue_balance,
     random_fill,
     venue_submits,
 )
 from tests.helpers import Client, eventually, get, outbox_drained
-from venues.base import VenueAccount
 
 MICRO = Decimal("0.000001")  # one USDT/6 minor unit
 SATOSHI = Decimal("0.00000001")  # one BTC/8 minor unit
@@ -153,10 +151,7 @@ async def test_a_burst_of_200_fills_is_hedged_once_and_the_books_net_out(
     # Half of the two minor units per booking that reconciliation allowed before it kept the
     # rounding: that allowance hid this much.
     planted = MICRO * bookings
-    venue = paper_venue(app, lps[lp]["venue"])
-    account = VenueAccount(uuid.UUID(lp), "")
-    [usdt] = [b for b in await venue.balances(account) if b.asset == "USDT"]
-    venue.set_balance(account, "USDT", usdt.free + planted)
+    await move_venue_balance(app, lps[lp]["venue"], lp, "USDT", planted)
     checked = (await _reconciliation(client, desk))[lp]
     assert checked["status"] == "DRIFT", checked
     assert {a: (c["status"], Decimal(c["unexplained"]))

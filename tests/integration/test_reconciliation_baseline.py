@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 from dealer.app import create_app
 from dealer.appkeys import SCHEDULER, VENUES
@@ -25,27 +25,19 @@ from tests.desk import (
     hedge_worker,
     hedges_final,
     make_desk,
+    move_venue_balance,
 )
 from tests.helpers import Client, eventually, get, outbox_drained
 from venues.base import OrderRequest, OrderState, VenueAccount
-from venues.paper.client import PaperVenue
+
+FILLS = (("BUY", "0.3"), ("SELL", "0.1"), ("BUY", "0.2"))
 
 
 async def test_a_baseline_taken_after_hedges_reconciles_without_drift(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app = create_app(settings, secrets)
-    client = await aiohttp_client(app)
-    desk = await make_desk(client)
-    await fill_all(client, desk, (("BUY", "0.3"), ("SELL", "0.1"), ("BUY", "0.2")))
-    worker = hedge_worker(app)
-    worker.start()
-    try:
-        await hedges_final(conn, 3)
-    finally:
-        await worker.stop()
-    await outbox_drained(conn, within_s=10.0)
+    _, client, desk = await _hedged(settings, secrets, aiohttp_client, conn, FILLS)
     assert await conn.fetchval(  # the hedges traded on the LPs
         "SELECT count(DISTINCT trading_account_id) FROM hedge_order WHERE filled_quantity > 0")
     # as if every venue had been down when its LP was linked: no baseline yet
@@ -100,17 +92,7 @@ async def test_a_baseline_from_before_the_rounding_totals_keeps_the_per_booking_
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app = create_app(settings, secrets)
-    client = await aiohttp_client(app)
-    desk = await make_desk(client)
-    await fill_all(client, desk, (("BUY", "0.3"), ("SELL", "0.1"), ("BUY", "0.2")))
-    worker = hedge_worker(app)
-    worker.start()
-    try:
-        await hedges_final(conn, 3)
-    finally:
-        await worker.stop()
-    await outbox_drained(conn, within_s=10.0)
+    app, client, desk = await _hedged(settings, secrets, aiohttp_client, conn, FILLS)
     rounded = await conn.fetch("SELECT address, asset, amount FROM ledger_rounding")
     assert rounded  # the hedges' bookings rounded something off
     # as if every baseline had been taken before migration 0018
@@ -125,17 +107,31 @@ async def test_a_baseline_from_before_the_rounding_totals_keeps_the_per_booking_
             assert Decimal(asset["unexplained"]) == 0, asset
     # more than that allowance is drift, all of it unexplained
     lp = next(lp for lp in lps if any(Decimal(a["drift"]) != 0 for a in lp["assets"]))
-    venue = app[VENUES].execution(lp["venue"])
-    assert isinstance(venue, PaperVenue)
-    account = VenueAccount(uuid.UUID(lp["tradingAccountId"]), "")
-    [usdt] = [b for b in await venue.balances(account) if b.asset == "USDT"]
-    venue.set_balance(account, "USDT", usdt.free + Decimal("0.01"))
+    await move_venue_balance(app, lp["venue"], lp["tradingAccountId"], "USDT", Decimal("0.01"))
     [checked] = [c for c in await _reconciliation(client, desk)
                  if c["tradingAccountId"] == lp["tradingAccountId"]]
     assert checked["status"] == "DRIFT", checked
     [usdt_check] = [a for a in checked["assets"] if a["asset"] == "USDT"]
     assert Decimal(usdt_check["unexplained"]) == Decimal(usdt_check["drift"])
     assert Decimal("0.0099") < Decimal(usdt_check["drift"]) <= Decimal("0.01")
+
+
+async def _hedged(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+                  conn: asyncpg.Connection, fills: tuple[tuple[str, str], ...]
+                  ) -> tuple[web.Application, Client, Desk]:
+    """A desk whose `fills` are hedged by a worker, their entries in the ledger."""
+    app = create_app(settings, secrets)
+    client = await aiohttp_client(app)
+    desk = await make_desk(client)
+    await fill_all(client, desk, fills)
+    worker = hedge_worker(app)
+    worker.start()
+    try:
+        await hedges_final(conn, len(fills))
+    finally:
+        await worker.stop()
+    await outbox_drained(conn, within_s=10.0)
+    return app, client, desk
 
 
 async def _reconciliation(client: Client, desk: Desk) -> list[dict[str, Any]]:
@@ -149,24 +145,11 @@ async def test_a_difference_within_the_tolerance_is_ok_and_exported_as_zero(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app = create_app(settings, secrets)
-    client = await aiohttp_client(app)
-    desk = await make_desk(client)
-    await fill_all(client, desk, (("BUY", "0.3"),))
-    worker = hedge_worker(app)
-    worker.start()
-    try:
-        await hedges_final(conn, 1)
-    finally:
-        await worker.stop()
-    await outbox_drained(conn, within_s=10.0)
+    app, client, desk = await _hedged(settings, secrets, aiohttp_client, conn, FILLS[:1])
     lp = next(lp for lp in await _reconciliation(client, desk)  # one the hedge traded on
               if any(Decimal(a["ledgerNetFlow"]) != 0 for a in lp["assets"]))
-    venue = app[VENUES].execution(lp["venue"])
-    assert isinstance(venue, PaperVenue)
-    account = VenueAccount(uuid.UUID(lp["tradingAccountId"]), "")
-    [usdt] = [b for b in await venue.balances(account) if b.asset == "USDT"]
-    venue.set_balance(account, "USDT", usdt.free + Decimal("0.000000005"))  # under 1e-8
+    await move_venue_balance(app, lp["venue"], lp["tradingAccountId"], "USDT",
+                             Decimal("0.000000005"))  # under 1e-8
     [checked] = [c for c in await _reconciliation(client, desk)
                  if c["tradingAccountId"] == lp["tradingAccountId"]]
     assert checked["status"] == "OK", checked
