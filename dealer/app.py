@@ -49,7 +49,7 @@ from dealer.demo import demo_ctx
 from dealer.marketdata import MarketDataService
 from dealer.metrics import Metrics
 from dealer.middlewares import MIDDLEWARES
-from dealer.scheduler import add_job, build_scheduler, drain_links, exposure_check
+from dealer.scheduler import JobRuns, add_job, build_scheduler, drain_links, exposure_check
 from dealer.secretbox import SecretBox
 from dealer.services import pnl, reconciliation
 from dealer.services.quoting import Quoter, QuoteWriter
@@ -258,6 +258,7 @@ async def hedge_ctx(app: web.Application) -> AsyncIterator[None]:
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[SETTINGS], app[METRICS]
     scheduler = build_scheduler()
+    runs = JobRuns()
 
     async def refresh_subscriptions() -> None:
         await app[MARKET_DATA].refresh(app[POOL])
@@ -300,7 +301,8 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     async def drain_lps() -> None:
         await drain_links(app[POOL], app[MARKET_DATA], metrics, app[CLOCK]())
 
-    add_job(scheduler, metrics, "quote_expiry", expire_quotes, settings.quote_expiry_ms / 1000)
+    add_job(scheduler, metrics, "quote_expiry", expire_quotes, settings.quote_expiry_ms / 1000,
+            runs=runs)
     if settings.quote_retention_hours:
         quote_purge = QuotePurge(dt.timedelta(hours=settings.quote_retention_hours))
 
@@ -312,23 +314,27 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
                          settings.quote_retention_hours,
                          extra={"event": "quotes_purged", "count": purged})
 
-        add_job(scheduler, metrics, "quote_purge", purge_old_quotes, QUOTE_PURGE_EVERY_S)
+        add_job(scheduler, metrics, "quote_purge", purge_old_quotes, QUOTE_PURGE_EVERY_S,
+                runs=runs)
     add_job(scheduler, metrics, "exposure_check", check_exposure,
-            settings.exposure_check_ms / 1000)
-    add_job(scheduler, metrics, "lp_drain", drain_lps, settings.exposure_check_ms / 1000)
-    add_job(scheduler, metrics, "pnl_fold", fold_pnl, settings.pnl_fold_interval_s)
+            settings.exposure_check_ms / 1000, runs=runs)
+    add_job(scheduler, metrics, "lp_drain", drain_lps, settings.exposure_check_ms / 1000,
+            runs=runs)
+    add_job(scheduler, metrics, "pnl_fold", fold_pnl, settings.pnl_fold_interval_s, runs=runs)
     add_job(scheduler, metrics, "reconciliation", reconcile_lps,
-            settings.reconciliation_interval_s)
+            settings.reconciliation_interval_s, runs=runs)
     add_job(scheduler, metrics, "book_subscriptions", refresh_subscriptions,
-            settings.subscription_refresh_ms / 1000)
+            settings.subscription_refresh_ms / 1000, runs=runs)
     add_job(scheduler, metrics, "instrument_sync", sync_linked_venues,
-            settings.instrument_sync_interval_s, first_run=utc_now())
+            settings.instrument_sync_interval_s, first_run=utc_now(), runs=runs)
     app[SCHEDULER] = scheduler
     scheduler.start()
     try:
         yield
     finally:
-        scheduler.shutdown(wait=False)
+        # Before the pool and the venues close (cleanup runs in reverse): a run in progress
+        # finishes rather than being cancelled mid-statement.
+        await runs.stop(scheduler)
 
 
 def build_venues(settings: Settings, now_ms: Callable[[], int]) -> VenueRegistry:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -23,9 +25,55 @@ from dealer.uow import UnitOfWork, connection
 log = logging.getLogger(__name__)
 
 
+# How long a stopping daemon lets the scheduled jobs' runs in progress finish (the hedge
+# worker's rounds get as long).
+JOB_STOP_GRACE_S = 5.0
+
+
 def build_scheduler() -> AsyncIOScheduler:
     return AsyncIOScheduler(timezone=dt.UTC, job_defaults={"coalesce": True, "max_instances": 1,
                                                            "misfire_grace_time": 30})
+
+
+class JobRuns:
+    """The runs of scheduled jobs in progress, so that a stop can let them finish before the
+    resources they use (the pool) close. APScheduler's own shutdown cancels them wherever they
+    are, and logs each as a job that "raised an exception"."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[Any]] = set()
+        self.stopping = False
+        self.grace_s = JOB_STOP_GRACE_S
+
+    def started(self) -> bool:
+        """Record the current run; False once the stop began (the run must not start)."""
+        if self.stopping:
+            return False
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        return True
+
+    def ended(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.discard(task)
+
+    async def stop(self, scheduler: AsyncIOScheduler, grace_s: float = JOB_STOP_GRACE_S) -> int:
+        """Start no new run, let those in progress finish for up to `grace_s`, then shut the
+        scheduler down, which cuts short the rest (counted `cancelled`, logged as a warning).
+        Answers how many were cut short."""
+        self.stopping, self.grace_s = True, grace_s
+        if scheduler.running:
+            scheduler.pause()
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=grace_s)
+        late = set(self._running)
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+        if late:
+            await asyncio.wait(late)  # each ends on its cancellation
+        return len(late)
 
 
 # The fractional part of the golden ratio: the k-th job's phase is k times this, modulo its
@@ -41,21 +89,35 @@ def job_phase(index: int, every_seconds: float) -> float:
 def add_job(scheduler: AsyncIOScheduler, metrics: Metrics, name: str,
             job: Callable[[], Awaitable[object]], every_seconds: float,
             *, first_run: dt.datetime | None = None,
-            now: Callable[[], dt.datetime] | None = None) -> None:
+            now: Callable[[], dt.datetime] | None = None,
+            runs: JobRuns | None = None) -> None:
     """Run `job` every `every_seconds`; a failure is counted and logged, the next run happens.
 
     Without `first_run`, each job starts at its own phase of its period (`job_phase`): jobs of
     the same period added together would otherwise all run at the same instant, every period,
-    and their database and CPU work would land on the requests being served at once."""
+    and their database and CPU work would land on the requests being served at once. With
+    `runs`, a stop (`JobRuns.stop`) lets a run in progress finish."""
 
     async def run() -> None:
+        if runs is not None and not runs.started():
+            return  # submitted as the stop began: its resources may be closing
         try:
             await job()
+        except asyncio.CancelledError:
+            if runs is None or not runs.stopping:
+                raise
+            # Cut short by the stop after its grace: said once, not as a crash.
+            metrics.scheduler_runs.labels(name, "cancelled").inc()
+            log.warning("scheduled job %s cut short by the stop after %g s", name,
+                        runs.grace_s)
         except Exception:
             metrics.scheduler_runs.labels(name, "failure").inc()
             log.exception("scheduled job %s failed", name)
         else:
             metrics.scheduler_runs.labels(name, "success").inc()
+        finally:
+            if runs is not None:
+                runs.ended()
 
     if first_run is None:
         start = (now or _utc_now)()

@@ -30,6 +30,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import socket
@@ -317,6 +318,31 @@ def _weighted(jobs: Iterable[_Job], value: Callable[[_Job], Decimal | None]) -> 
     if not pairs or total <= 0:
         return None
     return sum((q * v for q, v in pairs), Decimal(0)) / total
+
+
+class _AfterCommit:
+    """What a transaction reports once it commits (metrics, the caller's record of the jobs it
+    ended): a transaction rolled back must not have counted its orders or jobs."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: list[Callable[[], object]] = []
+
+    def add(self, call: Callable[[], object]) -> None:
+        self._calls.append(call)
+
+    def mark(self) -> int:
+        """Where a savepoint began: `undo(mark)` forgets what it added when it rolls back."""
+        return len(self._calls)
+
+    def undo(self, mark: int) -> None:
+        del self._calls[mark:]
+
+    def run(self) -> None:
+        calls, self._calls = self._calls, []
+        for call in calls:
+            call()
 
 
 class HedgeWorker:
@@ -1082,6 +1108,7 @@ class HedgeWorker:
         """Send the round's orders, then record every answer in one transaction. Then the
         worker looks for work again; after a fast round, only when its job is not done."""
         done: set[uuid.UUID] = set()
+        after = _AfterCommit()
         try:
             sent = [order for plan in plans for order in plan.orders]
             await asyncio.gather(*(self._send(order) for order in sent))
@@ -1092,7 +1119,7 @@ class HedgeWorker:
                     if plan.orders:
                         carry_delta += await self._record_answers(
                             cast(asyncpg.Connection, conn), lane, plan.group.lead,
-                            plan.orders, plan.reference, dust, rounding, done)
+                            plan.orders, plan.reference, dust, rounding, after, done)
                 if carry_delta:
                     await self._add_carry(cast(asyncpg.Connection, conn), lane, carry_delta,
                                           self._clock())
@@ -1101,6 +1128,7 @@ class HedgeWorker:
             log.exception("hedge orders of %s: answers not recorded (resolved by client "
                           "order id next round)", lane.key)
         else:
+            after.run()
             self._carry_moved = self._carry_moved or bool(carry_delta)
         finally:
             with contextlib.suppress(Exception):
@@ -1533,6 +1561,7 @@ class HedgeWorker:
             await self._ask(order, r["created_at"])
             by_lead.setdefault(order.lead, []).append(order)
         dust = max((j.plan.lot_size for j in jobs), default=Decimal(0))
+        after = _AfterCommit()
         async with self._pool.acquire() as conn, conn.transaction():
             carry_delta = Decimal(0)
             rounding = PendingRounding()
@@ -1540,11 +1569,12 @@ class HedgeWorker:
                 members = await self._members(cast(asyncpg.Connection, conn), lead)
                 carry_delta += await self._record_answers(
                     cast(asyncpg.Connection, conn), lane, lead, orders,
-                    _weighted(members, lambda j: j.plan.raw_vwap), dust, rounding)
+                    _weighted(members, lambda j: j.plan.raw_vwap), dust, rounding, after)
             if carry_delta:
                 await self._add_carry(cast(asyncpg.Connection, conn), lane, carry_delta,
                                       self._clock())
             await rounding.write(cast(asyncpg.Connection, conn))  # last: see its doc
+        after.run()
 
     async def _ask(self, order: _Sent, created_at: dt.datetime) -> None:
         venue = self._venues.execution(order.lp.venue)
@@ -1572,11 +1602,12 @@ class HedgeWorker:
 
     async def _record_answers(self, conn: asyncpg.Connection, lane: _Lane, lead_id: uuid.UUID,
                               orders: Sequence[_Sent], reference: Decimal | None,
-                              dust: Decimal, rounding: PendingRounding,
+                              dust: Decimal, rounding: PendingRounding, after: _AfterCommit,
                               done: set[uuid.UUID] | None = None) -> Decimal:
         """The answers of one group's orders, their postings, and the progress they made
         (inside the caller's transaction); answers the change of the lane's carry, which the
-        caller writes last (the lane's row stays unlocked while the rest is written)."""
+        caller writes last (the lane's row stays unlocked while the rest is written). What
+        they count (orders, jobs ended, slippage) goes to `after`, for once it commits."""
         now = self._clock()
         base_code, _ = split_symbol(lane.symbol)
         progress = Decimal(0)
@@ -1586,7 +1617,7 @@ class HedgeWorker:
             if order.state is not None:
                 try:
                     recorded = await self._record_state(conn, lane, lead_id, order, now,
-                                                        rounding)
+                                                        rounding, after)
                 except _Unbookable as exc:
                     unbookable = str(exc)
                     statuses.append((order.lp.venue, policy.UNKNOWN))
@@ -1595,7 +1626,7 @@ class HedgeWorker:
                 if recorded is not None:
                     progress += recorded
                     statuses.append((order.lp.venue, policy.order_status_of(order.state)))
-                    self._observe(order, reference, base_code)
+                    after.add(functools.partial(self._observe, order, reference, base_code))
             elif order.refusal is not None:
                 if await self._mark(conn, order.coid, policy.REJECTED, order.refusal, now):
                     statuses.append((order.lp.venue, policy.REJECTED))
@@ -1655,6 +1686,15 @@ class HedgeWorker:
                 # the lead is done; riders it could not satisfy wait for the lane's next round
                 await self._end_group(conn, [m for m in states if m not in allocation.done],
                                       now)
+        after.add(functools.partial(self._answers_recorded, statuses, finished, created, now,
+                                    done))
+        return carry_delta
+
+    def _answers_recorded(self, statuses: Sequence[tuple[str, str]],
+                          finished: Sequence[tuple[uuid.UUID, str]],
+                          created: Mapping[uuid.UUID, dt.datetime], now: dt.datetime,
+                          done: set[uuid.UUID] | None) -> None:
+        """Once the answers committed: count their orders and the jobs they ended."""
         for venue, status in statuses:
             self._metrics.hedge_order(venue, status)
         if done is not None:  # the caller's record of the jobs this ended
@@ -1665,11 +1705,10 @@ class HedgeWorker:
                 status, None if fill_at is None else max((now - fill_at).total_seconds(), 0.0))
             if status == policy.FAILED:
                 log.warning("hedge job %s FAILED", job_id)
-        return carry_delta
 
     async def _record_state(self, conn: asyncpg.Connection, lane: _Lane, lead_id: uuid.UUID,
-                            order: _Sent, now: dt.datetime, rounding: PendingRounding
-                            ) -> Decimal | None:
+                            order: _Sent, now: dt.datetime, rounding: PendingRounding,
+                            after: _AfterCommit) -> Decimal | None:
         """One answer and its postings; the net progress it made (None: recorded already).
         _Unbookable when the ledger cannot book it: the order is then left in flight
         (UNKNOWN, the reason in its reject_reason), nothing else of it written."""
@@ -1683,7 +1722,7 @@ class HedgeWorker:
             try:  # checked before anything of it is written (built again below, with its fill)
                 self._rounding(self._postings(lane, lead_id, None, order.coid,
                                               order.lp.trading_account_id, state, base_code,
-                                              quote_code, fees, now, check=True),
+                                              quote_code, fees, now),
                                order.lp.trading_account_id, state, base_code, quote_code, fees)
             except (InvalidFill, InvalidAmount, UnknownAsset) as exc:
                 parked = await self._park(conn, order, exc, now)
@@ -1691,6 +1730,7 @@ class HedgeWorker:
                     return None  # recorded already
                 raise parked from exc
         lp = order.lp.trading_account_id
+        mark = after.mark()
         try:
             # A savepoint: when the outbox refuses an entry (an asset pinned at another scale
             # than this replica's table says), only this answer is undone, not the others
@@ -1714,11 +1754,13 @@ class HedgeWorker:
                 kept: dict[str, Decimal] = {}
                 if state.filled_quantity > 0:
                     txs = self._postings(lane, lead_id, recorded["trade_order_id"], order.coid,
-                                         lp, state, base_code, quote_code, fees, now)
+                                         lp, state, base_code, quote_code, fees, now,
+                                         after=after)
                     for tx in txs:
                         await enqueue_transaction(conn, tx, now)
                     kept = self._rounding(txs, lp, state, base_code, quote_code, fees)
         except ValueError as exc:  # enqueue_transaction's refusal
+            after.undo(mark)  # the savepoint took back what it reported
             parked = await self._park(conn, order, exc, now)
             if parked is None:
                 return None
@@ -1848,24 +1890,27 @@ class HedgeWorker:
             quote_amount=policy.quote_amount(state.executions))
         return rounding_kept(txs, lp, moves)
 
+    def _fee_unbooked(self, coid: str, amount: Decimal, code: str) -> None:
+        log.error("hedge order %s: fee of %s %s not booked (no scale for %s)",
+                  coid, amount, code, code)
+        self._metrics.hedge_fee_unbooked()
+
     def _postings(self, lane: _Lane, lead_id: uuid.UUID, trade_order_id: uuid.UUID | None,
                   coid: str, lp: uuid.UUID, state: OrderState, base_code: str, quote_code: str,
-                  fees: dict[str, Decimal], now: dt.datetime, *, check: bool = False
-                  ) -> list[LedgerTransaction]:
-        """The answer's postings (`check`: only built, to see that they can be; nothing
-        reported)."""
+                  fees: dict[str, Decimal], now: dt.datetime, *,
+                  after: _AfterCommit | None = None) -> list[LedgerTransaction]:
+        """The answer's postings; a fee left out is reported to `after` (without it, they are
+        only built, to see that they can be)."""
         base, quote = self._scales.asset(base_code), self._scales.asset(quote_code)
         assets: dict[str, Asset] = {}
         for code in fees:
             try:
                 assets[code] = self._scales.asset(code)
             except UnknownAsset:
-                if not check:
+                if after is not None:
                     # The fill is booked without this fee: its amount stays on the hedge
                     # order (`fees`), and the counter raises an alert to configure the scale.
-                    log.error("hedge order %s: fee of %s %s not booked (no scale for %s)",
-                              coid, fees[code], code, code)
-                    self._metrics.hedge_fee_unbooked()
+                    after.add(functools.partial(self._fee_unbooked, coid, fees[code], code))
         fee_codes = [code for code in fees if code in assets]
         first_fee = (assets[fee_codes[0]], fees[fee_codes[0]]) if fee_codes else None
         reference = f"hedge-{coid}"

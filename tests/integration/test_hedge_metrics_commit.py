@@ -1,0 +1,71 @@
+"""The hedge worker counts what an answers transaction recorded only once it commits: a
+transaction rolled back at its commit, whose answers the next round records again, leaves the
+orders and jobs counted once."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from dealer.appkeys import METRICS
+from dealer.settings import DaemonSecrets, Settings
+from tests.desk import (
+    AppClient,
+    app_client,
+    check_books,
+    fill_all,
+    hedge_worker,
+    hedges_final,
+    make_desk,
+)
+
+
+def _metric(app: web.Application, name: str, **labels: str) -> float:
+    return app[METRICS].registry.get_sample_value(name, labels) or 0.0
+
+
+# Fails the commit of the first transaction that marks a hedge job HEDGED, after everything in
+# it was written and counted (a deferred constraint trigger runs at COMMIT). A sequence, not a
+# table, remembers that it fired: nextval is not undone by the rollback.
+_FAIL_FIRST_HEDGED_COMMIT = """
+CREATE SEQUENCE test_hedged_commits;
+CREATE FUNCTION test_fail_first_hedged_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('test_hedged_commits') = 1 THEN
+        RAISE EXCEPTION 'injected: the commit of the first HEDGED job fails';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER test_fail_first_hedged_commit AFTER UPDATE ON hedge_job
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (NEW.status = 'HEDGED' AND OLD.status <> 'HEDGED')
+    EXECUTE FUNCTION test_fail_first_hedged_commit();
+"""
+
+
+async def test_an_answers_transaction_rolled_back_at_commit_counts_nothing(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    app, client = await app_client(settings, secrets, aiohttp_client)
+    desk = await make_desk(client)
+    await conn.execute(_FAIL_FIRST_HEDGED_COMMIT)
+    await fill_all(client, desk, (("BUY", "0.3"),))
+    worker = hedge_worker(app)
+    worker.start()
+    try:
+        [job] = await hedges_final(conn, 1, within_s=10.0)
+    finally:
+        await worker.stop()
+    assert job["status"] == "HEDGED"
+    # the injected failure happened: the first answers were recorded by a later round
+    assert await conn.fetchval("SELECT last_value FROM test_hedged_commits") >= 2
+    orders = await conn.fetch("SELECT status, venue FROM hedge_order")
+    filled = [o for o in orders if o["status"] == "FILLED"]
+    assert filled
+    assert _metric(app, "dealer_hedge_jobs_finished_total", status="HEDGED") == 1
+    assert _metric(app, "dealer_hedge_fill_to_hedged_seconds_count") == 1
+    for venue in {o["venue"] for o in filled}:
+        assert _metric(app, "dealer_hedge_orders_total", venue=venue, status="FILLED") == \
+            sum(1 for o in filled if o["venue"] == venue)
+    await check_books(client, conn, desk)
