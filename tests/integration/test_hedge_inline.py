@@ -122,10 +122,14 @@ async def test_an_lp_disabled_after_the_inline_hedge_was_sized_gets_none_of_its_
         return inline
 
     worker.plan_inline = plan_then_disable  # type: ignore[method-assign]
-    await fill_all(client, desk, (("BUY", "0.2"),))
+    [order] = await fill_all(client, desk, (("BUY", "0.2"),))
     jobs = await hedges_final(conn, 2)
     assert disabled
     assert {j["status"] for j in jobs} == {"HEDGED"}
-    orders = await conn.fetch("SELECT * FROM hedge_order")
+    # this fill's hedge orders (the first fill's may have gone to that LP while it was ACTIVE)
+    orders = await conn.fetch(
+        """SELECT o.* FROM hedge_order o JOIN hedge_job j USING (job_id)
+           WHERE j.trade_order_id = $1""", uuid.UUID(order["tradeOrderId"]))
+    assert orders
     assert disabled[0] not in {o["trading_account_id"] for o in orders}
     assert await metric_value(client, INLINE) == 0  # left to its notice, on the LPs still ACTIVE
