@@ -173,6 +173,11 @@ async def app_client(settings: Settings, secrets: DaemonSecrets, aiohttp_client:
     return app, await aiohttp_client(app)
 
 
+def registry_value(app: web.Application, name: str, **labels: str) -> float:
+    """A sample of the app's metrics registry (0 when it has none yet)."""
+    return app[METRICS].registry.get_sample_value(name, labels) or 0.0
+
+
 async def metric_value(client: Client, line_start: str) -> float:
     """The value of the first /metrics line starting with `line_start` (0 when none)."""
     text = await (await client.get("/metrics")).text()

@@ -16,7 +16,6 @@ import asyncpg
 from aiohttp import web
 
 from dealer.app import create_app
-from dealer.appkeys import METRICS
 from dealer.services.rfq import exposure_of
 from dealer.settings import DaemonSecrets, Settings
 from hedging.worker import HedgeWorker
@@ -30,6 +29,7 @@ from tests.desk import (
     hedges_final,
     make_desk,
     paper_venue,
+    registry_value,
     unlinked_by_drain,
     venue_submits,
 )
@@ -77,11 +77,6 @@ def _lp(desk: Desk, venue: str) -> VenueAccount:
 async def _plans(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [json.loads(r["plan"]) for r in await conn.fetch(
         "SELECT plan FROM hedge_job ORDER BY created_at")]
-
-
-def _metric(app: web.Application, name: str, **labels: str) -> float:
-    value = app[METRICS].registry.get_sample_value(name, labels)
-    return value or 0.0
 
 
 async def test_rejects_are_re_routed_to_the_other_lps(
@@ -157,10 +152,8 @@ async def test_timeouts_lost_orders_and_status_outages_end_hedged_never_doubled(
     assert {o["status"] for o in orders} <= {"FILLED", "PARTIALLY_FILLED", "EXPIRED",
                                              "REJECTED"}
     assert any(o["reject_reason"] == "the venue never received it" for o in orders)
-    assert _metric(app, "dealer_hedge_orders_total", venue="BINANCE",
-                         status="UNKNOWN") + _metric(
-        app, "dealer_hedge_orders_total", venue="OKX", status="UNKNOWN") + _metric(
-        app, "dealer_hedge_orders_total", venue="BYBIT", status="UNKNOWN") > 0
+    assert sum(registry_value(app, "dealer_hedge_orders_total", venue=venue, status="UNKNOWN")
+               for venue in ("BINANCE", "OKX", "BYBIT")) > 0
     _never_twice(settings, orders)
     await check_books(client, conn, desk)
 
@@ -189,7 +182,7 @@ async def test_an_lp_out_of_balance_is_routed_around_and_none_left_fails_visibly
     carry = await _lane_carry(conn)
     assert await exposure_of(conn, failed[0]["dealer_account_id"], "BTC") == (
         Decimal("-0.1") - carry)
-    assert _metric(app, "dealer_hedge_jobs_finished_total", status="FAILED") == 1
+    assert registry_value(app, "dealer_hedge_jobs_finished_total", status="FAILED") == 1
 
     # Topped up and retried (what the hedge/retry endpoint does): hedged after all.
     paper_venue(app, "OKX").set_balance(_lp(desk, "OKX"), "USDT", Decimal(1_000_000))

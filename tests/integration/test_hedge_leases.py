@@ -14,9 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 
-from dealer.appkeys import METRICS, VENUES
+from dealer.appkeys import VENUES
 from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
     AppClient,
@@ -27,15 +26,12 @@ from tests.desk import (
     hedge_worker,
     hedges_final,
     make_desk,
+    registry_value,
 )
 from tests.helpers import eventually, post
 from venues.base import Execution, Fee, OrderRequest, OrderState, VenueAccount
 
 FIRST_LEG = "-1-0"  # the client order id's end for the first attempt's first leg
-
-
-def _metric(app: web.Application, name: str, **labels: str) -> float:
-    return app[METRICS].registry.get_sample_value(name, labels) or 0.0
 
 
 # A lease that runs out while its worker is still at it (its call timeout is the shortest).
@@ -114,7 +110,7 @@ async def test_a_round_whose_lease_was_taken_over_writes_nothing_over_the_new_ho
     [job] = await conn.fetch("SELECT * FROM hedge_job")
     assert (job["status"], job["hedged_quantity"]) == ("HEDGED", job["quantity"]), dict(job)
     assert job["last_error"] is None
-    assert _metric(app, "dealer_hedge_jobs_finished_total", status="FAILED") == 0
+    assert registry_value(app, "dealer_hedge_jobs_finished_total", status="FAILED") == 0
     orders = await conn.fetch("SELECT * FROM hedge_order")
     assert orders
     assert {o["sent_by"] for o in orders} == {holder.worker_id}
@@ -157,7 +153,7 @@ async def test_answers_recorded_after_the_lease_was_taken_over_are_booked_once(
     assert (after["status"], after["hedged_quantity"]) == ("HEDGED", job["quantity"])
     assert after["updated_at"] == job["updated_at"]
     assert await _hedge_fills(conn) == booked
-    assert _metric(app, "dealer_hedge_jobs_finished_total", status="HEDGED") == 1
+    assert registry_value(app, "dealer_hedge_jobs_finished_total", status="HEDGED") == 1
     await check_books(client, conn, desk)
 
 
@@ -316,7 +312,7 @@ async def test_an_answer_that_cannot_be_booked_parks_its_job_failed(
     assert {o["attempt"] for o in orders} == {1}  # nothing sent again
     booked = [o for o in orders if o["status"] == "FILLED"]
     assert await _hedge_fills(conn) == len(booked) == len(orders) - 1
-    assert _metric(app, "dealer_hedge_jobs_finished_total", status="FAILED") == 1
+    assert registry_value(app, "dealer_hedge_jobs_finished_total", status="FAILED") == 1
 
 
 async def test_an_answer_the_outbox_refuses_parks_its_job_with_nothing_of_it_written(

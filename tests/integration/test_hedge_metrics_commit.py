@@ -5,9 +5,7 @@ orders and jobs counted once."""
 from __future__ import annotations
 
 import asyncpg
-from aiohttp import web
 
-from dealer.appkeys import METRICS
 from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
     AppClient,
@@ -17,12 +15,8 @@ from tests.desk import (
     hedge_worker,
     hedges_final,
     make_desk,
+    registry_value,
 )
-
-
-def _metric(app: web.Application, name: str, **labels: str) -> float:
-    return app[METRICS].registry.get_sample_value(name, labels) or 0.0
-
 
 # Fails the commit of the first transaction that marks a hedge job HEDGED, after everything in
 # it was written and counted (a deferred constraint trigger runs at COMMIT). A sequence, not a
@@ -63,9 +57,9 @@ async def test_an_answers_transaction_rolled_back_at_commit_counts_nothing(
     orders = await conn.fetch("SELECT status, venue FROM hedge_order")
     filled = [o for o in orders if o["status"] == "FILLED"]
     assert filled
-    assert _metric(app, "dealer_hedge_jobs_finished_total", status="HEDGED") == 1
-    assert _metric(app, "dealer_hedge_fill_to_hedged_seconds_count") == 1
+    assert registry_value(app, "dealer_hedge_jobs_finished_total", status="HEDGED") == 1
+    assert registry_value(app, "dealer_hedge_fill_to_hedged_seconds_count") == 1
     for venue in {o["venue"] for o in filled}:
-        assert _metric(app, "dealer_hedge_orders_total", venue=venue, status="FILLED") == \
+        assert registry_value(app, "dealer_hedge_orders_total", venue=venue, status="FILLED") == \
             sum(1 for o in filled if o["venue"] == venue)
     await check_books(client, conn, desk)
