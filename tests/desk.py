@@ -173,6 +173,16 @@ async def app_client(settings: Settings, secrets: DaemonSecrets, aiohttp_client:
     return app, await aiohttp_client(app)
 
 
+async def desk_with_fill(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+                         **changes: Any) -> tuple[web.Application, Client, Desk]:
+    """An app on `settings` with `changes`, its desk, and one client fill (a BUY of 0.3 BTC),
+    which the hedging tests then hedge their own way."""
+    app, client = await app_client(settings, secrets, aiohttp_client, **changes)
+    desk = await make_desk(client)
+    await fill_all(client, desk, (("BUY", "0.3"),))
+    return app, client, desk
+
+
 def registry_value(app: web.Application, name: str, **labels: str) -> float:
     """A sample of the app's metrics registry (0 when it has none yet)."""
     return app[METRICS].registry.get_sample_value(name, labels) or 0.0

@@ -9,12 +9,10 @@ import asyncpg
 from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
     AppClient,
-    app_client,
     check_books,
-    fill_all,
+    desk_with_fill,
     hedge_worker,
     hedges_final,
-    make_desk,
     registry_value,
 )
 
@@ -41,10 +39,8 @@ async def test_an_answers_transaction_rolled_back_at_commit_counts_nothing(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
-    await conn.execute(_FAIL_FIRST_HEDGED_COMMIT)
-    await fill_all(client, desk, (("BUY", "0.3"),))
+    app, client, desk = await desk_with_fill(settings, secrets, aiohttp_client)
+    await conn.execute(_FAIL_FIRST_HEDGED_COMMIT)  # nothing hedges before the worker starts
     worker = hedge_worker(app)
     worker.start()
     try:

@@ -21,6 +21,7 @@ from tests.desk import (
     Desk,
     VenueProxies,
     check_books,
+    desk_with_fill,
     fill_all,
     hedge_worker,
     hedges_final,
@@ -56,10 +57,7 @@ async def test_a_fill_whose_answer_is_not_recorded_yet_is_in_flight_not_drift(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app = create_app(settings, secrets)
-    client = await aiohttp_client(app)
-    desk = await make_desk(client)
-    await fill_all(client, desk, (("BUY", "0.3"),))
+    app, client, desk = await desk_with_fill(settings, secrets, aiohttp_client)
     answered = asyncio.Event()
     filled = asyncio.Event()
 
