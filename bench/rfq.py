@@ -4,8 +4,9 @@ One run measures, on this machine and over loopback:
 (a) `POST /api/v3/fermata/quote/request` of the real daemon (embedded PostgreSQL, migrations,
     `dealer.app.create_app`) on a desk of three paper LPs (BINANCE spot, OKX trading, BYBIT spot,
     50 levels a side each) — its highest sustained rate and the p50/p99 latency there;
-(b) the same load generator against a bare aiohttp handler answering a fixed JSON envelope
-    (the floor of any endpoint on this stack and machine);
+(b) the same load generator sending the same requests (bodies and bearer token) to a bare
+    aiohttp handler that reads the body and answers a fixed JSON envelope (the floor of any
+    endpoint on this stack and machine);
 then prints both, the throughput ratio quote/bare, and the quote endpoint's p50/p99 at half of
 its maximum rate (three runs, and their median p99).
 
@@ -469,7 +470,9 @@ async def run(args: argparse.Namespace) -> None:
                                        ({"orderSide": "SELL"}, Decimal("0.1")),
                                        ({}, Decimal("0.05")))
                 ], {"Authorization": f"Bearer {trader}"})
-                bare = Target("bare", bare_base + BARE_PATH, [json.dumps(common)], {})
+                # The same requests as the quote endpoint's (bodies and token): only the handler
+                # differs, not what the generator sends or what the server parses.
+                bare = Target("bare", bare_base + BARE_PATH, quote.bodies, quote.headers)
                 setup_s = time.monotonic() - started
                 remaining = max(10.0, args.budget - setup_s)
                 half_cost = args.half_repeats * (args.half_seconds + DRAIN_S + 1)

@@ -56,6 +56,7 @@ from dealer.services.quoting import Quoter, QuoteWriter
 from dealer.services.rfq import QuoteExpiry, QuotePurge
 from dealer.settings import DaemonSecrets, Settings, SettingsError
 from dealer.uow import connection
+from hedging.late_fees import book_late_fees
 from hedging.worker import HedgeWorker
 from ledger.assets import DEFAULT_SCALES, ScaleTable, check_pinned
 from ledger.backend import LedgerBackend
@@ -72,6 +73,10 @@ log = logging.getLogger(__name__)
 # How often the quote retention (when set) deletes what passed it: hours of retention make any
 # finer cadence pointless, and each run is one indexed pass over the oldest quotes.
 QUOTE_PURGE_EVERY_S = 60.0
+# How often hedge fees left out of their fills (no scale for their asset then) are looked for
+# and booked when this daemon has the scale; also once at start, so a restart with the scale
+# configured books them at once.
+LATE_FEES_EVERY_S = 60.0
 
 
 def utc_now() -> dt.datetime:
@@ -325,6 +330,17 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.reconciliation_interval_s, runs=runs)
     add_job(scheduler, metrics, "book_subscriptions", refresh_subscriptions,
             settings.subscription_refresh_ms / 1000, runs=runs)
+    async def book_fees_late() -> None:
+        async with connection(app[POOL]) as conn:
+            late = await book_late_fees(conn, app[ASSET_SCALES], app[CLOCK]())
+        metrics.hedge_fees_booked_late.inc(late.booked)
+        metrics.hedge_fees_waiting.set(late.waiting)
+        if late.booked:
+            log.info("booked %d hedge fees left out of their fills (no scale then)",
+                     late.booked, extra={"event": "hedge_fees_booked_late", "count": late.booked})
+
+    add_job(scheduler, metrics, "late_fees", book_fees_late, LATE_FEES_EVERY_S,
+            first_run=utc_now(), runs=runs)
     add_job(scheduler, metrics, "instrument_sync", sync_linked_venues,
             settings.instrument_sync_interval_s, first_run=utc_now(), runs=runs)
     app[SCHEDULER] = scheduler

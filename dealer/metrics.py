@@ -201,6 +201,13 @@ class Metrics:
         self.hedge_fees_unbooked = Counter(
             "dealer_hedge_fees_unbooked_total", "Hedge fees (one per order and asset) not booked "
             "because the ledger has no scale for their asset (a venue's fee token)", registry=r)
+        self.hedge_fees_booked_late = Counter(
+            "dealer_hedge_fees_booked_late_total", "Hedge fees booked after their fill, once a "
+            "scale for their asset was configured (hedging.late_fees)", registry=r)
+        self.hedge_fees_waiting = Gauge(
+            "dealer_hedge_fees_waiting", "Hedge fees not booked yet: their asset has no scale "
+            "on the daemon that last looked, or the ledger refused them (hedge_fee_pending)",
+            registry=r)
         self.hedge_first_order_latency_s = Histogram(
             "dealer_hedge_first_order_latency_seconds",
             "Time from a client fill to the first hedge order sent for it",

@@ -46,6 +46,7 @@ import orjson
 
 from hedging import policy
 from hedging.balances import BalanceCache
+from hedging.late_fees import record_left_out
 from ledger.accounts import exchange_account
 from ledger.assets import Asset, InvalidAmount, ScaleTable, UnknownAsset
 from ledger.backend import LedgerTransaction
@@ -1759,6 +1760,11 @@ class HedgeWorker:
                     for tx in txs:
                         await enqueue_transaction(conn, tx, now)
                     kept = self._rounding(txs, lp, state, base_code, quote_code, fees)
+                    left_out = [(code, amount) for code, amount in fees.items()
+                                if code not in self._scales]
+                    if left_out:  # booked once a daemon has their scale (hedging.late_fees)
+                        await record_left_out(conn, order.coid, left_out, _fill_metadata(
+                            lead_id, recorded["trade_order_id"], order.coid, state), now)
         except ValueError as exc:  # enqueue_transaction's refusal
             after.undo(mark)  # the savepoint took back what it reported
             parked = await self._park(conn, order, exc, now)
@@ -1914,10 +1920,7 @@ class HedgeWorker:
         fee_codes = [code for code in fees if code in assets]
         first_fee = (assets[fee_codes[0]], fees[fee_codes[0]]) if fee_codes else None
         reference = f"hedge-{coid}"
-        metadata = {"jobId": str(lead_id), "clientOrderId": coid,
-                    "venueOrderId": state.venue_order_id}
-        if trade_order_id is not None:  # the client fill hedged (a carry job has none)
-            metadata["orderId"] = str(trade_order_id)
+        metadata = _fill_metadata(lead_id, trade_order_id, coid, state)
         average = state.average_price or Decimal(0)
         txs = list(hedge_fill(lp, lane.dealer_account_id, state.side.value, base, quote,
                               state.filled_quantity, average, first_fee, reference=reference,
@@ -1929,6 +1932,16 @@ class HedgeWorker:
             if extra is not None:
                 txs.append(extra)
         return txs
+
+
+def _fill_metadata(lead_id: uuid.UUID, trade_order_id: uuid.UUID | None, coid: str,
+                   state: OrderState) -> dict[str, str]:
+    """The metadata of a hedge fill's ledger entries (and of a fee booked late)."""
+    metadata = {"jobId": str(lead_id), "clientOrderId": coid,
+                "venueOrderId": state.venue_order_id}
+    if trade_order_id is not None:  # the client fill hedged (a carry job has none)
+        metadata["orderId"] = str(trade_order_id)
+    return metadata
 
 
 def _spent(symbol: str, side: str, quantity: Decimal, limit: Decimal) -> tuple[str, Decimal]:
