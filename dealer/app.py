@@ -332,8 +332,8 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.subscription_refresh_ms / 1000, runs=runs)
     async def book_fees_late() -> None:
         async with connection(app[POOL]) as conn:
-            late = await book_late_fees(conn, app[ASSET_SCALES], app[CLOCK]())
-        metrics.hedge_fees_booked_late.inc(late.booked)
+            late = await book_late_fees(conn, app[ASSET_SCALES], app[CLOCK](),
+                                        counted=metrics.hedge_fees_booked_late.inc)
         metrics.hedge_fees_waiting.set(late.waiting)
         if late.booked:
             log.info("booked %d hedge fees left out of their fills (no scale then)",

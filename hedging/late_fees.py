@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -49,7 +49,7 @@ class LateFees:
 
     booked: int  # fees booked by this run (an entry each, or none under one minor unit)
     refused: int  # fees this run could not book (the reason is kept in last_error and logged)
-    waiting: int  # fees not booked after the run: no scale here yet, or refused
+    waiting: int  # fees not booked after the run: no scale here yet, refused, or held
 
 
 _WAITING = """
@@ -58,20 +58,24 @@ SELECT p.client_order_id, p.asset, p.amount, p.metadata, p.last_error, o.trading
 FROM hedge_fee_pending p
 JOIN hedge_order o ON o.client_order_id = p.client_order_id
 JOIN hedge_job j ON j.job_id = o.job_id
-WHERE p.booked_at IS NULL AND p.asset = ANY($1::text[])
+WHERE p.booked_at IS NULL AND p.held IS NULL AND p.asset = ANY($1::text[])
 ORDER BY p.last_error IS NOT NULL, p.recorded_at, p.client_order_id, p.asset
 LIMIT $2
 FOR UPDATE OF p SKIP LOCKED"""
 
 
 async def book_late_fees(conn: asyncpg.Connection, scales: ScaleTable, now: dt.datetime, *,
-                         batch: int = 200) -> LateFees:
+                         batch: int = 200,
+                         counted: Callable[[int], None] | None = None) -> LateFees:
     """Book the waiting fees whose asset `scales` has (oldest first, those refused before
-    last), `batch` a transaction, on `conn` (a connection of the daemon's pool); fees another
-    replica is booking are left to it."""
+    last; none that is `held` for a person), `batch` a transaction, on `conn` (a connection
+    of the daemon's pool); fees another replica is booking are left to it. `counted` hears
+    each committed transaction's count (a later one may fail)."""
     booked = refused = 0
     while True:
         batch_booked, batch_refused, selected = await _book_batch(conn, scales, now, batch)
+        if counted is not None and batch_booked:
+            counted(batch_booked)
         booked, refused = booked + batch_booked, refused + batch_refused
         if selected < batch or not batch_booked:
             break

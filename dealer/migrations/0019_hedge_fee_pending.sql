@@ -12,16 +12,19 @@ CREATE TABLE hedge_fee_pending (
     booked_at       timestamptz,
     outbox_id       bigint,  -- the fee entry (NULL when booked: under one minor unit)
     last_error      text,    -- why the last try could not book it
+    held            text,    -- why it waits for a person (not booked while set)
     PRIMARY KEY (client_order_id, asset)
 );
 CREATE INDEX hedge_fee_pending_waiting_idx ON hedge_fee_pending (recorded_at)
     WHERE booked_at IS NULL;
 
 -- The fees left out before this table: a fee asset of a filled hedge order in which none of
--- the order's ledger entries has a posting, and which the ledger had not used before the order
--- was recorded (a fee under one minor unit of an asset in use was booked as nothing, and its
--- rounding kept: it must not be booked again). The base and quote assets always have a scale
--- (a symbol is not quoted without one), so a fee in them was always booked.
+-- the order's ledger entries has a posting, except a fee under one minor unit of an asset the
+-- ledger used before the order was recorded (booked as nothing then, its rounding kept). The
+-- base and quote assets always have a scale (a symbol is not quoted without one), so a fee in
+-- them was always booked. They are held for a person: one may have been corrected by hand
+-- already (outside the outbox, which this cannot see), and a fee under one minor unit of an
+-- asset first used after the order may have been booked as nothing.
 WITH booked AS (
     SELECT DISTINCT b.payload -> 'metadata' ->> 'clientOrderId' AS client_order_id,
            split_part(p ->> 3, '/', 1) AS asset
@@ -47,14 +50,17 @@ charged AS (
             THEN jsonb_build_object(o.fee_asset, o.fee_amount::text)
         ELSE '{}'::jsonb END) f
     WHERE o.filled_quantity > 0)
-INSERT INTO hedge_fee_pending (client_order_id, asset, amount, metadata, recorded_at)
+INSERT INTO hedge_fee_pending (client_order_id, asset, amount, metadata, recorded_at, held)
 SELECT c.client_order_id, c.asset, c.amount,
        coalesce(m.metadata, jsonb_build_object('jobId', c.job_id::text,
                                                'clientOrderId', c.client_order_id)),
-       c.updated_at
+       c.updated_at,
+       'found by migration 0019: left out before the fees were kept; book it by clearing '
+       || 'held, or delete the row if it was corrected by hand'
 FROM charged c
 LEFT JOIN booked k ON k.client_order_id = c.client_order_id AND k.asset = c.asset
 LEFT JOIN fill_metadata m ON m.client_order_id = c.client_order_id
 WHERE k.client_order_id IS NULL AND c.amount <> 0
   AND NOT EXISTS (SELECT 1 FROM ledger_asset_scale s
-                  WHERE s.code = c.asset AND s.pinned_at <= c.updated_at);
+                  WHERE s.code = c.asset AND s.pinned_at <= c.updated_at
+                    AND abs(c.amount) < power(10::numeric, -s.scale));

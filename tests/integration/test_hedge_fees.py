@@ -224,7 +224,8 @@ async def test_the_fees_left_out_before_the_pending_table_are_found_in_the_outbo
 ) -> None:
     """Migration 0019 finds the fees left out before it: a fee asset of a filled hedge order
     with no posting in any of the order's ledger entries. The fees that were booked (the
-    order's other asset) are not taken for unbooked."""
+    order's other asset) are not taken for unbooked. What it finds is held for a person (one
+    may have been corrected by hand), and booked once released."""
     app = create_app(settings, secrets)  # no scale for BNB
     client = await aiohttp_client(app)
     desk = await make_desk(client)
@@ -250,3 +251,12 @@ async def test_the_fees_left_out_before_the_pending_table_are_found_in_the_outbo
         """SELECT client_order_id, asset, amount, metadata FROM hedge_fee_pending
            ORDER BY client_order_id""")]
     assert found == recorded
+    assert await conn.fetchval("SELECT bool_and(held IS NOT NULL) FROM hedge_fee_pending")
+
+    scales = app[ASSET_SCALES].merged({"BNB": 8})
+    async with app[POOL].acquire() as pooled:
+        held = await book_late_fees(pooled, scales, utc_now())
+        assert (held.booked, held.waiting) == (0, len(recorded))
+        await pooled.execute("UPDATE hedge_fee_pending SET held = NULL")
+        released = await book_late_fees(pooled, scales, utc_now())
+        assert (released.booked, released.waiting) == (len(recorded), 0)
