@@ -330,6 +330,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.reconciliation_interval_s, runs=runs)
     add_job(scheduler, metrics, "book_subscriptions", refresh_subscriptions,
             settings.subscription_refresh_ms / 1000, runs=runs)
+
     async def book_fees_late() -> None:
         async with connection(app[POOL]) as conn:
             late = await book_late_fees(conn, app[ASSET_SCALES], app[CLOCK](),
