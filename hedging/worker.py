@@ -48,7 +48,7 @@ from hedging import policy
 from hedging.balances import BalanceCache
 from hedging.late_fees import record_left_out
 from ledger.accounts import exchange_account
-from ledger.assets import Asset, InvalidAmount, ScaleTable, UnknownAsset
+from ledger.assets import InvalidAmount, ScaleTable, UnknownAsset
 from ledger.backend import LedgerTransaction
 from ledger.outbox import enqueue_transaction, listening
 from ledger.postings import (
@@ -1755,16 +1755,21 @@ class HedgeWorker:
                 kept: dict[str, Decimal] = {}
                 if state.filled_quantity > 0:
                     txs = self._postings(lane, lead_id, recorded["trade_order_id"], order.coid,
-                                         lp, state, base_code, quote_code, fees, now,
-                                         after=after)
+                                         lp, state, base_code, quote_code, fees, now)
                     for tx in txs:
                         await enqueue_transaction(conn, tx, now)
                     kept = self._rounding(txs, lp, state, base_code, quote_code, fees)
                     left_out = [(code, amount) for code, amount in fees.items()
                                 if code not in self._scales]
-                    if left_out:  # booked once a daemon has their scale (hedging.late_fees)
+                    if left_out:
+                        # The fill is booked without these fees: they wait to be booked once a
+                        # daemon has their scale (hedging.late_fees), and the counter raises an
+                        # alert to configure it.
                         await record_left_out(conn, order.coid, left_out, _fill_metadata(
                             lead_id, recorded["trade_order_id"], order.coid, state), now)
+                        for code, amount in left_out:
+                            after.add(functools.partial(self._fee_unbooked, order.coid, amount,
+                                                        code))
         except ValueError as exc:  # enqueue_transaction's refusal
             after.undo(mark)  # the savepoint took back what it reported
             parked = await self._park(conn, order, exc, now)
@@ -1903,21 +1908,12 @@ class HedgeWorker:
 
     def _postings(self, lane: _Lane, lead_id: uuid.UUID, trade_order_id: uuid.UUID | None,
                   coid: str, lp: uuid.UUID, state: OrderState, base_code: str, quote_code: str,
-                  fees: dict[str, Decimal], now: dt.datetime, *,
-                  after: _AfterCommit | None = None) -> list[LedgerTransaction]:
-        """The answer's postings; a fee left out is reported to `after` (without it, they are
-        only built, to see that they can be)."""
+                  fees: dict[str, Decimal], now: dt.datetime) -> list[LedgerTransaction]:
+        """The answer's postings; a fee in an asset without a scale is left out (see
+        `_record_state`)."""
         base, quote = self._scales.asset(base_code), self._scales.asset(quote_code)
-        assets: dict[str, Asset] = {}
-        for code in fees:
-            try:
-                assets[code] = self._scales.asset(code)
-            except UnknownAsset:
-                if after is not None:
-                    # The fill is booked without this fee: its amount stays on the hedge
-                    # order (`fees`), and the counter raises an alert to configure the scale.
-                    after.add(functools.partial(self._fee_unbooked, coid, fees[code], code))
-        fee_codes = [code for code in fees if code in assets]
+        assets = {code: self._scales.asset(code) for code in fees if code in self._scales}
+        fee_codes = list(assets)
         first_fee = (assets[fee_codes[0]], fees[fee_codes[0]]) if fee_codes else None
         reference = f"hedge-{coid}"
         metadata = _fill_metadata(lead_id, trade_order_id, coid, state)
