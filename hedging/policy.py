@@ -164,7 +164,7 @@ def slippage_bps(side: str, price: Decimal, reference: Decimal) -> Decimal:
 
 
 def base_fee(executions: Iterable[Execution], base: str) -> Decimal:
-    return sum((e.fee.amount for e in executions if e.fee.asset == base), ZERO)
+    return sum((f.amount for e in executions for f in e.fees if f.asset == base), ZERO)
 
 
 def net_progress(side: str, filled: Decimal, fee_in_base: Decimal) -> Decimal:
@@ -186,8 +186,9 @@ def order_status_of(state: OrderState) -> str:
 def fees_by_asset(executions: Iterable[Execution]) -> dict[str, Decimal]:
     fees: dict[str, Decimal] = {}
     for e in executions:
-        if e.fee.amount:
-            fees[e.fee.asset] = fees.get(e.fee.asset, ZERO) + e.fee.amount
+        for fee in e.fees:
+            if fee.amount:
+                fees[fee.asset] = fees.get(fee.asset, ZERO) + fee.amount
     return fees
 
 

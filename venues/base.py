@@ -201,12 +201,22 @@ class Fee:
 
 @dataclass(frozen=True, slots=True)
 class Execution:
+    """One trade of an order. `fee` is its fee; a venue that charged one trade in several assets
+    (a fee-token discount that ran out mid-trade) lists the others, one per asset, in
+    `other_fees`."""
+
     execution_id: str
     price: Decimal
     quantity: Decimal
     fee: Fee
     liquidity: str  # TAKER | MAKER
     ts_event: int
+    other_fees: tuple[Fee, ...] = ()
+
+    @property
+    def fees(self) -> tuple[Fee, ...]:
+        """Every fee of the trade: `fee`, then `other_fees`."""
+        return (self.fee, *self.other_fees) if self.other_fees else (self.fee,)
 
 
 @dataclass(frozen=True, slots=True)

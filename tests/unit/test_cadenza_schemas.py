@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from hedging.policy import base_fee, fees_by_asset
 from venues.base import (
     ApiCredential,
+    Fee,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -145,6 +147,41 @@ def test_order_level_fees_land_on_the_last_execution() -> None:
     assert state.executions[0].fee.amount == 0
     assert state.executions[1].fee.asset == "USDT"
     assert state.executions[1].fee.amount == D("0.2")
+
+
+def test_every_fee_asset_of_an_execution_is_kept() -> None:
+    # A fee-token discount that ran out mid-trade: part of the fee in BNB, the rest in USDT,
+    # listed in two USDT entries; each asset once, summed, in the order first listed.
+    execution = {"executionId": "e1", "executedQuantity": "2", "executedPrice": "100",
+                 "executedAt": 1, "fees": [{"asset": "BNB", "quantity": "0.001"},
+                                           {"asset": "USDT", "quantity": "0.05"},
+                                           {"asset": "USDT", "quantity": "0.03"}]}
+    state = parse_order_state(WireTradeOrder.model_validate(trade_order(
+        orderType="MARKET", timeInForce="IOC", limitPrice=None, executions=[execution])), "c")
+    [parsed] = state.executions
+    assert parsed.fee == Fee("BNB", D("0.001"))
+    assert parsed.other_fees == (Fee("USDT", D("0.08")),)
+    assert parsed.fees == (Fee("BNB", D("0.001")), Fee("USDT", D("0.08")))
+    assert fees_by_asset(state.executions) == {"BNB": D("0.001"), "USDT": D("0.08")}
+
+
+def test_order_level_fees_in_two_assets_land_on_the_last_execution_whole() -> None:
+    executions = [{"executionId": "e1", "executedQuantity": "2", "executedPrice": "100",
+                   "executedAt": 1, "fees": []}]
+    state = parse_order_state(WireTradeOrder.model_validate(trade_order(
+        orderType="MARKET", timeInForce="IOC", limitPrice=None, executions=executions,
+        fees=[{"asset": "BTC", "quantity": "0.0001"}, {"asset": "BNB", "quantity": "0.002"}])),
+        "c")
+    [parsed] = state.executions
+    assert parsed.fees == (Fee("BTC", D("0.0001")), Fee("BNB", D("0.002")))
+    # a fee in the base asset counts against the hedge's progress, wherever it is listed
+    assert base_fee(state.executions, "BTC") == D("0.0001")
+    assert base_fee(state.executions, "BNB") == D("0.002")
+    aggregate = parse_order_state(WireTradeOrder.model_validate(trade_order(
+        executions=[], executedQuantity="2", executedPrice="1234.5",
+        fees=[{"asset": "USDT", "quantity": "0.4"}, {"asset": "BNB", "quantity": "0.002"}])),
+        "c")
+    assert fees_by_asset(aggregate.executions) == {"USDT": D("0.4"), "BNB": D("0.002")}
 
 
 def test_an_aggregate_only_answer_becomes_one_execution() -> None:

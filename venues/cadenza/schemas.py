@@ -343,16 +343,16 @@ def _time_in_force(value: str | None, order_type: OrderType) -> TimeInForce:
         raise WireError(f"unsupported Cadenza time in force {value!r}") from None
 
 
-def _fee_of(fees: Sequence[WireFee], default_asset: str) -> Fee:
-    """One fee per execution, as the domain carries it.
-
-    Spot venues charge one asset per trade; should Cadenza list several, the amounts of the first
-    listed asset are kept.
-    """
+def _fees_of(fees: Sequence[WireFee], default_asset: str) -> tuple[Fee, tuple[Fee, ...]]:
+    """The fees of one execution (or of an order), one per asset in the order first listed:
+    the execution's `fee` and its `other_fees`. None listed: a zero fee in `default_asset`."""
     if not fees:
-        return Fee(default_asset, Decimal(0))
-    asset = fees[0].asset
-    return Fee(asset, sum((f.quantity for f in fees if f.asset == asset), Decimal(0)))
+        return Fee(default_asset, Decimal(0)), ()
+    by_asset: dict[str, Decimal] = {}
+    for fee in fees:
+        by_asset[fee.asset] = by_asset.get(fee.asset, Decimal(0)) + fee.quantity
+    first, *others = (Fee(asset, amount) for asset, amount in by_asset.items())
+    return first, tuple(others)
 
 
 def _liquidity(execution: WireExecution, order: WireTradeOrder, tif: TimeInForce) -> str:
@@ -371,32 +371,35 @@ def parse_order_state(wire: WireTradeOrder, client_order_id: str) -> OrderState:
     quote_asset = wire.quote_asset or quote
     order_type = _order_type(wire.order_type)
     tif = _time_in_force(wire.time_in_force, order_type)
-    executions: list[Execution] = [
-        Execution(
+    executions: list[Execution] = []
+    for e in wire.executions:
+        fee, other_fees = _fees_of(e.fees, quote_asset)
+        executions.append(Execution(
             execution_id=e.execution_id,
             price=e.executed_price,
             quantity=e.executed_quantity,
-            fee=_fee_of(e.fees, quote_asset),
+            fee=fee,
             liquidity=_liquidity(e, wire, tif),
             ts_event=e.executed_at,
-        )
-        for e in wire.executions
-    ]
+            other_fees=other_fees,
+        ))
     executed = (wire.executed_quantity if wire.executed_quantity is not None
                 else sum((e.quantity for e in executions), Decimal(0)))
     if not executions and executed > 0:
         # A venue that reports only the aggregate: one execution at the average price.
         if wire.executed_price is None:
             raise WireError("order reports an executed quantity without an executed price")
+        fee, other_fees = _fees_of(wire.fees, quote_asset)
         executions.append(Execution(
             execution_id=f"{wire.trade_order_id}:aggregate", price=wire.executed_price,
-            quantity=executed, fee=_fee_of(wire.fees, quote_asset), liquidity="TAKER",
-            ts_event=wire.updated_at or wire.created_at))
+            quantity=executed, fee=fee, liquidity="TAKER",
+            ts_event=wire.updated_at or wire.created_at, other_fees=other_fees))
     elif executions and wire.fees and all(not e.fees for e in wire.executions):
         # Fees only at order level: book them on the last execution so the total is kept.
         last = executions[-1]
-        executions[-1] = Execution(last.execution_id, last.price, last.quantity,
-                                   _fee_of(wire.fees, quote_asset), last.liquidity, last.ts_event)
+        fee, other_fees = _fees_of(wire.fees, quote_asset)
+        executions[-1] = Execution(last.execution_id, last.price, last.quantity, fee,
+                                   last.liquidity, last.ts_event, other_fees)
     status = parse_order_status(wire.status, executed)
     reason = wire.reject_reason or wire.cancel_reason or None
     return OrderState(
