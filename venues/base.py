@@ -216,7 +216,7 @@ class Execution:
     @property
     def fees(self) -> tuple[Fee, ...]:
         """Every fee of the trade: `fee`, then `other_fees`."""
-        return (self.fee, *self.other_fees) if self.other_fees else (self.fee,)
+        return (self.fee, *self.other_fees)
 
 
 @dataclass(frozen=True, slots=True)
