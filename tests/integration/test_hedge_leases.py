@@ -17,6 +17,7 @@ import asyncpg
 
 from dealer.appkeys import VENUES
 from dealer.settings import DaemonSecrets, Settings
+from hedging.worker import HedgeWorker
 from tests.desk import (
     AppClient,
     VenueProxies,
@@ -55,6 +56,17 @@ class _Broke:
 
     async def balances(self, account: VenueAccount) -> list[Any]:
         return []
+
+
+async def _only_job_once_final(worker: HedgeWorker, conn: asyncpg.Connection,
+                               within_s: float = 20.0) -> asyncpg.Record:
+    """Run `worker` until the desk's one hedge job is final; that job."""
+    worker.start()
+    try:
+        [job] = await hedges_final(conn, 1, within_s=within_s)
+    finally:
+        await worker.stop()
+    return job
 
 
 async def _sent(conn: asyncpg.Connection) -> int:
@@ -223,11 +235,7 @@ async def test_an_lp_disabled_while_the_round_is_sized_gets_none_of_its_orders(
         await record(lane, jobs, netting, plans, *args, **kwargs)
 
     worker._record_intents = disable_then_record  # type: ignore[method-assign]
-    worker.start()
-    try:
-        [job] = await hedges_final(conn, 1)
-    finally:
-        await worker.stop()
+    job = await _only_job_once_final(worker, conn)
     assert job["status"] == "HEDGED", dict(job)
     assert disabled
     orders = await conn.fetch("SELECT * FROM hedge_order")
@@ -283,12 +291,7 @@ async def test_an_answer_that_cannot_be_booked_parks_its_job_failed(
     app, _, _ = await desk_with_fill(settings, secrets, aiohttp_client, hedge_poll_ms=20)
     # fills at price 0: the fill cannot be booked
     venues = _FirstLegAltered(app[VENUES], lambda e: dataclasses.replace(e, price=Decimal(0)))
-    worker = hedge_worker(app, venues)
-    worker.start()
-    try:
-        [job] = await hedges_final(conn, 1, within_s=5.0)
-    finally:
-        await worker.stop()
+    job = await _only_job_once_final(hedge_worker(app, venues), conn, within_s=5.0)
     assert job["status"] == "FAILED", dict(job)
     orders = await conn.fetch("SELECT * FROM hedge_order ORDER BY attempt, leg")
     [unbooked] = [o for o in orders if o["client_order_id"].endswith(FIRST_LEG)]
@@ -315,12 +318,7 @@ async def test_an_answer_the_outbox_refuses_parks_its_job_with_nothing_of_it_wri
            ON CONFLICT (code) DO UPDATE SET scale = 6""")
     venues = _FirstLegAltered(app[VENUES], lambda e: dataclasses.replace(
         e, fee=Fee("ETH", Decimal("0.0001"))))
-    worker = hedge_worker(app, venues)
-    worker.start()
-    try:
-        [job] = await hedges_final(conn, 1, within_s=5.0)
-    finally:
-        await worker.stop()
+    job = await _only_job_once_final(hedge_worker(app, venues), conn, within_s=5.0)
     assert job["status"] == "FAILED", dict(job)
     assert "ETH is pinned at scale 6" in job["last_error"]
     orders = await conn.fetch("SELECT * FROM hedge_order ORDER BY attempt, leg")
