@@ -20,16 +20,20 @@ Method.
   bisects between the last sustained and the first failed rate. A step that kept up on
   throughput but missed the SLO is repeated once before it counts as failed (one stall of the
   machine must not end the search); clear overloads are not. The maximum throughput is the
-  2xx responses per second measured in the best sustained step. The quote endpoint is searched
-  first, then the bare handler, each for its share of the run's time budget (`--budget`, 90 s);
-  after a failed step the server is left to drain before the next one. (Taking the two
-  searches' steps in turn would meet the same phases of the machine, whose speed drifts by a
-  third within minutes, but each bare step would then run while PostgreSQL expires the quotes
-  of the quote step before it, 5 s after they were made: the bare maximum came out lower and
-  the ratio higher, by more than the drift it was to remove.)
+  2xx responses per second measured in the best sustained step. The bare handler is searched
+  first, then the quote endpoint, each for its share of the run's time budget (`--budget`,
+  90 s); after a failed step the server is left to drain before the next one.
 - At half the quote maximum the endpoint runs `--half-repeats` (3) steps of `--half-seconds`
-  (5 s), each after the server settled; the summary prints each and the median p99 (one stall
-  of the machine decides the p99 of a single 5 s step).
+  (5 s), each after the server settled, right after the quote search; the summary prints each
+  and the median p99 (one stall of the machine decides the p99 of a single 5 s step).
+- Why this order. The machine's speed drifts by a third and more within minutes, so what is
+  compared runs side by side: the two searches, whose maxima make the ratio, and the quote
+  search and the half-maximum steps, whose rate comes from it (after the bare search, half a
+  minute later, a slower phase could make "half" the maximum most of it). The bare search
+  comes first so that no quote step runs before it: taking the two searches' steps in turn
+  was tried, and each bare step then ran while PostgreSQL expired the quotes of the quote step
+  before it (5 s after they were made), which lowered the bare maximum by more than the drift
+  it was to remove.
 - CPU: for each target's best step and the first half-maximum run, the summary prints the cores
   busy and the CPU time per answered request of the servers' process (the daemon's background
   work included, also while the bare handler is measured), of the generator and of PostgreSQL,
@@ -480,12 +484,13 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"setup {setup_s:.1f} s; searching each target for up to {share:.0f} s "
                       f"(steps of {args.step_seconds:g} s, SLO p99 ≤ {args.slo_ms:g} ms, "
                       f"≤ {args.connections} connections)", flush=True)
+                await settle(bare)
+                bare_search = await find_max(
+                    gen, MaxSearch(bare, args.start_rate * 4), seconds=args.step_seconds,
+                    slo_ms=args.slo_ms, deadline=time.monotonic() + share)
                 await settle(quote)
                 quote_search = await find_max(
                     gen, MaxSearch(quote, args.start_rate), seconds=args.step_seconds,
-                    slo_ms=args.slo_ms, deadline=time.monotonic() + share)
-                bare_search = await find_max(
-                    gen, MaxSearch(bare, args.start_rate * 4), seconds=args.step_seconds,
                     slo_ms=args.slo_ms, deadline=time.monotonic() + share)
                 halves: list[dict[str, Any]] = []
                 if quote_search.best is not None:
