@@ -2,8 +2,9 @@
 
 Services add ledger entries inside their own database transaction (`enqueue_*`), so an entry
 exists exactly when the business event does. The relay sends pending entries to the backend in
-outbox order, with `fermata-<outbox id>` as the transaction reference and idempotency key, and
-marks each one sent only after the backend acknowledged it. A crash between the two resends the
+outbox order, with the entry's stored reference (`fermata-<outbox id>-<random>`, set when it is
+written) as the transaction reference and idempotency key, and marks each one sent only after
+the backend acknowledged it. A crash between the two resends the
 entry, which the backend answers as a duplicate: nothing is lost and nothing is booked twice.
 Only one relay works at a time (a PostgreSQL advisory lock), so the order holds across replicas.
 """
@@ -38,14 +39,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "ledger_outbox"  # also in ledger_enqueue_transaction (migration 0009)
 SCALE_REFUSED = "FL001"  # ledger_enqueue_transaction: an asset pinned at another scale
 RELAY_LOCK_KEY = 0x4C454447  # "LEDG"
-REFERENCE_PREFIX = "fermata-"
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 30.0
-
-
-def reference_of(outbox_id: int) -> str:
-    """The ledger reference (and idempotency key) of an outbox entry."""
-    return f"{REFERENCE_PREFIX}{outbox_id}"
 
 
 def _transaction_payload(tx: LedgerTransaction) -> dict[str, Any]:
@@ -56,10 +51,10 @@ def _transaction_payload(tx: LedgerTransaction) -> dict[str, Any]:
     }
 
 
-def _transaction_from(outbox_id: int, payload: dict[str, Any]) -> LedgerTransaction:
+def _transaction_from(reference: str, payload: dict[str, Any]) -> LedgerTransaction:
     timestamp = payload.get("timestamp")
     return LedgerTransaction(
-        reference=reference_of(outbox_id),
+        reference=reference,
         postings=tuple(Posting(s, d, int(a), asset) for s, d, a, asset in payload["postings"]),
         metadata=dict(payload.get("metadata") or {}),
         timestamp=None if timestamp is None else dt.datetime.fromisoformat(timestamp),
@@ -93,7 +88,8 @@ async def enqueue_transaction(conn: asyncpg.Connection, tx: LedgerTransaction,
                               now: dt.datetime) -> int:
     """Add a transaction to the outbox in the caller's database transaction.
 
-    `tx.reference` is ignored: the outbox id becomes the reference. Answers the outbox id.
+    `tx.reference` is ignored: the entry's reference is made when it is written (see
+    `outbox_references`). Answers the outbox id.
     The first use of an asset pins its scale; a posting in another scale of a pinned asset is
     refused (ValueError) and nothing is written.
     """
@@ -123,6 +119,19 @@ async def enqueue_account_metadata(conn: asyncpg.Connection, entry: AccountMetad
     return outbox_id
 
 
+async def outbox_references(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+                            outbox_ids: Sequence[int]) -> list[str]:
+    """The ledger references of outbox entries, in the order of `outbox_ids` (KeyError for an
+    id with no entry). A reference is `fermata-<outbox id>-<16 random hex digits>`, made when
+    the entry is written (`fermata-<outbox id>` for entries written before migration 0020): a
+    database restored from a backup hands out ids again, and the random part keeps their
+    references apart from those the ledger already holds."""
+    rows = await conn.fetch("SELECT outbox_id, reference FROM ledger_outbox "
+                            "WHERE outbox_id = ANY($1::bigint[])", list(outbox_ids))
+    by_id = {row["outbox_id"]: row["reference"] for row in rows}
+    return [by_id[outbox_id] for outbox_id in outbox_ids]
+
+
 class RelayMetrics(Protocol):
     """What the relay reports (the daemon's metrics implement it)."""
 
@@ -136,6 +145,7 @@ class RelayMetrics(Protocol):
 @dataclass
 class _Entry:
     outbox_id: int
+    reference: str
     kind: str
     payload: dict[str, Any]
     attempts: int
@@ -277,7 +287,7 @@ class OutboxRelay:
         now = self._clock()
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                """SELECT outbox_id, kind, payload, attempts, next_attempt_at
+                """SELECT outbox_id, reference, kind, payload, attempts, next_attempt_at
                    FROM ledger_outbox WHERE sent_at IS NULL
                    ORDER BY outbox_id LIMIT $1""",
                 self._batch_size,
@@ -289,7 +299,8 @@ class OutboxRelay:
             # The head is backing off: nothing behind it may overtake it.
             wait: dt.timedelta = rows[0]["next_attempt_at"] - now
             return max(0.0, wait.total_seconds())
-        entries = [_Entry(r["outbox_id"], r["kind"], r["payload"], r["attempts"]) for r in rows]
+        entries = [_Entry(r["outbox_id"], r["reference"], r["kind"], r["payload"], r["attempts"])
+                   for r in rows]
         for group in _runs_of_same_kind(entries):
             try:
                 outcomes = await self._send(group)
@@ -347,7 +358,7 @@ class OutboxRelay:
         started = time.perf_counter()
         try:
             if group[0].kind == "transaction":
-                txs = [_transaction_from(e.outbox_id, e.payload) for e in group]
+                txs = [_transaction_from(e.reference, e.payload) for e in group]
                 committed = await self._backend.commit(txs)
                 return ["duplicate" if c is CommitOutcome.DUPLICATE else "committed"
                         for c in committed]

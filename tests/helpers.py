@@ -21,6 +21,18 @@ WRITTEN_TABLES = ("credential", "trading_account", "trading_account_credential",
                   "ledger_outbox", "lp_balance_baseline", "instrument")
 
 
+async def empty_database(pg_server: Any) -> str:
+    """A new database with nothing in it (no migrations) on the suite's server; answers its DSN."""
+    name = f"p_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(pg_server.get_uri(database="postgres"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn: str = pg_server.get_uri(database=name)
+    return dsn
+
+
 async def post(client: Client, path: str, body: Any,
                headers: dict[str, str] = ADMIN) -> tuple[int, dict[str, Any]]:
     resp = await client.post(path, json=body, headers=headers)

@@ -23,7 +23,7 @@ from dealer.wire import iso
 from ledger.accounts import client_account, dealer_account, exchange_account
 from ledger.assets import Asset, ScaleTable
 from ledger.backend import LedgerTransaction, Posting
-from ledger.outbox import enqueue_transaction, reference_of
+from ledger.outbox import enqueue_transaction, outbox_references
 from ledger.postings import client_fill, hedge_fill
 from tests.conftest import ADMIN, TRADER, VIEWER, assert_error, assert_ok
 from tests.fakes.formance import FormanceEmulator, running_emulator
@@ -263,12 +263,14 @@ async def test_transactions_newest_first_with_outbox_references_filters_and_page
         (BTC, Decimal("0.00025")), reference="hedge-1", metadata={"orderId": "o-1"},
         timestamp=FILLED_AT))
     await outbox_drained(conn)
+    booked = [fill_id, hedge_id, fee_id]
+    references = dict(zip(booked, await outbox_references(conn, booked), strict=True))
 
     status, body = await get(client, TRANSACTIONS, None, VIEWER)
     assert status == 200, body
     items = assert_ok(body)
     assert body["pagination"] == {"offset": 0, "limit": 50, "total": 3, "hasNext": False}
-    assert [t["reference"] for t in items] == [reference_of(i) for i in (fee_id, hedge_id,
+    assert [t["reference"] for t in items] == [references[i] for i in (fee_id, hedge_id,
                                                                           fill_id)]
     ids = [t["transactionId"] for t in items]
     assert ids == sorted(ids, reverse=True)
@@ -302,22 +304,22 @@ async def test_transactions_newest_first_with_outbox_references_filters_and_page
         ({"address": client_addr}, [fill_id]),
         ({"address": dealer_addr}, [fee_id, hedge_id, fill_id]),
         ({"address": exchange_account(uuid.uuid4())}, []),
-        ({"reference": reference_of(hedge_id)}, [hedge_id]),
+        ({"reference": references[hedge_id]}, [hedge_id]),
         ({"reference": "hedge-1"}, []),
-        ({"address": client_addr, "reference": reference_of(hedge_id)}, []),
-        ({"address": lp_addr, "reference": reference_of(fee_id)}, [fee_id]),
+        ({"address": client_addr, "reference": references[hedge_id]}, []),
+        ({"address": lp_addr, "reference": references[fee_id]}, [fee_id]),
     ):
         _, body = await get(client, TRANSACTIONS, params)
-        assert [t["reference"] for t in assert_ok(body)] == [reference_of(i) for i in expected]
+        assert [t["reference"] for t in assert_ok(body)] == [references[i] for i in expected]
         assert body["pagination"]["total"] == len(expected), params
 
     # Pages.
     _, body = await get(client, TRANSACTIONS, {"limit": 2})
-    assert [t["reference"] for t in assert_ok(body)] == [reference_of(fee_id),
-                                                         reference_of(hedge_id)]
+    assert [t["reference"] for t in assert_ok(body)] == [references[fee_id],
+                                                         references[hedge_id]]
     assert body["pagination"] == {"offset": 0, "limit": 2, "total": 3, "hasNext": True}
     _, body = await get(client, TRANSACTIONS, {"limit": 2, "offset": 2})
-    assert [t["reference"] for t in assert_ok(body)] == [reference_of(fill_id)]
+    assert [t["reference"] for t in assert_ok(body)] == [references[fill_id]]
     assert body["pagination"] == {"offset": 2, "limit": 2, "total": 3, "hasNext": False}
     _, body = await get(client, TRANSACTIONS, {"offset": 10})
     assert assert_ok(body) == []

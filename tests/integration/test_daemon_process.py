@@ -17,18 +17,8 @@ import orjson
 from dealer import db
 from dealer.auth import Role, verify_token
 from dealer.settings import Settings, load_daemon_secrets
+from tests.helpers import empty_database
 from tests.integration.daemon import Daemon, daemon_env, run_cli, start_daemon
-
-
-async def _empty_database(pg_server: Any) -> str:
-    name = f"p_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(pg_server.get_uri(database="postgres"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn: str = pg_server.get_uri(database=name)
-    return dsn
 
 
 def test_embedded_demo_daemon_curls_work_as_printed(tmp_path: Path) -> None:
@@ -87,7 +77,7 @@ def test_embedded_demo_daemon_curls_work_as_printed(tmp_path: Path) -> None:
 
 
 def test_two_daemons_on_one_database_both_come_up(pg_server: Any, tmp_path: Path) -> None:
-    dsn = asyncio.run(_empty_database(pg_server))
+    dsn = asyncio.run(empty_database(pg_server))
     env = daemon_env(tmp_path, DEALER_DATABASE_URL=dsn, DEALER_DEMO="1")
     load_daemon_secrets(Settings(data_dir=tmp_path))  # both read the same secrets
     daemons: list[Daemon] = []
@@ -118,7 +108,7 @@ def test_two_daemons_on_one_database_both_come_up(pg_server: Any, tmp_path: Path
 
 
 async def test_concurrent_migrations_apply_each_version_once(pg_server: Any) -> None:
-    dsn = await _empty_database(pg_server)
+    dsn = await empty_database(pg_server)
     applied = await asyncio.gather(*(db.migrate(dsn) for _ in range(5)))
     versions = [m.version for m in db.bundled_migrations()]
     assert sorted(v for run in applied for v in run) == versions
@@ -126,7 +116,7 @@ async def test_concurrent_migrations_apply_each_version_once(pg_server: Any) -> 
 
 
 def test_migrate_command_and_token_command(pg_server: Any, tmp_path: Path) -> None:
-    dsn = asyncio.run(_empty_database(pg_server))
+    dsn = asyncio.run(empty_database(pg_server))
     env = daemon_env(tmp_path, DEALER_DATABASE_URL=dsn)
     first = run_cli(env, "migrate")
     assert first.returncode == 0, first.stderr

@@ -26,7 +26,7 @@ from ledger.backend import (
 )
 from ledger.formance import FormanceConfig, FormanceLedger
 from ledger.local import LocalLedger
-from ledger.outbox import OutboxRelay, enqueue_transaction, reference_of
+from ledger.outbox import OutboxRelay, enqueue_transaction, outbox_references
 from tests.conftest import assert_ok
 from tests.fakes.formance import FormanceEmulator, running_emulator
 from tests.helpers import Client, connect_exchange_account, eventually, get, post
@@ -125,6 +125,11 @@ def _booked(emulator: FormanceEmulator, ledger: str) -> list[str | None]:
     return [t.reference for t in emulator.ledger(ledger).transactions]
 
 
+async def _references(pool: asyncpg.Pool, ids: list[int]) -> list[str]:
+    async with pool.acquire() as conn:
+        return await outbox_references(conn, ids)
+
+
 async def test_an_outage_delays_but_loses_and_doubles_nothing(
     pool: asyncpg.Pool, emulator: tuple[str, FormanceEmulator],
 ) -> None:
@@ -149,8 +154,7 @@ async def test_an_outage_delays_but_loses_and_doubles_nothing(
     finally:
         await relay.stop()
         await backend.close()
-    expected = [reference_of(i) for i in first + during + last]
-    assert _booked(fake, "outage") == expected
+    assert _booked(fake, "outage") == await _references(pool, first + during + last)
     assert fake.balance("outage", dealer_account(dealer), "BTC/8") == -sum(
         100 + n for n in list(range(10)) + list(range(20)) + list(range(10)))
 
@@ -178,7 +182,7 @@ async def test_a_lost_answer_and_a_restarted_relay_book_nothing_twice(
     while await second.pending_count():
         await second.relay_once()
     await backend.close()
-    assert _booked(fake, "lost") == [reference_of(i) for i in ids]
+    assert _booked(fake, "lost") == await _references(pool, ids)
     assert metrics.registry.get_sample_value("dealer_ledger_relay_sent_total",
                                              {"outcome": "duplicate"}) == 5
 
@@ -219,3 +223,43 @@ async def test_linking_with_formance_creates_the_wallet_and_net_flow_shows_it(
     assert assert_ok(body)["metadata"]["venue"] == "BINANCE"
     resp = await client.get("/api/v3/health")
     assert (await resp.json())["checks"]["ledger"]["backend"] == "formance"
+
+
+async def test_a_database_restored_from_a_backup_books_its_new_entries(
+    pool: asyncpg.Pool, emulator: tuple[str, FormanceEmulator],
+) -> None:
+    """A restore takes the outbox (and its id sequence) back to before entries that Formance
+    has already booked: the entries written after it get those ids again, and are booked as
+    new transactions, not refused as conflicts with the lost ones."""
+    url, fake = emulator
+    client, dealer = uuid.uuid4(), uuid.uuid4()
+    lost = await _stream(pool, client, dealer, 3)
+    backend = FormanceLedger(FormanceConfig(base_url=url, ledger_name="restored"))
+    metrics = Metrics()
+    relay = OutboxRelay(pool, backend, metrics, clock)
+    try:
+        while await relay.pending_count():
+            await relay.relay_once()
+        lost_references = await _references(pool, lost)
+        async with pool.acquire() as conn:  # the restore: those entries and their ids are gone
+            await conn.execute("DELETE FROM ledger_outbox WHERE outbox_id = ANY($1::bigint[])",
+                               lost)
+            await conn.execute("SELECT setval('ledger_outbox_outbox_id_seq', $1, false)",
+                               lost[0])
+        written = await _stream(pool, client, dealer, 3)
+        assert written == lost
+        while await relay.pending_count():
+            await relay.relay_once()
+    finally:
+        await relay.stop()
+        await backend.close()
+    new_references = await _references(pool, written)
+    assert set(new_references).isdisjoint(lost_references)
+    assert _booked(fake, "restored") == lost_references + new_references
+    async with pool.acquire() as conn:
+        outcomes = [r["outcome"] for r in await conn.fetch(
+            "SELECT outcome FROM ledger_outbox WHERE outbox_id = ANY($1::bigint[]) "
+            "ORDER BY outbox_id", written)]
+    assert outcomes == ["committed"] * 3
+    assert metrics.registry.get_sample_value("dealer_ledger_relay_errors_total",
+                                             {"kind": "refused"}) in (None, 0.0)

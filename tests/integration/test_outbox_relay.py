@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,9 +21,9 @@ from ledger.outbox import (
     OutboxRelay,
     enqueue_account_metadata,
     enqueue_transaction,
-    reference_of,
+    outbox_references,
 )
-from tests.helpers import eventually
+from tests.helpers import empty_database, eventually
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -55,6 +57,11 @@ async def _journal_references(pool: asyncpg.Pool) -> list[str]:
     return [r["reference"] for r in rows]
 
 
+async def _references(pool: asyncpg.Pool, ids: list[int]) -> list[str]:
+    async with pool.acquire() as conn:
+        return await outbox_references(conn, ids)
+
+
 async def test_entries_are_booked_in_outbox_order_exactly_once(pool: asyncpg.Pool) -> None:
     client, dealer = uuid.uuid4(), uuid.uuid4()
     ids = await _enqueue(pool, [fill(client, dealer, 1000 + n) for n in range(30)])
@@ -67,7 +74,7 @@ async def test_entries_are_booked_in_outbox_order_exactly_once(pool: asyncpg.Poo
         await eventually(done, within_s=5)
     finally:
         await relay.stop()
-    assert await _journal_references(pool) == [reference_of(i) for i in ids]
+    assert await _journal_references(pool) == await _references(pool, ids)
     ledger = LocalLedger(pool)
     btc = sum(1000 + n for n in range(30))
     assert (await ledger.balances(dealer_account(dealer)))["BTC/8"] == -btc
@@ -89,15 +96,15 @@ async def test_a_relay_killed_between_send_and_ack_books_nothing_twice(
     from ledger.outbox import _transaction_from
 
     async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT outbox_id, payload FROM ledger_outbox "
+        rows = await conn.fetch("SELECT reference, payload FROM ledger_outbox "
                                 "ORDER BY outbox_id LIMIT 6")
-    await ledger.commit([_transaction_from(r["outbox_id"], r["payload"]) for r in rows])
+    await ledger.commit([_transaction_from(r["reference"], r["payload"]) for r in rows])
     metrics = Metrics()
     relay = OutboxRelay(pool, ledger, metrics, clock)
     while await relay.relay_once() == 0.0 and await relay.pending_count():
         pass
     assert await relay.pending_count() == 0
-    assert await _journal_references(pool) == [reference_of(i) for i in ids]
+    assert await _journal_references(pool) == await _references(pool, ids)
     async with pool.acquire() as conn:
         outcomes = [r["outcome"] for r in await conn.fetch(
             "SELECT outcome FROM ledger_outbox ORDER BY outbox_id")]
@@ -135,7 +142,7 @@ async def test_only_one_relay_works_at_a_time(pool: asyncpg.Pool) -> None:
     finally:
         for relay in relays:
             await relay.stop()
-    assert await _journal_references(pool) == [reference_of(i) for i in ids]
+    assert await _journal_references(pool) == await _references(pool, ids)
 
 
 async def test_an_asset_scale_is_pinned_by_its_first_use(pool: asyncpg.Pool) -> None:
@@ -263,3 +270,28 @@ async def test_a_relay_whose_lock_connection_dies_stops_leading(pool: asyncpg.Po
         await eventually(sent, within_s=5)
     finally:
         await relay.stop()
+
+
+async def test_entries_written_before_migration_0020_keep_their_reference(
+        pg_server: Any) -> None:
+    """An entry written before references were stored may have been sent as `fermata-<id>`:
+    its resend must be answered as a duplicate, so the migration gives it that reference.
+    Entries written after it get random bits after their id."""
+    dsn = await empty_database(pg_server)
+    migrations = db.bundled_migrations()
+    conn = await db.connect(dsn)
+    try:
+        await db.apply_migrations(conn, [m for m in migrations if m.version < 20])
+        client, dealer = uuid.uuid4(), uuid.uuid4()
+        old = [await enqueue_transaction(conn, fill(client, dealer, units), NOW)
+               for units in (1, 2)]
+        await db.apply_migrations(conn, migrations)
+        assert await outbox_references(conn, old) == [f"fermata-{i}" for i in old]
+        new = [await enqueue_transaction(conn, fill(client, dealer, units), NOW)
+               for units in (3, 4)]
+        references = await outbox_references(conn, new)
+    finally:
+        await conn.close()
+    for outbox_id, reference in zip(new, references, strict=True):
+        assert re.fullmatch(f"fermata-{outbox_id}-[0-9a-f]{{16}}", reference), reference
+    assert references[0][-16:] != references[1][-16:]

@@ -15,10 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import asyncpg
 import yaml
 
-from tests.helpers import eventually
+from tests.helpers import empty_database, eventually
 from tests.integration.daemon import Daemon, daemon_env, start_daemon
 from tests.integration.prometheus import (
     ALERT_RULES,
@@ -38,17 +37,6 @@ from tests.integration.prometheus import (
 # order, client or request.
 UNBOUNDED_LABELS = {"quote_id", "quoteId", "trade_order_id", "order_id", "client_id",
                     "client_account_id", "request_id", "idempotency_key"}
-
-
-async def _empty_database(pg_server: Any) -> str:
-    name = f"p_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(pg_server.get_uri(database="postgres"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn: str = pg_server.get_uri(database=name)
-    return dsn
 
 
 def _desk(banner: str) -> dict[str, str]:
@@ -326,7 +314,7 @@ def _epoch(rfc3339: str) -> float:
 def test_prometheus_scrapes_a_session_and_every_dashboard_and_alert_query_answers(
         pg_server: Any, tmp_path: Path) -> None:
     binary("prometheus")  # before anything starts: a missing binary fails with the hint
-    dsn = asyncio.run(_empty_database(pg_server))
+    dsn = asyncio.run(empty_database(pg_server))
     daemon = start_daemon(daemon_env(tmp_path / "dealer", DEALER_DATABASE_URL=dsn,
                                      DEALER_DEMO="1", DEALER_RECONCILIATION_INTERVAL_S="5"),
                           timeout=120)
