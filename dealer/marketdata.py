@@ -263,7 +263,8 @@ class MarketDataService:
         """`fresh_books`, and until when they all stay fresh (a stale book only becomes fresh
         again through a new state)."""
         states, max_age_ms = self._states, self.max_age_ms
-        fresh = []
+        fresh: list[tuple[LiquidityProvider, BookSnapshot]] = []
+        at_key: dict[BookKey, int] = {}  # where each book is in `fresh`
         until_ms = _NEVER_MS
         for lp, key in self._dealer_lps(dealer_account_id, symbol):
             if not lp.active:
@@ -271,6 +272,16 @@ class MarketDataService:
             state = states.get(key)
             if state is not None and state.book is not None and state.is_fresh(now_ms,
                                                                                 max_age_ms):
+                at = at_key.get(key)
+                if at is not None:
+                    # Two accounts on one venue (spot and margin) take from one book: its
+                    # liquidity counts once, for the account that pays less to take it.
+                    held = fresh[at][0]
+                    if (lp.taker_fee, lp.trading_account_id) < (held.taker_fee,
+                                                                 held.trading_account_id):
+                        fresh[at] = (lp, state.book)
+                    continue
+                at_key[key] = len(fresh)
                 fresh.append((lp, state.book))
                 assert state.received_at_ms is not None  # a fresh book has an age
                 until_ms = min(until_ms, state.received_at_ms + max_age_ms)

@@ -38,6 +38,7 @@ asks (the dealer buys); a client SELL receives the dealer's bid and sweeps the L
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, NamedTuple
@@ -209,6 +210,18 @@ def inventory_skew_bps(skew_bps: Decimal, exposure: Decimal, max_exposure: Decim
     context = DIVIDE_UP if round_up else DIVIDE_DOWN
     return context.divide(EXACT.multiply(skew_bps, clipped), max_exposure).quantize(
         SKEW_QUANTUM, context=context)
+
+
+def lot_for_scale(lot_size: Decimal, scale: int) -> Decimal:
+    """A lot the ledger can book every multiple of, when the base asset is booked in `scale`
+    decimals: the smallest multiple of `lot_size` that is also a multiple of 10^-scale
+    (`lot_size` itself when it already is, as usual)."""
+    step = Decimal(1).scaleb(-scale)
+    if not EXACT.remainder(lot_size, step):
+        return lot_size
+    exponent = min(int(lot_size.as_tuple().exponent), -scale)
+    lots, steps = int(lot_size.scaleb(-exponent)), int(step.scaleb(-exponent))
+    return Decimal(math.lcm(lots, steps)).scaleb(exponent)
 
 
 def round_to_tick(price: Decimal, tick_size: Decimal, *, up: bool) -> Decimal:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -44,7 +45,14 @@ from dealer.services.rfq import (
 from dealer.uow import connection
 from ledger.assets import ScaleTable, UnknownAsset
 from pricing.errors import QuoteRefused
-from pricing.quote import InstrumentRules, Quote, QuoteRequest, QuotingConfig, price_quote
+from pricing.quote import (
+    InstrumentRules,
+    Quote,
+    QuoteRequest,
+    QuotingConfig,
+    lot_for_scale,
+    price_quote,
+)
 from pricing.sweep import SweepBook
 from venues.base import split_symbol
 
@@ -342,6 +350,9 @@ class Quoter:
         self._clock = clock
         self._scales = scales
         self._bookable: set[str] = set()  # symbols whose assets the ledger has scales for
+        # The lot a quote counts in, by base asset and instrument lot: one the ledger can book
+        # (`lot_for_scale`; the instrument's own, as usual).
+        self._ledger_lots: dict[tuple[str, Decimal], Decimal] = {}
         self._on_read = on_read  # hears each read of facts that goes to the database
         self._market_data = market_data
         self._writer = writer
@@ -503,10 +514,26 @@ class Quoter:
         if not venues <= synced:
             fresh = [(lp, book) for lp, book in fresh if lp.venue in synced]
             venues = venues & synced
+            if not fresh and any(
+                    lp.trading_account_id in cached.pricing_lps and lp.venue in synced
+                    for lp, _ in market_data.lp_books(cmd.dealer_account_id, cmd.symbol)):
+                # An LP's venue has the instrument, only no fresh book of it (stale, or the
+                # account disabled): as without any fresh book, not "not quoted".
+                raise ApiError(Errors.BOOKS_STALE)
         rules = facts.rules.for_venues(venues) if fresh else None
         if rules is None:
             raise ApiError(Errors.SYMBOL_NOT_QUOTED,
                            f"No synced instrument {cmd.symbol} on the LP venues; sync instruments")
+        if self._scales is not None:
+            # A quantity finer than the ledger books the base asset in could not be filled:
+            # quantities are then counted in a coarser lot (DEALER_ASSET_SCALES set BTC to 4
+            # decimals where a venue's lot is 0.00001: lots of 0.0001).
+            lot = self._ledger_lots.get((base, rules.lot_size))
+            if lot is None:
+                lot = self._ledger_lots[(base, rules.lot_size)] = lot_for_scale(
+                    rules.lot_size, self._scales.asset(base).scale)
+            if lot is not rules.lot_size:
+                rules = dataclasses.replace(rules, lot_size=lot)
         # Books shared by every quote until one of them changes: their merge is kept with them.
         sweep_book = (books.sweep_book(market_data, rules.lot_size) if fresh is books.books
                       else market_data.sweep_book(fresh, rules.lot_size))
@@ -566,9 +593,14 @@ _VERSION_4_RFC_4122 = (4 << 76) | (0x8000 << 48)
 
 
 def _check_exposure(quote: Quote, exposure: Decimal, limit: Decimal, base: str) -> None:
-    # A client BUY leaves the dealer short until hedged, a SELL long.
-    worst = max(abs(exposure - quote.quantity) if quote.ask else Decimal(0),
-                abs(exposure + quote.quantity) if quote.bid else Decimal(0))
+    # A client BUY leaves the dealer short until hedged, a SELL long. A side that leaves the
+    # position nearer flat is never refused, past the limit too (after hedges that failed, or
+    # fills of quotes each within it): it is the trade the skew asks for.
+    worst = _ZERO
+    for side, after in ((quote.ask, exposure - quote.quantity),
+                        (quote.bid, exposure + quote.quantity)):
+        if side is not None and abs(after) > abs(exposure):
+            worst = max(worst, abs(after))
     if worst > limit:
         raise ApiError(Errors.EXPOSURE_LIMIT, f"Unhedged {base} would reach {worst} "
                        f"(limit {limit})")

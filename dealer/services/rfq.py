@@ -87,10 +87,15 @@ def rules_from_rows(rows: Sequence[Mapping[str, Any]]) -> InstrumentRules | None
         return [Decimal(str(r[name])) for r in rows if r[name] is not None]
 
     maxima = values("max_quantity")
+    minimum, maximum = max(values("min_quantity")), min(maxima) if maxima else None
+    if maximum is not None and maximum < minimum:
+        # No size suits every venue: the quote is refused for its size, which no request can
+        # meet until the venues' rules change or an LP is unlinked.
+        raise ApiError(Errors.SIZE_OUT_OF_LIMITS, f"The LP venues' size limits do not overlap: "
+                       f"one's minimum {minimum} is above another's maximum {maximum}")
     return InstrumentRules(
         tick_size=max(values("tick_size")), lot_size=max(values("lot_size")),
-        min_quantity=max(values("min_quantity")),
-        max_quantity=min(maxima) if maxima else None,
+        min_quantity=minimum, max_quantity=maximum,
         min_notional=max(values("min_notional")))
 
 
@@ -583,10 +588,11 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
         raise ApiError(Errors.QUOTE_NOT_FOUND)
     quote = QuoteRecord.from_row(row)
     last_look_bps = DealerConfig.model_validate(row["dealer_config"]).last_look_bps
-    # A quote FILLED since `_existing` looked may have been filled by a retry of this accept:
-    # the locked path below looks for its order again.
+    # A quote taken since `_existing` looked (FILLED, or EXPIRED by a last look's rejection)
+    # may have been taken by the accept this one retries: the locked path below looks for its
+    # order again.
     keyed = cmd.idempotency_key is not None or cmd.client_order_id is not None
-    if not (keyed and quote.status == "FILLED"):
+    if not (keyed and quote.status != "OPEN"):
         price = _checked_price(quote, cmd, now)
         if last_look_bps is None or market_data is None:
             carry = row["lane_carry"]

@@ -9,9 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp import web
 
 from dealer.appkeys import VENUES
+from dealer.services import rfq
 from tests.conftest import assert_error, assert_ok
 from tests.desk import LP_VENUES, accept_buy, buy_quote, lp_desk
 from tests.helpers import Client, eventually, get
@@ -90,3 +92,35 @@ async def test_racing_rejects_of_two_quotes_with_one_key_reject_one_and_refuse_t
         assert await conn.fetchval("SELECT status FROM quote WHERE quote_id = $1",
                                    uuid.UUID(loser["quoteId"])) == "OPEN"
     assert await conn.fetchval("SELECT count(*) FROM trade_order") == len(pairs)
+
+
+async def test_a_keyed_retry_that_meets_the_rejection_it_repeats_answers_the_rejected_order(
+    app: web.Application, client: Client, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A retry looks for its key before the accept it repeats has committed (nothing yet); that
+    accept then commits its REJECTED order, which takes the quote (EXPIRED); the retry then reads
+    the quote. It answers the rejected order, as every retry of an accept does, not "expired"."""
+    dealer, customer, headers = await lp_desk(client, "5", quoteTtlMs=60_000)
+    quote = await buy_quote(client, dealer, customer, headers)
+    await _move_against(app, client, dealer, headers, quote)
+    looked_up = rfq._existing
+    first: list[tuple[int, dict[str, Any]]] = []
+    repeated = asyncio.Event()  # set once the accept the retry repeats has run
+
+    async def existing(conn: asyncpg.Connection, cmd: rfq.AcceptCommand
+                       ) -> rfq.OrderRecord | None:
+        found = await looked_up(conn, cmd)
+        if not repeated.is_set():  # the retry's first look: the accept it repeats runs now
+            repeated.set()
+            first.append(await accept_buy(client, customer, quote, headers,
+                                          idempotencyKey="retried"))
+        return found
+
+    monkeypatch.setattr(rfq, "_existing", existing)
+    status, body = await accept_buy(client, customer, quote, headers, idempotencyKey="retried")
+    [(first_status, first_body)] = first
+    assert first_status == 200, first_body
+    [rejected] = assert_ok(first_body)
+    assert rejected["status"] == "REJECTED"
+    assert status == 200, body
+    assert assert_ok(body) == [rejected]

@@ -27,6 +27,7 @@ from pricing.quote import (
     QuotingConfig,
     Side,
     inventory_skew_bps,
+    lot_for_scale,
     price_quote,
     round_to_tick,
     spread_bps_for,
@@ -374,3 +375,24 @@ def test_prices_worsen_for_the_client_as_size_grows(
             break
         prices.append(quote.for_side(side).price)
     assert prices == sorted(prices, reverse=side == "SELL")
+
+
+@pytest.mark.parametrize(("lot", "scale", "booked"), [
+    ("0.001", 8, "0.001"),      # the usual case: the ledger books finer than the lot
+    ("0.0001", 4, "0.0001"),    # just as fine
+    ("0.00001", 4, "0.0001"),   # the ledger's step is the coarser
+    ("0.00003", 4, "0.0003"),   # neither divides the other: their least common multiple
+    ("0.25", 1, "0.5"),
+    ("5", 0, "5"),
+    ("0.5", 0, "1"),
+])
+def test_a_lot_the_ledger_books_every_multiple_of(lot: str, scale: int, booked: str) -> None:
+    result = lot_for_scale(D(lot), scale)
+    assert result == D(booked)
+    assert result % D(lot) == 0
+    assert result.scaleb(scale) % 1 == 0
+
+
+def test_a_lot_the_ledger_already_books_is_kept_as_it_is() -> None:
+    lot = D("0.001")
+    assert lot_for_scale(lot, 8) is lot
