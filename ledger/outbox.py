@@ -119,8 +119,9 @@ async def enqueue_account_metadata(conn: asyncpg.Connection, entry: AccountMetad
     return outbox_id
 
 
-async def outbox_references(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
-                            outbox_ids: Sequence[int]) -> list[str]:
+async def outbox_references(
+        conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool,
+        outbox_ids: Sequence[int]) -> list[str]:
     """The ledger references of outbox entries, in the order of `outbox_ids` (KeyError for an
     id with no entry). A reference is `fermata-<outbox id>-<16 random hex digits>`, made when
     the entry is written (`fermata-<outbox id>` for entries written before migration 0020): a

@@ -125,10 +125,6 @@ def _booked(emulator: FormanceEmulator, ledger: str) -> list[str | None]:
     return [t.reference for t in emulator.ledger(ledger).transactions]
 
 
-async def _references(pool: asyncpg.Pool, ids: list[int]) -> list[str]:
-    async with pool.acquire() as conn:
-        return await outbox_references(conn, ids)
-
 
 async def test_an_outage_delays_but_loses_and_doubles_nothing(
     pool: asyncpg.Pool, emulator: tuple[str, FormanceEmulator],
@@ -154,7 +150,7 @@ async def test_an_outage_delays_but_loses_and_doubles_nothing(
     finally:
         await relay.stop()
         await backend.close()
-    assert _booked(fake, "outage") == await _references(pool, first + during + last)
+    assert _booked(fake, "outage") == await outbox_references(pool, first + during + last)
     assert fake.balance("outage", dealer_account(dealer), "BTC/8") == -sum(
         100 + n for n in list(range(10)) + list(range(20)) + list(range(10)))
 
@@ -182,7 +178,7 @@ async def test_a_lost_answer_and_a_restarted_relay_book_nothing_twice(
     while await second.pending_count():
         await second.relay_once()
     await backend.close()
-    assert _booked(fake, "lost") == await _references(pool, ids)
+    assert _booked(fake, "lost") == await outbox_references(pool, ids)
     assert metrics.registry.get_sample_value("dealer_ledger_relay_sent_total",
                                              {"outcome": "duplicate"}) == 5
 
@@ -240,7 +236,7 @@ async def test_a_database_restored_from_a_backup_books_its_new_entries(
     try:
         while await relay.pending_count():
             await relay.relay_once()
-        lost_references = await _references(pool, lost)
+        lost_references = await outbox_references(pool, lost)
         async with pool.acquire() as conn:  # the restore: those entries and their ids are gone
             await conn.execute("DELETE FROM ledger_outbox WHERE outbox_id = ANY($1::bigint[])",
                                lost)
@@ -253,7 +249,7 @@ async def test_a_database_restored_from_a_backup_books_its_new_entries(
     finally:
         await relay.stop()
         await backend.close()
-    new_references = await _references(pool, written)
+    new_references = await outbox_references(pool, written)
     assert set(new_references).isdisjoint(lost_references)
     assert _booked(fake, "restored") == lost_references + new_references
     async with pool.acquire() as conn:

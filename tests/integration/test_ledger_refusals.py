@@ -78,10 +78,6 @@ async def _outcomes(pool: asyncpg.Pool) -> list[tuple[str | None, str | None]]:
     return [(r["outcome"], r["last_error"]) for r in rows]
 
 
-async def _references(pool: asyncpg.Pool, ids: list[int]) -> list[str]:
-    async with pool.acquire() as conn:
-        return await outbox_references(conn, ids)
-
 
 # ---------------------------------------------------------------- 1: what the journal can't hold
 
@@ -104,7 +100,7 @@ async def test_an_amount_the_local_journal_cannot_hold_is_refused_and_the_rest_b
     assert metrics.registry.get_sample_value("dealer_ledger_relay_errors_total",
                                              {"kind": "refused"}) == 1
     booked, _ = await ledger.transactions(address=None, reference=None, limit=10, offset=0)
-    assert [t.reference for t in booked] == await _references(pool, [ids[2], ids[0]])
+    assert [t.reference for t in booked] == await outbox_references(pool, [ids[2], ids[0]])
     assert (await ledger.balances(client_account(client)))["BTC/8"] == 300
 
 
@@ -201,7 +197,7 @@ async def test_the_relay_parks_an_entry_whose_reference_is_held_with_other_posti
     ids = await _enqueue(pool, [fill(client, dealer, 10), fill(client, dealer, 20)])
     ledger = LocalLedger(pool)
     # the journal already holds the first entry's reference, for something else
-    held = (await _references(pool, ids[:1]))[0]
+    held = (await outbox_references(pool, ids[:1]))[0]
     await ledger.commit([fill(client, dealer, 7, reference=held)])
     metrics = Metrics()
 

@@ -57,10 +57,6 @@ async def _journal_references(pool: asyncpg.Pool) -> list[str]:
     return [r["reference"] for r in rows]
 
 
-async def _references(pool: asyncpg.Pool, ids: list[int]) -> list[str]:
-    async with pool.acquire() as conn:
-        return await outbox_references(conn, ids)
-
 
 async def test_entries_are_booked_in_outbox_order_exactly_once(pool: asyncpg.Pool) -> None:
     client, dealer = uuid.uuid4(), uuid.uuid4()
@@ -74,7 +70,7 @@ async def test_entries_are_booked_in_outbox_order_exactly_once(pool: asyncpg.Poo
         await eventually(done, within_s=5)
     finally:
         await relay.stop()
-    assert await _journal_references(pool) == await _references(pool, ids)
+    assert await _journal_references(pool) == await outbox_references(pool, ids)
     ledger = LocalLedger(pool)
     btc = sum(1000 + n for n in range(30))
     assert (await ledger.balances(dealer_account(dealer)))["BTC/8"] == -btc
@@ -104,7 +100,7 @@ async def test_a_relay_killed_between_send_and_ack_books_nothing_twice(
     while await relay.relay_once() == 0.0 and await relay.pending_count():
         pass
     assert await relay.pending_count() == 0
-    assert await _journal_references(pool) == await _references(pool, ids)
+    assert await _journal_references(pool) == await outbox_references(pool, ids)
     async with pool.acquire() as conn:
         outcomes = [r["outcome"] for r in await conn.fetch(
             "SELECT outcome FROM ledger_outbox ORDER BY outbox_id")]
@@ -142,7 +138,7 @@ async def test_only_one_relay_works_at_a_time(pool: asyncpg.Pool) -> None:
     finally:
         for relay in relays:
             await relay.stop()
-    assert await _journal_references(pool) == await _references(pool, ids)
+    assert await _journal_references(pool) == await outbox_references(pool, ids)
 
 
 async def test_an_asset_scale_is_pinned_by_its_first_use(pool: asyncpg.Pool) -> None:
