@@ -249,7 +249,8 @@ _QUOTE_ERRORS = [Errors.DEALER_NOT_FOUND, Errors.CLIENT_NOT_FOUND, Errors.ACCOUN
                  Errors.NO_LINKED_LP, Errors.BOOKS_STALE, Errors.INSUFFICIENT_DEPTH,
                  Errors.SIZE_OUT_OF_LIMITS, Errors.EXPOSURE_LIMIT]
 _ACCEPT_ERRORS = [Errors.UNSUPPORTED_ORDER_TYPE, Errors.ACCOUNT_FORBIDDEN,
-                  Errors.QUOTE_NOT_FOUND, Errors.QUOTE_FOREIGN_CLIENT, Errors.QUOTE_MISMATCH,
+                  Errors.ACCOUNT_NOT_ACTIVE, Errors.QUOTE_NOT_FOUND, Errors.QUOTE_FOREIGN_CLIENT,
+                  Errors.QUOTE_MISMATCH,
                   Errors.QUOTE_EXPIRED, Errors.QUOTE_ALREADY_FILLED, Errors.IDEMPOTENCY_CONFLICT,
                   Errors.SYMBOL_NOT_QUOTED]
 

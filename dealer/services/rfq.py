@@ -395,17 +395,25 @@ def _key_conflict(exc: asyncpg.UniqueViolationError) -> ApiError | None:
 
 _QUOTE_AND_DEALER = f"""
 SELECT {", ".join(f"q.{name}" for name in QuoteRecord.__slots__)}, d.config AS dealer_config,
-       l.carry AS lane_carry
+       l.carry AS lane_carry, c.status AS client_status
 FROM quote q JOIN dealer d ON d.dealer_account_id = q.dealer_account_id
+JOIN trading_account c ON c.trading_account_id = q.trading_account_id
 LEFT JOIN hedge_lane l ON l.dealer_account_id = q.dealer_account_id AND l.symbol = q.symbol
 WHERE q.quote_id = $1"""  # noqa: S608
+# The locked path: the quote, and its client's account against a disable meanwhile.
+_QUOTE_AND_DEALER_LOCKED = _QUOTE_AND_DEALER + " FOR UPDATE OF q FOR SHARE OF c"
 
 # The fill: the quote locked and still OPEN, the order, its execution, the quote FILLED, the
 # hedge job (whose trigger wakes the hedgers) and the client's ledger entry (outbox). Nothing is
 # written, and no row answered, when the quote is no longer OPEN once locked.
 _FILL = f"""
-WITH open_quote AS (
-    SELECT quote_id FROM quote WHERE quote_id = $4 AND status = 'OPEN' FOR UPDATE),
+WITH client AS (  -- still ACTIVE: a disable waits for this fill, or this fill finds it
+    SELECT 1 FROM trading_account WHERE trading_account_id = $2 AND status = 'ACTIVE'
+    FOR SHARE),
+open_quote AS (
+    SELECT quote_id FROM quote WHERE quote_id = $4 AND status = 'OPEN'
+      AND EXISTS (SELECT 1 FROM client)
+    FOR UPDATE),
 filled AS (
     INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id, quote_id,
         order_side, order_type, status, quantity, price, executed_quantity, executed_cost,
@@ -494,6 +502,14 @@ class _InlineFill:
     hedger: InlineHedger
     dealer_config: object
     lane_carry: Decimal
+
+
+def _client_active(quote: QuoteRecord, cmd: AcceptCommand, status: str) -> None:
+    """A client account disabled since its quote fills nothing more (as it gets no new quote);
+    a foreign client is refused as such first, without learning the account's status."""
+    if quote.trading_account_id == cmd.trading_account_id and status != "ACTIVE":
+        raise ApiError(Errors.ACCOUNT_NOT_ACTIVE,
+                       f"Client account is not ACTIVE (status {status})")
 
 
 def _checked_price(quote: QuoteRecord, cmd: AcceptCommand, now: dt.datetime) -> Decimal:
@@ -593,6 +609,7 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
     # order again.
     keyed = cmd.idempotency_key is not None or cmd.client_order_id is not None
     if not (keyed and quote.status != "OPEN"):
+        _client_active(quote, cmd, row["client_status"])
         price = _checked_price(quote, cmd, now)
         if last_look_bps is None or market_data is None:
             carry = row["lane_carry"]
@@ -604,13 +621,14 @@ async def accept_quote(conn: asyncpg.Connection, cmd: AcceptCommand, scales: Sca
     async with conn.transaction():
         # The quote's lock first, then the keys: a retry racing the accept it repeats waits
         # here for that accept's commit, and answers its order rather than "already filled".
-        row = await conn.fetchrow(_QUOTE_AND_DEALER + " FOR UPDATE OF q", cmd.quote_id)
+        row = await conn.fetchrow(_QUOTE_AND_DEALER_LOCKED, cmd.quote_id)
         existing = await _existing(conn, cmd)
         if existing is not None:
             return existing, False
         if row is None:
             raise ApiError(Errors.QUOTE_NOT_FOUND)
         quote = QuoteRecord.from_row(row)
+        _client_active(quote, cmd, row["client_status"])
         price = _checked_price(quote, cmd, now)
         if last_look_bps is not None and market_data is not None:
             pricing_lps = set(await conn.fetchval(_PRICING_LPS, quote.dealer_account_id,

@@ -474,6 +474,31 @@ async def test_accept_refusals_answer_their_errno_and_write_nothing(
         assert line in text, line
 
 
+async def test_a_client_disabled_since_its_quote_cannot_accept_it(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    desk = await make_desk(client, clients=2, quoteTtlMs=60_000)
+    owner = desk.clients[0]
+    quote = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
+    status, body = await post(client, "/api/v3/tradingAccount/disable",
+                              {"tradingAccountId": owner})
+    assert status == 200, body
+    before = await _state(conn)
+    for headers in (ADMIN, auth(Role.TRADER, [uuid.UUID(owner)])):
+        payload = await _refused(client, SUBMIT, accept_body(quote), 400, -130004, headers)
+        assert "INACTIVE" in payload["error"]
+    # keyed too: no order of its keys exists to answer
+    await _refused(client, SUBMIT, accept_body(quote, idempotencyKey="k"), 400, -130004)
+    assert await _state(conn) == before
+    # another client's accept of it is refused as foreign, whatever the owner's status
+    await _refused(client, SUBMIT, accept_body(quote, tradingAccountId=desk.clients[-1]),
+                   403, -160005)
+    status, body = await post(client, "/api/v3/tradingAccount/enable",
+                              {"tradingAccountId": owner})
+    assert status == 200, body
+    _assert_filled(await accept(client, quote), quote, "BUY")
+
+
 async def test_idempotency_key_and_client_order_id_replay_the_same_order(
     client: Client, conn: asyncpg.Connection
 ) -> None:
