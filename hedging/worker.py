@@ -1721,9 +1721,10 @@ class HedgeWorker:
         fee_asset = next(iter(fees), None)
         if state.filled_quantity > 0:
             try:  # checked before anything of it is written (built again below, with its fill)
-                self._rounding(self._postings(lane, lead_id, None, order.coid,
-                                              order.lp.trading_account_id, state, base_code,
-                                              quote_code, fees, now),
+                self._rounding(self._postings(lane, _fill_metadata(lead_id, None, None,
+                                                                   order.coid, state),
+                                              order.coid, order.lp.trading_account_id, state,
+                                              base_code, quote_code, fees, now),
                                order.lp.trading_account_id, state, base_code, quote_code, fees)
             except (InvalidFill, InvalidAmount, UnknownAsset) as exc:
                 parked = await self._park(conn, order, exc, now)
@@ -1744,7 +1745,8 @@ class HedgeWorker:
                         FROM hedge_job j
                         WHERE o.client_order_id = $1 AND o.status IN {_OPEN}
                           AND j.job_id = o.job_id
-                        RETURNING j.trade_order_id""",  # noqa: S608
+                        RETURNING j.trade_order_id, (SELECT t.quote_id FROM trade_order t
+                            WHERE t.trade_order_id = j.trade_order_id) AS quote_id""",  # noqa: S608
                     order.coid, policy.order_status_of(state), state.filled_quantity,
                     state.average_price, base_code if fee_in_base else fee_asset,
                     fee_in_base if fee_in_base else (fees[fee_asset] if fee_asset else None),
@@ -1754,8 +1756,10 @@ class HedgeWorker:
                     return None  # recorded already
                 kept: dict[str, Decimal] = {}
                 if state.filled_quantity > 0:
-                    txs = self._postings(lane, lead_id, recorded["trade_order_id"], order.coid,
-                                         lp, state, base_code, quote_code, fees, now)
+                    metadata = _fill_metadata(lead_id, recorded["trade_order_id"],
+                                              recorded["quote_id"], order.coid, state)
+                    txs = self._postings(lane, metadata, order.coid, lp, state, base_code,
+                                         quote_code, fees, now)
                     for tx in txs:
                         await enqueue_transaction(conn, tx, now)
                     kept = self._rounding(txs, lp, state, base_code, quote_code, fees)
@@ -1765,8 +1769,7 @@ class HedgeWorker:
                         # The fill is booked without these fees: they wait to be booked once a
                         # daemon has their scale (hedging.late_fees), and the counter raises an
                         # alert to configure it.
-                        await record_left_out(conn, order.coid, left_out, _fill_metadata(
-                            lead_id, recorded["trade_order_id"], order.coid, state), now)
+                        await record_left_out(conn, order.coid, left_out, metadata, now)
                         for code, amount in left_out:
                             after.add(functools.partial(self._fee_unbooked, order.coid, amount,
                                                         code))
@@ -1906,8 +1909,8 @@ class HedgeWorker:
                   coid, amount, code, code)
         self._metrics.hedge_fee_unbooked()
 
-    def _postings(self, lane: _Lane, lead_id: uuid.UUID, trade_order_id: uuid.UUID | None,
-                  coid: str, lp: uuid.UUID, state: OrderState, base_code: str, quote_code: str,
+    def _postings(self, lane: _Lane, metadata: dict[str, str], coid: str, lp: uuid.UUID,
+                  state: OrderState, base_code: str, quote_code: str,
                   fees: dict[str, Decimal], now: dt.datetime) -> list[LedgerTransaction]:
         """The answer's postings; a fee in an asset without a scale is left out (see
         `_record_state`)."""
@@ -1916,7 +1919,6 @@ class HedgeWorker:
         fee_codes = list(assets)
         first_fee = (assets[fee_codes[0]], fees[fee_codes[0]]) if fee_codes else None
         reference = f"hedge-{coid}"
-        metadata = _fill_metadata(lead_id, trade_order_id, coid, state)
         average = state.average_price or Decimal(0)
         txs = list(hedge_fill(lp, lane.dealer_account_id, state.side.value, base, quote,
                               state.filled_quantity, average, first_fee, reference=reference,
@@ -1930,13 +1932,15 @@ class HedgeWorker:
         return txs
 
 
-def _fill_metadata(lead_id: uuid.UUID, trade_order_id: uuid.UUID | None, coid: str,
-                   state: OrderState) -> dict[str, str]:
+def _fill_metadata(lead_id: uuid.UUID, trade_order_id: uuid.UUID | None,
+                   quote_id: uuid.UUID | None, coid: str, state: OrderState) -> dict[str, str]:
     """The metadata of a hedge fill's ledger entries (and of a fee booked late)."""
     metadata = {"jobId": str(lead_id), "clientOrderId": coid,
                 "venueOrderId": state.venue_order_id}
     if trade_order_id is not None:  # the client fill hedged (a carry job has none)
         metadata["orderId"] = str(trade_order_id)
+    if quote_id is not None:
+        metadata["quoteId"] = str(quote_id)
     return metadata
 
 

@@ -11,7 +11,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Final
 
@@ -221,3 +221,20 @@ def minor_paid_by_dealer(amount: Decimal, asset: Asset) -> int:
 def minor_received_by_dealer(amount: Decimal, asset: Asset) -> int:
     """Minor units of an amount the dealer receives, rounded UP (see `minor_paid_by_dealer`)."""
     return to_minor(_non_negative(amount, asset), asset, Rounding.UP)
+
+
+def booked_amount(amount: Decimal, asset: Asset, *, received_by_dealer: bool) -> Decimal:
+    """`amount` as the ledger books it: in whole minor units of `asset`, rounded UP when the
+    dealer receives it and DOWN when the dealer pays it (what a client is shown it pays or
+    gets, so that its order and the ledger agree). Equals `from_minor` of
+    `minor_received_by_dealer` / `minor_paid_by_dealer`, in one quantize: quotes show it."""
+    if _non_negative(amount, asset).adjusted() + asset.scale >= MAX_MINOR_DIGITS:
+        to_minor(amount, asset, Rounding.UP)  # raises the same InvalidAmount
+    return amount.quantize(_QUANTA[asset.scale],
+                           context=_BOOK_UP if received_by_dealer else _BOOK_DOWN)
+
+
+_QUANTA: Final = tuple(Decimal((0, (1,), -scale)) for scale in range(MAX_SCALE + 1))
+_BOOK_UP: Final = Context(prec=MAX_MINOR_DIGITS, rounding=ROUND_CEILING, traps=[InvalidOperation])
+_BOOK_DOWN: Final = Context(prec=MAX_MINOR_DIGITS, rounding=ROUND_FLOOR,
+                            traps=[InvalidOperation])

@@ -40,6 +40,7 @@ from dealer.wire import (
     iso,
     millis,
 )
+from ledger.assets import ScaleTable, booked_amount
 from venues.base import split_symbol
 
 Side = Literal["BUY", "SELL"]
@@ -301,24 +302,28 @@ def _failure(exc: Exception) -> str:
             else Errors.INTERNAL).code
 
 
-def quote_wire(q: rfq.QuoteRecord) -> dict[str, Any]:
+def quote_wire(q: rfq.QuoteRecord, scales: ScaleTable) -> dict[str, Any]:
     """A quote in its wire form, exactly what QuoteOut dumps (camelCase keys in its field order;
     UUIDs are left to orjson, which writes them as QuoteOut does). The quote endpoint answers
     this directly: a QuoteOut validated and dumped again per request cost more than the rest of
-    the serialisation."""
+    the serialisation. Quote-currency amounts are what the ledger books for each side (rounded
+    to the asset's scale in the dealer's favour), the amount its fill will show."""
     bid_price, ask_price, quantity = q.bid_price, q.ask_price, q.quantity
     bid_plain, ask_plain = plain(bid_price), plain(ask_price)
+    code = q.symbol.partition("/")[2]
+    asset = scales.asset(code) if code in scales else None  # None: a scale since removed
+    ask_qq = None if ask_price is None else plain(
+        ask_price * quantity if asset is None
+        else booked_amount(ask_price * quantity, asset, received_by_dealer=True))
+    bid_qq = None if bid_price is None else plain(
+        bid_price * quantity if asset is None
+        else booked_amount(bid_price * quantity, asset, received_by_dealer=False))
     if q.order_side is None:
-        price = price_plain = quote_quantity = None
+        price_plain = quote_quantity = None
+    elif q.order_side == "BUY":
+        price_plain, quote_quantity = ask_plain, ask_qq
     else:
-        price = q.price_for(q.order_side)
-        price_plain = ask_plain if q.order_side == "BUY" else bid_plain
-        quote_quantity = plain(None if price is None else price * quantity)
-    # a one-sided quote's quoteQuantity is the same product as its side's
-    ask_qq = None if ask_price is None else (
-        quote_quantity if q.order_side == "BUY" else plain(ask_price * quantity))
-    bid_qq = None if bid_price is None else (
-        quote_quantity if q.order_side == "SELL" else plain(bid_price * quantity))
+        price_plain, quote_quantity = bid_plain, bid_qq
     return {
         "quoteId": q.quote_id, "dealerAccountId": q.dealer_account_id,
         "tradingAccountId": q.trading_account_id, "instrumentId": f"FERMATA:{q.symbol}",
@@ -331,8 +336,8 @@ def quote_wire(q: rfq.QuoteRecord) -> dict[str, Any]:
     }
 
 
-def quote_out(q: rfq.QuoteRecord) -> QuoteOut:
-    return QuoteOut.model_validate(quote_wire(q))
+def quote_out(q: rfq.QuoteRecord, scales: ScaleTable) -> QuoteOut:
+    return QuoteOut.model_validate(quote_wire(q, scales))
 
 
 async def request_quote(request: web.Request, principal: Principal | None,
@@ -352,7 +357,7 @@ async def request_quote(request: web.Request, principal: Principal | None,
     metrics.quote_outcome("quoted", "ok")
     metrics.quote_duration(time.perf_counter() - started)
     logs.bind(quote_id=record.quote_id)
-    return Serialized(quote_wire(record))
+    return Serialized(quote_wire(record, app[ASSET_SCALES]))
 
 
 async def get_quote(request: web.Request, principal: Principal | None,
@@ -362,7 +367,7 @@ async def get_quote(request: web.Request, principal: Principal | None,
     own = _own(principal)
     if own is not None and record.trading_account_id not in own:
         raise ApiError(Errors.ACCOUNT_FORBIDDEN)
-    return quote_out(record)
+    return quote_out(record, request.app[ASSET_SCALES])
 
 
 async def list_quotes(request: web.Request, principal: Principal | None,
@@ -374,7 +379,8 @@ async def list_quotes(request: web.Request, principal: Principal | None,
             trading_account_id=params.trading_account_id, status=params.status,
             only=_own(principal), now=request.app[CLOCK](), limit=params.limit,
             offset=params.offset)
-    return Page([quote_out(r) for r in records], total, params.limit, params.offset)
+    scales = request.app[ASSET_SCALES]
+    return Page([quote_out(r, scales) for r in records], total, params.limit, params.offset)
 
 
 def order_out(order: rfq.OrderRecord) -> TradeOrderOut:

@@ -24,7 +24,7 @@ from dealer.marketdata import MarketDataService
 from dealer.services.dealers import DealerConfig
 from dealer.services.exposure import JOB_UNHEDGED_SQL
 from hedging.worker import InlineHedge
-from ledger.assets import ScaleTable, UnknownAsset
+from ledger.assets import ScaleTable, UnknownAsset, booked_amount
 from ledger.outbox import outbox_arguments, scale_refusal
 from ledger.postings import client_fill
 from pricing.errors import (
@@ -658,10 +658,14 @@ async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord
         raise ApiError(Errors.SYMBOL_NOT_QUOTED, str(exc)) from None
     order_id, job_id = uuid.uuid4(), uuid.uuid4()
     plan = quote.hedge_plan["ask" if cmd.side == "BUY" else "bid"]
+    # What the client pays or gets is what the ledger books (the quote showed it so too).
+    cost = booked_amount(price * quote.quantity, quote_asset,
+                         received_by_dealer=cmd.side == "BUY")
     entry = outbox_arguments(client_fill(
         cmd.trading_account_id, quote.dealer_account_id, cmd.side, base, quote_asset,
-        quote.quantity, price, reference=f"order-{order_id}",
-        metadata={"quoteId": str(quote.quote_id), "orderId": str(order_id)}, timestamp=now))
+        quote.quantity, price, reference=f"order-{order_id}", quote_amount=cost,
+        metadata={"quoteId": str(quote.quote_id), "orderId": str(order_id),
+                  "jobId": str(job_id)}, timestamp=now))
     inline = None if hedge is None else await hedge.hedger.plan_inline(
         conn, quote.dealer_account_id, quote.symbol, hedge.dealer_config, job_id, order_id,
         plan["hedgeSide"], quote.quantity, plan, now, hedge.lane_carry)
@@ -673,7 +677,7 @@ async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord
     try:
         row = await conn.fetchrow(
             _FILL, order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id,
-            cmd.side, quote.quantity, price, price * quote.quantity, cmd.idempotency_key,
+            cmd.side, quote.quantity, price, cost, cmd.idempotency_key,
             cmd.client_order_id, now, uuid.uuid4(), job_id, quote.dealer_account_id,
             quote.symbol, plan["hedgeSide"], plan, entry.entry, entry.codes, entry.scales,
             stamp, inline is not None,

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_UP, Decimal
 from typing import Any
 
 import asyncpg
@@ -68,11 +68,20 @@ def _minor(amount: Decimal, scale: int, rounding: str) -> str:
     return str(int((amount * 10**scale).to_integral_value(rounding=rounding)))
 
 
+def _booked(amount: Decimal, client_side: str) -> Decimal:
+    """A USDT amount as the ledger books it (USDT/6): up when the client pays it, down when
+    the client gets it."""
+    return amount.quantize(Decimal("0.000001"),
+                           ROUND_CEILING if client_side == "BUY" else ROUND_FLOOR)
+
+
 def _assert_filled(order: dict[str, Any], quote: dict[str, Any], side: str) -> None:
-    """The seeds/001 TradeOrder of a filled quote: one execution at the quote price."""
+    """The seeds/001 TradeOrder of a filled quote: one execution at the quote price, costing
+    what the quote showed for that side (what the ledger books)."""
     price = Decimal(quote["askPrice" if side == "BUY" else "bidPrice"])
     quantity = Decimal(quote["quantity"])
-    cost = price * quantity
+    cost = _booked(price * quantity, side)
+    assert Decimal(quote["askQuoteQuantity" if side == "BUY" else "bidQuoteQuantity"]) == cost
     assert order["tradingAccountId"] == quote["tradingAccountId"]
     assert order["quoteId"] == quote["quoteId"]
     assert uuid.UUID(order["tradeOrderId"])
@@ -203,6 +212,29 @@ async def test_request_accept_fills_books_the_ledger_and_leaves_a_hedge_job(
     assert "dealer_quote_duration_seconds_count 1.0" in text
 
 
+async def test_the_quote_amount_the_order_cost_and_the_ledger_agree_when_they_round(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    # 0.12345 BTC at a price in cents is an amount of 7 decimals, USDT books 6: the client
+    # pays the amount rounded up and gets it rounded down, the same in all three places.
+    desk = await make_desk(client)
+    for side in ("BUY", "SELL"):
+        quote = await request_quote(client, desk, orderSide=side, quantity="0.12345")
+        price = Decimal(quote["price"])
+        booked = _booked(price * Decimal("0.12345"), side)
+        assert Decimal(quote["quoteQuantity"]) == booked
+        order = await accept(client, quote)
+        _assert_filled(order, quote, side)
+        await outbox_drained(conn)
+        fill = next(f for f in await _client_fills(client, desk.client)
+                    if f["metadata"]["orderId"] == order["tradeOrderId"])
+        [usdt] = [p for p in fill["postings"] if p["asset"] == "USDT/6"]
+        assert Decimal(usdt["quantity"]) == booked
+        # the entry names the hedge job the fill left
+        job = await _hedge_job(conn, order)
+        assert fill["metadata"]["jobId"] == str(job["job_id"])
+
+
 async def test_a_two_way_quote_is_accepted_on_its_sell_side_at_the_bid(
     client: Client, conn: asyncpg.Connection
 ) -> None:
@@ -252,7 +284,7 @@ async def test_a_quote_for_an_amount_to_spend_solves_for_a_whole_lot_quantity(
     quote_quantity = Decimal(quote["quoteQuantity"])
     assert quantity > 0
     assert quantity % LOT == 0
-    assert quote_quantity == price * quantity
+    assert quote_quantity == _booked(price * quantity, "BUY")
     # The largest whole-lot quantity whose fee-adjusted hedge cost (the plan's VWAP) fits the
     # amount: one lot more would not (a lot costs well under two lots at the quote's price).
     plan = json.loads(await conn.fetchval("SELECT hedge_plan FROM quote WHERE quote_id = $1",
@@ -270,7 +302,8 @@ async def test_a_quote_for_an_amount_to_spend_solves_for_a_whole_lot_quantity(
     # A client SELL of an amount to receive solves the same way on the bids.
     sell = await request_quote(client, desk, orderSide="SELL", quoteQuantity="2500")
     assert Decimal(sell["quantity"]) % LOT == 0
-    assert Decimal(sell["quoteQuantity"]) == Decimal(sell["price"]) * Decimal(sell["quantity"])
+    assert Decimal(sell["quoteQuantity"]) == _booked(
+        Decimal(sell["price"]) * Decimal(sell["quantity"]), "SELL")
     assert Decimal(sell["price"]) < price
 
 

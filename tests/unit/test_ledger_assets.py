@@ -20,6 +20,7 @@ from ledger.assets import (
     Rounding,
     ScaleTable,
     UnknownAsset,
+    booked_amount,
     check_pinned,
     from_minor,
     minor_paid_by_dealer,
@@ -272,3 +273,28 @@ def test_dealer_amounts_are_magnitudes() -> None:
         minor_paid_by_dealer(D("-1"), USDT)
     with pytest.raises(InvalidAmount, match="not negative"):
         minor_received_by_dealer(D("-1"), USDT)
+
+
+@given(assets, st.decimals(min_value=0, max_value=D("1e60"), allow_nan=False,
+                           allow_infinity=False), st.booleans())
+def test_the_booked_amount_is_what_the_minor_units_book(asset: Asset, amount: Decimal,
+                                                        received: bool) -> None:
+    try:
+        units = (minor_received_by_dealer(amount, asset) if received
+                 else minor_paid_by_dealer(amount, asset))
+    except InvalidAmount:
+        with pytest.raises(InvalidAmount):
+            booked_amount(amount, asset, received_by_dealer=received)
+        return
+    booked = booked_amount(amount, asset, received_by_dealer=received)
+    assert booked == from_minor(units, asset)
+    assert booked.as_tuple().exponent == -asset.scale
+
+
+def test_a_booked_amount_rounds_for_the_dealer() -> None:
+    notional = D("0.000641814")  # ETH/BTC: price * quantity with 9 decimals, BTC books 8
+    assert booked_amount(notional, BTC, received_by_dealer=True) == D("0.00064182")
+    assert booked_amount(notional, BTC, received_by_dealer=False) == D("0.00064181")
+    assert booked_amount(D("5"), USDT, received_by_dealer=True) == D("5")
+    with pytest.raises(InvalidAmount, match="not negative"):
+        booked_amount(D("-1"), USDT, received_by_dealer=True)
