@@ -267,6 +267,8 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def refresh_subscriptions() -> None:
         await app[MARKET_DATA].refresh(app[POOL])
+        for symbol in app[MARKET_DATA].quoted_symbols:  # a replica that only takes accepts too
+            metrics.fills_known(symbol)
 
     async def sync_linked_venues() -> None:
         for venue in await linked_venues(app[POOL]):

@@ -372,6 +372,12 @@ class MarketDataService:
 
     # ------------------------------------------------------------ subscriptions
 
+    @property
+    def quoted_symbols(self) -> frozenset[str]:
+        """The symbols of the dealers with links, as last read by `refresh`."""
+        return frozenset(symbol for symbols in self._subs.dealer_symbols.values()
+                         for symbol in symbols)
+
     async def refresh(self, pool: asyncpg.Pool) -> None:
         """Start streams that links need and stop those nothing needs any more."""
         async with self._refresh_lock:

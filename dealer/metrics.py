@@ -136,6 +136,13 @@ class Metrics:
             "dealer_scheduler_job_runs_total", "Scheduled job runs by job and outcome",
             ["job", "outcome"], registry=r,
         )
+        self.scheduler_last_success = Gauge(
+            "dealer_scheduler_job_last_success_timestamp_seconds",
+            "Unix time of a job's last successful run (its registration before the first)",
+            ["job"], registry=r)
+        self.scheduler_interval = Gauge(
+            "dealer_scheduler_job_interval_seconds", "A scheduled job's interval", ["job"],
+            registry=r)
 
         self.outbox_pending = Gauge(
             "dealer_ledger_outbox_pending", "Ledger entries waiting in the outbox", registry=r)
@@ -255,6 +262,11 @@ class Metrics:
             self.relay_errors.labels(kind)
         for status in ("HEDGED", "FAILED", "CANCELLED"):
             self.hedge_jobs_finished.labels(status)
+        # The RFQ's: what the accept ratio and the outcome panels divide and sum.
+        self.quote_outcome_known("quoted", "ok")
+        for outcome, reason in (("filled", "ok"), ("replayed", "ok"), ("rejected", "last_look")):
+            self.accepts.labels(outcome, reason)
+        self._fill_symbols: set[str] = set()
         self._hedge_venues: set[str] = set()
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -277,6 +289,22 @@ class Metrics:
             inc = self._quote_children[(outcome, reason)] = _counting(
                 self.quotes.labels(outcome, reason))
         inc(1)
+
+    def quote_outcome_known(self, outcome: str, reason: str) -> None:
+        """Export the series of one quote outcome at 0, before its first count."""
+        if (outcome, reason) not in self._quote_children:
+            self._quote_children[(outcome, reason)] = _counting(
+                self.quotes.labels(outcome, reason))
+
+    def fills_known(self, symbol: str) -> None:
+        """Export the fill series of `symbol` (both sides, its quote asset's notional) at 0,
+        so that increase() counts its first fill (called for every symbol a linked dealer
+        quotes, on every replica, and when a quote of it is answered)."""
+        if symbol not in self._fill_symbols:
+            self._fill_symbols.add(symbol)
+            for side in ("BUY", "SELL"):
+                self.fills.labels(symbol, side)
+            self.fill_notional.labels(symbol.partition("/")[2])
 
     def quote_duration(self, seconds: float) -> None:
         """Time one quote that was priced and stored (`dealer_quote_duration_seconds`)."""

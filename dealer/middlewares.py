@@ -32,6 +32,10 @@ DATABASE_OUTAGE = (
     # A pooled connection whose server session was cut mid-operation can surface as a client
     # protocol error rather than a closed connection.
     asyncpg.exceptions.InternalClientError,
+    # The server's connection slots used up (53300) or out of memory or disk (53xxx).
+    asyncpg.exceptions.InsufficientResourcesError,
+    # A pooled connection to a primary demoted by a failover: it now answers read-only.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -98,6 +98,15 @@ def add_job(scheduler: AsyncIOScheduler, metrics: Metrics, name: str,
     and their database and CPU work would land on the requests being served at once. With
     `runs`, a stop (`JobRuns.stop`) lets a run in progress finish."""
 
+    # Exported before the first run: the failure series at 0 (increase() then counts the
+    # first failure), and the time since the last success from now on (the alert on a job
+    # that stopped succeeding, whatever its interval).
+    for outcome in ("success", "failure"):
+        metrics.scheduler_runs.labels(name, outcome)
+    last_success = metrics.scheduler_last_success.labels(name)
+    last_success.set_to_current_time()
+    metrics.scheduler_interval.labels(name).set(every_seconds)
+
     async def run() -> None:
         if runs is not None and not runs.started():
             return  # submitted as the stop began: its resources may be closing
@@ -115,6 +124,7 @@ def add_job(scheduler: AsyncIOScheduler, metrics: Metrics, name: str,
             log.exception("scheduled job %s failed", name)
         else:
             metrics.scheduler_runs.labels(name, "success").inc()
+            last_success.set_to_current_time()
         finally:
             if runs is not None:
                 runs.ended()

@@ -22,6 +22,8 @@ from dealer.wire import Page, QueryModel, Serialized, envelope
 
 Handler = Callable[[web.Request, Principal | None, Any], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
+# Told of a request refused before its handler ran (token, role, body or query), with why.
+Refused = Callable[[web.Application, Exception], None]
 
 ALL_ROLES = frozenset(Role)
 
@@ -45,6 +47,8 @@ class Endpoint:
     # day): keep bodies that passed validation, by their bytes. Only for frozen body models,
     # whose validation depends on nothing but the bytes; see `_ValidatedBodies`.
     repeated_bodies: bool = False
+    # An endpoint that counts its outcomes (the RFQ's) counts these refusals too.
+    refused: Refused | None = None
 
     @property
     def operation_id(self) -> str:
@@ -86,6 +90,7 @@ class Api:
         errors: Iterable[ErrorCode] = (),
         description: str = "",
         repeated_bodies: bool = False,
+        refused: Refused | None = None,
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
             paginated = get_origin(response) is Page
@@ -97,7 +102,7 @@ class Api:
                     roles=None if roles is None else frozenset(roles), body=body, query=query,
                     response=get_args(response)[0] if paginated else response,
                     errors=tuple(errors), paginated=paginated, description=description,
-                    repeated_bodies=repeated_bodies,
+                    repeated_bodies=repeated_bodies, refused=refused,
                 )
             )
             return handler
@@ -133,28 +138,35 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     bodies = (_ValidatedBodies(endpoint.body)
               if endpoint.repeated_bodies and endpoint.body is not None else None)
 
+    refused = endpoint.refused
+
     async def handle(request: web.Request) -> web.StreamResponse:
         principal: Principal | None = request.get(PRINCIPAL)
-        if endpoint.roles is not None:
-            if principal is None:  # the middleware sets a principal or an error, never both
-                if AUTH_ERROR in request:
-                    raise request[AUTH_ERROR]
-                raise ApiError(Errors.UNAUTHENTICATED)
-            if principal.role not in endpoint.roles:
-                raise ApiError(
-                    Errors.FORBIDDEN,
-                    details={
-                        "required": sorted(r.value for r in endpoint.roles),
-                        "provided": [principal.role.value],
-                    },
-                )
         params: Any = None
-        if bodies is not None:
-            params = bodies.validated(await request.read())
-        elif endpoint.body is not None:
-            params = endpoint.body.model_validate(await read_json_object(request))
-        elif endpoint.query is not None:
-            params = endpoint.query.model_validate(query_values(request, endpoint.query))
+        try:
+            if endpoint.roles is not None:
+                if principal is None:  # the middleware sets a principal or an error, not both
+                    if AUTH_ERROR in request:
+                        raise request[AUTH_ERROR]
+                    raise ApiError(Errors.UNAUTHENTICATED)
+                if principal.role not in endpoint.roles:
+                    raise ApiError(
+                        Errors.FORBIDDEN,
+                        details={
+                            "required": sorted(r.value for r in endpoint.roles),
+                            "provided": [principal.role.value],
+                        },
+                    )
+            if bodies is not None:
+                params = bodies.validated(await request.read())
+            elif endpoint.body is not None:
+                params = endpoint.body.model_validate(await read_json_object(request))
+            elif endpoint.query is not None:
+                params = endpoint.query.model_validate(query_values(request, endpoint.query))
+        except Exception as exc:
+            if refused is not None:
+                refused(request.app, exc)
+            raise
         if binds_dealer or binds_quote:
             # Log lines of the request name the dealer and quote it is about (validated values).
             logs.bind(dealer_account_id=params.dealer_account_id if binds_dealer else None,

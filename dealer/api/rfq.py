@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, ValidationError, model_validator
 
 from dealer import logs
 from dealer.api.framework import Api
@@ -260,7 +260,7 @@ def register(api: Api) -> None:
     api.post("/api/v3/fermata/quote/request", summary="A firm quote from the dealer's fresh LP "
              "books (one side, or two-way when orderSide is omitted)", tag="rfq",
              roles=TRADERS, body=QuoteRequestBody, response=QuoteOut,
-             errors=_QUOTE_ERRORS, repeated_bodies=True)(request_quote)
+             errors=_QUOTE_ERRORS, repeated_bodies=True, refused=_quote_refused)(request_quote)
     api.get("/api/v3/fermata/quote/get", summary="One quote", tag="rfq", roles=EVERYONE,
             query=QuoteIdQuery, response=QuoteOut,
             errors=[Errors.QUOTE_NOT_FOUND, Errors.ACCOUNT_FORBIDDEN])(get_quote)
@@ -270,7 +270,7 @@ def register(api: Api) -> None:
     api.post("/api/v3/trading/order/submit", summary="Accept a quote: orderType QUOTED with "
              "its quoteId, side and quantity (seeds/001); answers the filled TradeOrder",
              tag="orders", roles=TRADERS, body=SubmitOrderBody, response=list[TradeOrderOut],
-             errors=_ACCEPT_ERRORS)(submit_order)
+             errors=_ACCEPT_ERRORS, refused=_accept_refused)(submit_order)
     api.get("/api/v3/trading/order/list", summary="Orders with the seeds/001 filters (a trader "
             "sees its own)", tag="orders", roles=EVERYONE, query=OrderListQuery,
             response=Page[TradeOrderOut], errors=[Errors.ACCOUNT_FORBIDDEN])(list_orders)
@@ -295,11 +295,28 @@ def _own(principal: Principal | None) -> frozenset[uuid.UUID] | None:
     return principal.accounts if principal.role is Role.TRADER else None
 
 
-def _failure(exc: Exception) -> str:
-    """The code a request that failed on something other than an ApiError is answered with
-    (see `dealer.middlewares`): its quote or accept is counted under it, not left out."""
-    return (Errors.SERVICE_UNAVAILABLE if isinstance(exc, DATABASE_OUTAGE)
-            else Errors.INTERNAL).code
+def _outcome(exc: Exception) -> tuple[str, str]:
+    """How a quote request or accept that raised `exc` is counted: `refused` with the code it
+    is answered with (see `dealer.middlewares`), or `failed` when the daemon could not answer
+    it (database out of reach, stopping, a crash: retry)."""
+    if isinstance(exc, ApiError):
+        code = exc.error
+        return ("failed" if code is Errors.SERVICE_UNAVAILABLE else "refused"), code.code
+    if isinstance(exc, ValidationError):
+        return "refused", Errors.INVALID_REQUEST.code
+    if isinstance(exc, web.HTTPException) and 400 <= exc.status < 500:
+        return "refused", (Errors.PAYLOAD_TOO_LARGE if exc.status == 413
+                           else Errors.INVALID_REQUEST).code
+    return "failed", (Errors.SERVICE_UNAVAILABLE if isinstance(exc, DATABASE_OUTAGE)
+                      else Errors.INTERNAL).code
+
+
+def _quote_refused(app: web.Application, exc: Exception) -> None:
+    app[METRICS].quote_outcome(*_outcome(exc))
+
+
+def _accept_refused(app: web.Application, exc: Exception) -> None:
+    app[METRICS].accepts.labels(*_outcome(exc)).inc()
 
 
 def quote_wire(q: rfq.QuoteRecord, scales: ScaleTable) -> dict[str, Any]:
@@ -348,14 +365,12 @@ async def request_quote(request: web.Request, principal: Principal | None,
     try:
         _may_act_for(principal, params.trading_account_id)
         record = await app[QUOTER].request_quote(params.command, app[CLOCK]())
-    except ApiError as exc:
-        metrics.quote_outcome("refused", exc.error.code)
-        raise
     except Exception as exc:
-        metrics.quote_outcome("failed", _failure(exc))
+        metrics.quote_outcome(*_outcome(exc))
         raise
     metrics.quote_outcome("quoted", "ok")
     metrics.quote_duration(time.perf_counter() - started)
+    metrics.fills_known(record.symbol)
     logs.bind(quote_id=record.quote_id)
     return Serialized(quote_wire(record, app[ASSET_SCALES]))
 
@@ -455,11 +470,8 @@ async def submit_order(request: web.Request, principal: Principal | None,
             order, created = await rfq.accept_quote(
                 conn, cmd, app[ASSET_SCALES], app[CLOCK](), app[MARKET_DATA], clock=app[CLOCK],
                 hedger=app[HEDGE_WORKER] if app[SETTINGS].hedge_inline else None)
-    except ApiError as exc:
-        metrics.accepts.labels("refused", exc.error.code).inc()
-        raise
     except Exception as exc:
-        metrics.accepts.labels("failed", _failure(exc)).inc()
+        metrics.accepts.labels(*_outcome(exc)).inc()
         raise
     logs.bind(trade_order_id=order.trade_order_id)
     if created and order.status == "REJECTED":

@@ -11,6 +11,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dealer.app import create_app
+from dealer.appkeys import METRICS
+from dealer.metrics import Metrics
+from dealer.middlewares import MIDDLEWARES
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN, assert_error
 
@@ -118,3 +121,25 @@ async def test_nul_in_text_is_400(client: TestClient, conn: asyncpg.Connection, 
     assert resp.status == 400
     assert_error(await resp.json(), -100001)
     assert await conn.fetchval("SELECT count(*) FROM trading_account") == 0
+
+
+@pytest.mark.parametrize("exc", [
+    asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
+    asyncpg.exceptions.ReadOnlySQLTransactionError(
+        "cannot execute INSERT in a read-only transaction"),
+    asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+])
+async def test_a_database_out_of_reach_is_a_retryable_503(
+        aiohttp_client: Callable[[web.Application], Awaitable[TestClient]],
+        exc: Exception) -> None:
+    """Used-up connection slots and a primary demoted by a failover are outages too."""
+    async def failing(request: web.Request) -> web.Response:
+        raise exc
+
+    app = web.Application(middlewares=MIDDLEWARES)
+    app[METRICS] = Metrics()
+    app.router.add_get("/fails", failing)
+    client = await aiohttp_client(app)
+    resp = await client.get("/fails")
+    assert resp.status == 503
+    assert_error(await resp.json(), -2)

@@ -44,6 +44,7 @@ from tests.helpers import (
     get,
     outbox_drained,
     post,
+    post_raw,
     snapshot,
 )
 
@@ -822,3 +823,50 @@ async def test_the_expiry_reads_the_quotes_expired_since_its_last_run_and_all_of
     # A minute after the last full run, a run reads all the open quotes again.
     assert await expiry.run(conn, start + dt.timedelta(seconds=61)) == 1
     assert await statuses() == {first["quoteId"]: "EXPIRED", second["quoteId"]: "EXPIRED"}
+
+
+async def test_every_quote_request_and_accept_is_counted_once_from_zero(
+        client: Client) -> None:
+    """The series the accept ratio divides exist at 0 before the first quote, and a request
+    refused before its handler (token, role, body) is counted like one refused inside it."""
+    text = await (await client.get("/metrics")).text()
+    for line in ('dealer_quotes_total{outcome="quoted",reason="ok"} 0.0',
+                 'dealer_quote_accepts_total{outcome="filled",reason="ok"} 0.0',
+                 'dealer_quote_accepts_total{outcome="rejected",reason="last_look"} 0.0'):
+        assert line in text, line
+    desk = await make_desk(client)
+
+    async def fill_series() -> bool | None:
+        text = await (await client.get("/metrics")).text()
+        return ('dealer_fills_total{side="SELL",symbol="BTC/USDT"} 0.0' in text
+                and 'dealer_fill_notional_total{quote_asset="USDT"} 0.0' in text) or None
+
+    assert await eventually(fill_series, within_s=5)  # the subscription refresh, no quote yet
+    quote = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
+    for path, send, status_code, errno in (
+        (QUOTE, lambda: post(client, QUOTE, quote_body(desk, orderSide="BUY")), 400, -100001),
+        (QUOTE, lambda: post_raw(client, QUOTE, b"{oops"), 400, -100002),
+        (QUOTE, lambda: post(client, QUOTE, quote_body(desk, quantity="0.1"), {}), 401,
+         -101001),
+        (QUOTE, lambda: post(client, QUOTE, quote_body(desk, quantity="0.1"), VIEWER), 403,
+         -101004),
+        (SUBMIT, lambda: post(client, SUBMIT, accept_body(quote, quantity="abc")), 400,
+         -100001),
+        (SUBMIT, lambda: post(client, SUBMIT, accept_body(quote, quantity="-1")), 400,
+         -100001),
+        (SUBMIT, lambda: post(client, SUBMIT, accept_body(quote), {}), 401, -101001),
+        (SUBMIT, lambda: post(client, SUBMIT, accept_body(quote), VIEWER), 403, -101004),
+    ):
+        status, payload = await send()
+        assert status == status_code, (path, payload)
+        assert_error(payload, errno)
+    text = await (await client.get("/metrics")).text()
+    for line in ('dealer_quotes_total{outcome="quoted",reason="ok"} 1.0',
+                 'dealer_quotes_total{outcome="refused",reason="INVALID_REQUEST"} 1.0',
+                 'dealer_quotes_total{outcome="refused",reason="MALFORMED_JSON"} 1.0',
+                 'dealer_quotes_total{outcome="refused",reason="UNAUTHENTICATED"} 1.0',
+                 'dealer_quotes_total{outcome="refused",reason="FORBIDDEN"} 1.0',
+                 'dealer_quote_accepts_total{outcome="refused",reason="INVALID_REQUEST"} 2.0',
+                 'dealer_quote_accepts_total{outcome="refused",reason="UNAUTHENTICATED"} 1.0',
+                 'dealer_quote_accepts_total{outcome="refused",reason="FORBIDDEN"} 1.0'):
+        assert line in text, line
