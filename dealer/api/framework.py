@@ -26,6 +26,10 @@ H = TypeVar("H", bound=Handler)
 Refused = Callable[[web.Application, Exception], None]
 
 ALL_ROLES = frozenset(Role)
+# Requests name fields as the wire does (camelCase) only: the models also take their Python
+# names (`populate_by_name`, for the daemon's own code), which a client's `start_time` must
+# not reach, any more than another unknown field.
+WIRE_NAMES: dict[str, bool] = {"by_alias": True, "by_name": False}
 
 
 
@@ -160,9 +164,11 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             if bodies is not None:
                 params = bodies.validated(await request.read())
             elif endpoint.body is not None:
-                params = endpoint.body.model_validate(await read_json_object(request))
+                params = endpoint.body.model_validate(await read_json_object(request),
+                                                      **WIRE_NAMES)
             elif endpoint.query is not None:
-                params = endpoint.query.model_validate(query_values(request, endpoint.query))
+                params = endpoint.query.model_validate(query_values(request, endpoint.query),
+                                                       **WIRE_NAMES)
         except Exception as exc:
             if refused is not None:
                 refused(request.app, exc)
@@ -214,7 +220,7 @@ class _ValidatedBodies:
         """The body these bytes validate to (ApiError or ValidationError as without reuse)."""
         params = self._by_bytes.get(raw)
         if params is None:
-            params = self._model.model_validate(json_object(raw))
+            params = self._model.model_validate(json_object(raw), **WIRE_NAMES)
             if len(raw) <= self._max_bytes:
                 if len(self._by_bytes) >= self._max_entries:
                     self._by_bytes.clear()

@@ -326,9 +326,12 @@ def _parse_instrument(value: str) -> tuple[str, str]:
     try:
         split_symbol(symbol)
     except ValueError:
-        raise ApiError(Errors.INVALID_INSTRUMENT_ID, f"Invalid instrumentId {value!r}") from None
+        # what was sent is never echoed (README, errors): the message names the shape
+        raise ApiError(Errors.INVALID_INSTRUMENT_ID,
+                       "Invalid instrumentId: VENUE:BASE/QUOTE expected") from None
     if not sep or venue not in EXCHANGE_VENUES:
-        raise ApiError(Errors.INVALID_INSTRUMENT_ID, f"Unknown venue in instrumentId {value!r}")
+        raise ApiError(Errors.INVALID_INSTRUMENT_ID,
+                       f"Unknown venue in instrumentId: one of {', '.join(EXCHANGE_VENUES)}")
     return venue, symbol
 
 

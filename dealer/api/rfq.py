@@ -229,9 +229,12 @@ class OrderListQuery(ListQuery):
                           "CANCELLED", "PENDING_CANCEL", "REPLACED", "PENDING_REPLACE",
                           "REJECTED", "EXPIRED", "REVOKED", "UNKNOWN"] | None = None
     trading_account_id: uuid.UUID | None = None
-    instrument_id: str | None = Field(default=None, max_length=100)
-    start_time: int | None = Field(default=None, ge=0, le=10**14)
-    end_time: int | None = Field(default=None, ge=0, le=10**14)
+    instrument_id: InstrumentId | Literal[""] | None = Field(
+        default=None, description="FERMATA:BASE/QUOTE (empty: any, as for orderStatus)")
+    start_time: int | None = Field(default=None, ge=0, le=10**14, description="Orders created "
+                                   "at or after (unix ms)")
+    end_time: int | None = Field(default=None, ge=0, le=10**14, description="Orders created "
+                                 "before (unix ms); after startTime")
     cursor: str | None = Field(default=None, max_length=200, description="Not used: pages by "
                                "offset")
     ascending: bool = False
@@ -239,9 +242,11 @@ class OrderListQuery(ListQuery):
     @model_validator(mode="after")
     def _window(self) -> OrderListQuery:
         if (self.start_time is not None and self.end_time is not None
-                and self.start_time > self.end_time):
-            # An empty page would read as "no orders then"; the window itself is wrong.
-            raise invalid_fields([("startTime", "must not be after endTime")])
+                and self.start_time >= self.end_time):
+            # An empty page would read as "no orders then"; the window itself is wrong (it
+            # holds no time at all: startTime is in it, endTime is not).
+            raise invalid_fields([("startTime", "must be before endTime"),
+                                  ("endTime", "must be after startTime")])
         return self
 
 
@@ -496,7 +501,8 @@ async def list_orders(request: web.Request, principal: Principal | None,
     async with connection(request.app[POOL]) as conn:
         orders, total = await rfq.list_orders(
             conn, trade_order_id=params.trade_order_id, status=params.order_status or None,
-            trading_account_id=params.trading_account_id, instrument_id=params.instrument_id,
-            start=moment(params.start_time), end=moment(params.end_time), only=_own(principal),
+            trading_account_id=params.trading_account_id,
+            instrument_id=params.instrument_id or None, start=moment(params.start_time),
+            end=moment(params.end_time), only=_own(principal),
             ascending=params.ascending, limit=params.limit, offset=params.offset)
     return Page([order_out(o) for o in orders], total, params.limit, params.offset)

@@ -68,6 +68,24 @@ async def test_bad_query_parameters_are_400(client: TestClient) -> None:
         assert_error(await resp.json(), -100001)
 
 
+async def test_fields_go_by_their_wire_names_only(client: TestClient) -> None:
+    """The models' Python names (snake_case) are unknown fields on the wire."""
+    for path, query, field in (("/api/v3/trading/order/list", "start_time=1", "start_time"),
+                               ("/api/v3/fermata/quote/list", "trading_account_id="
+                                "9a4bd2d4-6b41-4a3e-9d3f-0f4b1c2d3e4f", "trading_account_id")):
+        resp = await client.get(f"{path}?{query}", headers=ADMIN)
+        assert resp.status == 400, query
+        body = await resp.json()
+        assert_error(body, -100001)
+        assert field in {f["field"] for f in body["details"]["fields"]}
+    resp = await client.post("/api/v3/fermata/dealer/create",
+                             json={"symbols": ["BTC/USDT"], "spread_bps": "5"}, headers=ADMIN)
+    assert resp.status == 400
+    body = await resp.json()
+    assert_error(body, -100001)
+    assert "spread_bps" in {f["field"] for f in body["details"]["fields"]}
+
+
 async def test_health_is_503_when_the_database_is_gone(client: TestClient, dsn: str,
                                                        pg_server: object,
                                                        recwarn: pytest.WarningsRecorder) -> None:

@@ -142,6 +142,11 @@ async def test_order_book_refusals(client: Client, query: dict[str, Any], status
     status, body = await get(client, BOOK, query)
     assert status == status_code, body
     assert_error(body, errno)
+    for value in query.values():  # what was sent is not echoed
+        if isinstance(value, str) and ":" not in value:
+            assert f"'{value}'" not in body["error"], body
+    if query.get("instrumentId") in ("BTCUSDT", "NOWHERE:BTC/USDT"):
+        assert query["instrumentId"] not in body["error"], body
 
 
 async def test_order_book_list_and_venue_list(client: Client) -> None:

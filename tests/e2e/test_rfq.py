@@ -754,10 +754,21 @@ async def test_malformed_requests_are_refused_before_anything_else(
         assert_invalid(status, body)
     status, body = await get(client, QUOTE_LIST, [("status", "OPEN"), ("status", "FILLED")])
     assert_invalid(status, body, "status")
-    status, body = await get(client, ORDERS, {"startTime": "2", "endTime": "1"})
-    assert_invalid(status, body, "startTime")
-    status, body = await get(client, ORDERS, {"startTime": "1", "endTime": "1"})
+    # A window with no time in it (endTime is exclusive) is refused, naming both ends.
+    for window in ({"startTime": "2", "endTime": "1"}, {"startTime": "1", "endTime": "1"}):
+        status, body = await get(client, ORDERS, window)
+        assert_invalid(status, body, "startTime")
+        assert_invalid(status, body, "endTime")
+    status, body = await get(client, ORDERS, {"startTime": "1", "endTime": "2"})
     assert status == 200, body
+    # instrumentId: empty is no filter (as orderStatus); one not shaped FERMATA:BASE/QUOTE is
+    # refused rather than matching nothing
+    status, body = await get(client, ORDERS, {"instrumentId": ""})
+    assert status == 200, body
+    for malformed in ("btcusdt", "BTC/USDT", "BINANCE:BTC/USDT", "FERMATA:btc/usdt"):
+        status, body = await get(client, ORDERS, {"instrumentId": malformed})
+        assert_invalid(status, body, "instrumentId")
+        assert malformed not in json.dumps(body), body
     assert await _state(conn) == before
     # Still OPEN and acceptable after all that, with the fields a QUOTED order may carry.
     _assert_filled(await accept(client, quote, timeInForce="FOK", quantityType="BASE",
