@@ -26,10 +26,9 @@ H = TypeVar("H", bound=Handler)
 Refused = Callable[[web.Application, Exception], None]
 
 ALL_ROLES = frozenset(Role)
-# Requests name fields as the wire does (camelCase) only: the models also take their Python
-# names (`populate_by_name`, for the daemon's own code), which a client's `start_time` must
-# not reach, any more than another unknown field.
-WIRE_NAMES: dict[str, bool] = {"by_alias": True, "by_name": False}
+# Requests are validated `by_alias=True, by_name=False`: fields go by their wire (camelCase)
+# names only. The models also take their Python names (`populate_by_name`, for the daemon's
+# own code), which a client's `start_time` must not reach, any more than another unknown field.
 
 
 
@@ -165,10 +164,10 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
                 params = bodies.validated(await request.read())
             elif endpoint.body is not None:
                 params = endpoint.body.model_validate(await read_json_object(request),
-                                                      **WIRE_NAMES)
+                                                      by_alias=True, by_name=False)
             elif endpoint.query is not None:
                 params = endpoint.query.model_validate(query_values(request, endpoint.query),
-                                                       **WIRE_NAMES)
+                                                       by_alias=True, by_name=False)
         except Exception as exc:
             if refused is not None:
                 refused(request.app, exc)
@@ -220,7 +219,7 @@ class _ValidatedBodies:
         """The body these bytes validate to (ApiError or ValidationError as without reuse)."""
         params = self._by_bytes.get(raw)
         if params is None:
-            params = self._model.model_validate(json_object(raw), **WIRE_NAMES)
+            params = self._model.model_validate(json_object(raw), by_alias=True, by_name=False)
             if len(raw) <= self._max_bytes:
                 if len(self._by_bytes) >= self._max_entries:
                     self._by_bytes.clear()
