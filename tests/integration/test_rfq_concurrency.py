@@ -124,7 +124,8 @@ async def test_fifty_concurrent_accepts_on_two_replicas_fill_the_quote_once(
         for line in text.splitlines():
             if line.startswith("dealer_quote_accepts_total{"):
                 labels, value = line.rsplit(" ", 1)
-                totals[labels] += int(float(value))
+                if float(value):  # the series exported at 0 before their first event
+                    totals[labels] += int(float(value))
     assert totals == {
         'dealer_quote_accepts_total{outcome="filled",reason="ok"}': 1,
         'dealer_quote_accepts_total{outcome="refused",reason="QUOTE_ALREADY_FILLED"}': 49,
