@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from dealer import logs
 from dealer.api.framework import json_response, validation_details
 from dealer.appkeys import AUTH_ERROR, METRICS, PRINCIPAL, REQUEST_ID, TOKENS
-from dealer.errors import ApiError, Errors
+from dealer.errors import ApiError, ErrorCode, Errors
 from dealer.wire import error_envelope
 
 log = logging.getLogger(__name__)
@@ -112,18 +112,14 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
                     "remote": request.remote})
 
 
-def _error_answer(request: web.Request, exc: Exception) -> web.Response:
-    """The error envelope of a failed request: ApiError, validation errors, aiohttp HTTP errors
-    (400 and above) and crashes. Called while `exc` is being handled (its traceback is logged)."""
+def answered_code(exc: Exception) -> ErrorCode:
+    """The error code a request that raised `exc` is answered with: its own for an ApiError,
+    INVALID_REQUEST for validation errors, by status for aiohttp's HTTP errors (400 and above),
+    SERVICE_UNAVAILABLE when the database is out of reach, INTERNAL for anything else."""
     if isinstance(exc, ApiError):
-        return _error_response(request, exc)
+        return exc.error
     if isinstance(exc, ValidationError):
-        fields = validation_details(exc)
-        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-        return _error_response(
-            request, ApiError(Errors.INVALID_REQUEST, f"Invalid request: {summary}",
-                              {"fields": fields})
-        )
+        return Errors.INVALID_REQUEST
     if isinstance(exc, web.HTTPException):
         code = {
             404: Errors.ROUTE_NOT_FOUND,
@@ -132,14 +128,30 @@ def _error_answer(request: web.Request, exc: Exception) -> web.Response:
         }.get(exc.status)
         if code is None:
             code = Errors.INVALID_REQUEST if exc.status < 500 else Errors.INTERNAL
-        return _error_response(request, ApiError(code))
+        return code
     if isinstance(exc, DATABASE_OUTAGE):
+        return Errors.SERVICE_UNAVAILABLE
+    return Errors.INTERNAL
+
+
+def _error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The error envelope of a failed request: ApiError, validation errors, aiohttp HTTP errors
+    (400 and above) and crashes. Called while `exc` is being handled (its traceback is logged)."""
+    if isinstance(exc, ApiError):
+        return _error_response(request, exc)
+    code = answered_code(exc)
+    if isinstance(exc, ValidationError):
+        fields = validation_details(exc)
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+        return _error_response(request, ApiError(code, f"Invalid request: {summary}",
+                                                 {"fields": fields}))
+    if code is Errors.SERVICE_UNAVAILABLE:
         log.error("database unavailable on %s %s (request %s): %s", request.method,
                   request.path, request.get(REQUEST_ID), type(exc).__name__)
-        return _error_response(request, ApiError(Errors.SERVICE_UNAVAILABLE))
-    log.exception("unhandled error on %s %s (request %s)", request.method, request.path,
-                  request.get(REQUEST_ID))
-    return _error_response(request, ApiError(Errors.INTERNAL))
+    elif code is Errors.INTERNAL and not isinstance(exc, web.HTTPException):
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.path,
+                      request.get(REQUEST_ID))
+    return _error_response(request, ApiError(code))
 
 
 def _authenticate(request: web.Request) -> None:

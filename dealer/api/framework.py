@@ -26,9 +26,6 @@ H = TypeVar("H", bound=Handler)
 Refused = Callable[[web.Application, Exception], None]
 
 ALL_ROLES = frozenset(Role)
-# Requests are validated `by_alias=True, by_name=False`: fields go by their wire (camelCase)
-# names only. The models also take their Python names (`populate_by_name`, for the daemon's
-# own code), which a client's `start_time` must not reach, any more than another unknown field.
 
 
 
@@ -160,6 +157,9 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
                             "provided": [principal.role.value],
                         },
                     )
+            # Validated `by_alias=True, by_name=False`: fields go by their wire (camelCase) names
+            # only. The models also take their Python names (`populate_by_name`, for the
+            # daemon's own code), which a client's `start_time` must not reach.
             if bodies is not None:
                 params = bodies.validated(await request.read())
             elif endpoint.body is not None:

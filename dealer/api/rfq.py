@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field, StringConstraints, ValidationError, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from dealer import logs
 from dealer.api.framework import Api
@@ -27,7 +27,7 @@ from dealer.appkeys import (
 )
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors, invalid_fields
-from dealer.middlewares import DATABASE_OUTAGE
+from dealer.middlewares import answered_code
 from dealer.services import rfq
 from dealer.uow import connection
 from dealer.wire import (
@@ -302,18 +302,11 @@ def _own(principal: Principal | None) -> frozenset[uuid.UUID] | None:
 
 def _outcome(exc: Exception) -> tuple[str, str]:
     """How a quote request or accept that raised `exc` is counted: `refused` with the code it
-    is answered with (see `dealer.middlewares`), or `failed` when the daemon could not answer
-    it (database out of reach, stopping, a crash: retry)."""
-    if isinstance(exc, ApiError):
-        code = exc.error
-        return ("failed" if code is Errors.SERVICE_UNAVAILABLE else "refused"), code.code
-    if isinstance(exc, ValidationError):
-        return "refused", Errors.INVALID_REQUEST.code
-    if isinstance(exc, web.HTTPException) and 400 <= exc.status < 500:
-        return "refused", (Errors.PAYLOAD_TOO_LARGE if exc.status == 413
-                           else Errors.INVALID_REQUEST).code
-    return "failed", (Errors.SERVICE_UNAVAILABLE if isinstance(exc, DATABASE_OUTAGE)
-                      else Errors.INTERNAL).code
+    is answered with (`dealer.middlewares.answered_code`), or `failed` when the daemon could
+    not answer it (database out of reach, stopping, a crash: retry)."""
+    code = answered_code(exc)
+    failed = code is Errors.SERVICE_UNAVAILABLE or code is Errors.INTERNAL
+    return ("failed" if failed else "refused"), code.code
 
 
 def _quote_refused(app: web.Application, exc: Exception) -> None:
