@@ -6,6 +6,7 @@ import contextlib
 import time
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,6 +18,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.values import MutexValue
 
 import dealer
 
@@ -25,18 +27,41 @@ HEDGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 SLIPPAGE_BUCKETS = (-50.0, -20.0, -10.0, -5.0, -2.0, -1.0, 0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 
 
+class _LoopValue(MutexValue):
+    """A metric value incremented without its lock: the values of the per-request series
+    (HTTP requests, quotes), which only the event loop's thread increments. The lock of
+    `MutexValue.inc` guards against other threads, and costs as much as the addition itself on
+    a path that runs for every request. Reads (a scrape) still take it: a float is read whole."""
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+
+class _Incremented(Protocol):
+    def inc(self, amount: float) -> None: ...
+
+
+def _loop_owned(value: Any) -> _Incremented:
+    """`value` (a series' own) made a _LoopValue in place: its lock, exemplar and count stay.
+    Another kind of value (prometheus-client's multiprocess mode) is left as it is."""
+    if type(value) is MutexValue:
+        value.__class__ = _LoopValue
+    incremented: _Incremented = value
+    return incremented
+
+
 class _Timing:
     """What `Histogram.observe` does for a histogram without labels, or a label child (it is
     observable, and no exemplar is given): add to the sum, count in the first bucket whose bound
-    is not below the amount. Each step takes one lock, with no further calls in between: this
+    is not below the amount. Its values are incremented without their lock (`_LoopValue`): this
     runs for every request. Relies on prometheus-client's value layout (pinned; a test checks
     that both paths export the same samples)."""
 
     __slots__ = ("_bounds", "_buckets", "_sum")
 
     def __init__(self, histogram: Histogram) -> None:
-        self._sum = histogram._sum
-        self._buckets = histogram._buckets
+        self._sum = _loop_owned(histogram._sum)
+        self._buckets = [_loop_owned(bucket) for bucket in histogram._buckets]
         self._bounds = histogram._upper_bounds
 
     def observe(self, amount: float) -> None:
@@ -46,8 +71,9 @@ class _Timing:
 
 def _counting(counter: Counter) -> Callable[[float], None]:
     """`inc` of a counter without labels, or a label child, for amounts known to be
-    non-negative: its value's own inc, one lock (see `_Timing`)."""
-    inc: Callable[[float], None] = counter._value.inc
+    non-negative, counted from the event loop's thread only: its value's own inc, without its
+    lock (see `_LoopValue`)."""
+    inc: Callable[[float], None] = _loop_owned(counter._value).inc
     return inc
 
 

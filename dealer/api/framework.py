@@ -172,10 +172,12 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             if refused is not None:
                 refused(request.app, exc)
             raise
-        if binds_dealer or binds_quote:
-            # Log lines of the request name the dealer and quote it is about (validated values).
+        # Log lines of the request name the dealer and quote it is about (validated values).
+        if binds_quote:
             logs.bind(dealer_account_id=params.dealer_account_id if binds_dealer else None,
-                      quote_id=params.quote_id if binds_quote else None)
+                      quote_id=params.quote_id)
+        elif binds_dealer and params.dealer_account_id is not None:
+            logs.bind_one("dealer_account_id", params.dealer_account_id)
         result = await endpoint.handler(request, principal, params)
         if type(result) is Serialized:  # already wire data: no model validation or dump
             return web.Response(body=orjson.dumps({"data": result.data, "success": True,

@@ -369,7 +369,7 @@ async def request_quote(request: web.Request, principal: Principal | None,
     metrics.quote_outcome("quoted", "ok")
     metrics.quote_duration(time.perf_counter() - started)
     metrics.fills_known(record.symbol)
-    logs.bind(quote_id=record.quote_id)
+    logs.bind_one("quote_id", record.quote_id)
     return Serialized(quote_wire(record, app[ASSET_SCALES]))
 
 

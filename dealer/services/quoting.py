@@ -99,6 +99,7 @@ WITH u AS (
 SELECT u.quote_id FROM u WHERE u.quote_id NOT IN (SELECT quote_id FROM written)"""
 
 MAX_ATTEMPTS = 3
+_LEDGER_RULES_KEPT = 1024  # instrument rules remembered with their ledger lot
 _ZERO = Decimal(0)
 
 
@@ -350,9 +351,10 @@ class Quoter:
         self._clock = clock
         self._scales = scales
         self._bookable: set[str] = set()  # symbols whose assets the ledger has scales for
-        # The lot a quote counts in, by base asset and instrument lot: one the ledger can book
-        # (`lot_for_scale`; the instrument's own, as usual).
-        self._ledger_lots: dict[tuple[str, Decimal], Decimal] = {}
+        # The rules a quote counts in, by the instrument rules they come from (by identity, the
+        # rules kept with it): the lot is one the ledger can book (`lot_for_scale`; the
+        # instrument's own, as usual). Worked out once per rules, not per quote.
+        self._ledger_rules: dict[int, tuple[InstrumentRules, InstrumentRules]] = {}
         self._on_read = on_read  # hears each read of facts that goes to the database
         self._market_data = market_data
         self._writer = writer
@@ -528,16 +530,24 @@ class Quoter:
             # A quantity finer than the ledger books the base asset in could not be filled:
             # quantities are then counted in a coarser lot (DEALER_ASSET_SCALES set BTC to 4
             # decimals where a venue's lot is 0.00001: lots of 0.0001).
-            lot = self._ledger_lots.get((base, rules.lot_size))
-            if lot is None:
-                lot = self._ledger_lots[(base, rules.lot_size)] = lot_for_scale(
-                    rules.lot_size, self._scales.asset(base).scale)
-            if lot is not rules.lot_size:
-                rules = dataclasses.replace(rules, lot_size=lot)
+            known = self._ledger_rules.get(id(rules))
+            if known is None or known[0] is not rules:
+                known = (rules, self._ledger_rules_of(rules, base))
+            rules = known[1]
         # Books shared by every quote until one of them changes: their merge is kept with them.
         sweep_book = (books.sweep_book(market_data, rules.lot_size) if fresh is books.books
                       else market_data.sweep_book(fresh, rules.lot_size))
         return _Priced(rules, sweep_book, base, cached.exposure_limits.get(base))
+
+    def _ledger_rules_of(self, rules: InstrumentRules, base: str) -> InstrumentRules:
+        assert self._scales is not None
+        lot = lot_for_scale(rules.lot_size, self._scales.asset(base).scale)
+        ledger_rules = rules if lot == rules.lot_size else dataclasses.replace(rules,
+                                                                               lot_size=lot)
+        if len(self._ledger_rules) >= _LEDGER_RULES_KEPT:  # rules change at instrument syncs
+            self._ledger_rules.clear()
+        self._ledger_rules[id(rules)] = (rules, ledger_rules)
+        return ledger_rules
 
     def _draft(self, facts: _Facts, cmd: QuoteCommand, now: dt.datetime, priced: _Priced,
                exposure: Decimal) -> QuoteDraft:
@@ -584,12 +594,18 @@ class _QuoteIds:
             self._block, at = os.urandom(4096), 0
         self._at = at + 16
         bits = int.from_bytes(self._block[at:at + 16], "big")
-        return uuid.UUID(int=bits & _NOT_VERSION_OR_VARIANT | _VERSION_4_RFC_4122)
+        # What uuid.UUID(int=...) stores, set as its __init__ sets it: that __init__ first
+        # works through the checks of its five other ways of being called, per quote.
+        quote_id = _new_uuid(uuid.UUID)
+        _set_slot(quote_id, "int", bits & _NOT_VERSION_OR_VARIANT | _VERSION_4_RFC_4122)
+        _set_slot(quote_id, "is_safe", uuid.SafeUUID.unknown)
+        return quote_id
 
 
 # What uuid.UUID(..., version=4) sets: version 4 in bits 76-79, the RFC 4122 variant in 62-63.
 _NOT_VERSION_OR_VARIANT = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _VERSION_4_RFC_4122 = (4 << 76) | (0x8000 << 48)
+_new_uuid, _set_slot = object.__new__, object.__setattr__
 
 
 def _check_exposure(quote: Quote, exposure: Decimal, limit: Decimal, base: str) -> None:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 
@@ -52,8 +52,10 @@ class QuoteCommand:
     quote_quantity: Decimal | None
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteRecord:
+class QuoteRecord(NamedTuple):
+    """A quote as stored. A NamedTuple rather than a frozen dataclass: one is made for every
+    quote answered, and a frozen dataclass sets each of its 13 fields through a call."""
+
     quote_id: uuid.UUID
     dealer_account_id: uuid.UUID
     trading_account_id: uuid.UUID
@@ -70,7 +72,7 @@ class QuoteRecord:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> QuoteRecord:
-        return cls(**{name: row[name] for name in cls.__slots__})
+        return cls(**{name: row[name] for name in cls._fields})
 
     def price_for(self, side: str) -> Decimal | None:
         return self.ask_price if side == "BUY" else self.bid_price
@@ -164,7 +166,7 @@ _READ_STATUS = ("CASE WHEN status = 'OPEN' AND expire_at <= {now} THEN 'EXPIRED'
 def _read_columns(now: str) -> str:
     status = _READ_STATUS.format(now=now)
     return ", ".join(f"{status} AS status" if name == "status" else name
-                     for name in QuoteRecord.__slots__)
+                     for name in QuoteRecord._fields)
 
 
 async def get_quote(conn: asyncpg.Connection, quote_id: uuid.UUID, now: dt.datetime
@@ -394,7 +396,7 @@ def _key_conflict(exc: asyncpg.UniqueViolationError) -> ApiError | None:
 
 
 _QUOTE_AND_DEALER = f"""
-SELECT {", ".join(f"q.{name}" for name in QuoteRecord.__slots__)}, d.config AS dealer_config,
+SELECT {", ".join(f"q.{name}" for name in QuoteRecord._fields)}, d.config AS dealer_config,
        l.carry AS lane_carry, c.status AS client_status
 FROM quote q JOIN dealer d ON d.dealer_account_id = q.dealer_account_id
 JOIN trading_account c ON c.trading_account_id = q.trading_account_id
