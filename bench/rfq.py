@@ -333,6 +333,18 @@ class Search:
                 f"generator lag p99 {self.failed['lag_p99_ms']:.1f} ms)")
 
 
+def quote_bodies(dealer: str, client: str) -> list[str]:
+    """The quote requests, in turn a client BUY of about 0.1 BTC, a SELL of about 0.1 and a
+    two-way quote of about 0.05. Every body differs from the others (sizes vary by the lot), so
+    nothing the daemon keeps by body (validated bodies) helps: the cost of a new request."""
+    common = {"dealerAccountId": dealer, "tradingAccountId": client, "symbol": "BTC/USDT"}
+    return [json.dumps({**common, **side, "quantity": str(size + lots * LOT)})
+            for lots in range(DISTINCT_SIZES)
+            for side, size in (({"orderSide": "BUY"}, Decimal("0.1")),
+                               ({"orderSide": "SELL"}, Decimal("0.1")),
+                               ({}, Decimal("0.05")))]
+
+
 def bare_app() -> web.Application:
     async def handler(request: web.Request) -> web.Response:
         await request.read()
@@ -463,17 +475,8 @@ async def run(args: argparse.Namespace) -> None:
                 dealer, client = await setup_desk(base, admin)
                 freeze_startup_heap()  # as `dealerd run` does once it serves
                 trader = mint_token(JWT_SECRET, Role.TRADER, accounts=[uuid.UUID(client)])
-                common = {"dealerAccountId": dealer, "tradingAccountId": client,
-                          "symbol": "BTC/USDT"}
-                # Every body differs from the others (sizes vary by the lot), so nothing the
-                # daemon keeps by body (validated bodies) helps: the cost of a new request.
-                quote = Target("quote", base + QUOTE_PATH, [
-                    json.dumps({**common, **side, "quantity": str(size + lots * LOT)})
-                    for lots in range(DISTINCT_SIZES)
-                    for side, size in (({"orderSide": "BUY"}, Decimal("0.1")),
-                                       ({"orderSide": "SELL"}, Decimal("0.1")),
-                                       ({}, Decimal("0.05")))
-                ], {"Authorization": f"Bearer {trader}"})
+                quote = Target("quote", base + QUOTE_PATH, quote_bodies(dealer, client),
+                               {"Authorization": f"Bearer {trader}"})
                 # The same requests as the quote endpoint's (bodies and token): only the handler
                 # differs, not what the generator sends or what the server parses.
                 bare = Target("bare", bare_base + BARE_PATH, quote.bodies, quote.headers)
