@@ -34,6 +34,7 @@ import asyncio
 import json
 import logging
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,9 @@ QUIET_SETTINGS: dict[str, Any] = {
 # ---------------------------------------------------------------- the servers' process
 
 
+_POLLING = frozenset({SCRIPT, pathlib.__file__, os.path.__file__})
+
+
 class OpcodeCounter:
     """Counts the bytecode instructions each code object executes while installed."""
 
@@ -96,7 +100,8 @@ class OpcodeCounter:
         sys.settrace(None)
         root = str(Path(_HERE).parent) + os.sep
         return sorted(((n, f"{_short(code.co_filename, root)}:{code.co_firstlineno}:"
-                           f"{code.co_qualname}") for code, n in self.counts.items()),
+                           f"{code.co_qualname}") for code, n in self.counts.items()
+                       if code.co_filename not in _POLLING),  # this process's own polling
                       reverse=True)
 
 
