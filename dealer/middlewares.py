@@ -7,7 +7,6 @@ import logging
 import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -18,7 +17,7 @@ from dealer import logs
 from dealer.api.framework import json_response, validation_details
 from dealer.appkeys import AUTH_ERROR, METRICS, PRINCIPAL, REQUEST_ID, TOKENS
 from dealer.errors import ApiError, ErrorCode, Errors
-from dealer.wire import error_envelope
+from dealer.wire import error_envelope, is_uuid_text
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +56,10 @@ def _ids_in_query(request: web.Request) -> dict[str, str]:
     ids: dict[str, str] = {}
     for param, field in _QUERY_IDS.items():
         value = request.query.get(param)
-        if value is None:
-            continue
-        try:
-            ids[field] = str(uuid.UUID(value))
-        except ValueError:
-            continue  # the handler refuses it; a log line must not carry arbitrary input
+        # Only an id the handler takes (canonical text): it refuses any other, and a log line
+        # must not carry arbitrary input.
+        if value is not None and is_uuid_text(value):
+            ids[field] = value.lower()
     return ids
 
 

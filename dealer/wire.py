@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Generic, TypeVar
+import re
+import types
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 T = TypeVar("T")
 
@@ -48,8 +62,93 @@ class WireModel(BaseModel):
     )
 
 
+# A UUID's one text form on the wire: 8-4-4-4-12 hex digits (either case) with hyphens.
+# pydantic alone also takes 32 bare digits, braces and a `urn:uuid:` prefix.
+_UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def is_uuid_text(text: str) -> bool:
+    """Whether `text` is a UUID in its canonical hyphenated form (hex digits of either case)."""
+    return _UUID_TEXT.fullmatch(text) is not None
+
+
+def _canonical_uuid(value: Any) -> Any:
+    # Text only: the daemon's own code passes uuid.UUID values.
+    if isinstance(value, str) and _UUID_TEXT.fullmatch(value) is None:
+        # the message says what is expected, never what was sent
+        raise PydanticCustomError("uuid_parsing",
+                                  "must be a UUID in the hyphenated 8-4-4-4-12 form")
+    return value
+
+
+_CANONICAL_UUID = BeforeValidator(_canonical_uuid)
+# A UUID as the wire carries one (query parameters, and request bodies' id fields).
+Uuid = Annotated[uuid.UUID, _CANONICAL_UUID]
+
+# The grammar of a query value of each scalar type: a query value is text, and pydantic's lax
+# parsing would read "1_0" as 10, take "+5", " 5" and "05", and "yes", "on" or "1" as true.
+# Each value has one spelling here: an integer as JSON writes one (no sign: no query integer is
+# negative), a boolean as JSON's `true` or `false`. (UUIDs: `Uuid`, which bodies use too.)
+_QUERY_TEXT: dict[type, tuple[re.Pattern[str], str, str]] = {
+    int: (re.compile(r"0|[1-9][0-9]*"), "int_parsing",
+          "must be an integer in the digits 0-9, without sign, spaces, underscores or leading "
+          "zeros"),
+    bool: (re.compile(r"true|false"), "bool_parsing", "must be true or false"),
+}
+
+
+def _query_text_type(annotation: Any, metadata: Sequence[Any], field: str) -> type | None:
+    """int, bool or uuid.UUID: the type a query field's values are held to the one spelling
+    of, through Annotated, `| None` and list; None for a text field (str, Literal). A UUID
+    must be declared `Uuid` (TypeError otherwise: it would take any spelling)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        inner, *more = get_args(annotation)
+        return _query_text_type(inner, [*metadata, *more], field)
+    if origin is list:
+        return _query_text_type(get_args(annotation)[0], (), field)
+    if origin is Union or origin is types.UnionType:
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        found = {_query_text_type(a, metadata if len(members) == 1 else (), field)
+                 for a in members}
+        if len(members) > 1 and found != {None}:
+            # the one spelling of the one would refuse the others' text
+            raise TypeError(f"query field {field}: an int, bool or UUID must not be in a union")
+        return found.pop()
+    if annotation is uuid.UUID and _CANONICAL_UUID not in metadata:
+        raise TypeError(f"query field {field}: declare a UUID as dealer.wire.Uuid")
+    return annotation if annotation in (int, bool, uuid.UUID) else None
+
+
 class QueryModel(WireModel):
-    """Base of query-string parameters."""
+    """Base of query-string parameters: integers, booleans and UUIDs take one spelling each
+    (`_QUERY_TEXT`, `Uuid`). The int and bool fields to hold to it are found from their types
+    and need no annotation of their own, so their Field constraints stay pydantic's own (behind
+    a BeforeValidator, an optional int's `ge`/`le` would reach the JSON Schema as unknown
+    keywords rather than `minimum`/`maximum`)."""
+
+    _text_types: ClassVar[dict[str, type]] = {}  # field name → int, bool or uuid.UUID
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._text_types = {
+            name: text_type for name, info in cls.model_fields.items()
+            if (text_type := _query_text_type(info.annotation, info.metadata, name)) is not None}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _one_spelling(cls, value: Any, info: ValidationInfo) -> Any:
+        grammar = _QUERY_TEXT.get(cls._text_types.get(info.field_name or "", str))
+        if grammar is not None:
+            pattern, kind, message = grammar
+            for text in value if isinstance(value, list) else (value,):
+                # Text only: the daemon's own code builds queries from typed values.
+                if isinstance(text, str) and pattern.fullmatch(text) is None:
+                    # the message says what is expected, never what was sent
+                    raise PydanticCustomError(kind, message)
+        return value
 
 
 class ListQuery(QueryModel):

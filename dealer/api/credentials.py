@@ -19,7 +19,7 @@ from dealer.auth import Principal, Role
 from dealer.errors import Errors
 from dealer.services import credentials as service
 from dealer.uow import UnitOfWork, connection
-from dealer.wire import ListQuery, Nickname, Page, WireModel, iso, millis
+from dealer.wire import ListQuery, Nickname, Page, Uuid, WireModel, iso, millis
 from venues.base import EXCHANGE_VENUES, ApiCredential
 
 CredentialType = Literal["API_KEY", "HMAC", "OAUTH", "RSA", "ED25519"]
@@ -61,7 +61,7 @@ class RotateCredentialRequest(WireModel):
 class CredentialListQuery(ListQuery):
     credential_type: CredentialType | None = None
     credential_status: CredentialStatus | None = None
-    credential_ids: list[uuid.UUID] | None = None
+    credential_ids: list[Uuid] | None = None
     venue: ExchangeVenue | None = None
 
 

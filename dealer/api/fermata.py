@@ -39,7 +39,7 @@ from dealer.services.dealers import (
 from dealer.services.exposure import export_kill_switch
 from dealer.services.reconciliation import capture_baseline
 from dealer.uow import UnitOfWork
-from dealer.wire import ListQuery, Nickname, Page, QueryModel, WireModel, iso, millis
+from dealer.wire import ListQuery, Nickname, Page, QueryModel, Uuid, WireModel, iso, millis
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class CreateClientBody(WireModel):
 
 
 class DealerQuery(QueryModel):
-    dealer_account_id: uuid.UUID
+    dealer_account_id: Uuid
 
 
 class DealerListQuery(ListQuery):
@@ -136,7 +136,7 @@ class ClientListQuery(ListQuery):
 
 
 class LinkListQuery(ListQuery):
-    dealer_account_id: uuid.UUID
+    dealer_account_id: Uuid
 
 
 # ---------------------------------------------------------------- response models

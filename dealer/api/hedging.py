@@ -19,7 +19,7 @@ from dealer.services import exposure, hedges, pnl
 from dealer.services.dealers import DealerStatus, PausedBy
 from dealer.settings import Settings
 from dealer.uow import UnitOfWork, connection
-from dealer.wire import ListQuery, Page, QueryModel, WireModel, iso, millis
+from dealer.wire import ListQuery, Page, QueryModel, Uuid, WireModel, iso, millis
 from ledger.assets import ScaleTable
 
 TAG_HEDGING = "hedging"
@@ -64,10 +64,10 @@ def _rounded(value: Decimal | None, asset: str, scales: ScaleTable) -> str | Non
 
 
 class HedgeListQuery(ListQuery):
-    dealer_account_id: uuid.UUID | None = None
+    dealer_account_id: Uuid | None = None
     status: JobStatus | None = None
-    trade_order_id: uuid.UUID | None = Field(default=None,
-                                             description="The client order the job hedges")
+    trade_order_id: Uuid | None = Field(default=None,
+                                        description="The client order the job hedges")
     start_time: int | None = Field(default=None, ge=0, le=10**14,
                                    description="Jobs created at or after (unix ms)")
     end_time: int | None = Field(default=None, ge=0, le=10**14,
@@ -81,7 +81,7 @@ class HedgeActionBody(WireModel):
 
 
 class DealerQuery(QueryModel):
-    dealer_account_id: uuid.UUID
+    dealer_account_id: Uuid
 
 
 # ---------------------------------------------------------------- responses

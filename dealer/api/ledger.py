@@ -17,7 +17,7 @@ from dealer.errors import ApiError, Errors
 from dealer.services import reconciliation
 from dealer.services.dealers import get_dealer
 from dealer.uow import connection
-from dealer.wire import ListQuery, Page, QueryModel, WireModel, iso, millis
+from dealer.wire import ListQuery, Page, QueryModel, Uuid, WireModel, iso, millis
 from ledger.accounts import InvalidAddress, exchange_account, validate_address
 from ledger.assets import Asset, from_minor
 from ledger.backend import CommittedTransaction, LedgerUnavailable
@@ -66,7 +66,7 @@ class TransactionOut(WireModel):
 
 
 class DealerQuery(QueryModel):
-    dealer_account_id: uuid.UUID
+    dealer_account_id: Uuid
 
 
 class AssetAmountOut(WireModel):
@@ -89,7 +89,7 @@ class NetFlowOut(WireModel):
 
 
 class ReconciliationQuery(QueryModel):
-    dealer_account_id: uuid.UUID | None = None
+    dealer_account_id: Uuid | None = None
 
 
 class AssetCheckOut(WireModel):

@@ -20,7 +20,7 @@ from dealer.services.dealers import get_dealer
 from dealer.services.records import TradingAccountRecord
 from dealer.services.trading_accounts import AccountFilter, list_accounts
 from dealer.uow import UnitOfWork, connection
-from dealer.wire import ListQuery, Page, QueryModel, WireModel, iso, millis
+from dealer.wire import ListQuery, Page, QueryModel, Uuid, WireModel, iso, millis
 from pricing.book import ConsolidatedLevel, LpBook, consolidate
 from venues.base import (
     EXCHANGE_VENUES,
@@ -126,7 +126,7 @@ class OrderBookOut(WireModel):
 
 
 class DealerBookQuery(QueryModel):
-    dealer_account_id: uuid.UUID
+    dealer_account_id: Uuid
     symbol: Symbol = Field(max_length=41)
     depth: int = Field(default=10, ge=1, le=1000)
 
@@ -170,7 +170,7 @@ class VenueOut(WireModel):
 
 
 class PortfolioQuery(ListQuery):
-    trading_account_id: uuid.UUID | None = None
+    trading_account_id: Uuid | None = None
     venue: ExchangeVenue | None = None
     currency: str | None = Field(default=None, max_length=20)
 

@@ -25,6 +25,12 @@ DESCRIPTION = (
     "hedging, double-entry ledger. Every response is the envelope "
     "`{data, success, errno, error}` (+ `details` on errors)."
 )
+# The reference says what holds for every operation (the root's description stays short).
+REFERENCE_DESCRIPTION = DESCRIPTION + (
+    " Query values have one spelling each: integers in the digits 0-9 without sign, spaces, "
+    "underscores or leading zeros; booleans `true` or `false`; UUIDs in the hyphenated "
+    "8-4-4-4-12 form. Any other is refused with errno -100001 naming the parameter."
+)
 HEALTH_TIMEOUT_SECONDS = 2.0
 
 
@@ -159,7 +165,7 @@ async def metrics(request: web.Request, principal: Principal | None, params: Non
 
 async def openapi(request: web.Request, principal: Principal | None, params: None) -> web.Response:
     document = openapi_document(request.app[API], title=TITLE, version=dealer.__version__,
-                                description=DESCRIPTION)
+                                description=REFERENCE_DESCRIPTION)
     return json_response(document)
 
 
@@ -170,7 +176,7 @@ async def docs(request: web.Request, principal: Principal | None, params: None) 
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:80rem}}
 table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding:.3rem .5rem;
 text-align:left;vertical-align:top}}code{{font-size:.9em}}</style></head><body>
-<h1>{TITLE} {dealer.__version__}</h1><p>{html.escape(DESCRIPTION)}</p>
+<h1>{TITLE} {dealer.__version__}</h1><p>{html.escape(REFERENCE_DESCRIPTION)}</p>
 <p>Machine-readable: <a href="/api/v3/openapi.json">/api/v3/openapi.json</a>.
 Authenticate with <code>Authorization: Bearer &lt;token&gt;</code>
 (mint one with <code>dealerd token --role admin</code>).</p>

@@ -36,6 +36,7 @@ from dealer.wire import (
     Page,
     QueryModel,
     Serialized,
+    Uuid,
     WireModel,
     iso,
     millis,
@@ -124,12 +125,12 @@ class QuoteOut(WireModel):
 
 
 class QuoteIdQuery(QueryModel):
-    quote_id: uuid.UUID
+    quote_id: Uuid
 
 
 class QuoteListQuery(ListQuery):
-    dealer_account_id: uuid.UUID | None = None
-    trading_account_id: uuid.UUID | None = None
+    dealer_account_id: Uuid | None = None
+    trading_account_id: Uuid | None = None
     status: Literal["OPEN", "FILLED", "EXPIRED"] | None = None
 
 
@@ -224,11 +225,11 @@ class TradeOrderOut(WireModel):
 
 
 class OrderListQuery(ListQuery):
-    trade_order_id: uuid.UUID | None = None
+    trade_order_id: Uuid | None = None
     order_status: Literal["", "CREATED", "SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED", "FILLED",
                           "CANCELLED", "PENDING_CANCEL", "REPLACED", "PENDING_REPLACE",
                           "REJECTED", "EXPIRED", "REVOKED", "UNKNOWN"] | None = None
-    trading_account_id: uuid.UUID | None = None
+    trading_account_id: Uuid | None = None
     instrument_id: InstrumentId | Literal[""] | None = Field(
         default=None, description="FERMATA:BASE/QUOTE (empty: any, as for orderStatus)")
     start_time: int | None = Field(default=None, ge=0, le=10**14, description="Orders created "

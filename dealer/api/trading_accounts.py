@@ -21,7 +21,7 @@ from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors
 from dealer.services import trading_accounts as service
 from dealer.uow import UnitOfWork, connection
-from dealer.wire import ListQuery, Nickname, Page, WireModel, iso, millis
+from dealer.wire import ListQuery, Nickname, Page, Uuid, WireModel, iso, millis
 from venues.base import EXCHANGE_VENUES, FERMATA_VENUE
 
 AccountStatus = Literal["SETUP", "ACTIVE", "INACTIVE", "LOCKED", "DISCONNECTED", "SUSPENDED",
@@ -54,13 +54,13 @@ class UpdateRequest(WireModel):
 
 
 class AccountListQuery(ListQuery):
-    trading_account_id: uuid.UUID | None = None
+    trading_account_id: Uuid | None = None
     venue: AnyVenue | None = None
     account_status: AccountStatus | None = None
 
 
 class OperationListQuery(ListQuery):
-    trading_account_id: uuid.UUID | None = None
+    trading_account_id: Uuid | None = None
     operation_type: OperationType | None = None
     start_time: int | None = Field(default=None, ge=0, description="Unix ms, inclusive")
     end_time: int | None = Field(default=None, ge=0, description="Unix ms, exclusive")

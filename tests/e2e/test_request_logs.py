@@ -55,6 +55,10 @@ async def test_access_lines_carry_request_dealer_and_quote_ids(
     status, body = await get(client, "/api/v3/fermata/dealer/get",
                              {"dealerAccountId": "not-a-uuid"})
     assert status == 400, body
+    # the dealer's id without its hyphens: refused, and so not bound to the lines either
+    status, body = await get(client, "/api/v3/fermata/dealer/get",
+                             {"dealerAccountId": desk.dealer.replace("-", "")})
+    assert status == 400, body
     status, body = await post(client, "/api/v3/fermata/dealer/pause",
                               {"dealerAccountId": desk.dealer})
     assert status == 200, body
@@ -82,7 +86,9 @@ async def test_access_lines_carry_request_dealer_and_quote_ids(
     (fetched,) = [line for line in lines if line["route"] == "/api/v3/fermata/quote/get"]
     assert fetched["quote_id"] == quote["quoteId"]  # bound from the query string
     malformed = [line for line in lines if line["route"] == "/api/v3/fermata/dealer/get"]
-    assert "dealer_account_id" not in malformed[-1]  # never an unvalidated value
+    assert len(malformed) == 2
+    for line in malformed:
+        assert "dealer_account_id" not in line  # never a value the handler refuses
     (paused,) = [line for line in lines if line["route"] == "/api/v3/fermata/dealer/pause"]
     assert paused["dealer_account_id"] == desk.dealer  # bound from the validated body
     (refused,) = [line for line in lines if line["route"] == "/api/v3/fermata/dealer/resume"]
