@@ -83,7 +83,7 @@ def _canonical_uuid(value: Any) -> Any:
 
 
 _CANONICAL_UUID = BeforeValidator(_canonical_uuid)
-# A UUID as the wire carries one (query parameters, and request bodies' id fields).
+# A UUID as the wire carries one, in query parameters and request bodies alike.
 Uuid = Annotated[uuid.UUID, _CANONICAL_UUID]
 
 # The grammar of a query value of each scalar type: a query value is text, and pydantic's lax

@@ -41,15 +41,15 @@ class CreateCredentialRequest(WireModel):
 
 
 class CredentialIdRequest(WireModel):
-    credential_id: uuid.UUID
+    credential_id: Uuid
 
 
 class VerifyCredentialRequest(WireModel):
-    credential_ids: list[uuid.UUID] = Field(min_length=1, max_length=20)
+    credential_ids: list[Uuid] = Field(min_length=1, max_length=20)
 
 
 class RotateCredentialRequest(WireModel):
-    credential_id: uuid.UUID
+    credential_id: Uuid
     api_key: Secret
     api_secret: Secret | None = None
     api_passphrase: Secret | None = None

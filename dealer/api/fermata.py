@@ -65,7 +65,7 @@ class CreateDealerBody(DealerConfigFields):
 class UpdateDealerBody(WireModel):
     """Only the fields sent change; the merged configuration is validated as a whole."""
 
-    dealer_account_id: uuid.UUID
+    dealer_account_id: Uuid
     nickname: Nickname | None = Field(default=None, description="null clears the nickname")
     symbols: Symbols | None = None
     spread_bps: SpreadBps | None = None
@@ -99,17 +99,17 @@ class UpdateDealerBody(WireModel):
 
 
 class DealerIdBody(WireModel):
-    dealer_account_id: uuid.UUID
+    dealer_account_id: Uuid
 
 
 class PauseDealerBody(WireModel):
-    dealer_account_id: uuid.UUID
+    dealer_account_id: Uuid
     reason: PauseReason | None = None
 
 
 class LinkBody(WireModel):
-    dealer_account_id: uuid.UUID = Field(description="Dealer account ID")
-    trading_account_id: uuid.UUID = Field(description="Exchange trading account ID (the LP)")
+    dealer_account_id: Uuid = Field(description="Dealer account ID")
+    trading_account_id: Uuid = Field(description="Exchange trading account ID (the LP)")
 
 
 class UnlinkBody(LinkBody):

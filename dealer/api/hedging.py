@@ -76,7 +76,7 @@ class HedgeListQuery(ListQuery):
 
 
 class HedgeActionBody(WireModel):
-    job_id: uuid.UUID
+    job_id: Uuid
     reason: Reason = Field(description="Why (kept with the job and logged with who and when)")
 
 

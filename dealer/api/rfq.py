@@ -58,8 +58,8 @@ def plain(value: Decimal | None) -> str | None:
 
 
 class QuoteRequestBody(WireModel):
-    dealer_account_id: uuid.UUID
-    trading_account_id: uuid.UUID = Field(description="The client account")
+    dealer_account_id: Uuid
+    trading_account_id: Uuid = Field(description="The client account")
     symbol: Symbol | None = Field(default=None, description="BASE/QUOTE")
     instrument_id: InstrumentId | None = Field(default=None, description="FERMATA:BASE/QUOTE")
     order_side: Side | None = Field(default=None, description="The client's side; omitted: "
@@ -135,14 +135,14 @@ class QuoteListQuery(ListQuery):
 
 
 class SubmitOrderBody(WireModel):
-    trading_account_id: uuid.UUID
+    trading_account_id: Uuid
     instrument_id: str = Field(max_length=100)
     order_side: Side
     order_type: Literal["", "MARKET", "LIMIT", "STOP", "STOP_LIMIT", "STOP_LOSS",
                         "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT", "TRAILING_STOP",
                         "QUOTED", "UNKNOWN"]
     quantity: DecimalString = Field(description="The quote's base quantity (QUOTED)")
-    quote_id: uuid.UUID | None = None
+    quote_id: Uuid | None = None
     idempotency_key: Key | None = None
     client_order_id: Key | None = None
     # Fields of other order types: a QUOTED order refuses those that would change or restrict
@@ -154,7 +154,7 @@ class SubmitOrderBody(WireModel):
     quantity_rounding: Literal["", "UP", "DOWN", "NEAREST", "CEIL", "FLOOR", "HALF_UP",
                                "HALF_DOWN", "HALF_EVEN"] | None = Field(
         default=None, description="QUOTED orders: no effect, the quantity must be the quote's")
-    position_id: uuid.UUID | None = Field(default=None, description="Not for QUOTED orders")
+    position_id: Uuid | None = Field(default=None, description="Not for QUOTED orders")
     time_in_force: Literal["", "GTC", "IOC", "FOK", "GTD", "DAY", "GTX", "OPG", "CLS", "GFA",
                            "GFS", "GTM", "MOO", "MOC", "EXT", "UNKNOWN"] | None = Field(
         default=None, description="QUOTED orders: FOK, IOC, empty or omitted (filled at once, "

@@ -36,17 +36,17 @@ ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 
 
 class ConnectRequest(WireModel):
-    credential_ids: list[uuid.UUID] = Field(min_length=1, max_length=10)
+    credential_ids: list[Uuid] = Field(min_length=1, max_length=10)
     external_trading_account_id: ExternalId
     nickname: Nickname | None = None
 
 
 class AccountIdRequest(WireModel):
-    trading_account_id: uuid.UUID
+    trading_account_id: Uuid
 
 
 class UpdateRequest(WireModel):
-    trading_account_id: uuid.UUID
+    trading_account_id: Uuid
     nickname: Nickname | None = None
     taker_fee: FeeRate | None = Field(
         default=None, description="LP taker fee rate (0.001 = 10 bps) used to adjust its book "
