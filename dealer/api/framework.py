@@ -413,13 +413,20 @@ def openapi_document(api: Api, *, title: str, version: str, description: str) ->
     }
 
 
+def _keep(components: dict[str, Any], name: str, definition: dict[str, Any]) -> None:
+    """Add a component schema. Components go by the model's class name: two models of one name
+    (in two modules) would share one schema, documenting the other one wrongly."""
+    if components.setdefault(name, definition) != definition:
+        raise ValueError(f"OpenAPI: two different schemas named {name}; rename one model")
+
+
 def _add_schema(components: dict[str, Any], tp: Any, mode: str) -> dict[str, Any]:
     schema = TypeAdapter(tp).json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
     for name, definition in schema.pop("$defs", {}).items():
-        components.setdefault(name, definition)
+        _keep(components, name, definition)
     if isinstance(tp, type) and issubclass(tp, BaseModel) and "properties" in schema:
         name = tp.__name__
-        components.setdefault(name, schema)
+        _keep(components, name, schema)
         return {"$ref": _REF.format(model=name)}
     return schema
 
@@ -427,7 +434,7 @@ def _add_schema(components: dict[str, Any], tp: Any, mode: str) -> dict[str, Any
 def _query_parameters(components: dict[str, Any], model: type[QueryModel]) -> list[dict[str, Any]]:
     schema = TypeAdapter(model).json_schema(ref_template=_REF, mode="validation")
     for name, definition in schema.pop("$defs", {}).items():
-        components.setdefault(name, definition)
+        _keep(components, name, definition)
     required = set(schema.get("required", []))
     params = []
     for name, prop in schema.get("properties", {}).items():

@@ -223,7 +223,7 @@ class InventoryOut(WireModel):
     unrealised: str | None
 
 
-class FeeOut(WireModel):
+class PnlFeeOut(WireModel):
     asset: str
     amount: str = Field(description="As the venues charged it")
     booked: str = Field(description="As the ledger booked it (rounded down per fee)")
@@ -233,7 +233,7 @@ class PnlOut(WireModel):
     dealer_account_id: uuid.UUID
     quote_assets: list[QuoteAssetPnlOut]
     inventory: list[InventoryOut]
-    fees: list[FeeOut]
+    fees: list[PnlFeeOut]
     unbooked_fills: int = Field(description="Fills whose facts could not be rebuilt as "
                                 "postings (logged)")
     pending_entries: int = Field(description="Ledger entries still in the outbox")
@@ -331,7 +331,7 @@ def pnl_out(report: pnl.DealerPnl, scales: ScaleTable) -> PnlOut:
             asset=i.asset, quantity=plain(i.quantity) or "0", price_asset=i.price_asset,
             mid=plain(i.price), unrealised=None if i.price_asset is None
             else _rounded(i.unrealised, i.price_asset, scales)) for i in report.inventory],
-        fees=[FeeOut(asset=f.asset, amount=plain(f.amount) or "0",
+        fees=[PnlFeeOut(asset=f.asset, amount=plain(f.amount) or "0",
                      booked=plain(f.booked) or "0") for f in report.fees],
         unbooked_fills=report.unbooked, pending_entries=report.pending_entries,
         computed_at=millis(report.computed_at) or 0,

@@ -31,7 +31,7 @@ class AddressQuery(QueryModel):
     address: str = Field(min_length=1, max_length=200)
 
 
-class BalanceOut(WireModel):
+class LedgerBalanceOut(WireModel):
     asset: str = Field(description="Formance notation CODE/scale")
     balance: str = Field(description="Integer minor units")
     amount: str = Field(description="Decimal amount in asset units")
@@ -40,7 +40,7 @@ class BalanceOut(WireModel):
 class LedgerAccountOut(WireModel):
     address: str
     metadata: dict[str, str]
-    balances: list[BalanceOut]
+    balances: list[LedgerBalanceOut]
 
 
 class TransactionQuery(ListQuery):
@@ -166,8 +166,8 @@ def _amount(notation: str, units: int) -> str:
     return _plain(from_minor(units, Asset.parse(notation)))
 
 
-def balances_out(balances: dict[str, int]) -> list[BalanceOut]:
-    return [BalanceOut(asset=a, balance=str(u), amount=_amount(a, u))
+def balances_out(balances: dict[str, int]) -> list[LedgerBalanceOut]:
+    return [LedgerBalanceOut(asset=a, balance=str(u), amount=_amount(a, u))
             for a, u in sorted(balances.items())]
 
 

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
+from dealer.api.framework import Api, openapi_document
 from dealer.app import build_api
 from dealer.errors import Errors, check_registry_unique
+from dealer.wire import WireModel
 
 
 async def test_openapi_document_is_valid_and_lists_every_route(client: TestClient) -> None:
@@ -47,3 +52,41 @@ async def test_request_schemas_come_from_the_models(client: TestClient) -> None:
 
 def test_errnos_are_unique() -> None:
     check_registry_unique()
+
+
+def _component(document: dict[str, Any], ref: str) -> dict[str, Any]:
+    schema: dict[str, Any] = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    return schema
+
+
+async def test_models_of_one_name_in_two_modules_are_two_components(client: TestClient) -> None:
+    """The portfolio's and the ledger's balances, the order's and the PnL's fees: each is
+    documented with its own fields (one component used to stand for both of a pair)."""
+    document = await (await client.get("/api/v3/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    pairs = (("PortfolioOut", "LedgerAccountOut", "balances"), ("TradeOrderOut", "PnlOut", "fees"))
+    for one, other, field in pairs:
+        refs = [schemas[name]["properties"][field]["items"]["$ref"] for name in (one, other)]
+        assert refs[0] != refs[1], refs
+    fields = {name: set(_component(document, schemas[name]["properties"][field]["items"]["$ref"])
+                        ["properties"])
+              for name, field in (("PortfolioOut", "balances"), ("LedgerAccountOut", "balances"),
+                                  ("TradeOrderOut", "fees"), ("PnlOut", "fees"))}
+    assert {"securitySymbol", "free", "locked"} <= fields["PortfolioOut"]
+    assert fields["LedgerAccountOut"] == {"asset", "balance", "amount"}
+    assert fields["TradeOrderOut"] == {"security", "asset", "venue", "quantity"}
+    assert fields["PnlOut"] == {"asset", "amount", "booked"}
+
+
+def test_two_different_schemas_of_one_name_are_refused() -> None:
+    def out_model(field: str) -> type[WireModel]:
+        return type("SameName", (WireModel,), {"__annotations__": {field: str}})
+
+    async def handler(request: object, principal: object, params: object) -> None:
+        return None
+
+    api = Api()
+    api.get("/a", summary="a", tag="t", roles=None, response=out_model("alpha"))(handler)
+    api.get("/b", summary="b", tag="t", roles=None, response=out_model("beta"))(handler)
+    with pytest.raises(ValueError, match="two different schemas named SameName"):
+        openapi_document(api, title="t", version="0", description="d")
