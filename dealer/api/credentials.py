@@ -11,6 +11,7 @@ from pydantic import Field, StringConstraints
 from dealer.api.framework import Api
 from dealer.api.schemas import (
     CredentialOut,
+    CredentialStatus,
     TradingAccountOut,
     credential_out,
 )
@@ -23,7 +24,6 @@ from dealer.wire import ListQuery, Nickname, Page, Uuid, WireModel, iso, millis
 from venues.base import EXCHANGE_VENUES, ApiCredential
 
 CredentialType = Literal["API_KEY", "HMAC", "OAUTH", "RSA", "ED25519"]
-CredentialStatus = Literal["CREATED", "VERIFIED", "FAILED", "REVOKED"]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 ExchangeVenue = Literal[EXCHANGE_VENUES]  # type: ignore[valid-type]
 

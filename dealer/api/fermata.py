@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
 
 from dealer.api.framework import ALL_ROLES, Api
 from dealer.api.market import sync_dealer_instruments
-from dealer.api.schemas import TradingAccountOut, trading_account_out
+from dealer.api.schemas import AccountStatus, TradingAccountOut, trading_account_out
 from dealer.appkeys import CLOCK, LEDGER, MARKET_DATA, METRICS, POOL, VENUES
 from dealer.auth import Principal, Role
 from dealer.errors import Errors, invalid_fields
@@ -48,8 +48,6 @@ TAG_CLIENTS = "clients"
 ADMIN_ONLY = [Role.ADMIN]
 READERS = [Role.ADMIN, Role.VIEWER]
 
-AccountStatus = Literal["SETUP", "ACTIVE", "INACTIVE", "LOCKED", "DISCONNECTED", "SUSPENDED",
-                        "DELETED"]
 PauseReason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                                max_length=500)]
 
@@ -165,7 +163,7 @@ class LinkOut(WireModel):
     venue: str
     external_trading_account_id: str
     nickname: str | None
-    status: str
+    status: AccountStatus = Field(description="The LP account's status")
     ledger_account: str
     draining: bool = Field(description="Unlink requested while hedge work was in flight: no "
                            "new hedge orders go to it; it is unlinked once that work is done")

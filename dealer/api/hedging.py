@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import AfterValidator, Field, StringConstraints
 
 from dealer.api.framework import Api
+from dealer.api.schemas import Side
 from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, METRICS, POOL, SETTINGS
 from dealer.auth import Principal, Role
 from dealer.errors import Errors
@@ -30,6 +31,7 @@ ADMIN_ONLY = [Role.ADMIN]
 READERS = [Role.ADMIN, Role.VIEWER]
 
 JobStatus = Literal["PENDING", "IN_PROGRESS", "HEDGED", "FAILED", "CANCELLED"]
+HedgeOrderStatus = Literal["SENT", "FILLED", "PARTIALLY_FILLED", "EXPIRED", "REJECTED", "UNKNOWN"]
 
 
 def _storable(value: str) -> str:
@@ -100,12 +102,13 @@ class HedgeOrderOut(WireModel):
     venue: str
     instrument_id: str
     symbol: str
-    order_side: str
+    order_side: Side = Field(description="The dealer's side on the LP")
     quantity: str
     limit_price: str
     plan_price: str | None = Field(description="The quote-time plan's VWAP for this order "
                                    "(its leg's, or the job's when re-routed), before fees")
-    status: str = Field(description="SENT, FILLED, PARTIALLY_FILLED, EXPIRED, REJECTED, UNKNOWN")
+    status: HedgeOrderStatus = Field(description="SENT and UNKNOWN: in flight (no answer yet, "
+                                     "or an outcome the venue will be asked for again)")
     filled_quantity: str
     avg_price: str | None
     fee_asset: str | None = Field(description="One fee asset of `fees` (the base asset's when "
@@ -131,7 +134,7 @@ class HedgeJobOut(WireModel):
                                               "them")
     instrument_id: str
     symbol: str
-    hedge_side: str = Field(description="The dealer's side on the LPs")
+    hedge_side: Side = Field(description="The dealer's side on the LPs")
     quantity: str
     hedged_quantity: str
     remaining_quantity: str

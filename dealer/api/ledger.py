@@ -101,7 +101,7 @@ class AssetCheckOut(WireModel):
     drift: str
     rounding: str | None
     unexplained: str
-    status: str
+    status: reconciliation.AssetStatus
 
 
 class LpCheckOut(WireModel):
@@ -109,7 +109,7 @@ class LpCheckOut(WireModel):
     dealer_account_id: uuid.UUID
     venue: str
     address: str
-    status: str
+    status: reconciliation.LpStatus
     pending_entries: int
     detail: str | None
     assets: list[AssetCheckOut]

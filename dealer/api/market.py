@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import Field, model_validator
 
 from dealer.api.framework import Api
+from dealer.api.schemas import InstrumentStatus
 from dealer.appkeys import CLOCK, MARKET_DATA, METRICS, POOL, VENUES
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors
@@ -34,7 +35,6 @@ from venues.base import (
 
 log = logging.getLogger(__name__)
 ExchangeVenue = Literal[EXCHANGE_VENUES]  # type: ignore[valid-type]
-InstrumentStatus = Literal["ACTIVE", "INACTIVE", "DISABLED", "DELISTED"]
 Symbol = str
 TAG = "market"
 ADMIN = [Role.ADMIN]
@@ -81,7 +81,7 @@ class InstrumentOut(WireModel):
     external_symbol: str
     description: str
     instrument_type: str
-    status: str
+    status: InstrumentStatus
     base_asset: str
     quote_asset: str
     base_security_type: str
@@ -165,7 +165,7 @@ class DealerBookOut(WireModel):
 
 class VenueOut(WireModel):
     venue: str
-    status: str
+    status: Literal["ONLINE"]
     connector: str
 
 
@@ -179,7 +179,7 @@ class BalanceOut(WireModel):
     security_symbol: str
     security_type: str
     trading_account_id: uuid.UUID
-    status: str
+    status: Literal["ACTIVE"] = Field(description="Only ACTIVE accounts are listed")
     free: str
     locked: str
     borrowed: str

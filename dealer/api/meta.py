@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 from pydantic import Field
@@ -51,8 +51,12 @@ class KillSwitchState(WireModel):
     since_date_time: str
 
 
+# A check that could not run (the dealers' without a database) is unknown.
+CheckStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
+
+
 class HealthCheck(WireModel):
-    status: str
+    status: CheckStatus
     latency_ms: float | None = None
     detail: str | None = None
     backend: str | None = None
@@ -62,7 +66,7 @@ class HealthCheck(WireModel):
 
 
 class Health(WireModel):
-    status: str
+    status: Literal["healthy", "degraded", "unhealthy"]
     timestamp: int
     iso_date_time: str
     version: str

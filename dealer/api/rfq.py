@@ -15,6 +15,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from dealer import logs
 from dealer.api.framework import Api
+from dealer.api.schemas import OrderStatus, OrderType, Side, TimeInForce
 from dealer.appkeys import (
     ASSET_SCALES,
     CLOCK,
@@ -44,7 +45,7 @@ from dealer.wire import (
 from ledger.assets import ScaleTable, booked_amount
 from venues.base import split_symbol
 
-Side = Literal["BUY", "SELL"]
+QuoteStatus = Literal["OPEN", "FILLED", "EXPIRED"]
 Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")]
 InstrumentId = Annotated[str, StringConstraints(pattern=r"^FERMATA:[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
@@ -117,7 +118,8 @@ class QuoteOut(WireModel):
     quote_quantity: str | None = Field(description="price * quantity (null: two-way)")
     bid_quote_quantity: str | None
     ask_quote_quantity: str | None
-    status: str
+    status: QuoteStatus = Field(description="As of the read: a quote past its expireAt is "
+                                "EXPIRED, even before the expiry job has marked it")
     created_at: int
     created_at_date_time: str
     expire_at: int
@@ -131,16 +133,15 @@ class QuoteIdQuery(QueryModel):
 class QuoteListQuery(ListQuery):
     dealer_account_id: Uuid | None = None
     trading_account_id: Uuid | None = None
-    status: Literal["OPEN", "FILLED", "EXPIRED"] | None = None
+    status: QuoteStatus | None = Field(default=None, description="As of the read (a quote past "
+                                       "its expireAt is EXPIRED)")
 
 
 class SubmitOrderBody(WireModel):
     trading_account_id: Uuid
     instrument_id: str = Field(max_length=100)
     order_side: Side
-    order_type: Literal["", "MARKET", "LIMIT", "STOP", "STOP_LIMIT", "STOP_LOSS",
-                        "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT", "TRAILING_STOP",
-                        "QUOTED", "UNKNOWN"]
+    order_type: OrderType
     quantity: DecimalString = Field(description="The quote's base quantity (QUOTED)")
     quote_id: Uuid | None = None
     idempotency_key: Key | None = None
@@ -155,8 +156,7 @@ class SubmitOrderBody(WireModel):
                                "HALF_DOWN", "HALF_EVEN"] | None = Field(
         default=None, description="QUOTED orders: no effect, the quantity must be the quote's")
     position_id: Uuid | None = Field(default=None, description="Not for QUOTED orders")
-    time_in_force: Literal["", "GTC", "IOC", "FOK", "GTD", "DAY", "GTX", "OPG", "CLS", "GFA",
-                           "GFS", "GTM", "MOO", "MOC", "EXT", "UNKNOWN"] | None = Field(
+    time_in_force: TimeInForce | None = Field(
         default=None, description="QUOTED orders: FOK, IOC, empty or omitted (filled at once, "
                                   "whole, or not at all)")
     expire_at: int | None = Field(default=None, description="Not for QUOTED orders")
@@ -177,7 +177,7 @@ class ExecutionOut(WireModel):
     external_trade_id: str | None
     venue: str
     instrument_id: str
-    order_side: str
+    order_side: Side
     executed_quantity: str
     executed_price: str
     executed_cost: str
@@ -198,10 +198,11 @@ class TradeOrderOut(WireModel):
     quote_id: uuid.UUID | None
     base_asset: str
     quote_asset: str
-    order_side: str
-    order_type: str
-    time_in_force: str
-    status: str
+    order_side: Side
+    order_type: OrderType = Field(description="QUOTED")
+    time_in_force: TimeInForce = Field(description="FOK: filled at once, whole, or not at all")
+    status: OrderStatus = Field(description="A QUOTED order is FILLED, or REJECTED by the "
+                                "dealer's last look")
     reject_reason: str | None
     cancel_reason: str | None
     limit_price: str | None
@@ -226,9 +227,8 @@ class TradeOrderOut(WireModel):
 
 class OrderListQuery(ListQuery):
     trade_order_id: Uuid | None = None
-    order_status: Literal["", "CREATED", "SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED", "FILLED",
-                          "CANCELLED", "PENDING_CANCEL", "REPLACED", "PENDING_REPLACE",
-                          "REJECTED", "EXPIRED", "REVOKED", "UNKNOWN"] | None = None
+    order_status: Literal["", OrderStatus] | None = Field(default=None,
+                                                         description="Empty: any status")
     trading_account_id: Uuid | None = None
     instrument_id: InstrumentId | Literal[""] | None = Field(
         default=None, description="FERMATA:BASE/QUOTE (empty: any, as for orderStatus)")

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 from pydantic import Field
 
 from dealer.services.records import CredentialRecord, TradingAccountRecord
 from dealer.wire import WireModel, iso, millis
+
+# seeds/001's enums, declared once for the requests that take them and the responses that
+# carry them (so the OpenAPI document lists their values on both).
+Side = Literal["BUY", "SELL"]  # seeds/001 also lists UNKNOWN, which no order or quote has here
+OrderType = Literal["", "MARKET", "LIMIT", "STOP", "STOP_LIMIT", "STOP_LOSS", "STOP_LOSS_LIMIT",
+                    "TAKE_PROFIT", "TAKE_PROFIT_LIMIT", "TRAILING_STOP", "QUOTED", "UNKNOWN"]
+TimeInForce = Literal["", "GTC", "IOC", "FOK", "GTD", "DAY", "GTX", "OPG", "CLS", "GFA", "GFS",
+                      "GTM", "MOO", "MOC", "EXT", "UNKNOWN"]
+# The order list's orderStatus filter adds "" (any status).
+OrderStatus = Literal["CREATED", "SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED", "FILLED",
+                      "CANCELLED", "PENDING_CANCEL", "REPLACED", "PENDING_REPLACE", "REJECTED",
+                      "EXPIRED", "REVOKED", "UNKNOWN"]
+AccountStatus = Literal["SETUP", "ACTIVE", "INACTIVE", "LOCKED", "DISCONNECTED", "SUSPENDED",
+                        "DELETED"]
+CredentialStatus = Literal["CREATED", "VERIFIED", "FAILED", "REVOKED"]
+InstrumentStatus = Literal["ACTIVE", "INACTIVE", "DISABLED", "DELISTED"]
+# An operation is recorded once done (seeds/001 shows PENDING too: none is pending here).
+OperationStatus = Literal["COMPLETED"]
 
 
 class CredentialOut(WireModel):
@@ -15,7 +34,7 @@ class CredentialOut(WireModel):
     venue: str
     credential_type: str
     nickname: str | None
-    status: str
+    status: CredentialStatus
     identities: list[str] = Field(
         description="External trading account ids found by the last successful verification"
     )
@@ -37,7 +56,7 @@ class TradingAccountOut(WireModel):
     account_type: str
     external_account_type: str
     credentials: list[CredentialOut]
-    status: str
+    status: AccountStatus
     created_at: int
     created_at_date_time: str
     updated_at: int

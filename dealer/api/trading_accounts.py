@@ -13,6 +13,8 @@ from pydantic import Field, StringConstraints
 from dealer.api.fermata import follow_links
 from dealer.api.framework import Api
 from dealer.api.schemas import (
+    AccountStatus,
+    OperationStatus,
     TradingAccountOut,
     trading_account_out,
 )
@@ -24,8 +26,6 @@ from dealer.uow import UnitOfWork, connection
 from dealer.wire import ListQuery, Nickname, Page, Uuid, WireModel, iso, millis
 from venues.base import EXCHANGE_VENUES, FERMATA_VENUE
 
-AccountStatus = Literal["SETUP", "ACTIVE", "INACTIVE", "LOCKED", "DISCONNECTED", "SUSPENDED",
-                        "DELETED"]
 OperationType = Literal["CONNECT", "DISCONNECT", "ENABLE", "DISABLE", "UPDATE",
                         "CREDENTIAL_REVOKE", "CREDENTIAL_ROTATE", "LINK", "UNLINK", "PAUSE",
                         "RESUME", "HEDGE_RETRY", "HEDGE_CANCEL"]
@@ -69,8 +69,8 @@ class OperationListQuery(ListQuery):
 class OperationOut(WireModel):
     operation_id: uuid.UUID
     trading_account_id: uuid.UUID
-    operation_type: str
-    status: str
+    operation_type: OperationType
+    status: OperationStatus
     detail: dict[str, Any]
     created_at: int
     created_at_date_time: str

@@ -8,6 +8,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 import asyncpg
 
@@ -21,6 +22,9 @@ from venues.registry import VenueRegistry
 
 log = logging.getLogger(__name__)
 DEFAULT_TOLERANCE = Decimal("0.00000001")
+AssetStatus = Literal["OK", "DRIFT", "IN_FLIGHT"]
+LpStatus = Literal["OK", "DRIFT", "IN_FLIGHT", "NO_BASELINE", "VENUE_UNAVAILABLE",
+                   "LEDGER_UNAVAILABLE"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +37,7 @@ class AssetCheck:
     drift: Decimal  # venue change + ledger net flow
     rounding: Decimal | None  # what the bookings since the baseline rounded off (None: unknown)
     unexplained: Decimal  # drift - rounding: zero when the books agree with the venue
-    status: str  # OK | DRIFT | IN_FLIGHT
+    status: AssetStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,7 @@ class LpCheck:
     dealer_account_id: uuid.UUID
     venue: str
     address: str
-    status: str  # OK | DRIFT | IN_FLIGHT | NO_BASELINE | VENUE_UNAVAILABLE | LEDGER_UNAVAILABLE
+    status: LpStatus
     pending_entries: int
     assets: tuple[AssetCheck, ...]
     detail: str | None = None
@@ -161,7 +165,7 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
     pending = await pending_entries(pool, address)
     sending = await _open_hedge_orders(pool, account_id)
 
-    def result(status: str, assets: tuple[AssetCheck, ...] = (), detail: str | None = None
+    def result(status: LpStatus, assets: tuple[AssetCheck, ...] = (), detail: str | None = None
                ) -> LpCheck:
         return LpCheck(account_id, link["dealer_account_id"], link["venue"], address, status,
                        pending, assets, detail)
@@ -225,11 +229,11 @@ async def _check_lp(pool: asyncpg.Pool, venues: VenueRegistry, ledger: LedgerBac
         else:
             rounding = rounding_now.get(code, Decimal(0)) - rounding_then.get(code, Decimal(0))
             unexplained = drift - rounding
-        status = ("OK" if abs(unexplained) <= tolerance
-                  else "IN_FLIGHT" if in_flight else "DRIFT")
+        status: AssetStatus = ("OK" if abs(unexplained) <= tolerance
+                               else "IN_FLIGHT" if in_flight else "DRIFT")
         assets.append(AssetCheck(code, base, current, change, flow, drift, rounding,
                                  unexplained, status))
-    worst = "OK"
+    worst: LpStatus = "OK"
     for check in assets:
         if check.status == "DRIFT" or (check.status == "IN_FLIGHT" and worst == "OK"):
             worst = check.status

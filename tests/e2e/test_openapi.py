@@ -90,3 +90,63 @@ def test_two_different_schemas_of_one_name_are_refused() -> None:
     api.get("/b", summary="b", tag="t", roles=None, response=out_model("beta"))(handler)
     with pytest.raises(ValueError, match="two different schemas named SameName"):
         openapi_document(api, title="t", version="0", description="d")
+
+
+def _response_components(document: dict[str, Any]) -> set[str]:
+    """The component schemas a 200 response reaches (through every $ref)."""
+    found: set[str] = set()
+    pending: list[Any] = [op["responses"]["200"] for ops in document["paths"].values()
+                          for op in ops.values()]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                name = ref.rsplit("/", 1)[-1]
+                if name not in found:
+                    found.add(name)
+                    pending.append(document["components"]["schemas"][name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def _enum(schema: dict[str, Any]) -> list[Any] | None:
+    """The values a property may take (a nullable one's too), or None when not an enum."""
+    for option in [schema, *schema.get("anyOf", [])]:
+        if "enum" in option:
+            return list(option["enum"])
+        if "const" in option:
+            return [option["const"]]
+    return None
+
+
+ENUM_FIELDS = ("status", "orderSide", "orderType", "timeInForce", "hedgeSide", "state")
+
+
+async def test_response_statuses_sides_and_order_types_carry_their_enums(
+        client: TestClient) -> None:
+    document = await (await client.get("/api/v3/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    responses = _response_components(document)
+    checked = 0
+    for name in sorted(responses):
+        for field, schema in schemas[name].get("properties", {}).items():
+            if field in ENUM_FIELDS:
+                assert _enum(schema), (name, field, schema)
+                checked += 1
+    assert checked >= 25
+    order = schemas["TradeOrderOut"]["properties"]
+    assert _enum(order["orderSide"]) == ["BUY", "SELL"]
+    assert {"FILLED", "REJECTED"} <= set(_enum(order["status"]) or ())
+    assert "QUOTED" in (_enum(order["orderType"]) or ())
+    assert "FOK" in (_enum(order["timeInForce"]) or ())
+    assert _enum(schemas["ExecutionOut"]["properties"]["orderSide"]) == ["BUY", "SELL"]
+    quote = schemas["QuoteOut"]["properties"]
+    assert _enum(quote["status"]) == ["OPEN", "FILLED", "EXPIRED"]
+    assert _enum(quote["orderSide"]) == ["BUY", "SELL"]
+    # the request side names the same values
+    body = schemas["SubmitOrderBody"]["properties"]
+    assert _enum(body["orderType"]) == _enum(order["orderType"])
+    assert _enum(body["timeInForce"]) == _enum(order["timeInForce"])

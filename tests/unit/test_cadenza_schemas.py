@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from hedging.policy import base_fee, fees_by_asset
 from venues.base import (
@@ -257,6 +258,18 @@ def test_seed_instrument_parses_with_tick_from_pip_size() -> None:
     assert (instrument.tick_size, instrument.lot_size) == (D("0.01"), D("0.00001"))
     assert instrument.max_quantity == D("9000")
     assert instrument.min_notional == D("5")
+
+
+def test_an_instrument_status_outside_the_seeds_enum_is_malformed() -> None:
+    """The daemon answers the status again, with the seeds' enum in its OpenAPI document."""
+    item = {"venue": "BINANCE", "symbol": "BTC/USDT", "basePrecision": 5, "quotePrecision": 2}
+    for status in ("ACTIVE", "INACTIVE", "DISABLED", "DELISTED"):
+        assert parse_instrument(WireInstrument.model_validate({**item, "status": status})
+                                ).status == status
+    assert parse_instrument(WireInstrument.model_validate(item)).status == "ACTIVE"
+    for status in ("TRADING", "active", ""):
+        with pytest.raises(ValidationError):
+            WireInstrument.model_validate({**item, "status": status})
 
 
 def test_instrument_without_sizes_falls_back_to_precisions_and_needs_one() -> None:

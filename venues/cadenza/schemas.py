@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
@@ -184,7 +184,9 @@ class WireInstrument(WireModel):
     symbol: str
     external_symbol: str | None = None
     instrument_type: str | None = None
-    status: str = "ACTIVE"
+    # seeds/001's instrumentStatus: the daemon answers it again (and filters on it), so an
+    # instrument with another status is skipped as malformed rather than passed on
+    status: Literal["ACTIVE", "INACTIVE", "DISABLED", "DELISTED"] = "ACTIVE"
     base_asset: str | None = None
     quote_asset: str | None = None
     base_precision: int | None = None
