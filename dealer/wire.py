@@ -55,10 +55,15 @@ Nickname = Annotated[
 
 
 class WireModel(BaseModel):
-    """Base of request and response bodies: camelCase on the wire, unknown fields refused."""
+    """Base of request and response bodies: camelCase on the wire, unknown fields refused.
+
+    A response is dumped whole (defaults and nulls included), so its schema lists every field
+    as required; a model dumped without some fields sets `json_schema_serialization_defaults_
+    required=False` (request schemas are unaffected: a field with a default may be omitted)."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True,
+        json_schema_serialization_defaults_required=True,
     )
 
 
@@ -184,6 +189,9 @@ class Page(Generic[T]):
 
 
 class ErrorDetails(WireModel):
+    # built as a dict by the error middleware: the fields an error lacks are absent
+    model_config = ConfigDict(json_schema_serialization_defaults_required=False)
+
     code: str
     resource: str | None = None
     action: str | None = None

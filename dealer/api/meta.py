@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 import dealer
 from dealer.api.framework import Api, Endpoint, json_response, openapi_document
@@ -56,6 +56,9 @@ CheckStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
 
 
 class HealthCheck(WireModel):
+    # dumped without its nulls (`health`): the fields a check lacks are absent
+    model_config = ConfigDict(json_schema_serialization_defaults_required=False)
+
     status: CheckStatus
     latency_ms: float | None = None
     detail: str | None = None
@@ -66,6 +69,8 @@ class HealthCheck(WireModel):
 
 
 class Health(WireModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=False)
+
     status: Literal["healthy", "degraded", "unhealthy"]
     timestamp: int
     iso_date_time: str

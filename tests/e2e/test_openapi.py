@@ -10,6 +10,7 @@ from dealer.api.framework import Api, openapi_document
 from dealer.app import build_api
 from dealer.errors import Errors, check_registry_unique
 from dealer.wire import WireModel
+from tests.desk import ORDER_FIELDS
 
 
 async def test_openapi_document_is_valid_and_lists_every_route(client: TestClient) -> None:
@@ -150,3 +151,29 @@ async def test_response_statuses_sides_and_order_types_carry_their_enums(
     body = schemas["SubmitOrderBody"]["properties"]
     assert _enum(body["orderType"]) == _enum(order["orderType"])
     assert _enum(body["timeInForce"]) == _enum(order["timeInForce"])
+
+
+# Dumped without their absent fields: a health check's missing figures, an error's details.
+PARTIAL = {"Health", "HealthCheck", "ErrorDetails"}
+
+
+async def test_response_fields_always_present_are_required(client: TestClient) -> None:
+    """Responses are dumped whole (nulls and defaults included): every field is listed as
+    required, as a client may rely on it being there."""
+    document = await (await client.get("/api/v3/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    order = schemas["TradeOrderOut"]
+    assert set(order["required"]) == set(order["properties"]) == ORDER_FIELDS
+    for field in ("positionId", "stopPrice", "quantityRounding", "expireAt",
+                  "canceledAtDateTime"):
+        assert field in order["required"], field
+    for name in sorted(_response_components(document) - PARTIAL):
+        schema = schemas[name]
+        if "properties" in schema:
+            assert set(schema.get("required", [])) == set(schema["properties"]), name
+    # a request body's fields with a default stay optional
+    assert set(schemas["SubmitOrderBody"]["required"]) == {
+        "tradingAccountId", "instrumentId", "orderSide", "orderType", "quantity"}
+    assert schemas["Health"]["required"] == ["status", "timestamp", "isoDateTime", "version",
+                                             "checks"]
+    assert schemas["HealthCheck"]["required"] == ["status"]
