@@ -437,7 +437,8 @@ def _query_parameters(components: dict[str, Any], model: type[QueryModel]) -> li
         _keep(components, name, definition)
     required = set(schema.get("required", []))
     params = []
-    for name, prop in schema.get("properties", {}).items():
+    for name, field_schema in schema.get("properties", {}).items():
+        prop = _absent_or_value(field_schema)
         param: dict[str, Any] = {
             "name": name, "in": "query", "required": name in required, "schema": prop,
         }
@@ -448,6 +449,23 @@ def _query_parameters(components: dict[str, Any], model: type[QueryModel]) -> li
             param["explode"] = True
         params.append(param)
     return params
+
+
+def _absent_or_value(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema without the null of its model's `X | None`: a query string
+    cannot carry a null, so an optional parameter is absent or a value (its default, null,
+    is what absence means and is not documented as a value)."""
+    prop = dict(prop)
+    options = prop.pop("anyOf", None)
+    if options is not None:
+        values = [option for option in options if option != {"type": "null"}]
+        if len(values) == 1:
+            prop = {**values[0], **prop}
+        else:
+            prop["anyOf"] = values
+    if "default" in prop and prop["default"] is None:
+        del prop["default"]
+    return prop
 
 
 def _is_array(prop: dict[str, Any]) -> bool:

@@ -177,3 +177,50 @@ async def test_response_fields_always_present_are_required(client: TestClient) -
     assert schemas["Health"]["required"] == ["status", "timestamp", "isoDateTime", "version",
                                              "checks"]
     assert schemas["HealthCheck"]["required"] == ["status"]
+
+
+def _nulls(schema: Any) -> list[Any]:
+    """Every place a schema admits or defaults to null."""
+    found = []
+    if isinstance(schema, dict):
+        if schema.get("type") == "null" or "null" in (schema.get("type") or []):
+            found.append(schema)
+        if "default" in schema and schema["default"] is None:
+            found.append(schema)
+        for value in schema.values():
+            found += _nulls(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            found += _nulls(value)
+    return found
+
+
+async def test_optional_query_parameters_are_absent_or_a_value_never_null(
+        client: TestClient) -> None:
+    document = await (await client.get("/api/v3/openapi.json")).json()
+    optional = 0
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            for parameter in op.get("parameters", []):
+                assert parameter["in"] == "query"
+                assert not _nulls(parameter["schema"]), (method, path, parameter)
+                optional += not parameter["required"]
+    assert optional > 50
+    parameters = {p["name"]: p for p in
+                  document["paths"]["/api/v3/trading/order/list"]["get"]["parameters"]}
+    assert parameters["tradeOrderId"]["schema"]["type"] == "string"
+    assert parameters["tradeOrderId"]["schema"]["format"] == "uuid"
+    assert parameters["startTime"]["schema"]["type"] == "integer"
+    assert parameters["startTime"]["schema"]["minimum"] == 0
+    assert parameters["ascending"]["schema"] == {"default": False, "title": "Ascending",
+                                                 "type": "boolean"}
+    # a union of values keeps its values, without the null
+    assert [o.get("const") for o in parameters["instrumentId"]["schema"]["anyOf"]] == [None, ""]
+    ids = {p["name"]: p for p in
+           document["paths"]["/api/v3/credential/list"]["get"]["parameters"]}["credentialIds"]
+    assert ids["schema"]["type"] == "array"
+    assert ids["schema"]["items"]["format"] == "uuid"
+    assert ids["style"] == "form"
+    # the response schemas still say which fields may be null
+    assert _nulls(document["components"]["schemas"]["TradeOrderOut"]["properties"]["stopPrice"])
+
