@@ -262,16 +262,25 @@ _ACCEPT_ERRORS = [Errors.UNSUPPORTED_ORDER_TYPE, Errors.ACCOUNT_FORBIDDEN,
                   Errors.SYMBOL_NOT_QUOTED]
 
 
+# What quote/get and quote/list say of a quote's status (`rfq.get_quote`, `rfq.list_quotes`).
+_READ_STATUS_NOTE = (
+    "A quote's status is worked out when it is read: a quote past its expireAt reads EXPIRED "
+    "even before the scheduled expiry job has marked it (the job runs every "
+    "DEALER_QUOTE_EXPIRY_MS and marks a quote a few seconds after its expireAt), so a read "
+    "never offers a quote that an accept would refuse as expired (-160002).")
+
+
 def register(api: Api) -> None:
     api.post("/api/v3/fermata/quote/request", summary="A firm quote from the dealer's fresh LP "
              "books (one side, or two-way when orderSide is omitted)", tag="rfq",
              roles=TRADERS, body=QuoteRequestBody, response=QuoteOut,
              errors=_QUOTE_ERRORS, repeated_bodies=True, refused=_quote_refused)(request_quote)
     api.get("/api/v3/fermata/quote/get", summary="One quote", tag="rfq", roles=EVERYONE,
-            query=QuoteIdQuery, response=QuoteOut,
+            query=QuoteIdQuery, response=QuoteOut, description=_READ_STATUS_NOTE,
             errors=[Errors.QUOTE_NOT_FOUND, Errors.ACCOUNT_FORBIDDEN])(get_quote)
     api.get("/api/v3/fermata/quote/list", summary="Quotes, newest first (a trader sees its "
             "own)", tag="rfq", roles=EVERYONE, query=QuoteListQuery,
+            description=_READ_STATUS_NOTE + " The status filter matches the status as read.",
             response=Page[QuoteOut], errors=[Errors.ACCOUNT_FORBIDDEN])(list_quotes)
     api.post("/api/v3/trading/order/submit", summary="Accept a quote: orderType QUOTED with "
              "its quoteId, side and quantity (seeds/001); answers the filled TradeOrder",

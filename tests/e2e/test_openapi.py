@@ -224,3 +224,15 @@ async def test_optional_query_parameters_are_absent_or_a_value_never_null(
     # the response schemas still say which fields may be null
     assert _nulls(document["components"]["schemas"]["TradeOrderOut"]["properties"]["stopPrice"])
 
+
+async def test_quote_reads_say_the_status_is_worked_out_when_read(client: TestClient) -> None:
+    document = await (await client.get("/api/v3/openapi.json")).json()
+    for operation in ("get", "list"):
+        description = document["paths"][f"/api/v3/fermata/quote/{operation}"]["get"][
+            "description"]
+        assert "worked out when it is read" in description, description
+        assert "past its expireAt reads EXPIRED" in description
+        assert "expiry job" in description
+    assert "filter" in document["paths"]["/api/v3/fermata/quote/list"]["get"]["description"]
+    status = document["components"]["schemas"]["QuoteOut"]["properties"]["status"]
+    assert "EXPIRED" in status["description"]
