@@ -10,7 +10,8 @@ from decimal import Decimal
 from typing import Literal
 
 BookSideName = Literal["BID", "ASK"]
-NotionalLimit = Literal["instrument", "dealer"]
+# "ledger": one minor unit of the quote asset, the least a side the dealer pays can book.
+NotionalLimit = Literal["instrument", "dealer", "ledger"]
 
 
 class QuoteRefused(Exception):
@@ -58,7 +59,8 @@ class SizeAboveMaximum(QuoteRefused):
 
 
 class NotionalBelowMinimum(QuoteRefused):
-    """The quote's notional is below the instrument's minimum notional or the dealer's minimum."""
+    """The quote's notional is below the instrument's minimum notional, the dealer's minimum, or
+    what the ledger can book (one minor unit of the quote asset)."""
 
     def __init__(self, notional: Decimal, minimum: Decimal, limit: NotionalLimit) -> None:
         super().__init__(f"notional {notional} is below the {limit} minimum {minimum}")

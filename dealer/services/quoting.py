@@ -43,8 +43,8 @@ from dealer.services.rfq import (
     stored_plan,
 )
 from dealer.uow import connection
-from ledger.assets import ScaleTable, UnknownAsset
-from pricing.errors import QuoteRefused
+from ledger.assets import ScaleTable, UnknownAsset, from_minor
+from pricing.errors import NotionalBelowMinimum, QuoteRefused
 from pricing.quote import (
     InstrumentRules,
     Quote,
@@ -202,6 +202,7 @@ class _Priced(NamedTuple):
     sweep_book: SweepBook
     base: str
     limit: Decimal | None  # the dealer's exposure limit of the base asset
+    quote_unit: Decimal | None  # one minor unit of the quote asset in the ledger (None: no scales)
 
 
 class QuoteDraft(NamedTuple):
@@ -355,6 +356,7 @@ class Quoter:
         # rules kept with it): the lot is one the ledger can book (`lot_for_scale`; the
         # instrument's own, as usual). Worked out once per rules, not per quote.
         self._ledger_rules: dict[int, tuple[InstrumentRules, InstrumentRules]] = {}
+        self._quote_units: dict[str, Decimal] = {}  # by symbol: its quote asset's minor unit
         self._on_read = on_read  # hears each read of facts that goes to the database
         self._market_data = market_data
         self._writer = writer
@@ -496,6 +498,8 @@ class Quoter:
                     self._scales.asset(code)
             except UnknownAsset as exc:
                 raise ApiError(Errors.SYMBOL_NOT_QUOTED, str(exc)) from None
+            self._quote_units[cmd.symbol] = from_minor(
+                1, self._scales.asset(split_symbol(cmd.symbol)[1]))
             self._bookable.add(cmd.symbol)
         if not dealer.linked_accounts:
             raise ApiError(Errors.NO_LINKED_LP)
@@ -537,7 +541,8 @@ class Quoter:
         # Books shared by every quote until one of them changes: their merge is kept with them.
         sweep_book = (books.sweep_book(market_data, rules.lot_size) if fresh is books.books
                       else market_data.sweep_book(fresh, rules.lot_size))
-        return _Priced(rules, sweep_book, base, cached.exposure_limits.get(base))
+        return _Priced(rules, sweep_book, base, cached.exposure_limits.get(base),
+                       self._quote_units.get(cmd.symbol))
 
     def _ledger_rules_of(self, rules: InstrumentRules, base: str) -> InstrumentRules:
         assert self._scales is not None
@@ -562,9 +567,18 @@ class Quoter:
                 priced.sweep_book)
         except QuoteRefused as exc:
             raise refusal(exc) from None
+        bid = quote.bid
+        if (bid is not None and priced.quote_unit is not None
+                and bid.quote_quantity < priced.quote_unit):
+            # What the dealer pays a client SELL is booked rounded down to whole minor units:
+            # under one unit it books nothing, and the fill could not be written (its accept
+            # would fail). The ask, rounded up, always books at least one unit; the base
+            # quantity counts in lots the ledger books exactly (`lot_for_scale`).
+            raise refusal(NotionalBelowMinimum(bid.quote_quantity, priced.quote_unit,
+                                               "ledger"))
         if limit is not None:
             _check_exposure(quote, exposure, limit, priced.base)
-        bid, ask, client = quote.bid, quote.ask, facts.client
+        ask, client = quote.ask, facts.client
         assert client is not None  # `_check` refuses a quote without a client
         return QuoteDraft(
             QuoteRecord(

@@ -125,3 +125,38 @@ async def test_a_base_asset_booked_in_fewer_decimals_than_the_lot_counts_in_its_
     assert Decimal(spend["quantity"]) % Decimal("0.0001") == 0
     status, body = await post(client, SUBMIT, accept_body(spend))
     assert status == 200, body
+
+
+async def test_a_side_whose_quote_leg_would_book_nothing_is_refused_when_quoted(
+        settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+        conn: asyncpg.Connection) -> None:
+    """The ledger books what the dealer pays rounded down to whole minor units: a client SELL
+    whose proceeds are under one minor unit of the quote asset would book 0, which no fill can
+    carry. Such a quote is refused when asked for, not accepted into a 500."""
+    # The ledger books USDT in whole units; the dealer and the venues set no minimum notional,
+    # and the venues' smallest quantity is one lot.
+    client = await aiohttp_client(create_app(
+        settings.model_copy(update={"asset_scales": {"USDT": 0}}), secrets))
+    desk = await make_desk(client, minQuoteNotional="0")
+    await conn.execute("UPDATE instrument SET min_notional = 0, min_quantity = lot_size "
+                       "WHERE symbol = 'BTC/USDT'")
+    lot = "0.00001"  # about 0.65 USDT: books 0 USDT paid by the dealer, 1 USDT received
+    for fields in ({"orderSide": "SELL", "quantity": lot}, {"quantity": lot},
+                   {"orderSide": "SELL", "quoteQuantity": "0.9"}):  # one lot
+        status, body = await post(client, QUOTE, quote_body(desk, **fields))
+        assert status == 400, (fields, body)
+        assert_error(body, -160010)
+        assert "ledger minimum 1" in body["error"], body
+    assert await conn.fetchval("SELECT count(*) FROM quote") == 0
+    # The client BUY of the same size books 1 USDT (received by the dealer, rounded up).
+    buy = await request_quote(client, desk, orderSide="BUY", quantity=lot)
+    assert buy["askQuoteQuantity"] == buy["quoteQuantity"] == "1"
+    order = await accept(client, buy)
+    assert (order["status"], order["executedCost"]) == ("FILLED", "1")
+    # A SELL whose proceeds reach one USDT is quoted and filled, booked in whole USDT.
+    sell = await request_quote(client, desk, orderSide="SELL", quantity="0.0001")
+    assert Decimal(sell["quoteQuantity"]) >= 1
+    assert Decimal(sell["quoteQuantity"]) % 1 == 0
+    order = await accept(client, sell)
+    assert order["status"] == "FILLED"
+    assert order["executedCost"] == sell["quoteQuantity"]
