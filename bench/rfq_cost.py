@@ -196,19 +196,35 @@ async def until(condition: Callable[[], bool], timeout_s: float = 120) -> None:
         await asyncio.sleep(0.05)
 
 
-async def send(info: dict[str, Any], target: str, count: int) -> int:
-    """`count` requests to `target`, CONCURRENCY at a time, bodies in turn; answers how many
-    were not 200."""
+class Bodies:
+    """The quote bodies in one order for the whole run, never one twice: the daemon keeps
+    validated bodies by their bytes (for clients that send the same request again), and each
+    request of `bench/rfq.py` sends a body not seen for thousands of requests. A phase sending
+    the warm-up's bodies again would count the quote without its validation."""
+
+    def __init__(self, bodies: list[str]) -> None:
+        self._bodies = [bodies[index * 7 % len(bodies)].encode() for index in range(len(bodies))]
+        self._next = 0
+
+    def take(self) -> bytes:
+        if self._next >= len(self._bodies):
+            raise RuntimeError("more requests than distinct bodies: lower --requests")
+        body, self._next = self._bodies[self._next], self._next + 1
+        return body
+
+
+async def send(info: dict[str, Any], target: str, count: int, bodies: Bodies) -> int:
+    """`count` requests to `target`, CONCURRENCY at a time, each with the next body; answers
+    how many were not 200."""
     headers = {"Authorization": f"Bearer {info['token']}", "Content-Type": "application/json"}
-    bodies = [body.encode() for body in info["bodies"]]
     sent = failed = 0
     async with aiohttp.ClientSession() as session:
 
         async def client() -> None:
             nonlocal sent, failed
             while sent < count:
-                index, sent = sent, sent + 1
-                async with session.post(info[target], data=bodies[index * 7 % len(bodies)],
+                sent += 1
+                async with session.post(info[target], data=bodies.take(),
                                         headers=headers) as resp:
                     await resp.read()
                     failed += resp.status != 200
@@ -254,10 +270,11 @@ async def count_instructions(workdir: Path, requests: int) -> None:
     try:
         await servers.ready()
         info = servers.info
+        bodies = Bodies(info["bodies"])
         callgrind = Callgrind(workdir, info["pid"])
         callgrind.instrument()
         for target, count in WARM_UP.items():
-            await send(info, target, count)
+            await send(info, target, count, bodies)
         callgrind.zero()
         started = time.monotonic()
         await asyncio.sleep(IDLE_S)
@@ -267,7 +284,7 @@ async def count_instructions(workdir: Path, requests: int) -> None:
         for target in ("bare", "quote", "quote", "bare", "quote"):
             callgrind.zero()
             started = time.monotonic()
-            failed = await send(info, target, requests)
+            failed = await send(info, target, requests, bodies)
             total = await callgrind.dumped()
             elapsed = time.monotonic() - started
             net = (total - idle_per_s * elapsed) / requests
@@ -290,11 +307,12 @@ async def count_opcodes(workdir: Path, requests: int, target: str, top: int) -> 
     try:
         await servers.ready()
         info = servers.info
+        bodies = Bodies(info["bodies"])
         for warm, count in WARM_UP.items():
-            await send(info, warm, count)
+            await send(info, warm, count, bodies)
         (workdir / "trace_on").touch()
         await until(lambda: not (workdir / "trace_on").exists())
-        await send(info, target, requests)
+        await send(info, target, requests, bodies)
         (workdir / "trace_off").touch()
         await until((workdir / "opcodes.json").exists)
         await asyncio.sleep(0.2)  # written whole
