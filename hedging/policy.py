@@ -205,7 +205,10 @@ class LpRoute:
 
     `levels` is the side of its fresh book an order takes (asks for a BUY), best first, or None
     without a fresh book; `available` is its free balance of what the order spends (quote for a
-    BUY, base for a SELL), None when unknown.
+    BUY, base for a SELL), None when unknown. `min_share_notional` is one minor unit of the
+    quote asset in the ledger: a share of a split worth less joins the largest share, as one
+    the venue would refuse does (its fill would book a quote leg of nothing, or all rounding),
+    while a whole hedge that small is still sent.
     """
 
     trading_account_id: uuid.UUID
@@ -218,6 +221,7 @@ class LpRoute:
     levels: tuple[Level, ...] | None = None
     available: Decimal | None = None
     fee_in_base: bool = True  # a BUY pays its fee in the base it receives (Binance, paper)
+    min_share_notional: Decimal = ZERO
 
     def net_factor(self, side: str) -> Decimal:
         """Base progress per unit ordered."""
@@ -229,6 +233,10 @@ class LpRoute:
     def sendable(self, quantity: Decimal, limit: Decimal) -> bool:
         return (quantity > 0 and quantity >= self.min_quantity
                 and quantity * limit >= self.min_notional)
+
+    def worth_a_share(self, quantity: Decimal, limit: Decimal) -> bool:
+        """Whether a share of a split goes to this LP on its own (else to the largest share)."""
+        return self.sendable(quantity, limit) and quantity * limit >= self.min_share_notional
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +282,9 @@ def route(side: str, target: Decimal, lps: Sequence[LpRoute], bound: Decimal, *,
        there when it arrives); what no balance covers is `unrouted`.
     Quantities are grossed up for fees charged in base, rounded to each venue's lot so that the
     expected net total is within half a lot of the target; an LP's share the venue would refuse
-    as too small joins the largest share. LPs in `avoid` (they just refused this group) are used
-    only when no other LP can take anything.
+    as too small, or worth less than one minor unit of the quote asset in the ledger, joins the
+    largest share. LPs in `avoid` (they just refused this group) are used only when no other LP
+    can take anything.
     """
     others = [lp for lp in lps if lp.trading_account_id not in avoid]
     if avoid and others:
@@ -401,7 +410,7 @@ def _finish(side: str, wanted_net: Decimal, lps: Sequence[LpRoute],
     missing = wanted_net - sum((net_of(a, q) for a, q in quantities.items()), ZERO)
     move_to(main, missing)
     for account in order:
-        if account != main and quantities[account] > 0 and not by_id[account].sendable(
+        if account != main and quantities[account] > 0 and not by_id[account].worth_a_share(
                 quantities[account], limits[account]):
             net = net_of(account, quantities[account])
             quantities[account] = ZERO

@@ -48,7 +48,7 @@ from hedging import policy
 from hedging.balances import BalanceCache
 from hedging.late_fees import record_left_out
 from ledger.accounts import exchange_account
-from ledger.assets import InvalidAmount, ScaleTable, UnknownAsset
+from ledger.assets import InvalidAmount, ScaleTable, UnknownAsset, from_minor
 from ledger.backend import LedgerTransaction
 from ledger.outbox import enqueue_transaction, listening
 from ledger.postings import (
@@ -1188,6 +1188,10 @@ class HedgeWorker:
     async def _routes(self, lane: _Lane, side: str, lps: Sequence[_Lp]) -> list[policy.LpRoute]:
         base, quote = split_symbol(lane.symbol)
         spends = quote if side == "BUY" else base
+        # one minor unit of the quote asset: a share of a split worth less books its quote leg
+        # as little but rounding (see LpRoute)
+        quote_unit = (from_minor(1, self._scales.asset(quote)) if quote in self._scales
+                      else Decimal(0))
         routes = []
         for lp in lps:
             book = self._books(lp.venue, lane.symbol) if self._books is not None else None
@@ -1197,7 +1201,7 @@ class HedgeWorker:
                 lp.trading_account_id, lp.venue, lp.taker_fee, lp.tick_size, lp.lot_size,
                 lp.min_quantity, lp.min_notional, levels,
                 None if free is None else max(free.get(spends, Decimal(0)), Decimal(0)),
-                self._fee_in_base.get(lp.trading_account_id, True)))
+                self._fee_in_base.get(lp.trading_account_id, True), quote_unit))
         return routes
 
     # ------------------------------------------------------------ before sending

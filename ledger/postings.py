@@ -10,7 +10,11 @@ Pure: no I/O, no clock (a fill's time is passed in). The shapes follow DESIGN §
 Rounding: base quantities are booked EXACT (they are lot-rounded upstream; a quantity the
 ledger's scale cannot hold is a configuration error and is refused, never trimmed). Quote
 amounts and fees are rounded in the dealer's favour: DOWN when the dealer pays, UP when it
-receives (`minor_paid_by_dealer` / `minor_received_by_dealer`).
+receives (`minor_paid_by_dealer` / `minor_received_by_dealer`). A client fill whose quote leg
+rounds to nothing is refused (the client would get nothing for its base); a hedge fill's quote
+leg under one minor unit that the dealer pays books no quote posting, since the venue made the
+fill and its base must be booked: what it rounded off is kept like any other rounding
+(`rounding_kept`).
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ def client_fill(client_id: uuid.UUID, dealer_id: uuid.UUID, side: str, base: Ass
     _check_reference(reference)
     base_units, quote_units = _trade_units(
         dealer_buys_base=client_side == SELL, base=base, quote=quote, quantity=quantity,
-        price=price, quote_amount=quote_amount)
+        price=price, quote_amount=quote_amount, refuse_zero_quote=True)
     client, dealer = client_account(client_id), dealer_account(dealer_id)
     if client_side == BUY:
         postings = (Posting(client, dealer, quote_units, str(quote)),
@@ -113,22 +117,29 @@ def hedge_fill(exchange_id: uuid.UUID, dealer_id: uuid.UUID, side: str, base: As
     asset, base included. Both carry the caller's ids (orderId, jobId, …) and must be written
     together. `quote_amount` is the venue's executed quote amount when it reports one (else
     quantity * price); it and the fee are rounded in the dealer's favour.
+
+    A BUY whose quote amount is under one minor unit (a coarse quote scale, a partial fill of
+    a lot or two) books its base leg alone: the venue filled it, so the base moved and must be
+    in the ledger, while the quote rounds down to nothing, as every amount the dealer pays
+    rounds down. `rounding_kept` counts that amount like any other rounding, so
+    reconciliation explains it. A SELL's quote leg, rounded up, is always one unit or more.
     """
     dealer_side = _side(side)
     _check_reference(reference)
     base_units, quote_units = _trade_units(
         dealer_buys_base=dealer_side == BUY, base=base, quote=quote, quantity=quantity,
-        price=price, quote_amount=quote_amount)
+        price=price, quote_amount=quote_amount, refuse_zero_quote=False)
     exchange, dealer = exchange_account(exchange_id), dealer_account(dealer_id)
     if dealer_side == BUY:
-        postings = (Posting(exchange, dealer, base_units, str(base)),
-                    Posting(dealer, exchange, quote_units, str(quote)))
+        legs = (Posting(exchange, dealer, base_units, str(base)),
+                Posting(dealer, exchange, quote_units, str(quote)))
     else:
-        postings = (Posting(dealer, exchange, base_units, str(base)),
-                    Posting(exchange, dealer, quote_units, str(quote)))
+        legs = (Posting(dealer, exchange, base_units, str(base)),
+                Posting(exchange, dealer, quote_units, str(quote)))
     timestamp = _aware(timestamp)
     fill = LedgerTransaction(
-        reference=reference, postings=postings, timestamp=timestamp,
+        reference=reference, postings=tuple(leg for leg in legs if leg.amount > 0),
+        timestamp=timestamp,
         metadata=_metadata(metadata, kind=EntryKind.HEDGE_FILL, dealerSide=dealer_side,
                            price=_plain(price)))
     fee_units = _fee_units(fee)
@@ -266,8 +277,10 @@ def _positive(value: Decimal, what: str) -> Decimal:
 
 
 def _trade_units(*, dealer_buys_base: bool, base: Asset, quote: Asset, quantity: Decimal,
-                 price: Decimal, quote_amount: Decimal | None) -> tuple[int, int]:
-    """Minor units of the base and quote legs of a trade, seen from the dealer."""
+                 price: Decimal, quote_amount: Decimal | None,
+                 refuse_zero_quote: bool) -> tuple[int, int]:
+    """Minor units of the base and quote legs of a trade, seen from the dealer. Under one minor
+    unit paid by the dealer, the quote leg is refused or, without `refuse_zero_quote`, 0."""
     if base.code == quote.code:
         raise InvalidFill(f"base and quote are the same asset {base.code}")
     quantity = _positive(quantity, "quantity")
@@ -277,7 +290,7 @@ def _trade_units(*, dealer_buys_base: bool, base: Asset, quote: Asset, quantity:
     base_units = to_minor(quantity, base, Rounding.EXACT)
     quote_units = (minor_paid_by_dealer(notional, quote) if dealer_buys_base
                    else minor_received_by_dealer(notional, quote))
-    if quote_units == 0:
+    if quote_units == 0 and refuse_zero_quote:
         raise InvalidFill(f"the quote leg {notional} {quote.code} rounds to zero {quote} minor"
                           " units: the fill is too small to book")
     return base_units, quote_units

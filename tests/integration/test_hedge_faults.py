@@ -1,7 +1,8 @@
-"""Hedging under the paper venue's faults: rejects, partial fills, timeouts and orders that never
-arrive, status outages, LPs out of balance, prices beyond the tolerance, a draining LP. Every
-job ends HEDGED, or FAILED with its exposure still visible; no client order id ever reaches a
-venue twice (the venues' journals say so)."""
+"""Hedging under the paper venue's faults: rejects, partial fills (down to fills worth less than
+one minor unit of the quote asset in the ledger), timeouts and orders that never arrive, status
+outages, LPs out of balance, prices beyond the tolerance, a draining LP. Every job ends HEDGED,
+or FAILED with its exposure still visible; no client order id ever reaches a venue twice (the
+venues' journals say so)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import asyncpg
 from aiohttp import web
 
 from dealer.app import create_app
+from dealer.appkeys import CLOCK, MARKET_DATA
 from dealer.services.rfq import exposure_of
 from dealer.settings import DaemonSecrets, Settings
 from hedging.worker import HedgeWorker
@@ -23,6 +25,7 @@ from tests.desk import (
     LOT,
     AppClient,
     Desk,
+    accept,
     check_books,
     fill_all,
     hedge_worker,
@@ -30,6 +33,7 @@ from tests.desk import (
     make_desk,
     paper_venue,
     registry_value,
+    request_quote,
     unlinked_by_drain,
     venue_submits,
 )
@@ -250,3 +254,88 @@ async def test_a_draining_lp_gets_no_new_hedge_orders(
     _never_twice(settings, orders)
 
     await check_books(client, conn, await unlinked_by_drain(conn, desk, [busiest]))
+
+
+async def test_a_fill_worth_less_than_one_minor_unit_of_the_quote_asset_is_booked(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    """The ledger books USDT in whole units here. Each LP shows one lot within the hedge's
+    limit, so each IOC fills one lot, about 0.65 USDT: a quote leg that rounds to nothing.
+    The fill is booked all the same (its base exactly, its quote leg as the rounding it is)
+    and the hedge goes on once the market refills; it is not left to an operator."""
+    app, client, desk = await _desk(settings.model_copy(update={"asset_scales": {"USDT": 0}}),
+                                    secrets, aiohttp_client, (("BUY", "0.3"),))
+    [plan] = await _plans(conn)
+    worst = Decimal(plan["worstRawPrice"])
+
+    def pin(depth: Decimal) -> None:
+        for venue in VENUES:
+            paper_venue(app, venue).pin_book(
+                "BTC/USDT", [(worst * Decimal("0.99"), Decimal(100))],
+                [(worst, depth), (worst * Decimal("1.05"), Decimal(100))])
+
+    pin(LOT)
+    async with _running(hedge_worker(app, max_attempts=8, backoff_s=0.05)):
+
+        async def answered() -> list[asyncpg.Record] | None:
+            rows = await conn.fetch("SELECT * FROM hedge_order WHERE attempt = 1")
+            return rows if rows and all(r["status"] != "SENT" for r in rows) else None
+
+        first = await eventually(answered, within_s=10.0)
+        assert {(o["status"], o["filled_quantity"]) for o in first} == {
+            ("PARTIALLY_FILLED", LOT)}, [dict(o) for o in first]
+        pin(Decimal(100))  # the market refills
+        [job] = await hedges_final(conn, 1)
+    assert job["status"] == "HEDGED", job["last_error"]
+    assert job["hedged_quantity"] == job["quantity"]
+    payloads = await conn.fetchval(
+        """SELECT jsonb_agg(payload) FROM ledger_outbox
+           WHERE payload->'metadata'->>'kind' = 'hedge_fill'
+             AND payload->'metadata'->>'clientOrderId' = ANY($1)""",
+        [o["client_order_id"] for o in first])
+    fills = json.loads(payloads) if isinstance(payloads, str) else payloads
+    assert len(fills) == len(first)
+    for fill in fills:  # the base leg alone: the quote leg's 0 USDT is no posting
+        assert [posting[3] for posting in fill["postings"]] == ["BTC/8"], fill
+    await check_books(client, conn, desk)  # the venues' USDT is explained by the rounding
+
+
+async def test_a_plan_leg_worth_less_than_one_minor_unit_joins_the_largest(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    """USDT booked in whole units, and venues without a minimum notional: the quote sweeps
+    0.01 BTC from BINANCE and one lot (about 0.65 USDT) from OKX. The hedge does not send OKX
+    an order whose fill would book a quote leg of nothing: the lot joins BINANCE's order, which
+    takes it from BINANCE's next level."""
+    app = create_app(settings.model_copy(update={"asset_scales": {"USDT": 0}}), secrets)
+    client = await aiohttp_client(app)
+    desk = await make_desk(client)
+    await conn.execute("UPDATE instrument SET min_notional = 0 WHERE symbol = 'BTC/USDT'")
+    best = (await paper_venue(app, "BINANCE").order_book("BTC/USDT", 1)).asks[0][0]
+    far = [(best * Decimal("1.05"), Decimal(100))]
+    asks = {"BINANCE": [(best, Decimal("0.01")), (best + 1, Decimal(1)), *far],
+            "OKX": [(best + Decimal("0.1"), LOT), *far], "BYBIT": far}
+    for venue, levels in asks.items():
+        paper_venue(app, venue).pin_book(
+            "BTC/USDT", [(best * Decimal("0.99"), Decimal(100))], levels)
+
+    async def pinned_books_in() -> bool:
+        now_ms = int(app[CLOCK]().timestamp() * 1000)
+        books = app[MARKET_DATA].fresh_books(uuid.UUID(desk.dealer), "BTC/USDT", now_ms)
+        return {lp.venue: book.asks for lp, book in books} == {
+            venue: tuple(levels) for venue, levels in asks.items()}
+
+    await eventually(pinned_books_in, within_s=5.0)
+    await accept(client, await request_quote(client, desk, orderSide="BUY", quantity="0.01001"))
+    [plan] = await _plans(conn)
+    okx, binance = desk.lps[VENUES.index("OKX")], desk.lps[VENUES.index("BINANCE")]
+    assert {(leg["tradingAccountId"], Decimal(leg["quantity"])) for leg in plan["legs"]} == {
+        (binance, Decimal("0.01")), (okx, LOT)}
+    async with _running(hedge_worker(app)):
+        [job] = await hedges_final(conn, 1)
+    assert job["status"] == "HEDGED", job["last_error"]
+    orders = await conn.fetch("SELECT * FROM hedge_order")
+    assert [(str(o["trading_account_id"]), o["attempt"]) for o in orders] == [(binance, 1)]
+    await check_books(client, conn, desk)

@@ -21,10 +21,12 @@ J1, J2, J3, J4 = (uuid.UUID(int=100 + n) for n in range(4))
 def lp(account: uuid.UUID = A, *, venue: str = "BINANCE", fee: str = "0.001",
        asks: list[tuple[str, str]] | None = None, available: str | None = None,
        min_notional: str = "5", min_quantity: str = "0.00001", lot: str = "0.00001",
-       tick: str = "0.01", fee_in_base: bool = True) -> LpRoute:
+       tick: str = "0.01", fee_in_base: bool = True, min_share_notional: str = "0"
+       ) -> LpRoute:
     levels = None if asks is None else tuple((D(p), D(q)) for p, q in asks)
     return LpRoute(account, venue, D(fee), D(tick), D(lot), D(min_quantity), D(min_notional),
-                   levels, None if available is None else D(available), fee_in_base)
+                   levels, None if available is None else D(available), fee_in_base,
+                   D(min_share_notional))
 
 
 def total(routing: policy.Routing, account: uuid.UUID) -> Decimal:
@@ -132,6 +134,26 @@ def test_a_share_below_its_venues_minimum_joins_the_largest() -> None:
     routing = policy.route("SELL", D("0.50004"), [lp(A), lp(B, min_notional="10")], D("65000"),
                            plan_legs=legs)
     assert [(o.trading_account_id, o.quantity) for o in routing.orders] == [(A, D("0.50004"))]
+
+
+def test_a_share_under_one_ledger_unit_of_the_quote_asset_joins_the_largest() -> None:
+    # USDT booked in whole units; the venues have no minimum notional. B's plan leg of one lot
+    # (0.65 USDT) would fill for a quote leg the ledger books as nothing.
+    unit = {"min_notional": "0", "min_share_notional": "1"}
+    legs = [PlanLeg(0, A, D("0.01"), D("65000")), PlanLeg(1, B, LOT, D("65000"))]
+    routing = policy.route("SELL", D("0.01001"), [lp(A, **unit), lp(B, **unit)], D("65000"),
+                           plan_legs=legs)
+    assert [(o.trading_account_id, o.quantity) for o in routing.orders] == [(A, D("0.01001"))]
+    # A share of one unit or more keeps its own order.
+    legs[1] = PlanLeg(1, B, D("0.00002"), D("65000"))
+    routing = policy.route("SELL", D("0.01002"), [lp(A, **unit), lp(B, **unit)], D("65000"),
+                           plan_legs=legs)
+    assert [(o.trading_account_id, o.quantity) for o in routing.orders] == [
+        (A, D("0.01")), (B, D("0.00002"))]
+    # A whole hedge under one unit is still sent: the ledger books its fill (see hedge_fill).
+    alone = policy.route("SELL", LOT, [lp(A, **unit), lp(B, **unit)], D("65000"),
+                         plan_legs=[PlanLeg(0, B, LOT, D("65000"))])
+    assert [(o.trading_account_id, o.quantity) for o in alone.orders] == [(B, LOT)]
 
 
 def test_a_target_below_every_minimum_is_a_residual() -> None:

@@ -441,6 +441,23 @@ def test_an_exact_fill_keeps_nothing_and_the_venue_quote_amount_is_used() -> Non
     assert rounding_kept(booked, LP, moves) == {"USDT": D("-0.0000001")}
 
 
+def test_a_hedge_buy_under_one_quote_unit_books_its_base_and_keeps_the_quote_as_rounding(
+) -> None:
+    usdt0 = Asset("USDT", 0)  # a desk that books USDT in whole units
+    quantity, price = D("0.00001"), D("65000.5")  # 0.650005 USDT paid to the venue
+    (fill,) = hedge_buy(quote=usdt0, quantity=quantity, price=price, fee=None)
+    assert fill.postings == (Posting(EX, DL, 1_000, "BTC/8"),)  # the quote leg books nothing
+    validate_batch([fill], known_assets=SCALES.merged({"USDT": 0}))
+    moves = hedge_fill_venue_moves("BUY", BTC, usdt0, quantity, price, {})
+    assert rounding_kept([fill], LP, moves) == {"USDT": D("-0.650005")}
+    # Sold, the dealer receives it rounded up: one unit, never nothing.
+    (sold,) = hedge_buy(quote=usdt0, quantity=quantity, price=price, fee=None, side="SELL")
+    assert sold.postings[1] == Posting(EX, DL, 1, "USDT/0")
+    # A client SELL that small would pay the client nothing for its base: still refused.
+    with pytest.raises(InvalidFill, match="rounds to zero"):
+        client_buy(quote=usdt0, quantity=quantity, price=price, side="SELL")
+
+
 def test_rounding_is_read_on_the_lp_wallet_only() -> None:
     other = uuid.UUID("44444444-4444-4444-8444-444444444444")
     moves = {"USDT": D("-1.0000005")}
