@@ -80,10 +80,14 @@ def is_uuid_text(text: str) -> bool:
 
 def _canonical_uuid(value: Any) -> Any:
     # Text only: the daemon's own code passes uuid.UUID values.
-    if isinstance(value, str) and _UUID_TEXT.fullmatch(value) is None:
-        # the message says what is expected, never what was sent
-        raise PydanticCustomError("uuid_parsing",
-                                  "must be a UUID in the hyphenated 8-4-4-4-12 form")
+    if isinstance(value, str):
+        if _UUID_TEXT.fullmatch(value) is None:
+            # the message says what is expected, never what was sent
+            raise PydanticCustomError("uuid_parsing",
+                                      "must be a UUID in the hyphenated 8-4-4-4-12 form")
+        # the UUID itself: a request body is validated strictly (`validated_body`), and a
+        # strict UUID field takes no text
+        return uuid.UUID(value)
     return value
 
 

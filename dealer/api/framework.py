@@ -163,8 +163,7 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             if bodies is not None:
                 params = bodies.validated(await request.read())
             elif endpoint.body is not None:
-                params = endpoint.body.model_validate(await read_json_object(request),
-                                                      by_alias=True, by_name=False)
+                params = validated_body(endpoint.body, await read_json_object(request))
             elif endpoint.query is not None:
                 params = endpoint.query.model_validate(query_values(request, endpoint.query),
                                                        by_alias=True, by_name=False)
@@ -221,12 +220,25 @@ class _ValidatedBodies:
         """The body these bytes validate to (ApiError or ValidationError as without reuse)."""
         params = self._by_bytes.get(raw)
         if params is None:
-            params = self._model.model_validate(json_object(raw), by_alias=True, by_name=False)
+            params = validated_body(self._model, json_object(raw))
             if len(raw) <= self._max_bytes:
                 if len(self._by_bytes) >= self._max_entries:
                     self._by_bytes.clear()
                 self._by_bytes[raw] = params
         return params
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+def validated_body(model: type[B], body: dict[str, Any]) -> B:
+    """A request body (parsed JSON) as `model`: by wire names only, and strictly, so each field
+    takes its own JSON type: an integer a JSON integer (not `"5"`, `5.0` or `true`), a boolean
+    `true` or `false` (not `"true"` or `1`), text a string (not a number: decimals travel as
+    strings). Lax parsing would let two different bodies mean one request, as leniency would
+    in query values (`dealer.wire.QueryModel`); a UUID's text is held to its one form by
+    `dealer.wire.Uuid`, which hands the strict field the UUID."""
+    return model.model_validate(body, by_alias=True, by_name=False, strict=True)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

@@ -29,8 +29,9 @@ DESCRIPTION = (
 REFERENCE_DESCRIPTION = DESCRIPTION + (
     " Query values have one spelling each: integers in the digits 0-9 without sign, spaces, "
     "underscores or leading zeros; booleans `true` or `false`; UUIDs in the hyphenated "
-    "8-4-4-4-12 form, as in request bodies. Any other is refused with errno -100001 naming "
-    "the parameter or field."
+    "8-4-4-4-12 form, as in request bodies. A request body's fields take their own JSON "
+    "type: integers JSON integers, booleans `true` or `false`, text (decimals included) "
+    "strings. Any other is refused with errno -100001 naming the parameter or field."
 )
 HEALTH_TIMEOUT_SECONDS = 2.0
 
