@@ -287,16 +287,24 @@ def _nul_paths(value: Any, path: str) -> Iterator[str]:
             yield from _nul_paths(item, f"{path}.{number}" if path else str(number))
 
 
-def query_values(request: web.Request, model: type[QueryModel]) -> dict[str, Any]:
-    """Query string → dict; array fields take repeated keys or comma-separated values, any
-    other parameter must come once."""
-    values: dict[str, Any] = {}
-    array_fields = {
+def list_parameters(model: type[QueryModel]) -> set[str]:
+    """The wire names of a query model's list-valued parameters."""
+    return {
         (info.alias or name)
         for name, info in model.model_fields.items()
         if get_origin(info.annotation) is list
         or any(get_origin(a) is list for a in get_args(info.annotation))
     }
+
+
+LIST_FORM = "give each value as its own parameter (repeat the key), not comma-separated"
+
+
+def query_values(request: web.Request, model: type[QueryModel]) -> dict[str, Any]:
+    """Query string → dict; a list parameter takes one value per key, repeated (the OpenAPI
+    document's `style: form, explode: true`), any other parameter must come once."""
+    values: dict[str, Any] = {}
+    array_fields = list_parameters(model)
     query = request.query
     if "\x00" in request.query_string:  # decoded: keys and values
         known = _aliases(model)
@@ -306,7 +314,14 @@ def query_values(request: web.Request, model: type[QueryModel]) -> dict[str, Any
         if key in values:
             continue
         if key in array_fields:
-            values[key] = [v for raw in query.getall(key) for v in raw.split(",") if v]
+            given = query.getall(key)
+            if any("," in value for value in given):
+                # No id, symbol or instrument id holds a comma: it could only join two values
+                # in one, a second spelling of the repeated keys the reference documents.
+                raise ApiError(Errors.INVALID_REQUEST, f"Invalid request: {key}: {LIST_FORM}",
+                               {"fields": [{"field": key, "message": LIST_FORM,
+                                            "type": "comma_separated"}]})
+            values[key] = [value for value in given if value]  # an empty one is no filter
         elif len(query.getall(key)) > 1:
             # which one was meant is a guess; a known field is named, an unknown one is not
             field = key if key in _aliases(model) else "a query parameter"
@@ -459,6 +474,10 @@ def _query_parameters(components: dict[str, Any], model: type[QueryModel]) -> li
         if _is_array(prop):
             param["style"] = "form"
             param["explode"] = True
+            form = (f"One value per parameter, repeated (`?{name}=a&{name}=b`); a value "
+                    "holding a comma is refused.")
+            param["description"] = (f"{param['description']} {form}" if "description" in param
+                                    else form)
         params.append(param)
     return params
 

@@ -599,8 +599,9 @@ async def test_list_filters_by_type_status_ids_and_venue(client: Client) -> None
     assert await ids({"credentialStatus": "REVOKED"}) == [revoked["credentialId"]]
     assert await ids({"venue": "BINANCE"}) == [verified["credentialId"], failed["credentialId"]]
     assert await ids({"venue": "DERIBIT"}) == []
-    assert await ids({"credentialIds": f"{revoked['credentialId']},{created['credentialId']}"}) \
-        == [created["credentialId"], revoked["credentialId"]]
+    assert await ids([("credentialIds", revoked["credentialId"]),
+                      ("credentialIds", created["credentialId"])]) == [
+        created["credentialId"], revoked["credentialId"]]
     assert await ids([("credentialIds", verified["credentialId"]),
                       ("credentialIds", failed["credentialId"])]) == [
         verified["credentialId"], failed["credentialId"]]

@@ -72,7 +72,8 @@ async def test_instruments_list_filter_and_page(client: Client) -> None:
     assert len(items) == 2
     assert body["pagination"]["hasNext"] is True
     assert all(i["venue"] == "OKX" for i in items)
-    status, body = await get(client, INSTRUMENTS, {"symbols": "BTC/USDT,ETH/USDT"})
+    status, body = await get(client, INSTRUMENTS, [("symbols", "BTC/USDT"),
+                                                   ("symbols", "ETH/USDT")])
     items = assert_ok(body)
     assert {(i["venue"], i["symbol"]) for i in items} == {
         ("BINANCE", "BTC/USDT"), ("BINANCE", "ETH/USDT"), ("OKX", "BTC/USDT"), ("OKX", "ETH/USDT")}
@@ -150,8 +151,8 @@ async def test_order_book_refusals(client: Client, query: dict[str, Any], status
 
 
 async def test_order_book_list_and_venue_list(client: Client) -> None:
-    _, body = await get(client, BOOKS, {
-        "instrumentIds": "BINANCE:BTC/USDT,OKX:BTC/USDT", "depth": 3})
+    _, body = await get(client, BOOKS, [("instrumentIds", "BINANCE:BTC/USDT"),
+                                        ("instrumentIds", "OKX:BTC/USDT"), ("depth", "3")])
     books = assert_ok(body)
     assert [b["instrumentId"] for b in books] == ["BINANCE:BTC/USDT", "OKX:BTC/USDT"]
     _, body = await get(client, BOOKS, {"venue": "BYBIT", "symbols": "BTC/USDT"})

@@ -220,7 +220,9 @@ async def test_optional_query_parameters_are_absent_or_a_value_never_null(
            document["paths"]["/api/v3/credential/list"]["get"]["parameters"]}["credentialIds"]
     assert ids["schema"]["type"] == "array"
     assert ids["schema"]["items"]["format"] == "uuid"
-    assert ids["style"] == "form"
+    assert (ids["style"], ids["explode"]) == ("form", True)
+    assert "repeated (`?credentialIds=a&credentialIds=b`)" in ids["description"]
+    assert "comma is refused" in ids["description"]
     # the response schemas still say which fields may be null
     assert _nulls(document["components"]["schemas"]["TradeOrderOut"]["properties"]["stopPrice"])
 

@@ -10,6 +10,8 @@ from typing import Any, get_args, get_origin
 import asyncpg
 import pytest
 
+from dealer.api.framework import LIST_FORM
+from dealer.api.framework import list_parameters as list_names
 from dealer.app import build_api
 from dealer.wire import QueryModel, Uuid
 from tests.conftest import ADMIN, assert_ok
@@ -120,11 +122,40 @@ async def test_the_canonical_spellings_pass_validation(client: Client) -> None:
 
 async def test_a_list_of_ids_holds_every_id_to_the_form(client: Client) -> None:
     path = "/api/v3/credential/list"
-    status, body = await get(client, path, {"credentialIds": f"{ID},{ID.upper()}"})
+    status, body = await get(client, path, [("credentialIds", ID), ("credentialIds", ID.upper())])
     assert status == 200, body
-    for ids in (f"{ID},{ID.replace('-', '')}", f"{ID},urn:uuid:{ID}"):
-        status, body = await get(client, path, {"credentialIds": ids})
+    for other in (ID.replace("-", ""), f"urn:uuid:{ID}"):
+        status, body = await get(client, path, [("credentialIds", ID), ("credentialIds", other)])
         assert_invalid(status, body, "credentialIds")
+
+
+def list_parameters() -> list[tuple[str, str, str]]:
+    """(path, wire name, a value) of every list-valued query parameter of the API."""
+    values = {"credentialIds": ID, "symbols": "BTC/USDT", "instrumentIds": "BINANCE:BTC/USDT"}
+    found = [(endpoint.path, name, values[name]) for endpoint in build_api().endpoints
+             if endpoint.query is not None for name in sorted(list_names(endpoint.query))]
+    assert {name for _, name, _ in found} == set(values)
+    return found
+
+
+async def test_a_list_parameter_takes_repeated_keys_and_refuses_commas(
+        client: Client, conn: asyncpg.Connection) -> None:
+    """seeds/001 and the reference document list parameters as repeated keys
+    (`?credentialIds=a&credentialIds=b`): a comma-separated value, another spelling of the
+    same request, is refused naming the parameter, without echoing it."""
+    before = await snapshot(conn)
+    for path, name, value in list_parameters():
+        for query in ([(name, f"{value},{value}")], [(name, value), (name, f"{value},")],
+                      [(name, ",")]):
+            status, body = await get(client, path, query)
+            assert_invalid(status, body, name)
+            assert body["details"]["fields"] == [
+                {"field": name, "message": LIST_FORM, "type": "comma_separated"}], body
+            assert value not in json.dumps(body), (path, query)
+        status, body = await get(client, path, [(name, value), (name, value)])
+        if status == 400 and body["errno"] == -100001:  # refused for another parameter only
+            assert name not in {f["field"] for f in body["details"]["fields"]}, (path, body)
+    assert await snapshot(conn) == before
 
 
 async def test_values_in_their_form_read_as_before(client: Client) -> None:
