@@ -159,7 +159,8 @@ class MarketDataService:
         # Counts every change of a book state: pricing books read at one count stay right
         # until it moves (or time makes one of them too old).
         self._generation = 0
-        self._pricing: dict[tuple[uuid.UUID, str], PricingBooks] = {}
+        # By the dealer id's int (hashed in C: a UUID's hash is a Python call) and symbol.
+        self._pricing: dict[tuple[int, str], PricingBooks] = {}
 
     # ------------------------------------------------------------ ingest (the hot path)
 
@@ -291,7 +292,7 @@ class MarketDataService:
                       ) -> PricingBooks:
         """`fresh_books` at `now_ms`, with what quotes derive from them; the same object for
         every quote until a book state changes or one of the books gets too old."""
-        key = (dealer_account_id, symbol)
+        key = (dealer_account_id.int, symbol)
         cached = self._pricing.get(key)
         if (cached is not None and cached.generation == self._generation
                 and cached.from_ms <= now_ms <= cached.until_ms):

@@ -22,6 +22,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from dealer.ids import uuid_from_canonical
+
 T = TypeVar("T")
 
 def _ascii_digits(value: str) -> str:
@@ -78,16 +80,50 @@ def is_uuid_text(text: str) -> bool:
     return _UUID_TEXT.fullmatch(text) is not None
 
 
-def _canonical_uuid(value: Any) -> Any:
+class UuidTable(dict[str, uuid.UUID]):
+    """The UUIDs of canonical texts already read, by text, for one app: a request's ids are
+    looked up rather than made again. Making a UUID from its text costs more than the rest of
+    validating a quote request's ids, and the same few ids (a desk's dealers and clients) come
+    in every request; equal ids are then the same object, which the caches keyed by them find
+    at once. Each text is checked before it is kept; bounded (cleared when full)."""
+
+    __slots__ = ("_limit",)
+
+    def __init__(self, limit: int = 10_000) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def context(self) -> dict[str, Any]:
+        """The validation context under which `Uuid` fields read their text here."""
+        return {_UUIDS: self}
+
+    def keep(self, text: str) -> uuid.UUID:
+        """The UUID of `text`, already checked to be in the canonical form, kept."""
+        if len(self) >= self._limit:
+            self.clear()
+        made = self[text] = uuid_from_canonical(text)
+        return made
+
+
+_UUIDS = "uuids"  # the validation context's key of the UuidTable
+
+
+def _canonical_uuid(value: Any, info: ValidationInfo) -> Any:
     # Text only: the daemon's own code passes uuid.UUID values.
     if isinstance(value, str):
+        context = info.context
+        table: UuidTable | None = context.get(_UUIDS) if context else None
+        if table is not None:
+            known = table.get(value)  # checked when it was kept
+            if known is not None:
+                return known
         if _UUID_TEXT.fullmatch(value) is None:
             # the message says what is expected, never what was sent
             raise PydanticCustomError("uuid_parsing",
                                       "must be a UUID in the hyphenated 8-4-4-4-12 form")
         # the UUID itself: a request body is validated strictly (`validated_body`), and a
         # strict UUID field takes no text
-        return uuid.UUID(value)
+        return uuid_from_canonical(value) if table is None else table.keep(value)
     return value
 
 

@@ -18,7 +18,7 @@ from dealer import logs
 from dealer.appkeys import AUTH_ERROR, PRINCIPAL
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, ErrorCode, Errors
-from dealer.wire import Page, QueryModel, Serialized, envelope
+from dealer.wire import Page, QueryModel, Serialized, UuidTable, envelope
 
 Handler = Callable[[web.Request, Principal | None, Any], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
@@ -116,8 +116,9 @@ class Api:
         return self.route("POST", path, **kwargs)
 
     def install(self, app: web.Application) -> None:
+        uuids = UuidTable()  # the app's: its endpoints read the same ids
         for endpoint in self.endpoints:
-            app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))
+            app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint, uuids))
 
     def find(self, method: str, path: str) -> Endpoint | None:
         for endpoint in self.endpoints:
@@ -126,7 +127,8 @@ class Api:
         return None
 
 
-def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _wrap(endpoint: Endpoint, uuids: UuidTable
+          ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     adapter = TypeAdapter(endpoint.response) if endpoint.response is not None else None
     page_adapter = TypeAdapter(list[endpoint.response]) if endpoint.paginated else None  # type: ignore[name-defined]
 
@@ -135,7 +137,8 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     model = endpoint.body or endpoint.query
     fields = model.model_fields if model is not None else {}
     binds_dealer, binds_quote = "dealer_account_id" in fields, "quote_id" in fields
-    bodies = (_ValidatedBodies(endpoint.body)
+    context = uuids.context()
+    bodies = (_ValidatedBodies(endpoint.body, context)
               if endpoint.repeated_bodies and endpoint.body is not None else None)
 
     refused = endpoint.refused
@@ -163,10 +166,12 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             if bodies is not None:
                 params = bodies.validated(await request.read())
             elif endpoint.body is not None:
-                params = validated_body(endpoint.body, await read_json_object(request))
+                params = validated_body(endpoint.body, await read_json_object(request),
+                                        context)
             elif endpoint.query is not None:
                 params = endpoint.query.model_validate(query_values(request, endpoint.query),
-                                                       by_alias=True, by_name=False)
+                                                       by_alias=True, by_name=False,
+                                                       context=context)
         except Exception as exc:
             if refused is not None:
                 refused(request.app, exc)
@@ -207,11 +212,12 @@ class _ValidatedBodies:
     bytes. Only successes are kept (a refusal is worked out again, as it was); small bodies
     only, and at most `max_entries` (all forgotten when full)."""
 
-    __slots__ = ("_by_bytes", "_max_bytes", "_max_entries", "_model")
+    __slots__ = ("_by_bytes", "_context", "_max_bytes", "_max_entries", "_model")
 
-    def __init__(self, model: type[BaseModel], *, max_entries: int = 1024,
-                 max_bytes: int = 1024) -> None:
+    def __init__(self, model: type[BaseModel], context: dict[str, Any] | None = None, *,
+                 max_entries: int = 1024, max_bytes: int = 1024) -> None:
         self._model = model
+        self._context = context
         self._by_bytes: dict[bytes, BaseModel] = {}
         self._max_entries = max_entries
         self._max_bytes = max_bytes
@@ -220,7 +226,7 @@ class _ValidatedBodies:
         """The body these bytes validate to (ApiError or ValidationError as without reuse)."""
         params = self._by_bytes.get(raw)
         if params is None:
-            params = validated_body(self._model, json_object(raw))
+            params = validated_body(self._model, json_object(raw), self._context)
             if len(raw) <= self._max_bytes:
                 if len(self._by_bytes) >= self._max_entries:
                     self._by_bytes.clear()
@@ -231,14 +237,17 @@ class _ValidatedBodies:
 B = TypeVar("B", bound=BaseModel)
 
 
-def validated_body(model: type[B], body: dict[str, Any]) -> B:
+def validated_body(model: type[B], body: dict[str, Any],
+                   context: dict[str, Any] | None = None) -> B:
     """A request body (parsed JSON) as `model`: by wire names only, and strictly, so each field
     takes its own JSON type: an integer a JSON integer (not `"5"`, `5.0` or `true`), a boolean
     `true` or `false` (not `"true"` or `1`), text a string (not a number: decimals travel as
     strings). Lax parsing would let two different bodies mean one request, as leniency would
     in query values (`dealer.wire.QueryModel`); a UUID's text is held to its one form by
-    `dealer.wire.Uuid`, which hands the strict field the UUID."""
-    return model.model_validate(body, by_alias=True, by_name=False, strict=True)
+    `dealer.wire.Uuid`, which hands the strict field the UUID (`context`: the app's
+    `dealer.wire.UuidTable`'s, where it looks up the ids it read before)."""
+    return model.model_validate(body, by_alias=True, by_name=False, strict=True,
+                                context=context)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import datetime as dt
 import time
 import uuid
 from decimal import Decimal
-from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -53,6 +52,12 @@ TRADERS = [Role.ADMIN, Role.TRADER]
 EVERYONE = [Role.ADMIN, Role.VIEWER, Role.TRADER]
 
 
+def _positive(amount: str) -> bool:
+    """Whether a DecimalString (digits, an optional sign and point) is above zero, read from
+    its text: a digit other than 0, and no minus sign."""
+    return not amount.startswith("-") and bool(amount.strip("0."))
+
+
 def plain(value: Decimal | None) -> str | None:
     """A decimal as the seeds carry it: digits, never an exponent."""
     return None if value is None else format(value.normalize(), "f")
@@ -80,7 +85,7 @@ class QuoteRequestBody(WireModel):
         if (self.quantity is None) == (self.quote_quantity is None):
             message = "give exactly one of quantity and quoteQuantity"
             problems += [("quantity", message), ("quoteQuantity", message)]
-        elif Decimal(self.quantity or self.quote_quantity or "0") <= 0:
+        elif not _positive(self.quantity or self.quote_quantity or "0"):
             problems.append(("quantity" if self.quantity is not None else "quoteQuantity",
                              "must be positive"))
         elif self.quote_quantity is not None and self.order_side is None:
@@ -94,10 +99,9 @@ class QuoteRequestBody(WireModel):
     def resolved_symbol(self) -> str:
         return self.symbol or (self.instrument_id or "").removeprefix("FERMATA:")
 
-    @cached_property
+    @property
     def command(self) -> rfq.QuoteCommand:
-        """The use case's command (worked out once: a validated body is reused for the same
-        bytes, see `Api.route(repeated_bodies=...)`)."""
+        """The use case's command."""
         return rfq.QuoteCommand(
             self.dealer_account_id, self.trading_account_id, self.resolved_symbol,
             self.order_side, None if self.quantity is None else Decimal(self.quantity),

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from dealer.errors import ApiError, Errors
+from dealer.ids import uuid_from_int
 from dealer.marketdata import MarketDataService
 from dealer.services.dealers import DEALER_COLUMNS, DEALER_FROM, DealerRecord
 from dealer.services.records import CLIENT
@@ -166,13 +167,15 @@ class QuotingCache:
     past `limit`."""
 
     limit: int = 10_000
-    dealers: dict[uuid.UUID, _Dealer] = field(default_factory=dict)
-    clients: dict[uuid.UUID, _Client | None] = field(default_factory=dict)
+    # By the ids' ints: hashed in C, where a UUID's hash is a Python call (every quote looks
+    # up both).
+    dealers: dict[int, _Dealer] = field(default_factory=dict)
+    clients: dict[int, _Client | None] = field(default_factory=dict)
     rules: dict[str, _Rules] = field(default_factory=dict)
 
     def forget(self, cmd: QuoteCommand) -> None:
-        self.dealers.pop(cmd.dealer_account_id, None)
-        self.clients.pop(cmd.trading_account_id, None)
+        self.dealers.pop(cmd.dealer_account_id.int, None)
+        self.clients.pop(cmd.trading_account_id.int, None)
         self.rules.pop(cmd.symbol, None)
 
     def keep(self, cmd: QuoteCommand, dealer: _Dealer, client: _Client | None,
@@ -181,8 +184,8 @@ class QuotingCache:
             self.dealers.clear()
             self.clients.clear()
             self.rules.clear()
-        self.dealers[cmd.dealer_account_id] = dealer
-        self.clients[cmd.trading_account_id] = client
+        self.dealers[cmd.dealer_account_id.int] = dealer
+        self.clients[cmd.trading_account_id.int] = client
         self.rules[cmd.symbol] = rules
 
 
@@ -411,9 +414,9 @@ class Quoter:
 
     def _cached(self, cmd: QuoteCommand) -> _Facts | None:
         cache = self._cache
-        dealer = cache.dealers.get(cmd.dealer_account_id)
+        dealer = cache.dealers.get(cmd.dealer_account_id.int)
         rules = cache.rules.get(cmd.symbol)
-        client = cache.clients.get(cmd.trading_account_id, _UNKNOWN)
+        client = cache.clients.get(cmd.trading_account_id.int, _UNKNOWN)
         if dealer is None or rules is None or client is _UNKNOWN:
             return None
         return _Facts(dealer, client, rules, fresh=False)
@@ -608,18 +611,12 @@ class _QuoteIds:
             self._block, at = os.urandom(4096), 0
         self._at = at + 16
         bits = int.from_bytes(self._block[at:at + 16], "big")
-        # What uuid.UUID(int=...) stores, set as its __init__ sets it: that __init__ first
-        # works through the checks of its five other ways of being called, per quote.
-        quote_id = _new_uuid(uuid.UUID)
-        _set_slot(quote_id, "int", bits & _NOT_VERSION_OR_VARIANT | _VERSION_4_RFC_4122)
-        _set_slot(quote_id, "is_safe", uuid.SafeUUID.unknown)
-        return quote_id
+        return uuid_from_int(bits & _NOT_VERSION_OR_VARIANT | _VERSION_4_RFC_4122)
 
 
 # What uuid.UUID(..., version=4) sets: version 4 in bits 76-79, the RFC 4122 variant in 62-63.
 _NOT_VERSION_OR_VARIANT = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _VERSION_4_RFC_4122 = (4 << 76) | (0x8000 << 48)
-_new_uuid, _set_slot = object.__new__, object.__setattr__
 
 
 def _check_exposure(quote: Quote, exposure: Decimal, limit: Decimal, base: str) -> None:

@@ -42,8 +42,9 @@ from venues.base import split_symbol
 FERMATA = "FERMATA"
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteCommand:
+class QuoteCommand(NamedTuple):
+    """A quote request, as the use case takes it (a tuple: one is made per request)."""
+
     dealer_account_id: uuid.UUID
     trading_account_id: uuid.UUID
     symbol: str
