@@ -24,6 +24,8 @@ Handler = Callable[[web.Request, Principal | None, Any], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
 # Told of a request refused before its handler ran (token, role, body or query), with why.
 Refused = Callable[[web.Application, Exception], None]
+Reads = Callable[[Any], Any]  # a validated body → what the handler takes
+Quick = Callable[[dict[str, Any], UuidTable], Any]  # a parsed body → the same, or None
 
 ALL_ROLES = frozenset(Role)
 
@@ -49,6 +51,10 @@ class Endpoint:
     repeated_bodies: bool = False
     # An endpoint that counts its outcomes (the RFQ's) counts these refusals too.
     refused: Refused | None = None
+    # What the handler takes instead of the validated body (the RFQ's command), and a reader
+    # of the usual bodies straight to it, without the model; see `_ValidatedBodies`.
+    reads: Reads | None = None
+    quick: Quick | None = None
 
     @property
     def operation_id(self) -> str:
@@ -91,18 +97,24 @@ class Api:
         description: str = "",
         repeated_bodies: bool = False,
         refused: Refused | None = None,
+        reads: Reads | None = None,
+        quick: Quick | None = None,
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
             paginated = get_origin(response) is Page
             if repeated_bodies and (body is None or not body.model_config.get("frozen")):
                 raise ValueError(f"{path}: only a frozen body model may be reused")
+            if (reads is not None or quick is not None) and not repeated_bodies:
+                raise ValueError(f"{path}: reads and quick go with repeated_bodies")
+            if quick is not None and reads is None:
+                raise ValueError(f"{path}: a quick reader reads what `reads` makes of a body")
             self.endpoints.append(
                 Endpoint(
                     method=method, path=path, handler=handler, summary=summary, tag=tag,
                     roles=None if roles is None else frozenset(roles), body=body, query=query,
                     response=get_args(response)[0] if paginated else response,
                     errors=tuple(errors), paginated=paginated, description=description,
-                    repeated_bodies=repeated_bodies, refused=refused,
+                    repeated_bodies=repeated_bodies, refused=refused, reads=reads, quick=quick,
                 )
             )
             return handler
@@ -138,7 +150,7 @@ def _wrap(endpoint: Endpoint, uuids: UuidTable
     fields = model.model_fields if model is not None else {}
     binds_dealer, binds_quote = "dealer_account_id" in fields, "quote_id" in fields
     context = uuids.context()
-    bodies = (_ValidatedBodies(endpoint.body, context)
+    bodies = (_ValidatedBodies(endpoint.body, uuids, reads=endpoint.reads, quick=endpoint.quick)
               if endpoint.repeated_bodies and endpoint.body is not None else None)
 
     refused = endpoint.refused
@@ -210,23 +222,40 @@ class _ValidatedBodies:
     """Validated request bodies by their bytes, for one endpoint of one app. A frozen model is
     a pure function of the bytes, so one validated body serves every request sending the same
     bytes. Only successes are kept (a refusal is worked out again, as it was); small bodies
-    only, and at most `max_entries` (all forgotten when full)."""
+    only, and at most `max_entries` (all forgotten when full).
 
-    __slots__ = ("_by_bytes", "_context", "_max_bytes", "_max_entries", "_model")
+    `reads`: what the handler takes, made of the validated body (the body itself without it).
+    `quick`: reads the usual bodies straight to that, without the model (whose validation
+    costs the quote endpoint more than the rest of reading its request); it answers None for
+    anything else, which the model then validates, and must answer only what `reads` would
+    make of the model's validation (a test holds the RFQ's to that)."""
 
-    def __init__(self, model: type[BaseModel], context: dict[str, Any] | None = None, *,
+    __slots__ = ("_by_bytes", "_context", "_max_bytes", "_max_entries", "_model", "_quick",
+                 "_reads", "_uuids")
+
+    def __init__(self, model: type[BaseModel], uuids: UuidTable | None = None, *,
+                 reads: Reads | None = None, quick: Quick | None = None,
                  max_entries: int = 1024, max_bytes: int = 1024) -> None:
         self._model = model
-        self._context = context
-        self._by_bytes: dict[bytes, BaseModel] = {}
+        self._uuids = uuids if uuids is not None else UuidTable()
+        self._context = self._uuids.context()
+        self._reads = reads
+        self._quick = quick
+        self._by_bytes: dict[bytes, Any] = {}
         self._max_entries = max_entries
         self._max_bytes = max_bytes
 
-    def validated(self, raw: bytes) -> BaseModel:
-        """The body these bytes validate to (ApiError or ValidationError as without reuse)."""
+    def validated(self, raw: bytes) -> Any:
+        """What these bytes validate to (ApiError or ValidationError as without reuse)."""
         params = self._by_bytes.get(raw)
         if params is None:
-            params = validated_body(self._model, json_object(raw), self._context)
+            body = json_object(raw)
+            if self._quick is not None:
+                params = self._quick(body, self._uuids)
+            if params is None:
+                params = validated_body(self._model, body, self._context)
+                if self._reads is not None:
+                    params = self._reads(params)
             if len(raw) <= self._max_bytes:
                 if len(self._by_bytes) >= self._max_entries:
                     self._by_bytes.clear()

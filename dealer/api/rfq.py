@@ -4,6 +4,7 @@ and list orders."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import uuid
 from decimal import Decimal
@@ -37,6 +38,7 @@ from dealer.wire import (
     QueryModel,
     Serialized,
     Uuid,
+    UuidTable,
     WireModel,
     iso,
     millis,
@@ -50,6 +52,37 @@ InstrumentId = Annotated[str, StringConstraints(pattern=r"^FERMATA:[A-Z0-9]{1,20
 Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 TRADERS = [Role.ADMIN, Role.TRADER]
 EVERYONE = [Role.ADMIN, Role.VIEWER, Role.TRADER]
+
+
+# The usual quote request, read without the model (`quick_quote_command`): these keys only, the
+# symbol and a base quantity in the model's own grammar (ASCII digits, as `DecimalString`).
+_QUICK_KEYS = frozenset({"dealerAccountId", "tradingAccountId", "symbol", "orderSide",
+                         "quantity"})
+_QUICK_SYMBOL = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}")
+_QUICK_AMOUNT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_SIDES = frozenset({"BUY", "SELL"})
+
+
+def quick_quote_command(body: dict[str, Any], uuids: UuidTable) -> rfq.QuoteCommand | None:
+    """The command of a quote request in its usual form, read without the model: ids this app
+    has read before (`UuidTable`), a symbol, an optional side and a positive base quantity, of
+    the types strict validation takes. None for anything else (an id not seen yet, an
+    instrumentId, a quoteQuantity, a value of another type or form, another key), which the
+    model validates: it accepts or refuses it with the field named. Whatever this answers, the
+    model's validation gives the same command (tests/unit/test_quick_quote_command.py)."""
+    if not body.keys() <= _QUICK_KEYS:
+        return None
+    dealer, client = body.get("dealerAccountId"), body.get("tradingAccountId")
+    symbol, side, quantity = body.get("symbol"), body.get("orderSide"), body.get("quantity")
+    if (type(dealer) is not str or type(client) is not str or type(symbol) is not str
+            or type(quantity) is not str or not (side is None or type(side) is str)):
+        return None
+    dealer_id, client_id = uuids.get(dealer), uuids.get(client)
+    if (dealer_id is None or client_id is None or _QUICK_SYMBOL.fullmatch(symbol) is None
+            or (side is not None and side not in _SIDES) or len(quantity) > 64
+            or _QUICK_AMOUNT.fullmatch(quantity) is None or not _positive(quantity)):
+        return None
+    return rfq.QuoteCommand(dealer_id, client_id, symbol, side, Decimal(quantity), None)
 
 
 def _positive(amount: str) -> bool:
@@ -278,7 +311,8 @@ def register(api: Api) -> None:
     api.post("/api/v3/fermata/quote/request", summary="A firm quote from the dealer's fresh LP "
              "books (one side, or two-way when orderSide is omitted)", tag="rfq",
              roles=TRADERS, body=QuoteRequestBody, response=QuoteOut,
-             errors=_QUOTE_ERRORS, repeated_bodies=True, refused=_quote_refused)(request_quote)
+             errors=_QUOTE_ERRORS, repeated_bodies=True, refused=_quote_refused,
+             reads=_quote_command, quick=quick_quote_command)(request_quote)
     api.get("/api/v3/fermata/quote/get", summary="One quote", tag="rfq", roles=EVERYONE,
             query=QuoteIdQuery, response=QuoteOut, description=_READ_STATUS_NOTE,
             errors=[Errors.QUOTE_NOT_FOUND, Errors.ACCOUNT_FORBIDDEN])(get_quote)
@@ -369,14 +403,19 @@ def quote_out(q: rfq.QuoteRecord, scales: ScaleTable) -> QuoteOut:
     return QuoteOut.model_validate(quote_wire(q, scales))
 
 
+def _quote_command(body: QuoteRequestBody) -> rfq.QuoteCommand:
+    return body.command
+
+
 async def request_quote(request: web.Request, principal: Principal | None,
-                        params: QuoteRequestBody) -> Serialized:
+                        command: rfq.QuoteCommand) -> Serialized:
+    """Takes the request's command (`_quote_command`, `quick_quote_command`)."""
     app = request.app
     metrics = app[METRICS]
     started = time.perf_counter()
     try:
-        _may_act_for(principal, params.trading_account_id)
-        record = await app[QUOTER].request_quote(params.command, app[CLOCK]())
+        _may_act_for(principal, command.trading_account_id)
+        record = await app[QUOTER].request_quote(command, app[CLOCK]())
     except Exception as exc:
         metrics.quote_outcome(*_outcome(exc))
         raise
