@@ -34,6 +34,7 @@ from dealer.appkeys import (
     MARKET_DATA,
     METRICS,
     POOL,
+    QUOTE_ROUTE,
     QUOTER,
     RELAY,
     SCHEDULER,
@@ -43,6 +44,7 @@ from dealer.appkeys import (
     TOKENS,
     VENUES,
     Clock,
+    QuoteRoute,
 )
 from dealer.auth import TokenVerifier
 from dealer.demo import demo_ctx
@@ -56,6 +58,7 @@ from dealer.services.quoting import Quoter, QuoteWriter
 from dealer.services.rfq import QuoteExpiry, QuotePurge
 from dealer.settings import DaemonSecrets, Settings, SettingsError
 from dealer.uow import connection
+from dealer.wire import TimeTexts
 from hedging.late_fees import book_late_fees
 from hedging.worker import HedgeWorker
 from ledger.assets import DEFAULT_SCALES, ScaleTable, check_pinned
@@ -228,6 +231,8 @@ async def quoting_ctx(app: web.Application) -> AsyncIterator[None]:
     app[QUOTER] = quoter = Quoter(app[POOL], app[MARKET_DATA], writer,
                                   on_read=app[METRICS].quote_fact_reads.inc,
                                   scales=app[ASSET_SCALES], clock=app[CLOCK])
+    app[QUOTE_ROUTE] = QuoteRoute(quoter, app[METRICS], app[CLOCK], app[ASSET_SCALES],
+                                  TimeTexts())
     try:
         yield
     finally:

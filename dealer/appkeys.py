@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import asyncpg
 from aiohttp import web
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from dealer.metrics import Metrics
     from dealer.secretbox import SecretBox
     from dealer.services.quoting import Quoter
+    from dealer.wire import TimeTexts
     from hedging.worker import HedgeWorker
     from ledger.assets import ScaleTable
     from ledger.backend import LedgerBackend
@@ -46,6 +47,19 @@ QUOTER: web.AppKey[Quoter] = web.AppKey("quoter")
 TOKENS: web.AppKey[TokenVerifier] = web.AppKey("tokens")
 SCHEDULER: web.AppKey[AsyncIOScheduler] = web.AppKey("scheduler")
 HEDGE_WORKER: web.AppKey[HedgeWorker] = web.AppKey("hedge_worker")
+
+
+class QuoteRoute(NamedTuple):
+    """What the quote endpoint reads of the app, in one lookup (each is a Python call)."""
+
+    quoter: Quoter
+    metrics: Metrics
+    clock: Clock
+    scales: ScaleTable
+    times: TimeTexts
+
+
+QUOTE_ROUTE: web.AppKey[QuoteRoute] = web.AppKey("quote_route")
 
 # Per-request storage.
 REQUEST_ID = web.RequestKey("request_id", str)

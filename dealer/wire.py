@@ -243,10 +243,12 @@ class ErrorDetails(WireModel):
 
 
 def millis(moment: dt.datetime | None) -> int | None:
-    """Unix milliseconds of an aware datetime."""
-    return None if moment is None else int(moment.timestamp() * 1000)
+    """Unix milliseconds of an aware datetime (exact: the milliseconds `iso` shows)."""
+    return None if moment is None else (moment - _EPOCH) // _MILLISECOND
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MILLISECOND = dt.timedelta(milliseconds=1)
 # Zero-padded numbers as strings, looked up rather than formatted: `iso` runs twice per quote.
 _TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
 _THREE_DIGITS = tuple(f"{n:03d}" for n in range(1000))
@@ -266,6 +268,31 @@ def iso(moment: dt.datetime | None) -> str | None:
     return (f"{year if year >= 1000 else f'{year:04d}'}-{two[moment.month]}-{two[moment.day]}"
             f"T{two[moment.hour]}:{two[moment.minute]}:{two[moment.second]}"
             f".{_THREE_DIGITS[moment.microsecond // 1000]}Z")
+
+
+class TimeTexts:
+    """`millis` and `iso` of a time together, for the quote endpoint, whose every answer shows
+    two. The text up to the second is kept for the last few seconds seen (quotes come many to
+    a second, and a quote's expiry is seconds after its creation), so a time costs a
+    subtraction and a lookup rather than a datetime's six fields read and formatted."""
+
+    __slots__ = ("_by_second",)
+
+    def __init__(self) -> None:
+        self._by_second: dict[int, str] = {}
+
+    def of(self, moment: dt.datetime) -> tuple[int, str]:
+        """(Unix milliseconds, ISO text) of an aware datetime, as `millis` and `iso` give."""
+        ms = (moment - _EPOCH) // _MILLISECOND
+        second, within = divmod(ms, 1000)
+        prefix = self._by_second.get(second)
+        if prefix is None:
+            if len(self._by_second) >= 16:
+                self._by_second.clear()
+            text = iso(moment)
+            assert text is not None
+            prefix = self._by_second[second] = text[:-5]  # less ".mmmZ"
+        return ms, f"{prefix}.{_THREE_DIGITS[within]}Z"
 
 
 class Serialized:

@@ -23,7 +23,7 @@ from dealer.appkeys import (
     MARKET_DATA,
     METRICS,
     POOL,
-    QUOTER,
+    QUOTE_ROUTE,
     SETTINGS,
 )
 from dealer.auth import Principal, Role
@@ -37,6 +37,7 @@ from dealer.wire import (
     Page,
     QueryModel,
     Serialized,
+    TimeTexts,
     Uuid,
     UuidTable,
     WireModel,
@@ -365,12 +366,14 @@ def _accept_refused(app: web.Application, exc: Exception) -> None:
     app[METRICS].accepts.labels(*_outcome(exc)).inc()
 
 
-def quote_wire(q: rfq.QuoteRecord, scales: ScaleTable) -> dict[str, Any]:
+def quote_wire(q: rfq.QuoteRecord, scales: ScaleTable,
+               times: TimeTexts | None = None) -> dict[str, Any]:
     """A quote in its wire form, exactly what QuoteOut dumps (camelCase keys in its field order;
     UUIDs are left to orjson, which writes them as QuoteOut does). The quote endpoint answers
     this directly: a QuoteOut validated and dumped again per request cost more than the rest of
     the serialisation. Quote-currency amounts are what the ledger books for each side (rounded
-    to the asset's scale in the dealer's favour), the amount its fill will show."""
+    to the asset's scale in the dealer's favour), the amount its fill will show. `times`: the
+    quote endpoint's (a fresh one otherwise)."""
     bid_price, ask_price, quantity = q.bid_price, q.ask_price, q.quantity
     bid_plain, ask_plain = plain(bid_price), plain(ask_price)
     code = q.symbol.partition("/")[2]
@@ -387,6 +390,8 @@ def quote_wire(q: rfq.QuoteRecord, scales: ScaleTable) -> dict[str, Any]:
         price_plain, quote_quantity = ask_plain, ask_qq
     else:
         price_plain, quote_quantity = bid_plain, bid_qq
+    created_ms, created_text = (times or TimeTexts()).of(q.created_at)
+    expire_ms, expire_text = (times or TimeTexts()).of(q.expire_at)
     return {
         "quoteId": q.quote_id, "dealerAccountId": q.dealer_account_id,
         "tradingAccountId": q.trading_account_id, "instrumentId": f"FERMATA:{q.symbol}",
@@ -394,8 +399,8 @@ def quote_wire(q: rfq.QuoteRecord, scales: ScaleTable) -> dict[str, Any]:
         "bidPrice": bid_plain, "askPrice": ask_plain, "quantity": plain(quantity) or "0",
         "quoteQuantity": quote_quantity, "bidQuoteQuantity": bid_qq, "askQuoteQuantity": ask_qq,
         "status": q.status,
-        "createdAt": millis(q.created_at) or 0, "createdAtDateTime": iso(q.created_at) or "",
-        "expireAt": millis(q.expire_at) or 0, "expireAtDateTime": iso(q.expire_at) or "",
+        "createdAt": created_ms, "createdAtDateTime": created_text,
+        "expireAt": expire_ms, "expireAtDateTime": expire_text,
     }
 
 
@@ -410,12 +415,12 @@ def _quote_command(body: QuoteRequestBody) -> rfq.QuoteCommand:
 async def request_quote(request: web.Request, principal: Principal | None,
                         command: rfq.QuoteCommand) -> Serialized:
     """Takes the request's command (`_quote_command`, `quick_quote_command`)."""
-    app = request.app
-    metrics = app[METRICS]
+    route = request.app[QUOTE_ROUTE]
+    metrics = route.metrics
     started = time.perf_counter()
     try:
         _may_act_for(principal, command.trading_account_id)
-        record = await app[QUOTER].request_quote(command, app[CLOCK]())
+        record = await route.quoter.request_quote(command, route.clock())
     except Exception as exc:
         metrics.quote_outcome(*_outcome(exc))
         raise
@@ -423,7 +428,7 @@ async def request_quote(request: web.Request, principal: Principal | None,
     metrics.quote_duration(time.perf_counter() - started)
     metrics.fills_known(record.symbol)
     logs.bind_one("quote_id", record.quote_id)
-    return Serialized(quote_wire(record, app[ASSET_SCALES]))
+    return Serialized(quote_wire(record, route.scales, route.times))
 
 
 async def get_quote(request: web.Request, principal: Principal | None,

@@ -1,5 +1,6 @@
 """The quote endpoint answers `quote_wire` directly, without QuoteOut: both must be the same JSON,
-key order included, for one-sided and two-way quotes."""
+key order included, for one-sided and two-way quotes; its times (`TimeTexts`) are `millis` and
+`iso` of them."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dealer.api.rfq import QuoteOut, quote_wire
 from dealer.services.rfq import QuoteRecord
-from dealer.wire import iso
+from dealer.wire import TimeTexts, iso, millis
 from ledger.assets import ScaleTable
 
 SCALES = ScaleTable.default()  # USDT/6
@@ -84,3 +87,25 @@ def test_quote_wire_prices_quantities_and_times() -> None:
 def test_iso_is_isoformat_in_utc_with_milliseconds(moment: dt.datetime) -> None:
     expected = moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")
     assert iso(moment) == expected.replace("+00:00", "Z")
+
+
+@given(st.datetimes(min_value=dt.datetime(1000, 1, 1), max_value=dt.datetime(9999, 12, 30),
+                    timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-5)),
+                                               dt.timezone(dt.timedelta(hours=5, minutes=30))])))
+def test_a_times_text_is_the_milliseconds_and_iso_text_of_the_time(moment: dt.datetime) -> None:
+    times = TimeTexts()
+    utc = moment.astimezone(dt.UTC)
+    expected_ms = int(utc.replace(microsecond=0).timestamp()) * 1000 + moment.microsecond // 1000
+    for _ in range(2):  # the second from its kept text
+        assert times.of(moment) == (millis(moment), iso(moment))
+        assert times.of(moment) == (expected_ms,
+                                    utc.isoformat(timespec="milliseconds")[:-6] + "Z")
+
+
+def test_times_texts_keep_a_few_seconds() -> None:
+    times = TimeTexts()
+    start = dt.datetime(2026, 11, 22, 23, 59, 58, 999_999, tzinfo=dt.UTC)
+    for n in range(40):
+        moment = start + dt.timedelta(milliseconds=250 * n)
+        assert times.of(moment) == (millis(moment), iso(moment))
+        assert len(times._by_second) <= 16
