@@ -5,8 +5,10 @@ overlap, and a ledger that books the base asset in fewer decimals than the instr
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
+import pytest
 
 from dealer.app import create_app
 from dealer.settings import DaemonSecrets, Settings
@@ -24,7 +26,18 @@ from tests.desk import (
 from tests.helpers import Client, connect_exchange_account, eventually, post
 
 
-async def test_two_accounts_on_one_venue_count_its_book_once(client: Client) -> None:
+@pytest.fixture
+async def steady_client(settings: Settings, secrets: DaemonSecrets,
+                        aiohttp_client: Any) -> Client:
+    """A client of a daemon whose paper books stay as they are for a minute: a depth read at
+    one moment is the depth at the next (the default books move every 100 ms)."""
+    steady = settings.model_copy(update={"paper_book_interval_ms": 60000})
+    made: Client = await aiohttp_client(create_app(steady, secrets))
+    return made
+
+
+async def test_two_accounts_on_one_venue_count_its_book_once(steady_client: Client) -> None:
+    client = steady_client
     spot = await connect_exchange_account(client, "BINANCE", "spot")
     _, body = await post(client, "/api/v3/fermata/dealer/create",
                          {"symbols": ["BTC/USDT"], "maxQuoteNotional": "1000000000"})
