@@ -50,7 +50,7 @@ from dealer.auth import TokenVerifier
 from dealer.demo import demo_ctx
 from dealer.marketdata import MarketDataService
 from dealer.metrics import Metrics
-from dealer.middlewares import MIDDLEWARES
+from dealer.middlewares import install_api
 from dealer.scheduler import JobRuns, add_job, build_scheduler, drain_links, exposure_check
 from dealer.secretbox import SecretBox
 from dealer.services import pnl, reconciliation
@@ -100,7 +100,8 @@ def create_app(
     """Build the app. Resources start in dependency order and stop in reverse."""
     if settings.ledger_backend == "formance" and not settings.formance_url:
         raise SettingsError("DEALER_LEDGER_BACKEND=formance needs DEALER_FORMANCE_URL")
-    app = web.Application(middlewares=MIDDLEWARES, client_max_size=settings.http_max_body_bytes)
+    # No aiohttp middleware: `install_api` wraps each route in the daemon's own.
+    app = web.Application(client_max_size=settings.http_max_body_bytes)
     app[SETTINGS] = settings
     app[SECRETS] = secrets
     app[TOKENS] = TokenVerifier(secrets.jwt_secret)
@@ -110,7 +111,7 @@ def create_app(
     app[VENUES] = build_venues(settings, clock_ms(clock))
     api = build_api()
     app[API] = api
-    api.install(app)
+    install_api(app, api)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(ledger_ctx)
     app.cleanup_ctx.append(relay_ctx)

@@ -190,7 +190,7 @@ class Errors:
 
 @dataclass(slots=True)
 class ApiError(Exception):
-    """Raised by services and handlers; the error middleware turns it into the envelope."""
+    """Raised by services and handlers; `dealer.middlewares.answer` turns it into the envelope."""
 
     error: ErrorCode
     message: str | None = None

@@ -1,5 +1,11 @@
-"""The middleware: request id (and its log context) → metrics → errors → auth. Every failure
-becomes the seed envelope."""
+"""What every request goes through around its handler: request id (and its log context) →
+metrics → errors → auth. Every failure becomes the seed envelope.
+
+Not an aiohttp middleware: each route's handler is wrapped in it when the API is installed
+(`routed`), and unmatched paths and methods go to a last catch-all route (`Api.install`). An
+app with any middleware sends every request through aiohttp's middleware chain, a layer of
+Python calls of its own (the current-app fix-up, the chain's lookups), and the quote endpoint
+pays it on every quote."""
 
 from __future__ import annotations
 
@@ -8,15 +14,18 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
 from dealer import logs
-from dealer.api.framework import json_response, validation_details
+from dealer.api.framework import Api, json_response, validation_details
 from dealer.appkeys import AUTH_ERROR, METRICS, PRINCIPAL, REQUEST_ID, TOKENS
+from dealer.auth import TokenVerifier
 from dealer.errors import ApiError, ErrorCode, Errors
+from dealer.metrics import Metrics
 from dealer.wire import error_envelope, is_uuid_text
 
 log = logging.getLogger(__name__)
@@ -46,12 +55,6 @@ _QUIET_ROUTES = frozenset({"/metrics", "/api/v3/health"})
 _QUERY_IDS = {"dealerAccountId": "dealer_account_id", "quoteId": "quote_id"}
 
 
-def route_template(request: web.Request) -> str:
-    """The matched route's template (bounded: never the raw path), or `unmatched`."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
 def _ids_in_query(request: web.Request) -> dict[str, str]:
     ids: dict[str, str] = {}
     for param, field in _QUERY_IDS.items():
@@ -63,18 +66,24 @@ def _ids_in_query(request: web.Request) -> dict[str, str]:
     return ids
 
 
-@web.middleware
-async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def routed(app: web.Application, handler: Handler, route: str) -> Handler:
+    """`handler` of the route `route` (its template: a bounded metrics label), answered through
+    `answer`."""
+    return partial(answer, handler=handler, route=route, metrics=app[METRICS],
+                   tokens=app[TOKENS])
+
+
+async def answer(request: web.Request, *, handler: Handler, route: str, metrics: Metrics,
+                 tokens: TokenVerifier) -> web.StreamResponse:
     """Every request, in this order: its request id and log context, its metrics, the error
-    envelope, then its bearer token. One middleware rather than four: each layer costs a
-    coroutine frame per request, and this runs for every quote."""
+    envelope, then its bearer token. One layer rather than four: each costs a coroutine frame
+    per request, and this runs for every quote."""
     offered = request.headers.get("X-Request-Id", "")
     # 128 random bits as 32 hex digits, the shape uuid4().hex had: an id to correlate log lines,
     # not a secret, so the pseudo-random generator serves (no system call per request).
     request_id = (offered if offered and _REQUEST_ID.match(offered)
                   else f"{random.getrandbits(128):032x}")
     request[REQUEST_ID] = request_id
-    route = route_template(request)  # matched before the middleware runs
     started = time.perf_counter()
     status = 500  # what the access line says when no response comes back
     scope = (logs.scope(request_id=request_id, **_ids_in_query(request)) if request.query_string
@@ -84,7 +93,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             counted = 500  # the metrics count an escaping exception (a redirect) as 500
             try:
                 try:
-                    _authenticate(request)
+                    _authenticate(request, tokens)
                     response = await handler(request)
                 except Exception as exc:
                     if isinstance(exc, web.HTTPException) and exc.status < 400:
@@ -92,8 +101,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
                     response = _error_answer(request, exc)
                 counted = response.status
             finally:
-                request.app[METRICS].http_request(route, request.method, counted,
-                                                  time.perf_counter() - started)
+                metrics.http_request(route, request.method, counted,
+                                     time.perf_counter() - started)
             response.headers["X-Request-Id"] = request_id
             status = counted
             return response
@@ -151,7 +160,7 @@ def _error_answer(request: web.Request, exc: Exception) -> web.Response:
     return _error_response(request, ApiError(code))
 
 
-def _authenticate(request: web.Request) -> None:
+def _authenticate(request: web.Request, tokens: TokenVerifier) -> None:
     """Verify a bearer token when one is sent; endpoints that need one refuse without it."""
     header = request.headers.get("Authorization")
     if header is not None:
@@ -161,7 +170,7 @@ def _authenticate(request: web.Request) -> None:
                                            "Authorization must be 'Bearer <token>'")
         else:
             try:
-                request[PRINCIPAL] = request.app[TOKENS].verify(token.strip())
+                request[PRINCIPAL] = tokens.verify(token.strip())
             except ApiError as exc:
                 request[AUTH_ERROR] = exc
 
@@ -179,4 +188,25 @@ def _error_response(request: web.Request, error: ApiError) -> web.Response:
                          status=error.error.status)
 
 
-MIDDLEWARES = [request_middleware]
+async def unmatched(request: web.Request) -> web.StreamResponse:
+    """The last route, for any method and path: 405 when another route has the path (with
+    another method), else 404; `answer` writes either as the envelope."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.canonical != UNMATCHED_PATH:
+            match, methods = await resource.resolve(request)
+            if match is None:
+                allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+UNMATCHED_PATH = "/{unmatched}"
+UNMATCHED_ROUTE = "unmatched"  # its metrics label
+
+
+def install_api(app: web.Application, api: Api) -> None:
+    """`api`'s endpoints on `app`, each answered through `answer`, then the catch-all."""
+    api.install(app, routed)
+    app.router.add_route("*", "/{unmatched:.*}", routed(app, unmatched, UNMATCHED_ROUTE))

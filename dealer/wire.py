@@ -229,7 +229,7 @@ class Page(Generic[T]):
 
 
 class ErrorDetails(WireModel):
-    # built as a dict by the error middleware: the fields an error lacks are absent
+    # built as a dict by `dealer.middlewares.answer`: the fields an error lacks are absent
     model_config = ConfigDict(json_schema_serialization_defaults_required=False)
 
     code: str

@@ -25,6 +25,9 @@ H = TypeVar("H", bound=Handler)
 # Told of a request refused before its handler ran (token, role, body or query), with why.
 Refused = Callable[[web.Application, Exception], None]
 Reads = Callable[[Any], Any]  # a validated body → what the handler takes
+AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What every route's handler is wrapped in (app, handler, route template → handler).
+Around = Callable[[web.Application, AiohttpHandler, str], AiohttpHandler]
 Quick = Callable[[dict[str, Any], UuidTable], Any]  # a parsed body → the same, or None
 
 ALL_ROLES = frozenset(Role)
@@ -127,10 +130,12 @@ class Api:
     def post(self, path: str, **kwargs: Any) -> Callable[[H], H]:
         return self.route("POST", path, **kwargs)
 
-    def install(self, app: web.Application) -> None:
+    def install(self, app: web.Application, around: Around) -> None:
+        """Add every endpoint to `app`, each handler wrapped by `around` (with its path)."""
         uuids = UuidTable()  # the app's: its endpoints read the same ids
         for endpoint in self.endpoints:
-            app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint, uuids))
+            app.router.add_route(endpoint.method, endpoint.path,
+                                 around(app, _wrap(endpoint, uuids), endpoint.path))
 
     def find(self, method: str, path: str) -> Endpoint | None:
         for endpoint in self.endpoints:
@@ -160,7 +165,7 @@ def _wrap(endpoint: Endpoint, uuids: UuidTable
         params: Any = None
         try:
             if endpoint.roles is not None:
-                if principal is None:  # the middleware sets a principal or an error, not both
+                if principal is None:  # `answer` sets a principal or an error, not both
                     if AUTH_ERROR in request:
                         raise request[AUTH_ERROR]
                     raise ApiError(Errors.UNAUTHENTICATED)

@@ -11,9 +11,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dealer.app import create_app
-from dealer.appkeys import METRICS
+from dealer.appkeys import METRICS, TOKENS
+from dealer.auth import TokenVerifier
 from dealer.metrics import Metrics
-from dealer.middlewares import MIDDLEWARES
+from dealer.middlewares import routed
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN, assert_error
 
@@ -154,9 +155,10 @@ async def test_a_database_out_of_reach_is_a_retryable_503(
     async def failing(request: web.Request) -> web.Response:
         raise exc
 
-    app = web.Application(middlewares=MIDDLEWARES)
+    app = web.Application()
     app[METRICS] = Metrics()
-    app.router.add_get("/fails", failing)
+    app[TOKENS] = TokenVerifier("a secret of thirty-two bytes or more!")
+    app.router.add_get("/fails", routed(app, failing, "/fails"))
     client = await aiohttp_client(app)
     resp = await client.get("/fails")
     assert resp.status == 503

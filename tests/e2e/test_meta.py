@@ -35,6 +35,21 @@ async def test_unknown_route_and_method_answer_the_envelope(client: TestClient) 
     assert_error(await resp.json(), -100005)
 
 
+async def test_unmatched_requests_are_counted_under_one_label(client: TestClient) -> None:
+    """Whatever the path, an unmatched request is one series (never the raw path), and the
+    root (a GET route) and a known path with another method are answered like any other
+    unmatched one."""
+    for method, path, status in (("GET", "/api/v3/nope/1", 404), ("POST", "/", 405),
+                                 ("PUT", "/metrics", 405), ("GET", "/api/v3/nope/2", 404)):
+        resp = await client.request(method, path)
+        assert resp.status == status
+        assert (await resp.json())["errno"] == (-100004 if status == 404 else -100005)
+    text = await (await client.get("/metrics")).text()
+    assert 'dealer_http_requests_total{method="GET",route="unmatched",status="404"} 2.0' in text
+    assert 'dealer_http_requests_total{method="PUT",route="unmatched",status="405"} 1.0' in text
+    assert "nope" not in text
+
+
 async def test_request_id_is_echoed_when_well_formed(client: TestClient) -> None:
     resp = await client.get("/api/v3/nope", headers={"X-Request-Id": "abc-123"})
     assert resp.headers["X-Request-Id"] == "abc-123"
