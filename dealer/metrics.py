@@ -57,16 +57,23 @@ class _Timing:
     runs for every request. Relies on prometheus-client's value layout (pinned; a test checks
     that both paths export the same samples)."""
 
-    __slots__ = ("_bounds", "_buckets", "_sum")
+    __slots__ = ("_bounds", "_buckets", "_in_place", "_sum")
 
     def __init__(self, histogram: Histogram) -> None:
-        self._sum = _loop_owned(histogram._sum)
-        self._buckets = [_loop_owned(bucket) for bucket in histogram._buckets]
+        self._sum: Any = _loop_owned(histogram._sum)
+        self._buckets: list[Any] = [_loop_owned(bucket) for bucket in histogram._buckets]
         self._bounds = histogram._upper_bounds
+        # Added to in place below, as _LoopValue.inc adds (a call less per value): only when
+        # every value is a _LoopValue (not in prometheus-client's multiprocess mode).
+        self._in_place = all(type(v) is _LoopValue for v in (self._sum, *self._buckets))
 
     def observe(self, amount: float) -> None:
-        self._sum.inc(amount)
-        self._buckets[bisect_left(self._bounds, amount)].inc(1)
+        if self._in_place:
+            self._sum._value += amount
+            self._buckets[bisect_left(self._bounds, amount)]._value += 1
+        else:
+            self._sum.inc(amount)
+            self._buckets[bisect_left(self._bounds, amount)].inc(1)
 
 
 def _counting(counter: Counter) -> Callable[[float], None]:
