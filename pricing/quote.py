@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pricing.errors import (
     NotionalAboveMaximum,
@@ -59,7 +59,7 @@ from pricing.sweep import (
     SweepBook,
     lots_in,
     quantity_for_quote_amount,
-    sweep_quantity,
+    sweep_lots,
 )
 
 Side = Literal["BUY", "SELL"]
@@ -68,7 +68,9 @@ SKEW_QUANTUM = Decimal("1e-6")  # bps
 _BPS = Decimal(10000)
 # Bound once: a method looked up on a Context costs about as much as the operation.
 _mul, _add, _sub = EXACT.multiply, EXACT.add, EXACT.subtract
+_divide_int = EXACT.divide_int
 _ZERO = Decimal(0)
+_SIDES = ("BUY", "SELL", None)
 
 
 def _check_decimal(name: str, value: object, *, positive: bool = False) -> Decimal:
@@ -126,14 +128,7 @@ class QuotingConfig:
             previous = up_to
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteRequest:
-    """One RFQ: the client's side (None for two-way) and a base quantity or a quote amount.
-
-    `exposure` is the dealer's current base position (positive: long) and `max_exposure` the
-    position at which the full inventory skew applies (None: no skew).
-    """
-
+class _QuoteRequestFields(NamedTuple):
     side: Side | None
     rules: InstrumentRules
     config: QuotingConfig
@@ -142,21 +137,46 @@ class QuoteRequest:
     exposure: Decimal = _ZERO
     max_exposure: Decimal | None = None
 
-    def __post_init__(self) -> None:
-        if self.side not in ("BUY", "SELL", None):
-            raise ValueError(f"side must be BUY, SELL or None, not {self.side!r}")
-        if (self.quantity is None) == (self.quote_quantity is None):
+
+# A NamedTuple checked in __new__ rather than a frozen dataclass: one is made per quote, and a
+# frozen dataclass pays a call of object.__setattr__ per field, then one of __post_init__.
+class QuoteRequest(_QuoteRequestFields):
+    """One RFQ: the client's side (None for two-way) and a base quantity or a quote amount.
+
+    `exposure` is the dealer's current base position (positive: long) and `max_exposure` the
+    position at which the full inventory skew applies (None: no skew).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, side: Side | None, rules: InstrumentRules, config: QuotingConfig,
+                quantity: Decimal | None = None, quote_quantity: Decimal | None = None,
+                exposure: Decimal = _ZERO, max_exposure: Decimal | None = None) -> QuoteRequest:
+        if side not in _SIDES:
+            raise ValueError(f"side must be BUY, SELL or None, not {side!r}")
+        if quantity is not None:
+            if quote_quantity is not None:
+                raise ValueError("give exactly one of quantity and quote_quantity")
+            # the usual request passes this test; _check_decimal says what is wrong otherwise
+            if not (isinstance(quantity, Decimal) and quantity.is_finite() and quantity > 0):
+                _check_decimal("quantity", quantity, positive=True)
+        elif quote_quantity is None:
             raise ValueError("give exactly one of quantity and quote_quantity")
-        if self.quantity is not None:
-            _check_decimal("quantity", self.quantity, positive=True)
         else:
-            _check_decimal("quote_quantity", self.quote_quantity, positive=True)
-            if self.side is None:
+            _check_decimal("quote_quantity", quote_quantity, positive=True)
+            if side is None:
                 raise ValueError("a two-way quote needs a base quantity")
-        if not isinstance(self.exposure, Decimal) or not self.exposure.is_finite():
-            raise TypeError(f"exposure must be a finite Decimal, not {self.exposure!r}")
-        if self.max_exposure is not None:
-            _check_decimal("max_exposure", self.max_exposure, positive=True)
+        if not isinstance(exposure, Decimal) or not exposure.is_finite():
+            raise TypeError(f"exposure must be a finite Decimal, not {exposure!r}")
+        if max_exposure is not None:
+            _check_decimal("max_exposure", max_exposure, positive=True)
+        # tuple.__new__ itself: the NamedTuple's own __new__ would be one more Python call
+        return tuple.__new__(cls, (side, rules, config, quantity, quote_quantity, exposure,
+                                   max_exposure))
+
+    def _replace(self, **changes: Any) -> QuoteRequest:
+        """A copy with `changes`, checked as a new request is."""
+        return QuoteRequest(**{**self._asdict(), **changes})
 
 
 # NamedTuples (immutable, compared by value) like the sweep's results, made per quote.
@@ -241,35 +261,42 @@ def price_quote(request: QuoteRequest, book: SweepBook) -> Quote:
     NotionalBelowMinimum, NotionalAboveMaximum or PriceNotPositive.
     """
     rules = request.rules
-    if book.lot_size != rules.lot_size:
+    lot_size = rules.lot_size
+    if book.lot_size != lot_size:
         raise ValueError(f"the book counts lots of {book.lot_size}, the instrument's lot is "
-                         f"{rules.lot_size}")
+                         f"{lot_size}")
     if request.quantity is not None:
-        quantity = _mul(Decimal(lots_in(request.quantity, rules.lot_size)),
-                                  rules.lot_size)
+        # lots_in without its checks: QuoteRequest holds a finite positive quantity
+        lots = int(_divide_int(request.quantity, lot_size))
+        quantity = _mul(Decimal(lots), lot_size)
     else:
         assert request.quote_quantity is not None  # QuoteRequest holds exactly one of the two
         swept = book.asks if request.side == "BUY" else book.bids
         quantity = quantity_for_quote_amount(swept, request.quote_quantity)
-    minimum = max(rules.min_quantity, rules.lot_size)
+        lots = lots_in(quantity, lot_size)
+    minimum = max(rules.min_quantity, lot_size)
     if quantity < minimum:
         raise SizeBelowMinimum(quantity, minimum)
     if rules.max_quantity is not None and quantity > rules.max_quantity:
         raise SizeAboveMaximum(quantity, rules.max_quantity)
-    ask = _quoted_side("BUY", request, book, quantity) if request.side != "SELL" else None
-    bid = _quoted_side("SELL", request, book, quantity) if request.side != "BUY" else None
-    return Quote(request.side, quantity, bid=bid, ask=ask)
+    side = request.side
+    ask = _quoted_side("BUY", request, book, quantity, lots) if side != "SELL" else None
+    bid = _quoted_side("SELL", request, book, quantity, lots) if side != "BUY" else None
+    return Quote(side, quantity, bid, ask)
 
 
-def _quoted_side(side: Side, request: QuoteRequest, book: SweepBook,
-                 quantity: Decimal) -> QuotedSide:
+def _quoted_side(side: Side, request: QuoteRequest, book: SweepBook, quantity: Decimal,
+                 lots: int) -> QuotedSide:
+    """`quantity` is `lots` whole lots, at least one."""
     client_buys = side == "BUY"
     config, rules = request.config, request.rules
-    sweep = sweep_quantity(book.asks if client_buys else book.bids, quantity)
-    spread = spread_bps_for(config, sweep.notional)
+    sweep = sweep_lots(book.asks if client_buys else book.bids, lots, quantity)
+    # the calls only when there are tiers and a skew: the usual configuration has neither
+    spread = spread_bps_for(config, sweep.notional) if config.spread_tiers else config.spread_bps
     # a larger skew lowers both prices: rounding it down favours the ask, up favours the bid
-    skew = inventory_skew_bps(config.inventory_skew_bps, request.exposure, request.max_exposure,
-                              round_up=not client_buys)
+    skew = _ZERO if request.max_exposure is None else inventory_skew_bps(
+        config.inventory_skew_bps, request.exposure, request.max_exposure,
+        round_up=not client_buys)
     margin = _sub(spread, skew) if client_buys else EXACT.minus(_add(spread, skew))
     unrounded = _mul(sweep.vwap, _add(_BPS, margin)).scaleb(-4, EXACT)
     # a skew past the spread (the price better for the client than the hedge's VWAP): never

@@ -111,11 +111,12 @@ class SweepLevel:
 
 
 class _DerivedArrays:
-    __slots__ = ("level_index", "notional_estimate")
+    __slots__ = ("level_index", "notional_estimate", "sweep_ends")
 
     def __init__(self) -> None:
         self.level_index: IntArray | None = None
         self.notional_estimate: FloatArray | None = None
+        self.sweep_ends: dict[int, _SweepEnd] = {}  # by merged level, as sweeps end there
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -258,6 +259,28 @@ class Sweep(NamedTuple):
     worst_price: Decimal
     worst_raw_price: Decimal
     hedge_plan: tuple[HedgeLeg, ...]
+
+
+class _SweepEnd(NamedTuple):
+    """What every sweep that ends in one merged level shares, whatever it takes of that level.
+
+    The levels before it are taken in full, so the legs of the other LPs, the sums of the full
+    levels and both worst prices depend on the level alone: worked out once per level of a side
+    (`_sweep_end`), a sweep adds only what it takes of the last level.
+    """
+
+    lots_before: int  # the lots of the merged levels before this one
+    source: str  # the LP of this level
+    adjusted_price: Decimal  # this level's, exact
+    raw_price: Decimal
+    lp_lots: int  # what the LP of this level has in the levels before it
+    lp_raw_notional: Decimal
+    notional: Decimal  # of the levels before, fee-adjusted and raw
+    raw_notional: Decimal
+    legs_before: tuple[HedgeLeg, ...]  # the other LPs' legs, in the order of the hedge plan
+    legs_after: tuple[HedgeLeg, ...]
+    worst_price: Decimal
+    worst_raw_price: Decimal
 
 
 def _read_only(array: ArrayT) -> ArrayT:
@@ -462,6 +485,12 @@ def sweep_quantity(side: BookSide, quantity: Decimal) -> Sweep:
     wanted = lots_in(quantity, side.lot_size)
     if wanted == 0 or _mul(Decimal(wanted), side.lot_size) != quantity:
         raise ValueError(f"quantity {quantity} must be a positive multiple of {side.lot_size}")
+    return sweep_lots(side, wanted, quantity)
+
+
+def sweep_lots(side: BookSide, wanted: int, quantity: Decimal) -> Sweep:
+    """`sweep_quantity` of a quantity already counted: `quantity` is exactly `wanted` lots, and
+    `wanted` is positive (unchecked: the caller worked them out)."""
     head = side.cum_lots_head
     if head and head[-1] >= wanted:
         last = bisect_left(head, wanted)  # the merged level the sweep ends in
@@ -470,25 +499,54 @@ def sweep_quantity(side: BookSide, quantity: Decimal) -> Sweep:
                                 side.available_quote_quantity, requested_quantity=quantity)
     else:
         last = int(side.cum_lots.searchsorted(wanted))
-    take = wanted - (_cum_lots_at(side, last - 1) if last else 0)
-    take_quantity = _mul(Decimal(take), side.lot_size)
-    last_lp = _lp_at(side, last)
+    end = side._derived.sweep_ends.get(last)
+    if end is None:
+        end = side._derived.sweep_ends[last] = _sweep_end(side, last)
+    (lots_before, source, adjusted_price, raw_price, lp_lots, lp_raw_notional, notional,
+     raw_notional, legs_before, legs_after, worst_price, worst_raw_price) = end
+    take = wanted - lots_before
+    lot_size = side.lot_size
+    take_quantity = _mul(Decimal(take), lot_size)
+    raw_take = _mul(raw_price, take_quantity)
+    lp_raw_notional = _add(lp_raw_notional, raw_take)
+    lp_quantity = _mul(Decimal(lp_lots + take), lot_size)
+    # exact sums: the same terms in another order give the same Decimal, exponent included
+    notional = _add(notional, _mul(adjusted_price, take_quantity))
+    raw_notional = _add(raw_notional, raw_take)
+    # _vwap inlined (a call per VWAP costs more than its division)
+    hedge_side: HedgeSide
+    if side.is_ask:
+        divide, quantize, hedge_side = _divide_up, _quantize_up, "BUY"
+    else:
+        divide, quantize, hedge_side = _divide_down, _quantize_down, "SELL"
+    leg = HedgeLeg(source, lp_quantity,
+                   quantize(divide(lp_raw_notional, lp_quantity), VWAP_QUANTUM), raw_price)
+    return Sweep(hedge_side, quantity, notional, raw_notional,
+                 quantize(divide(notional, quantity), VWAP_QUANTUM),
+                 quantize(divide(raw_notional, quantity), VWAP_QUANTUM),
+                 worst_price, worst_raw_price, (*legs_before, leg, *legs_after))
+
+
+def _sweep_end(side: BookSide, last: int) -> _SweepEnd:
+    """What the sweeps ending in merged level `last` share (the sweep of that level's LP taking
+    nothing of it)."""
     counts = _levels_before(side, last)
-    notional = raw_notional = _ZERO
+    last_lp = _lp_at(side, last)
+    notional = raw_notional = lp_raw_notional_before = _ZERO
     worst_raw_price: Decimal | None = None
-    hedge_plan: list[HedgeLeg] = []
+    legs_before: list[HedgeLeg] = []
+    legs_after: list[HedgeLeg] = []
+    lp_lots_before = 0
+    past_last = False
     for lp in side.lp_order:
         ladder, full = side.ladders[lp], counts[lp]
         lots = ladder.cum_lots[full - 1] if full else 0
         lp_notional = ladder.cum_notional[full - 1] if full else _ZERO
         lp_raw_notional = ladder.cum_raw_notional[full - 1] if full else _ZERO
         if lp == last_lp:  # its next level, `full`, is the one the sweep ends in
-            lots += take
-            lp_notional = _add(
-                lp_notional, _mul(ladder.adjusted_price[full], take_quantity))
-            lp_raw_notional = _add(
-                lp_raw_notional, _mul(ladder.raw_price[full], take_quantity))
+            lp_lots_before, lp_raw_notional_before = lots, lp_raw_notional
             lp_worst = ladder.raw_price[full]
+            past_last = True
         elif full:
             lp_worst = ladder.raw_price[full - 1]
         else:
@@ -498,20 +556,26 @@ def sweep_quantity(side: BookSide, quantity: Decimal) -> Sweep:
         if worst_raw_price is None or (
                 lp_worst > worst_raw_price if side.is_ask else lp_worst < worst_raw_price):
             worst_raw_price = lp_worst
-        lp_quantity = _mul(Decimal(lots), side.lot_size)
-        hedge_plan.append(HedgeLeg(side.sources[lp], lp_quantity,
-                                   _vwap(lp_raw_notional, lp_quantity, side.is_ask), lp_worst))
+        if lp != last_lp:
+            lp_quantity = _mul(Decimal(lots), side.lot_size)
+            (legs_after if past_last else legs_before).append(HedgeLeg(
+                side.sources[lp], lp_quantity, _vwap(lp_raw_notional, lp_quantity, side.is_ask),
+                lp_worst))
     assert worst_raw_price is not None  # the LP of the last level always takes part
-    return Sweep(
-        hedge_side="BUY" if side.is_ask else "SELL",
-        quantity=quantity,
+    last_ladder, last_level = side.ladders[last_lp], counts[last_lp]
+    return _SweepEnd(
+        lots_before=_cum_lots_at(side, last - 1) if last else 0,
+        source=side.sources[last_lp],
+        adjusted_price=last_ladder.adjusted_price[last_level],
+        raw_price=last_ladder.raw_price[last_level],
+        lp_lots=lp_lots_before,
+        lp_raw_notional=lp_raw_notional_before,
         notional=notional,
         raw_notional=raw_notional,
-        vwap=_vwap(notional, quantity, side.is_ask),
-        raw_vwap=_vwap(raw_notional, quantity, side.is_ask),
-        worst_price=side.ladders[last_lp].adjusted_price[counts[last_lp]],
+        legs_before=tuple(legs_before),
+        legs_after=tuple(legs_after),
+        worst_price=last_ladder.adjusted_price[last_level],
         worst_raw_price=worst_raw_price,
-        hedge_plan=tuple(hedge_plan),
     )
 
 

@@ -240,6 +240,15 @@ def test_requests_and_settings_are_checked() -> None:
         QuoteRequest("HOLD", RULES, NO_SPREAD, quantity=D(1))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="positive"):
         QuoteRequest("BUY", RULES, NO_SPREAD, quantity=D(0))
+    with pytest.raises(TypeError, match="finite"):
+        QuoteRequest("BUY", RULES, NO_SPREAD, quantity=D("Infinity"))
+    with pytest.raises(ValueError, match="positive"):
+        QuoteRequest("BUY", RULES, NO_SPREAD, quantity=D(1), max_exposure=D(0))
+    request = QuoteRequest("BUY", RULES, NO_SPREAD, quantity=D(1))
+    with pytest.raises(ValueError, match="positive"):
+        request._replace(quantity=D(-1))  # a copy is checked as a new request is
+    with pytest.raises(AttributeError):
+        request.quantity = D(2)  # type: ignore[misc]
     with pytest.raises(ValueError, match="increasing"):
         QuotingConfig(spread_bps=D(1), spread_tiers=((D(10), D(1)), (D(10), D(2))))
     with pytest.raises(ValueError, match="max_quote_notional"):

@@ -361,3 +361,35 @@ def test_a_merged_side_too_deep_to_count_in_int64_is_refused() -> None:
     assert consolidate_for_sweep(books[:1], lot).asks.available_quantity == 2**62 * lot
     with pytest.raises(ValueError, match="too many lots"):
         consolidate_for_sweep(books, lot)
+
+
+def _fingerprint(swept: object) -> str:
+    return repr(swept)  # Decimals by their digits and exponent: equal means bit-identical
+
+
+def test_a_side_reused_by_many_sweeps_gives_what_a_fresh_side_gives() -> None:
+    # what sweeps ending in a level share is kept with the side: a sweep on a side many sweeps
+    # used must equal, digit for digit, the same sweep on a side just merged
+    books = [_book(source, fee,
+                   bids=[(str(95 - level * step), "0.5") for level in range(20)],
+                   asks=[(str(105 + level * step), "0.5") for level in range(20)])
+             for source, fee, step in (("a", "0", 1), ("b", "0.001", 2), ("c", "0.0015", 3))]
+    shared = consolidate_for_sweep(books, LOT)
+    for is_ask in (True, False):
+        side = shared.asks if is_ask else shared.bids
+        total = side.cum_lots.tolist()[-1]
+        for lots in [*range(1, total + 1, 7), *range(total, 0, -5)]:
+            fresh = consolidate_for_sweep(books, LOT)
+            fresh_side = fresh.asks if is_ask else fresh.bids
+            assert _fingerprint(sweep_quantity(side, lots * LOT)) == _fingerprint(
+                sweep_quantity(fresh_side, lots * LOT))
+
+
+def test_a_new_book_is_swept_on_its_own_levels() -> None:
+    # the shared part of a sweep lives with the merged side, so a new book starts afresh
+    before = consolidate_for_sweep([_single_lp()], LOT)
+    # 1 at 100 * 1.001 and 0.5 at 101 * 1.001, rounded up
+    assert sweep_quantity(before.asks, D("1.5")).vwap == D("100.433666666666666667")
+    changed = _book("a", "0.001", asks=[("200", "1"), ("201", "2")])
+    after = consolidate_for_sweep([changed], LOT)
+    assert sweep_quantity(after.asks, D("1.5")).vwap == D("200.533666666666666667")
