@@ -31,7 +31,7 @@ import asyncpg
 
 from dealer.errors import ApiError, Errors
 from dealer.ids import uuid_from_int
-from dealer.marketdata import MarketDataService
+from dealer.marketdata import MarketDataService, PricingBooks
 from dealer.services.dealers import DEALER_COLUMNS, DEALER_FROM, DealerRecord
 from dealer.services.records import CLIENT
 from dealer.services.rfq import (
@@ -208,6 +208,17 @@ class _Priced(NamedTuple):
     quote_unit: Decimal | None  # one minor unit of the quote asset in the ledger (None: no scales)
 
 
+class _Checked(NamedTuple):
+    """What a request passed `_check` with (the objects themselves) and what it was priced from."""
+
+    dealer: _Dealer
+    client: _Client | None
+    rules: _Rules
+    symbol: str
+    books: PricingBooks
+    priced: _Priced
+
+
 class QuoteDraft(NamedTuple):
     """A priced quote waiting to be written, with the epoch of the facts it was priced on (the
     oldest, when they were read at different epochs: then the write refuses it)."""
@@ -369,6 +380,7 @@ class Quoter:
         # are numbered as they begin, so one numbered above what a request saw on arrival began
         # after it came (exact, where two clock readings can be equal).
         self._reads: dict[tuple[uuid.UUID, uuid.UUID, str], tuple[int, asyncio.Task[_Facts]]] = {}
+        self._last_checked: _Checked | None = None  # what `_check` last passed, and on what
         self.reads_started = 0
 
     async def close(self) -> None:
@@ -482,6 +494,16 @@ class Quoter:
     def _check(self, facts: _Facts, cmd: QuoteCommand, now: dt.datetime) -> _Priced:
         """What the quote is priced from, or the refusal that comes before any pricing."""
         cached = facts.dealer
+        last = self._last_checked
+        # The checks read nothing but these facts, the symbol and the books, all immutable:
+        # when they are the very objects the last request passed with, so does this one.
+        if (last is not None and last.dealer is cached and last.client is facts.client
+                and last.rules is facts.rules and last.symbol == cmd.symbol):
+            books = self._market_data.pricing_books(cmd.dealer_account_id, cmd.symbol,
+                                                    int(now.timestamp() * 1000))
+            if books is last.books:
+                return last.priced
+            return self._check_books(facts, cmd, books)
         dealer = cached.record
         if dealer.status != "ACTIVE":
             raise ApiError(Errors.DEALER_PAUSED, f"The dealer is paused: "
@@ -506,9 +528,13 @@ class Quoter:
             self._bookable.add(cmd.symbol)
         if not dealer.linked_accounts:
             raise ApiError(Errors.NO_LINKED_LP)
-        market_data = self._market_data
-        books = market_data.pricing_books(cmd.dealer_account_id, cmd.symbol,
-                                          int(now.timestamp() * 1000))
+        return self._check_books(facts, cmd, self._market_data.pricing_books(
+            cmd.dealer_account_id, cmd.symbol, int(now.timestamp() * 1000)))
+
+    def _check_books(self, facts: _Facts, cmd: QuoteCommand, books: PricingBooks) -> _Priced:
+        """`_check` once the facts are passed: the refusals that depend on the books."""
+        cached, market_data = facts.dealer, self._market_data
+        base = cached.bases[cmd.symbol]
         fresh, venues = books.books, books.venues
         # A quote prices only liquidity its hedge can use: LPs linked and not draining, on
         # venues where the instrument is synced (its rules are the quote's). Two subset tests
@@ -544,8 +570,11 @@ class Quoter:
         # Books shared by every quote until one of them changes: their merge is kept with them.
         sweep_book = (books.sweep_book(market_data, rules.lot_size) if fresh is books.books
                       else market_data.sweep_book(fresh, rules.lot_size))
-        return _Priced(rules, sweep_book, base, cached.exposure_limits.get(base),
-                       self._quote_units.get(cmd.symbol))
+        priced = _Priced(rules, sweep_book, base, cached.exposure_limits.get(base),
+                         self._quote_units.get(cmd.symbol))
+        self._last_checked = _Checked(cached, facts.client, facts.rules, cmd.symbol, books,
+                                      priced)
+        return priced
 
     def _ledger_rules_of(self, rules: InstrumentRules, base: str) -> InstrumentRules:
         assert self._scales is not None
