@@ -39,8 +39,8 @@ asks (the dealer buys); a client SELL receives the dealer's bid and sweeps the L
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from typing import Any, Literal, NamedTuple
 
 from pricing.errors import (
@@ -69,6 +69,17 @@ _BPS = Decimal(10000)
 # Bound once: a method looked up on a Context costs about as much as the operation.
 _mul, _add, _sub = EXACT.multiply, EXACT.add, EXACT.subtract
 _divide_int = EXACT.divide_int
+
+
+def _exact_rounding(rounding: str) -> Context:
+    context = EXACT.copy()
+    context.rounding = rounding
+    return context
+
+
+# Quantizing to a tick: with EXACT's precision, only the last digit kept can round.
+_ceiling_to = _exact_rounding(ROUND_CEILING).quantize
+_floor_to = _exact_rounding(ROUND_FLOOR).quantize
 _ZERO = Decimal(0)
 _SIDES = ("BUY", "SELL", None)
 
@@ -90,9 +101,14 @@ class InstrumentRules:
     min_quantity: Decimal = _ZERO
     max_quantity: Decimal | None = None
     min_notional: Decimal = _ZERO
+    # The tick itself when it is a power of ten (one digit 1: 0.01, not 0.010 or 0.5): then a
+    # price goes on the grid with one quantize, which round_to_tick's three operations equal.
+    tick_quantum: Decimal | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_decimal("tick_size", self.tick_size, positive=True)
+        object.__setattr__(self, "tick_quantum",
+                           self.tick_size if self.tick_size.as_tuple().digits == (1,) else None)
         _check_decimal("lot_size", self.lot_size, positive=True)
         _check_decimal("min_quantity", self.min_quantity)
         _check_decimal("min_notional", self.min_notional)
@@ -305,7 +321,11 @@ def _quoted_side(side: Side, request: QuoteRequest, book: SweepBook, quantity: D
         best_other = (book.bids if client_buys else book.asks).best_price
         if best_other is not None:
             unrounded = max(unrounded, best_other) if client_buys else min(unrounded, best_other)
-    price = round_to_tick(unrounded, rules.tick_size, up=client_buys)
+    quantum = rules.tick_quantum
+    if quantum is None:
+        price = round_to_tick(unrounded, rules.tick_size, up=client_buys)
+    else:
+        price = (_ceiling_to if client_buys else _floor_to)(unrounded, quantum)
     if price <= 0:
         raise PriceNotPositive(price)
     quote_quantity = _mul(price, quantity)

@@ -26,6 +26,8 @@ from pricing.quote import (
     QuoteRequest,
     QuotingConfig,
     Side,
+    _ceiling_to,
+    _floor_to,
     inventory_skew_bps,
     lot_for_scale,
     price_quote,
@@ -405,3 +407,18 @@ def test_a_lot_the_ledger_books_every_multiple_of(lot: str, scale: int, booked: 
 def test_a_lot_the_ledger_already_books_is_kept_as_it_is() -> None:
     lot = D("0.001")
     assert lot_for_scale(lot, 8) is lot
+
+
+@given(st.sampled_from(["0.01", "1", "1E+1", "0.0001", "0.5", "0.010", "0.25"]),
+       st.decimals(min_value=D("-1000"), max_value=D("100000"), places=20),
+       st.booleans())
+def test_a_power_of_ten_tick_rounds_with_one_quantize_as_round_to_tick_does(
+        tick: str, price: D, up: bool) -> None:
+    rules = InstrumentRules(tick_size=D(tick), lot_size=LOT)
+    assert (rules.tick_quantum is not None) == (tick in ("0.01", "1", "1E+1", "0.0001"))
+    assert replace(rules, lot_size=D("0.01")).tick_quantum == rules.tick_quantum
+    if rules.tick_quantum is not None:
+        quantize = _ceiling_to if up else _floor_to
+        # digit for digit: the same value and exponent
+        assert repr(quantize(price, rules.tick_quantum)) == repr(
+            round_to_tick(price, rules.tick_size, up=up))
