@@ -390,8 +390,10 @@ def quote_wire(q: rfq.QuoteRecord, scales: ScaleTable,
         price_plain, quote_quantity = ask_plain, ask_qq
     else:
         price_plain, quote_quantity = bid_plain, bid_qq
-    created_ms, created_text = (times or TimeTexts()).of(q.created_at)
-    expire_ms, expire_text = (times or TimeTexts()).of(q.expire_at)
+    if times is None:
+        times = TimeTexts()
+    created_ms, created_text = times.of(q.created_at)
+    expire_ms, expire_text = times.of(q.expire_at)
     return {
         "quoteId": q.quote_id, "dealerAccountId": q.dealer_account_id,
         "tradingAccountId": q.trading_account_id, "instrumentId": f"FERMATA:{q.symbol}",
