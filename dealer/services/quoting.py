@@ -494,13 +494,13 @@ class Quoter:
     def _check(self, facts: _Facts, cmd: QuoteCommand, now: dt.datetime) -> _Priced:
         """What the quote is priced from, or the refusal that comes before any pricing."""
         cached = facts.dealer
+        now_ms = int(now.timestamp() * 1000)
         last = self._last_checked
         # The checks read nothing but these facts, the symbol and the books, all immutable:
         # when they are the very objects the last request passed with, so does this one.
         if (last is not None and last.dealer is cached and last.client is facts.client
                 and last.rules is facts.rules and last.symbol == cmd.symbol):
-            books = self._market_data.pricing_books(cmd.dealer_account_id, cmd.symbol,
-                                                    int(now.timestamp() * 1000))
+            books = self._market_data.pricing_books(cmd.dealer_account_id, cmd.symbol, now_ms)
             if books is last.books:
                 return last.priced
             return self._check_books(facts, cmd, books)
@@ -529,7 +529,7 @@ class Quoter:
         if not dealer.linked_accounts:
             raise ApiError(Errors.NO_LINKED_LP)
         return self._check_books(facts, cmd, self._market_data.pricing_books(
-            cmd.dealer_account_id, cmd.symbol, int(now.timestamp() * 1000)))
+            cmd.dealer_account_id, cmd.symbol, now_ms))
 
     def _check_books(self, facts: _Facts, cmd: QuoteCommand, books: PricingBooks) -> _Priced:
         """`_check` once the facts are passed: the refusals that depend on the books."""
