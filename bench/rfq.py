@@ -34,11 +34,12 @@ Method.
   was tried, and each bare step then ran while PostgreSQL expired the quotes of the quote step
   before it (5 s after they were made), which lowered the bare maximum by more than the drift
   it was to remove.
-- CPU: for each target's best step and the first half-maximum run, the summary prints the cores
+- CPU: for each target's best step and each half-maximum run, the bench prints the cores
   busy and the CPU time per answered request of the servers' process (the daemon's background
   work included, also while the bare handler is measured), of the generator and of PostgreSQL,
-  from /proc (Linux), over the step and its drain. They say where the two cores went, and so
-  why the ratio is what it is.
+  from /proc (Linux), over the step and its drain; and the steal time of a virtual machine
+  (its CPUs waiting for the host while a party was due to run). They say where the two cores
+  went, and so why the ratio is what it is.
 - The generator paces its sends with waits of at least a millisecond (shorter ones spin on
   uvloop), and runs each step with its garbage collector paused (a full collection of its heap
   stalls it for tens of milliseconds): its own pauses would be counted against the server.
@@ -123,7 +124,9 @@ def _stat_fields(pid: int) -> list[str] | None:
 class CpuMeter:
     """CPU seconds used by each party of a run: the servers (this process), the generator, and
     PostgreSQL (its postmaster, the backends alive and those that ended: a reaped child's time
-    is added to its parent's). Read from /proc, so Linux only; elsewhere `snapshot` is None."""
+    is added to its parent's); and the time the machine's virtual CPUs waited for the host
+    (`steal`, on a virtual machine: none of the parties ran then, though they were due to).
+    Read from /proc, so Linux only; elsewhere `snapshot` is None."""
 
     def __init__(self, server_pid: int, generator_pid: int, postmaster_pid: int | None) -> None:
         self._server = server_pid
@@ -142,7 +145,20 @@ class CpuMeter:
                 ticks["postgres"] = (_own_ticks(postmaster) + _reaped_ticks(postmaster)
                                      + sum(_own_ticks(fields) for fields
                                            in _children(self._postmaster)))
+        stolen = _stolen_ticks()
+        if stolen is not None:
+            ticks["stolen"] = stolen
         return {party: count / self._tick for party, count in ticks.items()}
+
+
+def _stolen_ticks() -> int | None:
+    """The machine's steal time so far, all CPUs (the 8th figure of /proc/stat's `cpu` line)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    return int(fields[8]) if len(fields) > 8 and fields[0] == "cpu" else None
 
 
 def _own_ticks(fields: list[str]) -> int:
@@ -502,6 +518,8 @@ async def run(args: argparse.Namespace) -> None:
                         half = await gen.step(quote, quote_search.best["throughput"] / 2,
                                               args.half_seconds)
                         print(_row("quote", half, args.slo_ms) + "  (half of max)", flush=True)
+                        if half.get("cpu"):
+                            print(f"         CPU: {_cpu(half)}", flush=True)
                         halves.append(half)
         finally:
             await asyncio.to_thread(server.cleanup)
@@ -534,9 +552,15 @@ def _summary(quote: Search, bare: Search, halves: list[dict[str, Any]], slo_ms: 
         print(f"  p99 at half max, median of the runs: {median_p99:.2f} ms")
         if halves[0].get("cpu"):
             print(f"  CPU at half max (first run): {_cpu(halves[0])}")
+        stolen = [h["cpu"]["cores"]["stolen"] for h in halves
+                  if h.get("cpu") and "stolen" in h["cpu"]["cores"]]
+        if stolen:
+            print("  stolen by the host in the half-max runs: "
+                  + ", ".join(f"{cores:.3f}" for cores in stolen) + " cores")
 
 
-_PARTIES = {"server": "servers' process", "generator": "generator", "postgres": "PostgreSQL"}
+_PARTIES = {"server": "servers' process", "generator": "generator", "postgres": "PostgreSQL",
+            "stolen": "stolen by the host"}
 
 
 def _cpu(step: dict[str, Any]) -> str:
