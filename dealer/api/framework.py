@@ -181,7 +181,7 @@ def _wrap(endpoint: Endpoint, uuids: UuidTable
             # only. The models also take their Python names (`populate_by_name`, for the
             # daemon's own code), which a client's `start_time` must not reach.
             if bodies is not None:
-                params = bodies.validated(await request.read())
+                params = bodies.validated(await read_body(request))
             elif endpoint.body is not None:
                 params = validated_body(endpoint.body, await read_json_object(request),
                                         context)
@@ -285,7 +285,26 @@ def validated_body(model: type[B], body: dict[str, Any],
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    return json_object(await request.read())
+    return json_object(await read_body(request))
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, as `request.read()` gives it (413 past the app's `client_max_size`).
+    A small body arrives whole with its headers, and is then taken in one read: `read` reads
+    once more for the end of the body and copies it, on every quote request."""
+    content, limit = request.content, request.client_max_size
+    chunk = await content.readany()
+    if content.at_eof():
+        body = chunk
+    else:
+        parts = bytearray(chunk)
+        while chunk and not (limit and len(parts) > limit):
+            chunk = await content.readany()
+            parts.extend(chunk)
+        body = bytes(parts)
+    if limit and len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return body
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -19,6 +19,7 @@ from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN, assert_error
 
 LINK = "/api/v3/fermata/dealer/link"
+QUOTE = "/api/v3/fermata/quote/request"  # its bodies are read on the endpoint's own path
 
 
 async def test_oversized_body_is_413(settings: Settings, secrets: DaemonSecrets,
@@ -27,6 +28,42 @@ async def test_oversized_body_is_413(settings: Settings, secrets: DaemonSecrets,
     small = settings.model_copy(update={"http_max_body_bytes": 1024})
     client = await aiohttp_client(create_app(small, secrets))
     resp = await client.post(LINK, data=b"{" + b" " * 4096 + b"}", headers=ADMIN)
+    assert resp.status == 413
+    assert_error(await resp.json(), -100003)
+
+
+async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+        await asyncio.sleep(0.02)  # each part reaches the server on its own
+
+
+@pytest.mark.parametrize("path", [LINK, QUOTE])
+async def test_body_sent_in_parts_is_read_whole(client: TestClient, path: str) -> None:
+    """A body that does not arrive with its headers (chunked, here) is read to its end: the
+    refusal names the fields of the whole JSON object, none of which is in its first part."""
+    parts = [b'{"dealerAccountId"', b': "not-a-uuid", ', b'"tradingAccountId": 7}']
+    resp = await client.post(path, data=_chunks(parts), headers={
+        **ADMIN, "Content-Type": "application/json"})
+    assert resp.status == 400
+    body = await resp.json()
+    assert_error(body, -100001)
+    fields = {f["field"] for f in body["details"]["fields"]}
+    assert {"dealerAccountId", "tradingAccountId"} <= fields
+
+
+@pytest.mark.parametrize("path", [LINK, QUOTE])
+async def test_oversized_body_in_parts_is_413(settings: Settings, secrets: DaemonSecrets,
+                                              aiohttp_client: Callable[[web.Application],
+                                                                       Awaitable[TestClient]],
+                                              path: str) -> None:
+    small = settings.model_copy(update={"http_max_body_bytes": 1024})
+    client = await aiohttp_client(create_app(small, secrets))
+    whole = await client.post(path, data=b"{" + b" " * 4096 + b"}", headers=ADMIN)
+    assert whole.status == 413
+    assert_error(await whole.json(), -100003)
+    parts = [b"{"] + [b" " * 512] * 8 + [b"}"]
+    resp = await client.post(path, data=_chunks(parts), headers=ADMIN)
     assert resp.status == 413
     assert_error(await resp.json(), -100003)
 
