@@ -101,3 +101,60 @@ def test_quote_ids_are_distinct_random_version_4_uuids() -> None:
     assert len(set(drawn)) == len(drawn)
     assert {(u.version, u.variant) for u in drawn} == {(4, uuid.RFC_4122)}
     assert all(uuid.UUID(str(u)) == u for u in drawn[:10])
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+async def test_a_quote_coming_during_a_write_goes_out_on_a_free_connection(
+        dsn: str, connections: int) -> None:
+    """With two connections, a quote handed over while a group is being written is written at
+    once on the other; with one, it waits for that group."""
+    pool = await db.create_pool(dsn, 1, 4)
+    writer = QuoteWriter(pool, connections=connections)
+    writer.start()
+    try:
+        ids = _QuoteIds()
+        async with pool.acquire() as blocker, blocker.transaction():
+            await blocker.execute("LOCK TABLE quote IN SHARE MODE")  # holds every INSERT
+
+            async def writes_waiting(expected: int) -> int:
+                for _ in range(300):
+                    # The activity read afresh: a transaction keeps its first snapshot of it.
+                    await blocker.execute("SELECT pg_stat_clear_snapshot()")
+                    count: int = await blocker.fetchval(
+                        """SELECT count(*) FROM pg_stat_activity
+                           WHERE wait_event_type = 'Lock'
+                             AND query LIKE '%INSERT INTO quote%'""")
+                    if count >= expected:
+                        break
+                    await asyncio.sleep(0.01)
+                return count
+
+            first = writer.submit(_draft(ids.next()))
+            assert await writes_waiting(1) == 1
+            second = writer.submit(_draft(ids.next()))
+            await asyncio.sleep(0.1)  # time for a second write, when one may start
+            assert await writes_waiting(connections) == connections
+            assert not first.done()
+            assert not second.done()
+        assert [await first, await second] == [False, False]  # stale epoch: nothing written
+    finally:
+        await writer.stop()
+        await pool.close()
+
+
+async def test_stopping_a_writer_of_two_connections_answers_every_queued_quote(dsn: str) -> None:
+    pool = await db.create_pool(dsn, 1, 3)
+    try:
+        writer = QuoteWriter(pool, max_batch=2, connections=2)
+        writer.start()
+        ids = _QuoteIds()
+        answers = [writer.submit(_draft(ids.next())) for _ in range(11)]
+        await writer.stop()
+        assert [answer.result() for answer in answers] == [False] * 11
+    finally:
+        await pool.close()
+
+
+def test_a_writer_needs_a_connection() -> None:
+    with pytest.raises(ValueError, match="at least one connection"):
+        QuoteWriter(None, connections=0)  # type: ignore[arg-type]
