@@ -104,6 +104,8 @@ class InstrumentRules:
     # The tick itself when it is a power of ten (one digit 1: 0.01, not 0.010 or 0.5): then a
     # price goes on the grid with one quantize, which round_to_tick's three operations equal.
     tick_quantum: Decimal | None = field(init=False, repr=False, compare=False)
+    # The smallest quantity quoted, max(min_quantity, lot_size): the same for every quote.
+    min_size: Decimal = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_decimal("tick_size", self.tick_size, positive=True)
@@ -111,6 +113,7 @@ class InstrumentRules:
                            self.tick_size if self.tick_size.as_tuple().digits == (1,) else None)
         _check_decimal("lot_size", self.lot_size, positive=True)
         _check_decimal("min_quantity", self.min_quantity)
+        object.__setattr__(self, "min_size", max(self.min_quantity, self.lot_size))
         _check_decimal("min_notional", self.min_notional)
         if self.max_quantity is not None and (
                 _check_decimal("max_quantity", self.max_quantity) < self.min_quantity):
@@ -126,9 +129,16 @@ class QuotingConfig:
     min_quote_notional: Decimal = _ZERO
     max_quote_notional: Decimal | None = None
     inventory_skew_bps: Decimal = _ZERO
+    # What the ask's and the bid's VWAP are multiplied by when the spread is `spread_bps` and
+    # there is no skew (no tiers, no skew: the usual configuration), worked out once:
+    # (10 000 ± spread) / 10 000, exactly as `_quoted_side` works it out with a zero skew.
+    ask_factor: Decimal = field(init=False, repr=False, compare=False)
+    bid_factor: Decimal = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_decimal("spread_bps", self.spread_bps)
+        object.__setattr__(self, "ask_factor", _price_factor(self.spread_bps, _ZERO, ask=True))
+        object.__setattr__(self, "bid_factor", _price_factor(self.spread_bps, _ZERO, ask=False))
         _check_decimal("min_quote_notional", self.min_quote_notional)
         _check_decimal("inventory_skew_bps", self.inventory_skew_bps)
         if self.max_quote_notional is not None and (
@@ -142,6 +152,14 @@ class QuotingConfig:
             if previous is not None and up_to <= previous:
                 raise ValueError("spread tiers must have strictly increasing up_to_notional")
             previous = up_to
+
+
+def _price_factor(spread: Decimal, skew: Decimal, *, ask: bool) -> Decimal:
+    """1 + margin / 10 000, exact: what the VWAP is multiplied by. (The product then equals,
+    exponent included, the VWAP times 10 000 + margin, scaled by 10^-4: exact products add
+    their exponents.)"""
+    margin = _sub(spread, skew) if ask else EXACT.minus(_add(spread, skew))
+    return _add(_BPS, margin).scaleb(-4, EXACT)
 
 
 class _QuoteRequestFields(NamedTuple):
@@ -283,22 +301,23 @@ def price_quote(request: QuoteRequest, book: SweepBook) -> Quote:
                          f"{lot_size}")
     if request.quantity is not None:
         # lots_in without its checks: QuoteRequest holds a finite positive quantity
-        lots = int(_divide_int(request.quantity, lot_size))
-        quantity = _mul(Decimal(lots), lot_size)
+        # an integer quotient has the exponent 0, as Decimal(lots) has
+        counted = _divide_int(request.quantity, lot_size)
+        lots = int(counted)
+        quantity = _mul(counted, lot_size)
     else:
         assert request.quote_quantity is not None  # QuoteRequest holds exactly one of the two
         swept = book.asks if request.side == "BUY" else book.bids
         quantity = quantity_for_quote_amount(swept, request.quote_quantity)
         lots = lots_in(quantity, lot_size)
-    minimum = max(rules.min_quantity, lot_size)
-    if quantity < minimum:
-        raise SizeBelowMinimum(quantity, minimum)
+    if quantity < rules.min_size:
+        raise SizeBelowMinimum(quantity, rules.min_size)
     if rules.max_quantity is not None and quantity > rules.max_quantity:
         raise SizeAboveMaximum(quantity, rules.max_quantity)
     side = request.side
     ask = _quoted_side("BUY", request, book, quantity, lots) if side != "SELL" else None
     bid = _quoted_side("SELL", request, book, quantity, lots) if side != "BUY" else None
-    return Quote(side, quantity, bid, ask)
+    return tuple.__new__(Quote, (side, quantity, bid, ask))
 
 
 def _quoted_side(side: Side, request: QuoteRequest, book: SweepBook, quantity: Decimal,
@@ -307,20 +326,28 @@ def _quoted_side(side: Side, request: QuoteRequest, book: SweepBook, quantity: D
     client_buys = side == "BUY"
     config, rules = request.config, request.rules
     sweep = sweep_lots(book.asks if client_buys else book.bids, lots, quantity)
-    # the calls only when there are tiers and a skew: the usual configuration has neither
-    spread = spread_bps_for(config, sweep.notional) if config.spread_tiers else config.spread_bps
     # a larger skew lowers both prices: rounding it down favours the ask, up favours the bid
     skew = _ZERO if request.max_exposure is None else inventory_skew_bps(
         config.inventory_skew_bps, request.exposure, request.max_exposure,
         round_up=not client_buys)
-    margin = _sub(spread, skew) if client_buys else EXACT.minus(_add(spread, skew))
-    unrounded = _mul(sweep.vwap, _add(_BPS, margin)).scaleb(-4, EXACT)
-    # a skew past the spread (the price better for the client than the hedge's VWAP): never
-    # past the other side's best price
-    if margin < 0 if client_buys else margin > 0:
-        best_other = (book.bids if client_buys else book.asks).best_price
-        if best_other is not None:
-            unrounded = max(unrounded, best_other) if client_buys else min(unrounded, best_other)
+    if skew is _ZERO and not config.spread_tiers:
+        # The usual configuration: the config's spread and no skew (inventory_skew_bps answers
+        # _ZERO itself then), whose factor the config worked out with this very zero. The
+        # margin is the spread then, never past the other side.
+        spread = config.spread_bps
+        unrounded = _mul(sweep.vwap, config.ask_factor if client_buys else config.bid_factor)
+    else:
+        spread = (spread_bps_for(config, sweep.notional) if config.spread_tiers
+                  else config.spread_bps)
+        margin = _sub(spread, skew) if client_buys else EXACT.minus(_add(spread, skew))
+        unrounded = _mul(sweep.vwap, _add(_BPS, margin)).scaleb(-4, EXACT)
+        # a skew past the spread (the price better for the client than the hedge's VWAP):
+        # never past the other side's best price
+        if margin < 0 if client_buys else margin > 0:
+            best_other = (book.bids if client_buys else book.asks).best_price
+            if best_other is not None:
+                unrounded = (max(unrounded, best_other) if client_buys
+                             else min(unrounded, best_other))
     quantum = rules.tick_quantum
     if quantum is None:
         price = round_to_tick(unrounded, rules.tick_size, up=client_buys)
@@ -335,4 +362,6 @@ def _quoted_side(side: Side, request: QuoteRequest, book: SweepBook, quantity: D
         raise NotionalBelowMinimum(quote_quantity, config.min_quote_notional, "dealer")
     if config.max_quote_notional is not None and quote_quantity > config.max_quote_notional:
         raise NotionalAboveMaximum(quote_quantity, config.max_quote_notional)
-    return QuotedSide(side, price, quantity, quote_quantity, spread, skew, sweep)
+    # tuple.__new__ itself: the NamedTuple's __new__ would be one more Python call
+    return tuple.__new__(QuotedSide, (side, price, quantity, quote_quantity, spread, skew,
+                                      sweep))

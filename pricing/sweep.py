@@ -271,8 +271,11 @@ class _SweepEnd(NamedTuple):
 
     lots_before: int  # the lots of the merged levels before this one
     source: str  # the LP of this level
-    adjusted_price: Decimal  # this level's, exact
-    raw_price: Decimal
+    raw_price: Decimal  # this level's, exact
+    # one lot's worth at this level, fee-adjusted and raw: a sweep multiplies them by the lots
+    # it takes (the same exact product as the price times the quantity taken)
+    adjusted_lot_price: Decimal
+    raw_lot_price: Decimal
     lp_lots: int  # what the LP of this level has in the levels before it
     lp_raw_notional: Decimal
     notional: Decimal  # of the levels before, fee-adjusted and raw
@@ -502,16 +505,16 @@ def sweep_lots(side: BookSide, wanted: int, quantity: Decimal) -> Sweep:
     end = side._derived.sweep_ends.get(last)
     if end is None:
         end = side._derived.sweep_ends[last] = _sweep_end(side, last)
-    (lots_before, source, adjusted_price, raw_price, lp_lots, lp_raw_notional, notional,
-     raw_notional, legs_before, legs_after, worst_price, worst_raw_price) = end
+    (lots_before, source, raw_price, adjusted_lot_price, raw_lot_price, lp_lots,
+     lp_raw_notional, notional, raw_notional, legs_before, legs_after, worst_price,
+     worst_raw_price) = end
     take = wanted - lots_before
-    lot_size = side.lot_size
-    take_quantity = _mul(Decimal(take), lot_size)
-    raw_take = _mul(raw_price, take_quantity)
+    taken = Decimal(take)
+    raw_take = _mul(raw_lot_price, taken)
     lp_raw_notional = _add(lp_raw_notional, raw_take)
-    lp_quantity = _mul(Decimal(lp_lots + take), lot_size)
+    lp_quantity = _mul(Decimal(lp_lots + take), side.lot_size)
     # exact sums: the same terms in another order give the same Decimal, exponent included
-    notional = _add(notional, _mul(adjusted_price, take_quantity))
+    notional = _add(notional, _mul(adjusted_lot_price, taken))
     raw_notional = _add(raw_notional, raw_take)
     # _vwap inlined (a call per VWAP costs more than its division)
     hedge_side: HedgeSide
@@ -519,12 +522,15 @@ def sweep_lots(side: BookSide, wanted: int, quantity: Decimal) -> Sweep:
         divide, quantize, hedge_side = _divide_up, _quantize_up, "BUY"
     else:
         divide, quantize, hedge_side = _divide_down, _quantize_down, "SELL"
-    leg = HedgeLeg(source, lp_quantity,
-                   quantize(divide(lp_raw_notional, lp_quantity), VWAP_QUANTUM), raw_price)
-    return Sweep(hedge_side, quantity, notional, raw_notional,
-                 quantize(divide(notional, quantity), VWAP_QUANTUM),
-                 quantize(divide(raw_notional, quantity), VWAP_QUANTUM),
-                 worst_price, worst_raw_price, (*legs_before, leg, *legs_after))
+    # tuple.__new__ itself: a NamedTuple's own __new__ would be one more Python call each
+    leg = tuple.__new__(HedgeLeg, (
+        source, lp_quantity, quantize(divide(lp_raw_notional, lp_quantity), VWAP_QUANTUM),
+        raw_price))
+    return tuple.__new__(Sweep, (
+        hedge_side, quantity, notional, raw_notional,
+        quantize(divide(notional, quantity), VWAP_QUANTUM),
+        quantize(divide(raw_notional, quantity), VWAP_QUANTUM),
+        worst_price, worst_raw_price, (*legs_before, leg, *legs_after)))
 
 
 def _sweep_end(side: BookSide, last: int) -> _SweepEnd:
@@ -563,11 +569,13 @@ def _sweep_end(side: BookSide, last: int) -> _SweepEnd:
                 lp_worst))
     assert worst_raw_price is not None  # the LP of the last level always takes part
     last_ladder, last_level = side.ladders[last_lp], counts[last_lp]
+    raw_price = last_ladder.raw_price[last_level]
     return _SweepEnd(
         lots_before=_cum_lots_at(side, last - 1) if last else 0,
         source=side.sources[last_lp],
-        adjusted_price=last_ladder.adjusted_price[last_level],
-        raw_price=last_ladder.raw_price[last_level],
+        raw_price=raw_price,
+        adjusted_lot_price=_mul(last_ladder.adjusted_price[last_level], side.lot_size),
+        raw_lot_price=_mul(raw_price, side.lot_size),
         lp_lots=lp_lots_before,
         lp_raw_notional=lp_raw_notional_before,
         notional=notional,

@@ -422,3 +422,42 @@ def test_a_power_of_ten_tick_rounds_with_one_quantize_as_round_to_tick_does(
         # digit for digit: the same value and exponent
         assert repr(quantize(price, rules.tick_quantum)) == repr(
             round_to_tick(price, rules.tick_size, up=up))
+
+
+def _priced_or_refusal(request: QuoteRequest, book: SweepBook) -> Quote | type[QuoteRefused]:
+    try:
+        return price_quote(request, book)
+    except QuoteRefused as exc:
+        return type(exc)
+
+
+@given(books_and_rules(), st.sampled_from(["0", "7", "2.5", "0.250", "1E+1", "35.00", "9999",
+                                            "10000", "12000"]),
+       st.integers(1, 2 * 10**5), st.sampled_from([None, "BUY", "SELL"]),
+       st.sampled_from([None, "0", "3"]))
+def test_a_spread_without_tiers_or_skew_prices_as_the_tiers_path_does(
+        market: tuple[list[LpBook], InstrumentRules], spread: str, ten_thousandths: int,
+        side: Side | None, exposure: str | None) -> None:
+    """The usual configuration prices with a factor its config works out once: the same
+    Decimals, exponents included, as the path that works the margin out per quote."""
+    books, rules = market
+    book = consolidate_for_sweep(books, rules.lot_size)
+    # no skew: no max exposure, a skew of 0 bps, or a skew and no exposure to skew by
+    skew = {} if exposure is None else {"exposure": D(exposure), "max_exposure": D(10)}
+    plain = QuotingConfig(spread_bps=D(spread),
+                          inventory_skew_bps=D(50) if exposure == "0" else D(0))
+    # one tier covering every notional: the same spread, worked out per quote
+    tiered = replace(plain, spread_tiers=((D("1E+30"), D(spread)),))
+    quantity = D(ten_thousandths) / 10000
+    quote = _priced_or_refusal(QuoteRequest(side, rules, plain, quantity=quantity, **skew), book)
+    other = _priced_or_refusal(QuoteRequest(side, rules, tiered, quantity=quantity, **skew), book)
+    if not isinstance(quote, Quote) or not isinstance(other, Quote):
+        assert quote == other
+        return
+    assert quote.quantity.as_tuple() == other.quantity.as_tuple()
+    for mine, theirs in ((quote.bid, other.bid), (quote.ask, other.ask)):
+        assert (mine is None) == (theirs is None)
+        if mine is not None and theirs is not None:
+            assert [value.as_tuple() for value in mine[1:6]] == [
+                value.as_tuple() for value in theirs[1:6]]
+            assert mine.sweep == theirs.sweep
