@@ -284,6 +284,14 @@ class _SweepEnd(NamedTuple):
     legs_after: tuple[HedgeLeg, ...]
     worst_price: Decimal
     worst_raw_price: Decimal
+    # VWAPs that do not depend on what a sweep takes of this level, worked out once (from one
+    # lot: a VWAP is the directed rounding of the exact quotient, the same for any take). The
+    # leg's of this level's LP when it has nothing before it (this is its first level); the
+    # sweep's, fee-adjusted and raw, when nothing comes before this level (the first merged
+    # level): else None.
+    lp_vwap: Decimal | None
+    vwap: Decimal | None
+    raw_vwap: Decimal | None
 
 
 def _read_only(array: ArrayT) -> ArrayT:
@@ -507,12 +515,10 @@ def sweep_lots(side: BookSide, wanted: int, quantity: Decimal) -> Sweep:
         end = side._derived.sweep_ends[last] = _sweep_end(side, last)
     (lots_before, source, raw_price, adjusted_lot_price, raw_lot_price, lp_lots,
      lp_raw_notional, notional, raw_notional, legs_before, legs_after, worst_price,
-     worst_raw_price) = end
+     worst_raw_price, lp_vwap, vwap, raw_vwap) = end
     take = wanted - lots_before
     taken = Decimal(take)
     raw_take = _mul(raw_lot_price, taken)
-    lp_raw_notional = _add(lp_raw_notional, raw_take)
-    lp_quantity = _mul(Decimal(lp_lots + take), side.lot_size)
     # exact sums: the same terms in another order give the same Decimal, exponent included
     notional = _add(notional, _mul(adjusted_lot_price, taken))
     raw_notional = _add(raw_notional, raw_take)
@@ -522,15 +528,19 @@ def sweep_lots(side: BookSide, wanted: int, quantity: Decimal) -> Sweep:
         divide, quantize, hedge_side = _divide_up, _quantize_up, "BUY"
     else:
         divide, quantize, hedge_side = _divide_down, _quantize_down, "SELL"
+    if lp_lots:
+        lp_quantity = _mul(Decimal(lp_lots + take), side.lot_size)
+        lp_vwap = quantize(divide(_add(lp_raw_notional, raw_take), lp_quantity), VWAP_QUANTUM)
+    else:
+        lp_quantity = _mul(taken, side.lot_size)
+    if vwap is None:
+        vwap = quantize(divide(notional, quantity), VWAP_QUANTUM)
+        raw_vwap = quantize(divide(raw_notional, quantity), VWAP_QUANTUM)
     # tuple.__new__ itself: a NamedTuple's own __new__ would be one more Python call each
-    leg = tuple.__new__(HedgeLeg, (
-        source, lp_quantity, quantize(divide(lp_raw_notional, lp_quantity), VWAP_QUANTUM),
-        raw_price))
+    leg = tuple.__new__(HedgeLeg, (source, lp_quantity, lp_vwap, raw_price))
     return tuple.__new__(Sweep, (
-        hedge_side, quantity, notional, raw_notional,
-        quantize(divide(notional, quantity), VWAP_QUANTUM),
-        quantize(divide(raw_notional, quantity), VWAP_QUANTUM),
-        worst_price, worst_raw_price, (*legs_before, leg, *legs_after)))
+        hedge_side, quantity, notional, raw_notional, vwap, raw_vwap, worst_price,
+        worst_raw_price, (*legs_before, leg, *legs_after)))
 
 
 def _sweep_end(side: BookSide, last: int) -> _SweepEnd:
@@ -569,13 +579,18 @@ def _sweep_end(side: BookSide, last: int) -> _SweepEnd:
                 lp_worst))
     assert worst_raw_price is not None  # the LP of the last level always takes part
     last_ladder, last_level = side.ladders[last_lp], counts[last_lp]
-    raw_price = last_ladder.raw_price[last_level]
+    raw_price, lot_size = last_ladder.raw_price[last_level], side.lot_size
+    adjusted_lot_price = _mul(last_ladder.adjusted_price[last_level], lot_size)
+    raw_lot_price = _mul(raw_price, lot_size)
+    # worked out only where sweeps use them: a VWAP too large for its context raises as a
+    # sweep's own would
+    lp_vwap = None if lp_lots_before else _vwap(raw_lot_price, lot_size, side.is_ask)
     return _SweepEnd(
         lots_before=_cum_lots_at(side, last - 1) if last else 0,
         source=side.sources[last_lp],
         raw_price=raw_price,
-        adjusted_lot_price=_mul(last_ladder.adjusted_price[last_level], side.lot_size),
-        raw_lot_price=_mul(raw_price, side.lot_size),
+        adjusted_lot_price=adjusted_lot_price,
+        raw_lot_price=raw_lot_price,
         lp_lots=lp_lots_before,
         lp_raw_notional=lp_raw_notional_before,
         notional=notional,
@@ -584,6 +599,9 @@ def _sweep_end(side: BookSide, last: int) -> _SweepEnd:
         legs_after=tuple(legs_after),
         worst_price=last_ladder.adjusted_price[last_level],
         worst_raw_price=worst_raw_price,
+        lp_vwap=lp_vwap,
+        vwap=None if last else _vwap(adjusted_lot_price, lot_size, side.is_ask),
+        raw_vwap=None if last else lp_vwap,
     )
 
 

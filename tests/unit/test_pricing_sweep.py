@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Context, localcontext
 from decimal import Decimal as D
 
@@ -13,6 +14,10 @@ from pricing.errors import InsufficientDepth, QuoteRefused
 from pricing.sweep import (
     VWAP_QUANTUM,
     BookSide,
+    _divide_down,
+    _divide_up,
+    _quantize_down,
+    _quantize_up,
     consolidate_for_sweep,
     prepare_lp_book,
     quantity_for_quote_amount,
@@ -393,3 +398,38 @@ def test_a_new_book_is_swept_on_its_own_levels() -> None:
     changed = _book("a", "0.001", asks=[("200", "1"), ("201", "2")])
     after = consolidate_for_sweep([changed], LOT)
     assert sweep_quantity(after.asks, D("1.5")).vwap == D("200.533666666666666667")
+
+
+@given(st.booleans().flatmap(lp_books), st.sampled_from(LOTS), st.booleans(),
+       st.integers(1, 1000), st.integers(1, 3), st.integers(0, 999))
+def test_vwaps_kept_with_a_level_are_the_sweeps_own_quotients(
+        books: list[LpBook], lot: D, is_ask: bool, permille: int, levels: int,
+        finer: int) -> None:
+    # a sweep ending in the first merged level (or in the first level of that level's LP)
+    # takes its VWAPs from the level: they must be the quotients a sweep works out, digit for
+    # digit, whatever it takes of the level
+    # raw prices finer than a VWAP too, so that raw VWAPs round
+    books = [replace(book, bids=[(price + D(finer) / 10**21, size) for price, size in book.bids],
+                     asks=[(price + D(finer) / 10**21, size) for price, size in book.asks])
+             for book in books]
+    side: BookSide = getattr(consolidate_for_sweep(books, lot), "asks" if is_ask else "bids")
+    if not side.available_quantity:
+        return
+    # mostly sweeps ending in the first levels, where the kept VWAPs are used
+    within = side.cum_lots.tolist()[min(levels, len(side.cum_lots)) - 1]
+    wanted = max(1, within * permille // 1000)
+    swept = sweep_quantity(side, wanted * lot)
+    divide, quantize = (_divide_up, _quantize_up) if is_ask else (_divide_down, _quantize_down)
+    for vwap, total in ((swept.vwap, swept.notional), (swept.raw_vwap, swept.raw_notional)):
+        assert vwap.as_tuple() == quantize(divide(total, swept.quantity), VWAP_QUANTUM).as_tuple()
+    for leg in swept.hedge_plan:
+        # each leg's raw notional, from the reference walk's levels of its LP
+        book = next(book for book in books if book.source == leg.source)
+        left, raw = leg.quantity, D(0)
+        with localcontext(EXACT_ENOUGH):  # the reference's arithmetic must not round
+            for price, size in sorted(book.asks if is_ask else book.bids,
+                                      key=lambda level: level[0], reverse=not is_ask):
+                take = min(left, size // lot * lot)
+                left, raw = left - take, raw + price * take
+        assert not left
+        assert leg.vwap.as_tuple() == quantize(divide(raw, leg.quantity), VWAP_QUANTUM).as_tuple()
