@@ -351,18 +351,20 @@ class QuoteWriter:
             log.warning("quote writer: could not give its connection back", exc_info=True)
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
-    # As the driver stores a datetime: an aware one at its instant, a naive one as local time.
-    return moment if moment.tzinfo is dt.UTC else moment.astimezone(dt.UTC)
-
-
 def _quote_row(draft: QuoteDraft) -> list[Any]:
     """One quote as a row of `_INSERT_QUOTES` (orjson writes the UUIDs and the UTC times)."""
     q = draft.record
+    # The times as the driver stores a datetime: an aware one at its instant, a naive one as
+    # local time (converted here only when not in UTC already, as usual: no call per time).
+    created_at, expire_at = q.created_at, q.expire_at
+    if created_at.tzinfo is not dt.UTC:
+        created_at = created_at.astimezone(dt.UTC)
+    if expire_at.tzinfo is not dt.UTC:
+        expire_at = expire_at.astimezone(dt.UTC)
     return [q.quote_id, q.dealer_account_id, q.trading_account_id, q.symbol, q.order_side,
             str(q.quantity), None if q.bid_price is None else str(q.bid_price),
             None if q.ask_price is None else str(q.ask_price), q.hedge_plan,
-            _utc(q.created_at), _utc(q.expire_at), draft.epoch]
+            created_at, expire_at, draft.epoch]
 
 
 class Quoter:
@@ -445,7 +447,8 @@ class Quoter:
         client = cache.clients.get(cmd.trading_account_id.int, _UNKNOWN)
         if dealer is None or rules is None or client is _UNKNOWN:
             return None
-        return _Facts(dealer, client, rules, fresh=False)
+        # tuple.__new__ itself: the NamedTuple's own __new__ would be one more Python call
+        return tuple.__new__(_Facts, (dealer, client, rules, False))
 
     async def _load(self, cmd: QuoteCommand, since: int, stale: int | None) -> _Facts:
         """The facts read afresh. Requests that need the same facts at once share one read (an
@@ -626,16 +629,16 @@ class Quoter:
             _check_exposure(quote, exposure, limit, priced.base)
         ask, client = quote.ask, facts.client
         assert client is not None  # `_check` refuses a quote without a client
-        return QuoteDraft(
-            QuoteRecord(
-                quote_id=self._ids.next(), dealer_account_id=cmd.dealer_account_id,
-                trading_account_id=cmd.trading_account_id, symbol=cmd.symbol,
-                order_side=cmd.side, quantity=quote.quantity,
-                bid_price=None if bid is None else bid.price,
-                ask_price=None if ask is None else ask.price,
-                hedge_plan=stored_plan(quote, rules.lot_size), status="OPEN", created_at=now,
-                expire_at=now + cached.ttl, filled_order_id=None),
-            min(cached.epoch, client.epoch, facts.rules.epoch))
+        # tuple.__new__ itself, the fields in their order: the NamedTuples' own __new__ would
+        # be a Python call each
+        record = tuple.__new__(QuoteRecord, (
+            self._ids.next(), cmd.dealer_account_id, cmd.trading_account_id, cmd.symbol,
+            cmd.side, quote.quantity,  # order_side, quantity
+            None if bid is None else bid.price, None if ask is None else ask.price,
+            stored_plan(quote, rules.lot_size), "OPEN",  # hedge_plan, status
+            now, now + cached.ttl, None))  # created_at, expire_at, filled_order_id
+        return tuple.__new__(QuoteDraft, (record, min(cached.epoch, client.epoch,
+                                                      facts.rules.epoch)))
 
 
 class _QuoteIds:

@@ -141,18 +141,22 @@ def quoting_config(c: DealerConfig) -> QuotingConfig:
 
 def stored_plan(quote: Quote, lot_size: Decimal) -> dict[str, Any]:
     plan: dict[str, Any] = {}
+    # both sides quote the quote's quantity (the same Decimal): its text, and the lot's, once
+    quantity, lot = str(quote.quantity), str(lot_size)
     for name, side in (("bid", quote.bid), ("ask", quote.ask)):
         if side is None:
             continue
         sweep = side.sweep
+        # a loop, not a list comprehension: on Python 3.11 that is a function call, for what
+        # is usually one leg
+        legs = []
+        for leg in sweep.hedge_plan:
+            legs.append({"tradingAccountId": leg.source, "quantity": str(leg.quantity),
+                         "vwap": str(leg.vwap), "worstPrice": str(leg.worst_price)})
         plan[name] = {
-            "hedgeSide": sweep.hedge_side, "quantity": str(side.quantity),
-            "lotSize": str(lot_size),
+            "hedgeSide": sweep.hedge_side, "quantity": quantity, "lotSize": lot,
             "vwap": str(sweep.vwap), "worstPrice": str(sweep.worst_price),
-            "worstRawPrice": str(sweep.worst_raw_price),
-            "legs": [{"tradingAccountId": leg.source, "quantity": str(leg.quantity),
-                      "vwap": str(leg.vwap), "worstPrice": str(leg.worst_price)}
-                     for leg in side.hedge_plan],
+            "worstRawPrice": str(sweep.worst_raw_price), "legs": legs,
         }
     return plan
 
