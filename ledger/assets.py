@@ -228,7 +228,10 @@ def booked_amount(amount: Decimal, asset: Asset, *, received_by_dealer: bool) ->
     dealer receives it and DOWN when the dealer pays it (what a client is shown it pays or
     gets, so that its order and the ledger agree). Equals `from_minor` of
     `minor_received_by_dealer` / `minor_paid_by_dealer`, in one quantize: quotes show it."""
-    if _non_negative(amount, asset).adjusted() + asset.scale >= MAX_MINOR_DIGITS:
+    # the usual amount passes these tests without a call; _non_negative says what is wrong
+    if not (isinstance(amount, Decimal) and amount.is_finite() and amount >= 0):
+        _non_negative(amount, asset)
+    if amount.adjusted() + asset.scale >= MAX_MINOR_DIGITS:
         to_minor(amount, asset, Rounding.UP)  # raises the same InvalidAmount
     return amount.quantize(_QUANTA[asset.scale],
                            context=_BOOK_UP if received_by_dealer else _BOOK_DOWN)
