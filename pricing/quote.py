@@ -186,31 +186,43 @@ class QuoteRequest(_QuoteRequestFields):
     def __new__(cls, side: Side | None, rules: InstrumentRules, config: QuotingConfig,
                 quantity: Decimal | None = None, quote_quantity: Decimal | None = None,
                 exposure: Decimal = _ZERO, max_exposure: Decimal | None = None) -> QuoteRequest:
-        if side not in _SIDES:
-            raise ValueError(f"side must be BUY, SELL or None, not {side!r}")
-        if quantity is not None:
-            if quote_quantity is not None:
-                raise ValueError("give exactly one of quantity and quote_quantity")
-            # the usual request passes this test; _check_decimal says what is wrong otherwise
-            if not (isinstance(quantity, Decimal) and quantity.is_finite() and quantity > 0):
-                _check_decimal("quantity", quantity, positive=True)
-        elif quote_quantity is None:
-            raise ValueError("give exactly one of quantity and quote_quantity")
-        else:
-            _check_decimal("quote_quantity", quote_quantity, positive=True)
-            if side is None:
-                raise ValueError("a two-way quote needs a base quantity")
-        if not isinstance(exposure, Decimal) or not exposure.is_finite():
-            raise TypeError(f"exposure must be a finite Decimal, not {exposure!r}")
-        if max_exposure is not None:
-            _check_decimal("max_exposure", max_exposure, positive=True)
-        # tuple.__new__ itself: the NamedTuple's own __new__ would be one more Python call
-        return tuple.__new__(cls, (side, rules, config, quantity, quote_quantity, exposure,
-                                   max_exposure))
+        request = quote_request(side, rules, config, quantity, quote_quantity, exposure,
+                                max_exposure)
+        return request if cls is QuoteRequest else tuple.__new__(cls, request)
 
     def _replace(self, **changes: Any) -> QuoteRequest:
         """A copy with `changes`, checked as a new request is."""
         return QuoteRequest(**{**self._asdict(), **changes})
+
+
+def quote_request(side: Side | None, rules: InstrumentRules, config: QuotingConfig,
+                  quantity: Decimal | None = None, quote_quantity: Decimal | None = None,
+                  exposure: Decimal = _ZERO, max_exposure: Decimal | None = None
+                  ) -> QuoteRequest:
+    """`QuoteRequest(...)`, checked the same, for less: calling a class with its own __new__
+    goes through type.__call__ and a lookup of __new__, where this is one plain call (the quote
+    path makes one per quote)."""
+    if side not in _SIDES:
+        raise ValueError(f"side must be BUY, SELL or None, not {side!r}")
+    if quantity is not None:
+        if quote_quantity is not None:
+            raise ValueError("give exactly one of quantity and quote_quantity")
+        # the usual request passes this test; _check_decimal says what is wrong otherwise
+        if not (isinstance(quantity, Decimal) and quantity.is_finite() and quantity > _ZERO):
+            _check_decimal("quantity", quantity, positive=True)
+    elif quote_quantity is None:
+        raise ValueError("give exactly one of quantity and quote_quantity")
+    else:
+        _check_decimal("quote_quantity", quote_quantity, positive=True)
+        if side is None:
+            raise ValueError("a two-way quote needs a base quantity")
+    if not isinstance(exposure, Decimal) or not exposure.is_finite():
+        raise TypeError(f"exposure must be a finite Decimal, not {exposure!r}")
+    if max_exposure is not None:
+        _check_decimal("max_exposure", max_exposure, positive=True)
+    # tuple.__new__ itself: the NamedTuple's own __new__ would be one more Python call
+    return tuple.__new__(QuoteRequest, (side, rules, config, quantity, quote_quantity,
+                                        exposure, max_exposure))
 
 
 # NamedTuples (immutable, compared by value) like the sweep's results, made per quote.
@@ -353,7 +365,7 @@ def _quoted_side(side: Side, request: QuoteRequest, book: SweepBook, quantity: D
         price = round_to_tick(unrounded, rules.tick_size, up=client_buys)
     else:
         price = (_ceiling_to if client_buys else _floor_to)(unrounded, quantum)
-    if price <= 0:
+    if price <= _ZERO:  # a Decimal: an int would be converted for every comparison
         raise PriceNotPositive(price)
     quote_quantity = _mul(price, quantity)
     if quote_quantity < rules.min_notional:

@@ -516,11 +516,12 @@ def sweep_lots(side: BookSide, wanted: int, quantity: Decimal) -> Sweep:
     (lots_before, source, raw_price, adjusted_lot_price, raw_lot_price, lp_lots,
      lp_raw_notional, notional, raw_notional, legs_before, legs_after, worst_price,
      worst_raw_price, lp_vwap, vwap, raw_vwap) = end
+    # ints multiplied as they are: a context converts one exactly (the Decimal of it, exponent
+    # 0) at less cost than Decimal() does
     take = wanted - lots_before
-    taken = Decimal(take)
-    raw_take = _mul(raw_lot_price, taken)
+    raw_take = _mul(raw_lot_price, take)
     # exact sums: the same terms in another order give the same Decimal, exponent included
-    notional = _add(notional, _mul(adjusted_lot_price, taken))
+    notional = _add(notional, _mul(adjusted_lot_price, take))
     raw_notional = _add(raw_notional, raw_take)
     # _vwap inlined (a call per VWAP costs more than its division)
     hedge_side: HedgeSide
@@ -528,11 +529,9 @@ def sweep_lots(side: BookSide, wanted: int, quantity: Decimal) -> Sweep:
         divide, quantize, hedge_side = _divide_up, _quantize_up, "BUY"
     else:
         divide, quantize, hedge_side = _divide_down, _quantize_down, "SELL"
+    lp_quantity = _mul(lp_lots + take, side.lot_size)
     if lp_lots:
-        lp_quantity = _mul(Decimal(lp_lots + take), side.lot_size)
         lp_vwap = quantize(divide(_add(lp_raw_notional, raw_take), lp_quantity), VWAP_QUANTUM)
-    else:
-        lp_quantity = _mul(taken, side.lot_size)
     if vwap is None:
         vwap = quantize(divide(notional, quantity), VWAP_QUANTUM)
         raw_vwap = quantize(divide(raw_notional, quantity), VWAP_QUANTUM)

@@ -48,10 +48,10 @@ from pricing.errors import NotionalBelowMinimum, QuoteRefused
 from pricing.quote import (
     InstrumentRules,
     Quote,
-    QuoteRequest,
     QuotingConfig,
     lot_for_scale,
     price_quote,
+    quote_request,
 )
 from pricing.sweep import SweepBook
 from venues.base import split_symbol
@@ -608,11 +608,11 @@ class Quoter:
         cached = facts.dealer
         rules, limit = priced.rules, priced.limit
         try:
+            # quote_request, its arguments in order: a class call and keyword arguments cost
+            # more
             quote = price_quote(
-                QuoteRequest(side=cmd.side,  # type: ignore[arg-type]
-                             rules=rules, config=cached.quoting, quantity=cmd.quantity,
-                             quote_quantity=cmd.quote_quantity, exposure=exposure,
-                             max_exposure=limit),
+                quote_request(cmd.side, rules, cached.quoting,  # type: ignore[arg-type]
+                              cmd.quantity, cmd.quote_quantity, exposure, limit),
                 priced.sweep_book)
         except QuoteRefused as exc:
             raise refusal(exc) from None

@@ -31,6 +31,7 @@ from pricing.quote import (
     inventory_skew_bps,
     lot_for_scale,
     price_quote,
+    quote_request,
     round_to_tick,
     spread_bps_for,
 )
@@ -461,3 +462,27 @@ def test_a_spread_without_tiers_or_skew_prices_as_the_tiers_path_does(
             assert [value.as_tuple() for value in mine[1:6]] == [
                 value.as_tuple() for value in theirs[1:6]]
             assert mine.sweep == theirs.sweep
+
+
+@pytest.mark.parametrize(("side", "amounts"), [
+    ("BUY", {"quantity": D("1.5")}),
+    (None, {"quantity": D("0.001"), "exposure": D(-3), "max_exposure": D(10)}),
+    ("SELL", {"quote_quantity": D(100)}),
+    ("BUY", {"quantity": 1.5}),
+    ("BUY", {"quantity": D(1), "quote_quantity": D(100)}),
+    (None, {"quote_quantity": D(100)}),
+    ("HOLD", {"quantity": D(1)}),
+    ("BUY", {"quantity": D(0)}),
+    ("BUY", {"quantity": D(1), "max_exposure": D(0)}),
+])
+def test_quote_request_makes_what_the_class_makes(side: Any, amounts: dict[str, Any]) -> None:
+    # the quote path's plain call: the same request, or the same refusal
+    def made(make: Any) -> object:
+        try:
+            return make(side, RULES, NO_SPREAD, **amounts)
+        except (TypeError, ValueError) as exc:
+            return type(exc), str(exc)
+
+    made_here, made_by_class = made(quote_request), made(QuoteRequest)
+    assert made_here == made_by_class
+    assert type(made_here) is type(made_by_class)
