@@ -278,8 +278,10 @@ class _SweepEnd(NamedTuple):
     raw_lot_price: Decimal
     lp_lots: int  # what the LP of this level has in the levels before it
     lp_raw_notional: Decimal
-    notional: Decimal  # of the levels before, fee-adjusted and raw
-    raw_notional: Decimal
+    # of the levels before, fee-adjusted and raw; None before the first merged level when a
+    # sweep's sum is its product of this level as it is (see _sweep_end)
+    notional: Decimal | None
+    raw_notional: Decimal | None
     legs_before: tuple[HedgeLeg, ...]  # the other LPs' legs, in the order of the hedge plan
     legs_after: tuple[HedgeLeg, ...]
     worst_price: Decimal
@@ -455,6 +457,12 @@ def lots_in(quantity: Decimal, lot_size: Decimal) -> int:
     return int(EXACT.divide_int(quantity, lot_size))
 
 
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    return exponent
+
+
 def _vwap(notional: Decimal, quantity: Decimal, is_ask: bool) -> Decimal:
     """notional / quantity, rounded to VWAP_QUANTUM against the dealer."""
     if is_ask:
@@ -520,9 +528,10 @@ def sweep_lots(side: BookSide, wanted: int, quantity: Decimal) -> Sweep:
     # 0) at less cost than Decimal() does
     take = wanted - lots_before
     raw_take = _mul(raw_lot_price, take)
+    taken = _mul(adjusted_lot_price, take)
     # exact sums: the same terms in another order give the same Decimal, exponent included
-    notional = _add(notional, _mul(adjusted_lot_price, take))
-    raw_notional = _add(raw_notional, raw_take)
+    notional = taken if notional is None else _add(notional, taken)
+    raw_notional = raw_take if raw_notional is None else _add(raw_notional, raw_take)
     # _vwap inlined (a call per VWAP costs more than its division)
     hedge_side: HedgeSide
     if side.is_ask:
@@ -584,6 +593,14 @@ def _sweep_end(side: BookSide, last: int) -> _SweepEnd:
     # worked out only where sweeps use them: a VWAP too large for its context raises as a
     # sweep's own would
     lp_vwap = None if lp_lots_before else _vwap(raw_lot_price, lot_size, side.is_ask)
+    if not last:
+        # Nothing before the first level: the sums before are a zero of exponent 0, and adding
+        # it to a product of this level's lot price and an int leaves the product as it is
+        # when that exponent is not positive (a sum takes the smaller exponent), as usual.
+        notional_before: Decimal | None = None if _exponent(adjusted_lot_price) <= 0 else notional
+        raw_before: Decimal | None = None if _exponent(raw_lot_price) <= 0 else raw_notional
+    else:
+        notional_before, raw_before = notional, raw_notional
     return _SweepEnd(
         lots_before=_cum_lots_at(side, last - 1) if last else 0,
         source=side.sources[last_lp],
@@ -592,8 +609,8 @@ def _sweep_end(side: BookSide, last: int) -> _SweepEnd:
         raw_lot_price=raw_lot_price,
         lp_lots=lp_lots_before,
         lp_raw_notional=lp_raw_notional_before,
-        notional=notional,
-        raw_notional=raw_notional,
+        notional=notional_before,
+        raw_notional=raw_before,
         legs_before=tuple(legs_before),
         legs_after=tuple(legs_after),
         worst_price=last_ladder.adjusted_price[last_level],

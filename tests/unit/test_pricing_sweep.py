@@ -433,3 +433,24 @@ def test_vwaps_kept_with_a_level_are_the_sweeps_own_quotients(
                 left, raw = left - take, raw + price * take
         assert not left
         assert leg.vwap.as_tuple() == quantize(divide(raw, leg.quantity), VWAP_QUANTUM).as_tuple()
+
+
+@pytest.mark.parametrize("lot", ["0.001", "0.5", "10", "1E+1", "1E+2"])
+@pytest.mark.parametrize("price", ["100", "1E+2", "100.25", "2E+3"])
+@pytest.mark.parametrize("fee", ["0", "0.001"])
+def test_a_sweep_of_the_first_level_sums_as_from_zero(lot: str, price: str, fee: str) -> None:
+    # a sweep ending in the first merged level skips adding the zero before it where that
+    # changes nothing: its sums must be 0 + price * quantity, exponent included
+    lot_size = D(lot)
+    book = consolidate_for_sweep([_book("a", fee, bids=[(price, "1E+4")], asks=[(price, "1E+4")])],
+                                 lot_size)
+    exact = Context(prec=200)
+    for is_ask in (True, False):
+        factor = exact.add(1, D(fee)) if is_ask else exact.subtract(1, D(fee))
+        for lots in (1, 3, 7):
+            quantity = exact.multiply(lots, lot_size)
+            swept = sweep_quantity(book.asks if is_ask else book.bids, quantity)
+            assert swept.notional.as_tuple() == exact.add(D(0), exact.multiply(
+                exact.multiply(D(price), factor), quantity)).as_tuple()
+            assert swept.raw_notional.as_tuple() == exact.add(
+                D(0), exact.multiply(D(price), quantity)).as_tuple()
