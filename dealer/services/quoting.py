@@ -15,6 +15,7 @@ commit for every quote waiting), so under load a database round trip serves many
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
@@ -227,25 +228,18 @@ class QuoteDraft(NamedTuple):
 
 
 class QuoteWriter:
-    """Writes quotes in groups: every quote waiting when a write starts goes in that write.
-    `connections` writes run side by side at most, each on a connection of its own: a quote that
-    comes while a group is being written goes out at once on another, rather than waiting for
-    that group's round trip before its own."""
+    """Writes quotes in groups: every quote waiting when a write starts goes in that write."""
 
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 500,
-                 connections: int = 1) -> None:
-        if connections < 1:
-            raise ValueError("a quote writer needs at least one connection")
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 500) -> None:
         self._pool = pool
         self._max_batch = max_batch
-        self._connections = connections
-        # A list and wake-up futures rather than an asyncio.Queue: a quote is handed over and
+        # A list and a wake-up future rather than an asyncio.Queue: a quote is handed over and
         # taken with no per-item bookkeeping (this runs for every quote).
         self._waiting: list[tuple[QuoteDraft, asyncio.Future[bool]]] = []
-        self._idle: list[asyncio.Future[None]] = []  # one per writer with nothing to do
-        self._writing = 0  # groups being written
+        self._wakeup: asyncio.Future[None] | None = None  # while the writer has nothing to do
+        self._writing = False
         self._drained: asyncio.Future[None] | None = None  # `stop` waits on it
-        self._tasks: list[asyncio.Task[None]] = []
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
         # Kept from `start`: on Python 3.11, asyncio.get_running_loop() makes a getpid() system
         # call, and `submit` runs for every quote.
@@ -253,33 +247,31 @@ class QuoteWriter:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tasks = [self._loop.create_task(self._run(), name=f"quote-writer-{n}")
-                       for n in range(self._connections)]
+        self._task = self._loop.create_task(self._run(), name="quote-writer")
 
     async def stop(self) -> None:
         """Write what is queued, then stop."""
-        if not self._tasks:
+        if self._task is None:
             return
         self._closing = True
-        if (self._waiting or self._writing) and not all(t.done() for t in self._tasks):
+        if (self._waiting or self._writing) and not self._task.done():
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
 
     def submit(self, draft: QuoteDraft) -> asyncio.Future[bool]:
         """Queue a quote; the future answers True once it is committed, False when its facts
         changed (nothing written)."""
-        if not self._tasks or self._closing or self._loop is None or self._tasks[0].done():
+        if self._task is None or self._closing or self._task.done() or self._loop is None:
             raise ApiError(Errors.SERVICE_UNAVAILABLE, "The daemon is stopping")
         done: asyncio.Future[bool] = self._loop.create_future()
         self._waiting.append((draft, done))
-        if self._idle:
-            wakeup = self._idle.pop()
-            if not wakeup.done():
-                wakeup.set_result(None)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
         return done
 
     async def write(self, draft: QuoteDraft) -> bool:
@@ -287,27 +279,21 @@ class QuoteWriter:
         return await self.submit(draft)
 
     async def _run(self) -> None:
-        # Each writer keeps one pooled connection (no acquire/reset per group); after an error
-        # it gives the connection back, and the pool replaces it if it broke.
+        # The writer keeps one pooled connection (no acquire/reset per group); after an error it
+        # gives the connection back, and the pool replaces it if it broke.
         conn: asyncpg.pool.PoolConnectionProxy | None = None
         loop = asyncio.get_running_loop()
         try:
             while True:
                 if not self._waiting:
-                    if (not self._writing and self._drained is not None
-                            and not self._drained.done()):
+                    if self._drained is not None and not self._drained.done():
                         self._drained.set_result(None)
-                    wakeup: asyncio.Future[None] = loop.create_future()
-                    self._idle.append(wakeup)
-                    try:
-                        await wakeup
-                    finally:
-                        if wakeup in self._idle:  # cancelled while idle
-                            self._idle.remove(wakeup)
-                    continue  # another writer may have taken the quotes already
+                    self._wakeup = loop.create_future()
+                    await self._wakeup
+                    self._wakeup = None
                 batch = self._waiting[:self._max_batch]
                 del self._waiting[:self._max_batch]
-                self._writing += 1
+                self._writing = True
                 try:
                     if conn is None:
                         conn = await self._pool.acquire()
@@ -333,7 +319,7 @@ class QuoteWriter:
                         if not done.done():
                             done.set_result(draft.record.quote_id not in refused)
                 finally:
-                    self._writing -= 1
+                    self._writing = False
         finally:
             if conn is not None:
                 await self._give_back(conn)
