@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name not in {"__init__.py", "shared.py"})
@@ -124,3 +126,51 @@ def test_the_rfq_cpu_use_needs_two_snapshots() -> None:
     assert rfq.cpu_used({"server": 1.0}, {"server": 1.5}, 0.0) is None
     assert rfq.cpu_used({"server": 1.0}, {"server": 1.5, "postgres": 2.0}, 0.5) == {
         "wall_s": 0.5, "seconds": {"server": 0.5}, "cores": {"server": 1.0}}
+
+
+async def test_the_rfq_generator_reads_each_answer_whole_on_kept_alive_connections(
+        aiohttp_server: Any) -> None:
+    """The generator's HTTP/1.1 client: statuses as sent, a body in many reads read to its end
+    (the next answer on the connection comes out right), no more connections than allowed."""
+    rfq = _bench_rfq()
+    peers: set[Any] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        body = await request.read()
+        if body == b"teapot":
+            return web.Response(status=418, text="short")
+        if body == b"big":
+            return web.Response(body=b"x" * 300_000)  # far more than one read
+        return web.json_response({"echo": body.decode()})
+
+    app = web.Application()
+    app.router.add_post("/any", handler)
+    server = await aiohttp_server(app)
+    host, port, requests = rfq._requests(
+        str(server.make_url("/any")), {"Authorization": "Bearer t"}, ["big", "teapot", "{}"])
+    assert requests[1].startswith(b"POST /any HTTP/1.1\r\n")
+    assert requests[1].endswith(b"Content-Length: 6\r\n\r\nteapot")
+    connections = rfq._Connections(host, port, 2)
+    try:
+        for _ in range(3):  # one after the other: the same connection each time
+            assert [await connections.request(r) for r in requests] == [200, 418, 200]
+        answers = await asyncio.gather(*(connections.request(requests[i % 3])
+                                         for i in range(30)))
+        assert answers == [200, 418, 200] * 10
+    finally:
+        connections.close()
+    assert 1 <= len(peers) <= 2
+
+
+async def test_an_rfq_generator_step_answers_its_figures(aiohttp_server: Any) -> None:
+    rfq = _bench_rfq()
+    server = await aiohttp_server(rfq.bare_app())
+    step = await rfq._run_step({"url": str(server.make_url(rfq.BARE_PATH)), "rate": 200.0,
+                                "seconds": 0.5, "connections": 4, "headers": {},
+                                "bodies": ['{"a": 1}', '{"b": 2}']})
+    assert step["scheduled"] == 100
+    assert step["ok"] == 100
+    assert step["statuses"] == {"200": 100}
+    assert step["unanswered"] == 0
+    assert 0 < step["p50_ms"] <= step["p99_ms"] < 1000
