@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,9 +25,9 @@ from dealer.marketdata import MarketDataService
 from dealer.services.dealers import DealerConfig
 from dealer.services.exposure import JOB_UNHEDGED_SQL
 from hedging.worker import InlineHedge
-from ledger.assets import ScaleTable, UnknownAsset, booked_amount
+from ledger.assets import InvalidAmount, ScaleTable, UnknownAsset, booked_amount
 from ledger.outbox import outbox_arguments, scale_refusal
-from ledger.postings import client_fill
+from ledger.postings import InvalidFill, client_fill
 from pricing.errors import (
     InsufficientDepth,
     NotionalAboveMaximum,
@@ -38,6 +39,8 @@ from pricing.errors import (
 from pricing.quote import InstrumentRules, Quote, QuotingConfig
 from pricing.sweep import EXACT, consolidate_for_sweep, sweep_quantity
 from venues.base import split_symbol
+
+log = logging.getLogger(__name__)
 
 FERMATA = "FERMATA"
 
@@ -668,11 +671,22 @@ async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord
     # What the client pays or gets is what the ledger books (the quote showed it so too).
     cost = booked_amount(price * quote.quantity, quote_asset,
                          received_by_dealer=cmd.side == "BUY")
-    entry = outbox_arguments(client_fill(
-        cmd.trading_account_id, quote.dealer_account_id, cmd.side, base, quote_asset,
-        quote.quantity, price, reference=f"order-{order_id}", quote_amount=cost,
-        metadata={"quoteId": str(quote.quote_id), "orderId": str(order_id),
-                  "jobId": str(job_id)}, timestamp=now))
+    try:
+        entry = outbox_arguments(client_fill(
+            cmd.trading_account_id, quote.dealer_account_id, cmd.side, base, quote_asset,
+            quote.quantity, price, reference=f"order-{order_id}", quote_amount=cost,
+            metadata={"quoteId": str(quote.quote_id), "orderId": str(order_id),
+                      "jobId": str(job_id)}, timestamp=now))
+    except (InvalidAmount, InvalidFill) as exc:
+        # A quote made under other asset scales (DEALER_ASSET_SCALES changed since, for an
+        # asset not booked yet): its amounts do not fit the ledger's scales now. A refusal,
+        # nothing written; the client asks for a quote again.
+        log.warning("quote %s cannot be booked at the ledger's asset scales: %s",
+                    quote.quote_id, exc)
+        raise ApiError(Errors.SYMBOL_NOT_QUOTED,
+                       f"The quote's amounts do not fit the ledger's asset scales of "
+                       f"{quote.symbol} (changed since it was made); request a new quote"
+                       ) from None
     inline = None if hedge is None else await hedge.hedger.plan_inline(
         conn, quote.dealer_account_id, quote.symbol, hedge.dealer_config, job_id, order_id,
         plan["hedgeSide"], quote.quantity, plan, now, hedge.lane_carry)

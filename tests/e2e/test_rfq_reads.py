@@ -14,6 +14,7 @@ import pytest
 
 from dealer.appkeys import ASSET_SCALES, CLOCK, MARKET_DATA, POOL, QUOTER
 from dealer.auth import Role
+from dealer.errors import ApiError, Errors
 from dealer.services import rfq
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN, assert_ok, auth
@@ -190,3 +191,31 @@ async def test_quotes_and_accepts_that_fail_are_counted_under_the_code_answered(
                  'dealer_quotes_total{outcome="failed",reason="INTERNAL"} 1.0',
                  'dealer_quotes_total{outcome="quoted",reason="ok"} 1.0'):
         assert line in text, line
+
+
+async def test_an_accept_whose_quote_no_longer_fits_the_asset_scales_is_refused(
+    settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+    conn: asyncpg.Connection,
+) -> None:
+    """A quote made under other scales (DEALER_ASSET_SCALES changed for an asset never booked):
+    its accept is refused with the symbol's errno, not answered 500, and nothing is written."""
+    app, client = await app_client(settings, secrets, aiohttp_client)
+    desk = await make_desk(client)
+    quote = await request_quote(client, desk, orderSide="BUY", quantity="0.12345")
+    cmd = rfq.AcceptCommand(uuid.UUID(desk.client), quote["instrumentId"], "BUY",
+                            Decimal(quote["quantity"]), uuid.UUID(quote["quoteId"]), None, None)
+    coarser = app[ASSET_SCALES].merged({"BTC": 4})  # 0.12345 BTC has no place in 4 decimals
+    outbox = await conn.fetchval("SELECT count(*) FROM ledger_outbox")  # the desk's own
+    async with app[POOL].acquire() as pooled:
+        with pytest.raises(ApiError) as refused:
+            await rfq.accept_quote(pooled, cmd, coarser, app[CLOCK]())
+    assert refused.value.error is Errors.SYMBOL_NOT_QUOTED
+    assert "request a new quote" in str(refused.value)
+    assert await conn.fetchval("SELECT status FROM quote WHERE quote_id = $1",
+                               cmd.quote_id) == "OPEN"
+    assert await conn.fetchval("SELECT count(*) FROM trade_order") == 0
+    assert await conn.fetchval("SELECT count(*) FROM ledger_outbox") == outbox
+    # Under the scales it was made with, the same accept fills it.
+    async with app[POOL].acquire() as pooled:
+        order, created = await rfq.accept_quote(pooled, cmd, app[ASSET_SCALES], app[CLOCK]())
+    assert (order.status, created) == ("FILLED", True)
