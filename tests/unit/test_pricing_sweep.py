@@ -329,12 +329,17 @@ def test_the_quote_amount_quantity_is_the_largest_affordable(
         assert sweep_quantity(side, quantity + lot).notional > amount
 
 
+def _three_ladders(third_fee: str) -> list[LpBook]:
+    """Three LPs of 20 levels a side (60 merged levels), each with its own step and fee."""
+    return [_book(source, fee,
+                  bids=[(str(95 - level * step), "0.5") for level in range(20)],
+                  asks=[(str(105 + level * step), "0.5") for level in range(20)])
+            for source, fee, step in (("a", "0", 1), ("b", "0.001", 2), ("c", third_fee, 3))]
+
+
 def test_sweeps_that_end_on_a_level_boundary_match_the_walk_at_any_depth() -> None:
     # three LPs of 20 levels: 60 merged levels, past the first ones a side keeps as Python ints
-    books = [_book(source, fee,
-                   bids=[(str(95 - level * step), "0.5") for level in range(20)],
-                   asks=[(str(105 + level * step), "0.5") for level in range(20)])
-             for source, fee, step in (("a", "0", 1), ("b", "0.001", 2), ("c", "0.002", 3))]
+    books = _three_ladders("0.002")
     book = consolidate_for_sweep(books, LOT)
     for is_ask, side in ((True, book.asks), (False, book.bids)):
         assert side.cum_lots.size == 60
@@ -375,10 +380,7 @@ def _fingerprint(swept: object) -> str:
 def test_a_side_reused_by_many_sweeps_gives_what_a_fresh_side_gives() -> None:
     # what sweeps ending in a level share is kept with the side: a sweep on a side many sweeps
     # used must equal, digit for digit, the same sweep on a side just merged
-    books = [_book(source, fee,
-                   bids=[(str(95 - level * step), "0.5") for level in range(20)],
-                   asks=[(str(105 + level * step), "0.5") for level in range(20)])
-             for source, fee, step in (("a", "0", 1), ("b", "0.001", 2), ("c", "0.0015", 3))]
+    books = _three_ladders("0.0015")
     shared = consolidate_for_sweep(books, LOT)
     for is_ask in (True, False):
         side = shared.asks if is_ask else shared.bids
