@@ -195,8 +195,10 @@ class SubmitOrderBody(WireModel):
         default=None, description="QUOTED orders: no effect, the quantity must be the quote's")
     position_id: Uuid | None = Field(default=None, description="Not for QUOTED orders")
     time_in_force: TimeInForce | None = Field(
-        default=None, description="QUOTED orders: FOK, IOC, empty or omitted (filled at once, "
-                                  "whole, or not at all)")
+        default=None, description="QUOTED orders: FOK, IOC, empty or omitted (FOK). The order "
+                                  "keeps it and answers it; either is filled at once, whole, "
+                                  "or not at all. A retry with the same key and another time "
+                                  "in force is -160013")
     expire_at: int | None = Field(default=None, description="Not for QUOTED orders")
     leverage: int | None = Field(default=None, description="QUOTED orders: 0 or omitted")
     await_closed: bool | None = Field(default=None, description="QUOTED orders answer their "
@@ -238,7 +240,9 @@ class TradeOrderOut(WireModel):
     quote_asset: str
     order_side: Side
     order_type: OrderType = Field(description="QUOTED")
-    time_in_force: TimeInForce = Field(description="FOK: filled at once, whole, or not at all")
+    time_in_force: TimeInForce = Field(description="As submitted: FOK or IOC (FOK when it was "
+                                       "empty or omitted); either is filled at once, whole, or "
+                                       "not at all")
     status: OrderStatus = Field(description="A QUOTED order is FILLED, or REJECTED by the "
                                 "dealer's last look")
     reject_reason: str | None
@@ -473,7 +477,7 @@ def order_out(order: rfq.OrderRecord) -> TradeOrderOut:
         trade_order_id=order.trade_order_id, trading_account_id=order.trading_account_id,
         venue="FERMATA", instrument_id=order.instrument_id, quote_id=order.quote_id,
         base_asset=base, quote_asset=quote, order_side=order.order_side,
-        order_type=order.order_type, time_in_force="FOK", status=order.status,
+        order_type=order.order_type, time_in_force=order.time_in_force, status=order.status,
         reject_reason=order.reject_reason, cancel_reason=None, limit_price=None,
         quantity=plain(order.quantity) or "0", order_quantity_type="BASE",
         executed_price=plain(order.price if order.executed_quantity else None),
@@ -505,6 +509,11 @@ def _quoted_order_fields(params: SubmitOrderBody) -> None:
         raise invalid_fields(problems, "quoted_order")
 
 
+def _quoted_time_in_force(params: SubmitOrderBody) -> rfq.QuotedTimeInForce:
+    """The time in force of a QUOTED order whose fields `_quoted_order_fields` let through."""
+    return "IOC" if params.time_in_force == "IOC" else "FOK"
+
+
 def _time(value: object) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value
@@ -523,7 +532,7 @@ async def submit_order(request: web.Request, principal: Principal | None,
         cmd = rfq.AcceptCommand(
             params.trading_account_id, params.instrument_id, params.order_side,
             Decimal(params.quantity), params.quote_id, params.idempotency_key,
-            params.client_order_id)
+            params.client_order_id, _quoted_time_in_force(params))
         async with connection(app[POOL]) as conn:
             order, created = await rfq.accept_quote(
                 conn, cmd, app[ASSET_SCALES], app[CLOCK](), app[MARKET_DATA], clock=app[CLOCK],

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import asyncpg
 
@@ -43,6 +43,9 @@ from venues.base import split_symbol
 log = logging.getLogger(__name__)
 
 FERMATA = "FERMATA"
+# The time in force a QUOTED order takes (an empty or omitted one is FOK): either fills the quote
+# at once, whole, or not at all; the order keeps the one it was submitted with.
+QuotedTimeInForce = Literal["FOK", "IOC"]
 
 
 class QuoteCommand(NamedTuple):
@@ -325,6 +328,7 @@ class AcceptCommand:
     quote_id: uuid.UUID
     idempotency_key: str | None
     client_order_id: str | None
+    time_in_force: QuotedTimeInForce = "FOK"
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +339,7 @@ class OrderRecord:
     quote_id: uuid.UUID | None
     order_side: str
     order_type: str
+    time_in_force: QuotedTimeInForce
     status: str
     reject_reason: str | None
     quantity: Decimal
@@ -378,7 +383,8 @@ async def _order(conn: asyncpg.Connection, where: str, *args: object) -> OrderRe
 async def _existing(conn: asyncpg.Connection, cmd: AcceptCommand) -> OrderRecord | None:
     """The order an earlier accept with the same idempotencyKey or clientOrderId made. A retry
     repeats its request: keys naming two different orders, or an order made for another quote,
-    side, quantity or instrument, or with another value of a key the request gives, conflict."""
+    side, quantity, instrument or time in force, or with another value of a key the request
+    gives, conflict."""
     if cmd.idempotency_key is None and cmd.client_order_id is None:
         return None
     found = await _orders(
@@ -389,6 +395,7 @@ async def _existing(conn: asyncpg.Connection, cmd: AcceptCommand) -> OrderRecord
     order = found[0]
     if (len(found) > 1 or order.quote_id != cmd.quote_id or order.order_side != cmd.side
             or order.quantity != cmd.quantity or order.instrument_id != cmd.instrument_id
+            or order.time_in_force != cmd.time_in_force
             or cmd.idempotency_key not in (None, order.idempotency_key)
             or cmd.client_order_id not in (None, order.client_order_id)):
         raise ApiError(Errors.IDEMPOTENCY_CONFLICT)
@@ -426,9 +433,10 @@ open_quote AS (
     FOR UPDATE),
 filled AS (
     INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id, quote_id,
-        order_side, order_type, status, quantity, price, executed_quantity, executed_cost,
-        idempotency_key, client_order_id, created_at, updated_at)
-    SELECT $1, $2, $3, quote_id, $5, 'QUOTED', 'FILLED', $6, $7, $6, $8, $9, $10, $11, $11
+        order_side, order_type, time_in_force, status, quantity, price, executed_quantity,
+        executed_cost, idempotency_key, client_order_id, created_at, updated_at)
+    SELECT $1, $2, $3, quote_id, $5, 'QUOTED', $36, 'FILLED', $6, $7, $6, $8, $9, $10, $11,
+           $11
     FROM open_quote
     RETURNING *),
 execution AS (
@@ -711,7 +719,7 @@ async def _fill(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteRecord
             [o.lp.trading_account_id for o in orders], [o.coid for o in orders],
             [o.lp.venue for o in orders], list(range(len(orders))),
             [o.quantity for o in orders], [o.limit for o in orders],
-            None if inline is None else inline.dust)
+            None if inline is None else inline.dust, cmd.time_in_force)
         written = row is not None and row["job_status"] == "IN_PROGRESS"
     except asyncpg.UniqueViolationError as exc:
         conflict = _key_conflict(exc)
@@ -736,13 +744,13 @@ async def _reject(conn: asyncpg.Connection, cmd: AcceptCommand, quote: QuoteReco
     try:
         await conn.execute(
             """INSERT INTO trade_order (trade_order_id, trading_account_id, instrument_id,
-                   quote_id, order_side, order_type, status, reject_reason, quantity, price,
-                   idempotency_key, client_order_id, created_at, updated_at)
-               VALUES ($1, $2, $3, $4, $5, 'QUOTED', 'REJECTED', $6, $7, $8, $9, $10, $11,
-                       $11)""",
+                   quote_id, order_side, order_type, time_in_force, status, reject_reason,
+                   quantity, price, idempotency_key, client_order_id, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, 'QUOTED', $12, 'REJECTED', $6, $7, $8, $9, $10,
+                       $11, $11)""",
             order_id, cmd.trading_account_id, cmd.instrument_id, quote.quote_id, cmd.side,
             reason, quote.quantity, quote.price_for(cmd.side), cmd.idempotency_key,
-            cmd.client_order_id, now)
+            cmd.client_order_id, now, cmd.time_in_force)
     except asyncpg.UniqueViolationError as exc:  # the caller's transaction rolls back
         conflict = _key_conflict(exc)
         if conflict is not None:
