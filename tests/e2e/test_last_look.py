@@ -124,3 +124,26 @@ async def test_a_keyed_retry_that_meets_the_rejection_it_repeats_answers_the_rej
     assert rejected["status"] == "REJECTED"
     assert status == 200, body
     assert assert_ok(body) == [rejected]
+
+
+async def test_a_rejected_ioc_order_answers_ioc_on_submit_replay_and_list(
+    app: web.Application, client: Client,
+) -> None:
+    dealer, customer, headers = await lp_desk(client, "5")
+    quote = await buy_quote(client, dealer, customer, headers)
+    await _move_against(app, client, dealer, headers, quote)
+    status, body = await accept_buy(client, customer, quote, headers, idempotencyKey="ioc",
+                                    timeInForce="IOC")
+    assert status == 200, body
+    [order] = assert_ok(body)
+    assert (order["status"], order["timeInForce"]) == ("REJECTED", "IOC")
+    status, body = await accept_buy(client, customer, quote, headers, idempotencyKey="ioc",
+                                    timeInForce="IOC")
+    assert status == 200, body
+    assert assert_ok(body) == [order]
+    status, body = await accept_buy(client, customer, quote, headers, idempotencyKey="ioc")
+    assert status == 409, body
+    assert_error(body, -160013)
+    status, body = await get(client, "/api/v3/trading/order/list", {}, headers)
+    assert status == 200, body
+    assert assert_ok(body) == [order]

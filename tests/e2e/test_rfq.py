@@ -582,6 +582,66 @@ async def test_idempotency_key_and_client_order_id_replay_the_same_order(
     assert 'dealer_quote_accepts_total{outcome="replayed",reason="ok"} 4.0' in text
 
 
+async def _listed_orders(client: Client, headers: dict[str, str] = ADMIN
+                         ) -> dict[str, dict[str, Any]]:
+    """order/list's orders by tradeOrderId."""
+    status, body = await get(client, ORDERS, {}, headers)
+    assert status == 200, body
+    return {o["tradeOrderId"]: o for o in assert_ok(body)}
+
+
+async def test_an_order_answers_the_time_in_force_it_was_submitted_with(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    """IOC is kept and answered as IOC; FOK, empty and omitted are FOK. Either fills the quote
+    whole, as the same TradeOrder on submit, on a keyed replay and in order/list."""
+    desk = await make_desk(client)
+    quotes = [await request_quote(client, desk, orderSide="BUY", quantity="0.1")
+              for _ in range(4)]
+    sent: list[dict[str, Any]] = [{"timeInForce": "IOC"}, {"timeInForce": "FOK"},
+                                  {"timeInForce": ""}, {}]
+    orders = [await accept(client, quote, idempotencyKey=f"tif-{n}", **fields)
+              for n, (quote, fields) in enumerate(zip(quotes, sent, strict=True))]
+    assert [o["timeInForce"] for o in orders] == ["IOC", "FOK", "FOK", "FOK"]
+    for quote, order in zip(quotes, orders, strict=True):
+        _assert_filled(order, quote, "BUY")
+    after = await _state(conn)
+    for n, (quote, fields, order) in enumerate(zip(quotes, sent, orders, strict=True)):
+        assert await accept(client, quote, idempotencyKey=f"tif-{n}", **fields) == order
+    assert await _state(conn) == after
+    trader = auth(Role.TRADER, [uuid.UUID(desk.client)])
+    for headers in (ADMIN, trader):
+        assert await _listed_orders(client, headers) == {o["tradeOrderId"]: o for o in orders}
+    status, body = await get(client, ORDERS, {"tradeOrderId": orders[0]["tradeOrderId"]})
+    assert status == 200, body
+    assert assert_ok(body) == [orders[0]]
+
+
+async def test_a_keyed_retry_with_another_time_in_force_conflicts(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    """A retry repeats its request: the same key with another time in force is -160013, writes
+    nothing, and leaves the order as it was; FOK, empty and omitted are one time in force."""
+    desk = await make_desk(client)
+    ioc_quote = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
+    fok_quote = await request_quote(client, desk, orderSide="SELL", quantity="0.1")
+    ioc = await accept(client, ioc_quote, idempotencyKey="ioc", timeInForce="IOC")
+    fok = await accept(client, fok_quote, clientOrderId="fok")
+    after = await _state(conn)
+    for fields in ({"timeInForce": "FOK"}, {"timeInForce": ""}, {}):
+        await _refused(client, SUBMIT, accept_body(ioc_quote, idempotencyKey="ioc", **fields),
+                       409, -160013)
+    await _refused(client, SUBMIT, accept_body(fok_quote, clientOrderId="fok",
+                                               timeInForce="IOC"), 409, -160013)
+    assert await _state(conn) == after
+    for fields in ({"timeInForce": "FOK"}, {"timeInForce": ""}, {}):
+        assert await accept(client, fok_quote, clientOrderId="fok", **fields) == fok
+    assert await accept(client, ioc_quote, idempotencyKey="ioc", timeInForce="IOC") == ioc
+    assert await _state(conn) == after
+    listed = await _listed_orders(client)
+    assert [listed[o["tradeOrderId"]]["timeInForce"] for o in (ioc, fok)] == ["IOC", "FOK"]
+
+
 # ---------------------------------------------------------------- quote refusals
 
 
