@@ -11,15 +11,24 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dealer.auth import Role
-from dealer.errors import ApiError, Errors
+from dealer.errors import ApiError, ErrorCode, Errors
 from dealer.services import dealers
 from tests.conftest import ADMIN, TRADER, VIEWER, assert_error, assert_ok, auth
-from tests.helpers import get, insert_exchange_account, outbox_drained, post, snapshot
+from tests.desk import metric_value
+from tests.helpers import (
+    assert_moment,
+    get,
+    insert_exchange_account,
+    nothing_written,
+    outbox_drained,
+    post,
+)
 
 DEALER = "/api/v3/fermata/dealer"
 CLIENT = "/api/v3/fermata/client"
 INVALID_TOKEN = {"Authorization": "Bearer not-a-jwt"}
 ALREADY_LINKED_TEXT = "Trading account is already linked to this dealer"
+INVALID = Errors.INVALID_REQUEST
 
 # ---------------------------------------------------------------- helpers
 
@@ -53,20 +62,19 @@ async def unlink(client: TestClient, dealer_id: Any, account_id: Any,
                       headers)
 
 
-async def metric(client: TestClient, line_start: str) -> float:
-    text = await (await client.get("/metrics")).text()
-    for line in text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def assert_time_pair(data: dict[str, Any], name: str) -> None:
-    millis = data[name]
-    assert isinstance(millis, int)
-    parsed = dt.datetime.fromisoformat(data[f"{name}DateTime"].replace("Z", "+00:00"))
-    assert int(parsed.timestamp() * 1000) == millis
-    assert data[f"{name}DateTime"].endswith("Z")
+    assert isinstance(data[name], int)
+    assert_moment(data[name], data[f"{name}DateTime"])
+
+
+def assert_refused(answer: tuple[int, dict[str, Any]], status: int, error: ErrorCode,
+                   context: object = None) -> dict[str, Any]:
+    """A refusal: the HTTP `status` and the envelope of `error` (`context` names the case in
+    a failure); answers the body."""
+    code, body = answer
+    assert code == status, (context, body)
+    assert_error(body, error.errno)
+    return body
 
 
 # ---------------------------------------------------------------- dealer/create
@@ -126,7 +134,6 @@ async def test_create_dealer_keeps_a_full_config_and_decimal_strings(client: Tes
 async def test_create_dealer_refuses_ill_typed_or_missing_fields(
     client: TestClient, conn: asyncpg.Connection
 ) -> None:
-    before = await snapshot(conn)
     cases: list[dict[str, Any]] = [
         {},
         {"nickname": "no symbols"},
@@ -151,17 +158,13 @@ async def test_create_dealer_refuses_ill_typed_or_missing_fields(
         {"symbols": ["BTC/USDT"], "dealerAccountId": str(uuid.uuid4())},
         {"symbols": ["BTC/USDT"], "surprise": True},
     ]
-    for case in cases:
-        status, body = await post(client, f"{DEALER}/create", case)
-        assert status == 400, (case, body)
-        assert_error(body, Errors.INVALID_REQUEST.errno)
-    status, body = await post(client, f"{DEALER}/create", ["BTC/USDT"])
-    assert status == 400
-    assert_error(body, Errors.INVALID_REQUEST.errno)
-    resp = await client.post(f"{DEALER}/create", data=b"{not json", headers=ADMIN)
-    assert resp.status == 400
-    assert_error(await resp.json(), Errors.MALFORMED_JSON.errno)
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        for case in cases:
+            assert_refused(await post(client, f"{DEALER}/create", case), 400, INVALID, case)
+        assert_refused(await post(client, f"{DEALER}/create", ["BTC/USDT"]), 400, INVALID)
+        resp = await client.post(f"{DEALER}/create", data=b"{not json", headers=ADMIN)
+        assert resp.status == 400
+        assert_error(await resp.json(), Errors.MALFORMED_JSON.errno)
 
 
 async def test_create_dealer_error_names_the_field(client: TestClient) -> None:
@@ -175,13 +178,11 @@ async def test_create_dealer_error_names_the_field(client: TestClient) -> None:
 async def test_create_dealer_refuses_an_inconsistent_config(
     client: TestClient, conn: asyncpg.Connection
 ) -> None:
-    before = await snapshot(conn)
-    status, body = await post(client, f"{DEALER}/create", {
-        "symbols": ["BTC/USDT"], "minQuoteNotional": "5000", "maxQuoteNotional": "5000"})
-    assert status == 400
-    assert_error(body, Errors.INVALID_DEALER_CONFIG.errno)
-    assert "minQuoteNotional must be below maxQuoteNotional" in body["error"]
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        body = assert_refused(await post(client, f"{DEALER}/create", {
+            "symbols": ["BTC/USDT"], "minQuoteNotional": "5000", "maxQuoteNotional": "5000"}),
+            400, Errors.INVALID_DEALER_CONFIG)
+        assert "minQuoteNotional must be below maxQuoteNotional" in body["error"]
 
 
 # ---------------------------------------------------------------- roles on every write
@@ -200,20 +201,16 @@ async def test_every_write_needs_an_admin_token(
     lp = await insert_exchange_account(conn)
     body = {"dealerAccountId": dealer["dealerAccountId"], "tradingAccountId": str(lp),
             "symbols": ["ETH/USDT"], "nickname": "x"}
-    before = await snapshot(conn)
-    for path in ADMIN_WRITES:
-        status, answer = await post(client, path, body, headers=None)
-        assert status == 401, path
-        assert_error(answer, Errors.UNAUTHENTICATED.errno)
-        status, answer = await post(client, path, body, headers=INVALID_TOKEN)
-        assert status == 401, path
-        assert_error(answer, Errors.INVALID_TOKEN.errno)
-        for headers in (VIEWER, TRADER, auth(Role.TRADER, [lp])):
-            status, answer = await post(client, path, body, headers=headers)
-            assert status == 403, path
-            assert_error(answer, Errors.FORBIDDEN.errno)
-            assert answer["details"]["required"] == ["admin"]
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        for path in ADMIN_WRITES:
+            assert_refused(await post(client, path, body, headers=None),
+                           401, Errors.UNAUTHENTICATED, path)
+            assert_refused(await post(client, path, body, headers=INVALID_TOKEN),
+                           401, Errors.INVALID_TOKEN, path)
+            for headers in (VIEWER, TRADER, auth(Role.TRADER, [lp])):
+                answer = assert_refused(await post(client, path, body, headers=headers),
+                                        403, Errors.FORBIDDEN, path)
+                assert answer["details"]["required"] == ["admin"]
 
 
 # ---------------------------------------------------------------- dealer/get and dealer/list
@@ -229,24 +226,18 @@ async def test_get_dealer_for_every_role(client: TestClient) -> None:
 
 
 async def test_get_dealer_errors(client: TestClient, conn: asyncpg.Connection) -> None:
-    status, body = await get(client, f"{DEALER}/get", {"dealerAccountId": str(uuid.uuid4())})
-    assert status == 404
-    assert_error(body, Errors.DEALER_NOT_FOUND.errno)
+    unknown = {"dealerAccountId": str(uuid.uuid4())}
+    assert_refused(await get(client, f"{DEALER}/get", unknown), 404, Errors.DEALER_NOT_FOUND)
     # An exchange account or a client is not a dealer.
     lp = await insert_exchange_account(conn)
     customer = await new_client(client)
     for other in (str(lp), customer["tradingAccountId"]):
-        status, body = await get(client, f"{DEALER}/get", {"dealerAccountId": other})
-        assert status == 404
-        assert_error(body, Errors.DEALER_NOT_FOUND.errno)
+        assert_refused(await get(client, f"{DEALER}/get", {"dealerAccountId": other}),
+                       404, Errors.DEALER_NOT_FOUND, other)
     for params in ({}, {"dealerAccountId": "not-a-uuid"}, {"dealerAccountId": "123"}):
-        status, body = await get(client, f"{DEALER}/get", params)
-        assert status == 400, params
-        assert_error(body, Errors.INVALID_REQUEST.errno)
-    status, body = await get(client, f"{DEALER}/get", {"dealerAccountId": str(uuid.uuid4())},
-                             headers=None)
-    assert status == 401
-    assert_error(body, Errors.UNAUTHENTICATED.errno)
+        assert_refused(await get(client, f"{DEALER}/get", params), 400, INVALID, params)
+    assert_refused(await get(client, f"{DEALER}/get", unknown, headers=None),
+                   401, Errors.UNAUTHENTICATED)
 
 
 async def test_list_dealers_paginates_and_filters(client: TestClient) -> None:
@@ -280,12 +271,8 @@ async def test_list_dealers_paginates_and_filters(client: TestClient) -> None:
 async def test_list_dealers_errors(client: TestClient) -> None:
     for params in ({"status": "SLEEPING"}, {"limit": 0}, {"limit": 1001}, {"limit": "x"},
                    {"offset": -1}):
-        status, body = await get(client, f"{DEALER}/list", params)
-        assert status == 400, params
-        assert_error(body, Errors.INVALID_REQUEST.errno)
-    status, body = await get(client, f"{DEALER}/list", headers=None)
-    assert status == 401
-    assert_error(body, Errors.UNAUTHENTICATED.errno)
+        assert_refused(await get(client, f"{DEALER}/list", params), 400, INVALID, params)
+    assert_refused(await get(client, f"{DEALER}/list", headers=None), 401, Errors.UNAUTHENTICATED)
 
 
 # ---------------------------------------------------------------- dealer/update
@@ -330,29 +317,25 @@ async def test_update_dealer_without_changes_writes_nothing(
     client: TestClient, conn: asyncpg.Connection
 ) -> None:
     dealer = await new_dealer(client, nickname="same")
-    before = await snapshot(conn)
-    for body in ({"dealerAccountId": dealer["dealerAccountId"]},
-                 {"dealerAccountId": dealer["dealerAccountId"], "spreadBps": "10",
-                  "nickname": "same"}):
-        status, answer = await post(client, f"{DEALER}/update", body)
-        assert status == 200
-        assert assert_ok(answer) == dealer
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        for body in ({"dealerAccountId": dealer["dealerAccountId"]},
+                     {"dealerAccountId": dealer["dealerAccountId"], "spreadBps": "10",
+                      "nickname": "same"}):
+            status, answer = await post(client, f"{DEALER}/update", body)
+            assert status == 200
+            assert assert_ok(answer) == dealer
 
 
 async def test_update_dealer_revalidates_the_merged_config(
     client: TestClient, conn: asyncpg.Connection
 ) -> None:
     dealer = await new_dealer(client, maxQuoteNotional="1000")
-    before = await snapshot(conn)
-    # Each field is fine alone; together with the stored maximum the minimum is too large.
-    status, body = await post(client, f"{DEALER}/update", {
-        "dealerAccountId": dealer["dealerAccountId"], "minQuoteNotional": "1000",
-        "nickname": "not written either"})
-    assert status == 400
-    assert_error(body, Errors.INVALID_DEALER_CONFIG.errno)
-    assert "minQuoteNotional must be below maxQuoteNotional" in body["error"]
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        # Each field is fine alone; together with the stored maximum the minimum is too large.
+        body = assert_refused(await post(client, f"{DEALER}/update", {
+            "dealerAccountId": dealer["dealerAccountId"], "minQuoteNotional": "1000",
+            "nickname": "not written either"}), 400, Errors.INVALID_DEALER_CONFIG)
+        assert "minQuoteNotional must be below maxQuoteNotional" in body["error"]
 
 
 async def test_update_dealer_refuses_bad_requests(
@@ -360,7 +343,6 @@ async def test_update_dealer_refuses_bad_requests(
 ) -> None:
     dealer = await new_dealer(client)
     dealer_id = dealer["dealerAccountId"]
-    before = await snapshot(conn)
     cases: list[dict[str, Any]] = [
         {},
         {"spreadBps": "5"},
@@ -374,15 +356,12 @@ async def test_update_dealer_refuses_bad_requests(
         {"dealerAccountId": dealer_id, "status": "PAUSED"},
         {"dealerAccountId": dealer_id, "config": {"spreadBps": "5"}},
     ]
-    for case in cases:
-        status, body = await post(client, f"{DEALER}/update", case)
-        assert status == 400, (case, body)
-        assert_error(body, Errors.INVALID_REQUEST.errno)
-    status, body = await post(client, f"{DEALER}/update",
-                              {"dealerAccountId": str(uuid.uuid4()), "spreadBps": "5"})
-    assert status == 404
-    assert_error(body, Errors.DEALER_NOT_FOUND.errno)
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        for case in cases:
+            assert_refused(await post(client, f"{DEALER}/update", case), 400, INVALID, case)
+        assert_refused(await post(client, f"{DEALER}/update",
+                                  {"dealerAccountId": str(uuid.uuid4()), "spreadBps": "5"}),
+                       404, Errors.DEALER_NOT_FOUND)
 
 
 # ---------------------------------------------------------------- dealer/pause and dealer/resume
@@ -399,13 +378,12 @@ async def test_pause_and_resume_are_idempotent(
     paused = assert_ok(body)
     assert (paused["status"], paused["pauseReason"]) == ("PAUSED", "exposure review")
 
-    before = await snapshot(conn)
-    for again in ({"dealerAccountId": dealer_id},
-                  {"dealerAccountId": dealer_id, "reason": "exposure review"}):
-        status, body = await post(client, f"{DEALER}/pause", again)
-        assert status == 200
-        assert assert_ok(body) == paused
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        for again in ({"dealerAccountId": dealer_id},
+                      {"dealerAccountId": dealer_id, "reason": "exposure review"}):
+            status, body = await post(client, f"{DEALER}/pause", again)
+            assert status == 200
+            assert assert_ok(body) == paused
 
     status, body = await post(client, f"{DEALER}/pause",
                               {"dealerAccountId": dealer_id, "reason": "venue outage"})
@@ -421,10 +399,9 @@ async def test_pause_and_resume_are_idempotent(
     assert row is not None
     assert tuple(row) == ("ACTIVE", None)
 
-    before = await snapshot(conn)
-    status, body = await post(client, f"{DEALER}/resume", {"dealerAccountId": dealer_id})
-    assert assert_ok(body) == resumed
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        status, body = await post(client, f"{DEALER}/resume", {"dealerAccountId": dealer_id})
+        assert assert_ok(body) == resumed
     # Each change (not the repeats) is in the dealer's operation history.
     history = [(r["operation_type"], json.loads(r["detail"])) for r in await conn.fetch(
         """SELECT operation_type, detail FROM trading_account_operation
@@ -449,25 +426,19 @@ async def test_pause_without_reason(client: TestClient) -> None:
 
 async def test_pause_and_resume_errors(client: TestClient, conn: asyncpg.Connection) -> None:
     await new_dealer(client)
-    before = await snapshot(conn)
-    for path in (f"{DEALER}/pause", f"{DEALER}/resume"):
-        status, body = await post(client, path, {"dealerAccountId": str(uuid.uuid4())})
-        assert status == 404, path
-        assert_error(body, Errors.DEALER_NOT_FOUND.errno)
-        for case in ({}, {"dealerAccountId": 123}, {"dealerAccountId": "not-a-uuid"}):
-            status, body = await post(client, path, case)
-            assert status == 400, (path, case)
-            assert_error(body, Errors.INVALID_REQUEST.errno)
-    for reason in ("", "   ", 5, "x" * 501):
-        status, body = await post(client, f"{DEALER}/pause",
-                                  {"dealerAccountId": str(uuid.uuid4()), "reason": reason})
-        assert status == 400, reason
-        assert_error(body, Errors.INVALID_REQUEST.errno)
-    status, body = await post(client, f"{DEALER}/resume",
-                              {"dealerAccountId": str(uuid.uuid4()), "reason": "x"})
-    assert status == 400
-    assert_error(body, Errors.INVALID_REQUEST.errno)
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        for path in (f"{DEALER}/pause", f"{DEALER}/resume"):
+            assert_refused(await post(client, path, {"dealerAccountId": str(uuid.uuid4())}),
+                           404, Errors.DEALER_NOT_FOUND, path)
+            for case in ({}, {"dealerAccountId": 123}, {"dealerAccountId": "not-a-uuid"}):
+                assert_refused(await post(client, path, case), 400, INVALID, (path, case))
+        for reason in ("", "   ", 5, "x" * 501):
+            assert_refused(await post(client, f"{DEALER}/pause",
+                                      {"dealerAccountId": str(uuid.uuid4()), "reason": reason}),
+                           400, INVALID, reason)
+        assert_refused(await post(client, f"{DEALER}/resume",
+                                  {"dealerAccountId": str(uuid.uuid4()), "reason": "x"}),
+                       400, INVALID)
 
 
 # ---------------------------------------------------------------- client/create and client/list
@@ -495,13 +466,10 @@ async def test_create_client(client: TestClient, conn: asyncpg.Connection) -> No
 async def test_create_client_refuses_bad_requests(
     client: TestClient, conn: asyncpg.Connection
 ) -> None:
-    before = await snapshot(conn)
-    for case in ({"nickname": 42}, {"nickname": ""}, {"nickname": "x" * 101},
-                 {"venue": "BINANCE"}):
-        status, body = await post(client, f"{CLIENT}/create", case)
-        assert status == 400, case
-        assert_error(body, Errors.INVALID_REQUEST.errno)
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        for case in ({"nickname": 42}, {"nickname": ""}, {"nickname": "x" * 101},
+                     {"venue": "BINANCE"}):
+            assert_refused(await post(client, f"{CLIENT}/create", case), 400, INVALID, case)
 
 
 async def test_list_clients_by_role(client: TestClient, conn: asyncpg.Connection) -> None:
@@ -538,12 +506,8 @@ async def test_list_clients_by_role(client: TestClient, conn: asyncpg.Connection
 
 async def test_list_clients_errors(client: TestClient) -> None:
     for params in ({"status": "HAPPY"}, {"limit": 0}, {"offset": "x"}):
-        status, body = await get(client, f"{CLIENT}/list", params)
-        assert status == 400, params
-        assert_error(body, Errors.INVALID_REQUEST.errno)
-    status, body = await get(client, f"{CLIENT}/list", headers=None)
-    assert status == 401
-    assert_error(body, Errors.UNAUTHENTICATED.errno)
+        assert_refused(await get(client, f"{CLIENT}/list", params), 400, INVALID, params)
+    assert_refused(await get(client, f"{CLIENT}/list", headers=None), 401, Errors.UNAUTHENTICATED)
 
 
 # ---------------------------------------------------------------- dealer/link
@@ -583,7 +547,7 @@ async def test_link_answers_ok_and_opens_the_exchange_wallet(
     status, body = await get(client, f"{DEALER}/get", {"dealerAccountId": str(dealer_id)})
     assert status == 200
     assert assert_ok(body)["linkedAccounts"] == [str(lp)]
-    assert await metric(client, 'dealer_lp_link_changes_total{action="link"}') == 1.0
+    assert await metric_value(client, 'dealer_lp_link_changes_total{action="link"}') == 1.0
 
 
 async def test_link_twice_answers_already_linked_exactly(
@@ -593,17 +557,16 @@ async def test_link_twice_answers_already_linked_exactly(
     lp = await insert_exchange_account(conn)
     status, body = await link(client, dealer["dealerAccountId"], lp)
     assert (status, body["data"]) == (200, "ok")
-    before = await snapshot(conn)
+    async with nothing_written(conn):
 
-    status, body = await link(client, dealer["dealerAccountId"], lp)
-    assert status == 400
-    assert_error(body, -130007)
-    assert body["data"] is None
-    assert body["success"] is False
-    assert body["error"] == ALREADY_LINKED_TEXT
-    assert body["details"]["code"] == "ALREADY_LINKED"
-    assert await snapshot(conn) == before
-    assert await metric(client, 'dealer_lp_link_changes_total{action="link"}') == 1.0
+        status, body = await link(client, dealer["dealerAccountId"], lp)
+        assert status == 400
+        assert_error(body, -130007)
+        assert body["data"] is None
+        assert body["success"] is False
+        assert body["error"] == ALREADY_LINKED_TEXT
+        assert body["details"]["code"] == "ALREADY_LINKED"
+    assert await metric_value(client, 'dealer_lp_link_changes_total{action="link"}') == 1.0
 
 
 @pytest.mark.parametrize("account_status",
@@ -613,25 +576,21 @@ async def test_link_refuses_an_account_that_is_not_active(
 ) -> None:
     dealer = await new_dealer(client)
     lp = await insert_exchange_account(conn, status=account_status)
-    before = await snapshot(conn)
-    status, body = await link(client, dealer["dealerAccountId"], lp)
-    assert status == 400
-    assert_error(body, Errors.ACCOUNT_NOT_ACTIVE.errno)
-    assert account_status in body["error"]
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        body = assert_refused(await link(client, dealer["dealerAccountId"], lp),
+                              400, Errors.ACCOUNT_NOT_ACTIVE)
+        assert account_status in body["error"]
 
 
 async def test_link_refuses_fermata_accounts(client: TestClient, conn: asyncpg.Connection) -> None:
     dealer = await new_dealer(client)
     other_dealer = await new_dealer(client)
     customer = await new_client(client)
-    before = await snapshot(conn)
-    for account in (customer["tradingAccountId"], dealer["dealerAccountId"],
-                    other_dealer["dealerAccountId"]):
-        status, body = await link(client, dealer["dealerAccountId"], account)
-        assert status == 400, account
-        assert_error(body, Errors.NOT_EXCHANGE_ACCOUNT.errno)
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        for account in (customer["tradingAccountId"], dealer["dealerAccountId"],
+                        other_dealer["dealerAccountId"]):
+            assert_refused(await link(client, dealer["dealerAccountId"], account),
+                           400, Errors.NOT_EXCHANGE_ACCOUNT, account)
 
 
 async def test_link_unknown_dealer_or_account_is_404(
@@ -640,15 +599,12 @@ async def test_link_unknown_dealer_or_account_is_404(
     dealer = await new_dealer(client)
     lp = await insert_exchange_account(conn)
     customer = await new_client(client)
-    before = await snapshot(conn)
-    for dealer_id in (uuid.uuid4(), lp, customer["tradingAccountId"]):
-        status, body = await link(client, dealer_id, lp)
-        assert status == 404
-        assert_error(body, Errors.DEALER_NOT_FOUND.errno)
-    status, body = await link(client, dealer["dealerAccountId"], uuid.uuid4())
-    assert status == 404
-    assert_error(body, Errors.TRADING_ACCOUNT_NOT_FOUND.errno)
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        for dealer_id in (uuid.uuid4(), lp, customer["tradingAccountId"]):
+            assert_refused(await link(client, dealer_id, lp),
+                           404, Errors.DEALER_NOT_FOUND, dealer_id)
+        assert_refused(await link(client, dealer["dealerAccountId"], uuid.uuid4()),
+                       404, Errors.TRADING_ACCOUNT_NOT_FOUND)
 
 
 async def test_link_refuses_an_account_linked_to_another_dealer(
@@ -659,11 +615,9 @@ async def test_link_refuses_an_account_linked_to_another_dealer(
     lp = await insert_exchange_account(conn)
     status, _ = await link(client, first["dealerAccountId"], lp)
     assert status == 200
-    before = await snapshot(conn)
-    status, body = await link(client, second["dealerAccountId"], lp)
-    assert status == 400
-    assert_error(body, Errors.LINKED_TO_OTHER_DEALER.errno)
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        assert_refused(await link(client, second["dealerAccountId"], lp),
+                       400, Errors.LINKED_TO_OTHER_DEALER)
 
 
 async def test_link_refuses_missing_or_ill_typed_fields(
@@ -672,7 +626,6 @@ async def test_link_refuses_missing_or_ill_typed_fields(
     dealer = await new_dealer(client)
     dealer_id = dealer["dealerAccountId"]
     lp = str(await insert_exchange_account(conn))
-    before = await snapshot(conn)
     cases: list[Any] = [
         {},
         {"dealerAccountId": dealer_id},
@@ -683,11 +636,9 @@ async def test_link_refuses_missing_or_ill_typed_fields(
         {"dealerAccountId": dealer_id, "tradingAccountId": lp, "force": True},
         [dealer_id, lp],
     ]
-    for case in cases:
-        status, body = await post(client, f"{DEALER}/link", case)
-        assert status == 400, case
-        assert_error(body, Errors.INVALID_REQUEST.errno)
-    assert await snapshot(conn) == before
+    async with nothing_written(conn):
+        for case in cases:
+            assert_refused(await post(client, f"{DEALER}/link", case), 400, INVALID, case)
 
 
 async def test_concurrent_identical_links_succeed_once(
@@ -771,8 +722,8 @@ async def test_unlink_then_relink(client: TestClient, conn: asyncpg.Connection) 
     assert types == ["LINK", "UNLINK", "LINK"]
     await outbox_drained(conn)
     assert await conn.fetchval("SELECT count(*) FROM ledger_account") == 1
-    assert await metric(client, 'dealer_lp_link_changes_total{action="link"}') == 2.0
-    assert await metric(client, 'dealer_lp_link_changes_total{action="unlink"}') == 1.0
+    assert await metric_value(client, 'dealer_lp_link_changes_total{action="link"}') == 2.0
+    assert await metric_value(client, 'dealer_lp_link_changes_total{action="unlink"}') == 1.0
 
     # Once unlinked, the account may serve another dealer.
     other = await new_dealer(client)
@@ -791,26 +742,19 @@ async def test_unlink_errors(client: TestClient, conn: asyncpg.Connection) -> No
     lp = await insert_exchange_account(conn)
     never_linked = await insert_exchange_account(conn)
     assert (await link(client, other["dealerAccountId"], lp))[0] == 200
-    before = await snapshot(conn)
 
-    for account in (lp, never_linked):
-        status, body = await unlink(client, dealer_id, account)
-        assert status == 404
-        assert_error(body, Errors.NOT_LINKED.errno)
-    status, body = await unlink(client, uuid.uuid4(), lp)
-    assert status == 404
-    assert_error(body, Errors.DEALER_NOT_FOUND.errno)
-    status, body = await unlink(client, dealer_id, uuid.uuid4())
-    assert status == 404
-    assert_error(body, Errors.TRADING_ACCOUNT_NOT_FOUND.errno)
-    for case in ({}, {"dealerAccountId": dealer_id}, {"tradingAccountId": str(lp)},
-                 {"dealerAccountId": 123, "tradingAccountId": str(lp)},
-                 {"dealerAccountId": dealer_id, "tradingAccountId": "not-a-uuid"}):
-        status, body = await post(client, f"{DEALER}/unlink", case)
-        assert status == 400, case
-        assert_error(body, Errors.INVALID_REQUEST.errno)
-    assert await snapshot(conn) == before
-    assert await metric(client, 'dealer_lp_link_changes_total{action="unlink"}') == 0.0
+    async with nothing_written(conn):
+        for account in (lp, never_linked):
+            assert_refused(await unlink(client, dealer_id, account),
+                           404, Errors.NOT_LINKED, account)
+        assert_refused(await unlink(client, uuid.uuid4(), lp), 404, Errors.DEALER_NOT_FOUND)
+        assert_refused(await unlink(client, dealer_id, uuid.uuid4()),
+                       404, Errors.TRADING_ACCOUNT_NOT_FOUND)
+        for case in ({}, {"dealerAccountId": dealer_id}, {"tradingAccountId": str(lp)},
+                     {"dealerAccountId": 123, "tradingAccountId": str(lp)},
+                     {"dealerAccountId": dealer_id, "tradingAccountId": "not-a-uuid"}):
+            assert_refused(await post(client, f"{DEALER}/unlink", case), 400, INVALID, case)
+    assert await metric_value(client, 'dealer_lp_link_changes_total{action="unlink"}') == 0.0
 
 
 # ---------------------------------------------------------------- dealer/listLinks
@@ -860,21 +804,16 @@ async def test_list_links(client: TestClient, conn: asyncpg.Connection) -> None:
 
 async def test_list_links_errors(client: TestClient) -> None:
     dealer = await new_dealer(client)
-    status, body = await get(client, f"{DEALER}/listLinks", {"dealerAccountId": str(uuid.uuid4())})
-    assert status == 404
-    assert_error(body, Errors.DEALER_NOT_FOUND.errno)
+    assert_refused(await get(client, f"{DEALER}/listLinks", {"dealerAccountId": str(uuid.uuid4())}),
+                   404, Errors.DEALER_NOT_FOUND)
     for params in ({}, {"dealerAccountId": "not-a-uuid"},
                    {"dealerAccountId": dealer["dealerAccountId"], "limit": 0}):
-        status, body = await get(client, f"{DEALER}/listLinks", params)
-        assert status == 400, params
-        assert_error(body, Errors.INVALID_REQUEST.errno)
+        assert_refused(await get(client, f"{DEALER}/listLinks", params), 400, INVALID, params)
     params = {"dealerAccountId": dealer["dealerAccountId"]}
-    status, body = await get(client, f"{DEALER}/listLinks", params, headers=TRADER)
-    assert status == 403
-    assert_error(body, Errors.FORBIDDEN.errno)
-    status, body = await get(client, f"{DEALER}/listLinks", params, headers=None)
-    assert status == 401
-    assert_error(body, Errors.UNAUTHENTICATED.errno)
+    assert_refused(await get(client, f"{DEALER}/listLinks", params, headers=TRADER),
+                   403, Errors.FORBIDDEN)
+    assert_refused(await get(client, f"{DEALER}/listLinks", params, headers=None),
+                   401, Errors.UNAUTHENTICATED)
 
 
 async def test_openapi_documents_the_link_errnos(client: TestClient) -> None:
