@@ -50,12 +50,20 @@ async def subscribed(server: RunningFake, channel: str, count: int = 1) -> None:
                      message=f"{count} subscription(s) to {channel}")
 
 
+async def btc_stream(server: RunningFake, venue: CadenzaVenue
+                     ) -> tuple[AsyncIterator[BookSnapshot], asyncio.Future[BookSnapshot]]:
+    """A BTC/USDT book stream of `venue`, and its next book awaited in the background, once
+    the fake holds the stream's subscription."""
+    stream = venue.book_stream("BTC/USDT")
+    next_one = asyncio.ensure_future(next_book(stream))
+    await subscribed(server, BTC)
+    return stream, next_one
+
+
 async def test_books_arrive_with_the_publication_offset_as_sequence(
     server: RunningFake, venue: CadenzaVenue,
 ) -> None:
-    stream = venue.book_stream("BTC/USDT")
-    first = asyncio.ensure_future(next_book(stream))
-    await subscribed(server, BTC)
+    stream, first = await btc_stream(server, venue)
     assert venue.feed_connected
 
     server.fake.set_book("BINANCE", "BTC/USDT", BIDS, ASKS, timestamp=1_767_225_600_123)
@@ -100,9 +108,7 @@ async def test_streams_of_one_venue_share_one_connection_and_one_subscription(
 async def test_a_lost_connection_raises_once_and_a_new_stream_resumes(
     server: RunningFake, venue: CadenzaVenue,
 ) -> None:
-    stream = venue.book_stream("BTC/USDT")
-    first = asyncio.ensure_future(next_book(stream))
-    await subscribed(server, BTC)
+    stream, first = await btc_stream(server, venue)
     server.fake.set_book("BINANCE", "BTC/USDT", BIDS, ASKS)
     assert (await first).sequence == 1
 
@@ -114,9 +120,7 @@ async def test_a_lost_connection_raises_once_and_a_new_stream_resumes(
         await next_book(stream)
     assert not venue.feed_connected
 
-    resumed = venue.book_stream("BTC/USDT")
-    after = asyncio.ensure_future(next_book(resumed))
-    await subscribed(server, BTC)
+    resumed, after = await btc_stream(server, venue)
     assert venue.feed_connected
     server.fake.set_book("BINANCE", "BTC/USDT", BIDS[:1], ASKS)
     book = await after
@@ -129,9 +133,7 @@ async def test_a_lost_connection_raises_once_and_a_new_stream_resumes(
 async def test_books_missed_while_disconnected_show_as_a_gap(
     server: RunningFake, venue: CadenzaVenue,
 ) -> None:
-    stream = venue.book_stream("BTC/USDT")
-    first = asyncio.ensure_future(next_book(stream))
-    await subscribed(server, BTC)
+    stream, first = await btc_stream(server, venue)
     server.fake.set_book("BINANCE", "BTC/USDT", BIDS, ASKS)
     assert (await first).sequence == 1
     await server.fake.kill_websockets()
@@ -139,9 +141,7 @@ async def test_books_missed_while_disconnected_show_as_a_gap(
         await next_book(stream)
 
     server.fake.set_book("BINANCE", "BTC/USDT", BIDS, ASKS)  # offset 2, nobody listening
-    resumed = venue.book_stream("BTC/USDT")
-    after = asyncio.ensure_future(next_book(resumed))
-    await subscribed(server, BTC)
+    resumed, after = await btc_stream(server, venue)
     server.fake.set_book("BINANCE", "BTC/USDT", BIDS, ASKS)
 
     assert (await after).sequence == 3  # 2 never arrived: the consumer sees the jump
@@ -151,9 +151,7 @@ async def test_books_missed_while_disconnected_show_as_a_gap(
 async def test_a_skipped_offset_is_a_visible_sequence_gap(
     server: RunningFake, venue: CadenzaVenue,
 ) -> None:
-    stream = venue.book_stream("BTC/USDT")
-    first = asyncio.ensure_future(next_book(stream))
-    await subscribed(server, BTC)
+    stream, first = await btc_stream(server, venue)
 
     server.fake.set_book("BINANCE", "BTC/USDT", BIDS, ASKS)
     server.fake.skip_offsets("BINANCE", "BTC/USDT", 2)
@@ -167,9 +165,7 @@ async def test_a_skipped_offset_is_a_visible_sequence_gap(
 async def test_crossed_and_unsorted_books_are_passed_through(
     server: RunningFake, venue: CadenzaVenue,
 ) -> None:
-    stream = venue.book_stream("BTC/USDT")
-    first = asyncio.ensure_future(next_book(stream))
-    await subscribed(server, BTC)
+    stream, first = await btc_stream(server, venue)
 
     server.fake.set_book("BINANCE", "BTC/USDT", [(D("65100"), D("1")), (D("65200"), D("1"))],
                          [(D("65000"), D("1"))])
@@ -184,9 +180,7 @@ async def test_crossed_and_unsorted_books_are_passed_through(
 async def test_server_pings_are_answered() -> None:
     async with running(FakeCadenza(ping_interval_s=0.02)) as server, CadenzaVenue(
             "BINANCE", config(server)) as connector:
-        stream = connector.book_stream("BTC/USDT")
-        waiting = asyncio.ensure_future(next_book(stream))
-        await subscribed(server, BTC)
+        stream, waiting = await btc_stream(server, connector)
         await eventually(lambda: server.fake.pongs >= 3, message="three pongs")
         server.fake.set_book("BINANCE", "BTC/USDT", BIDS, ASKS)
         assert (await waiting).sequence == 1
@@ -238,9 +232,7 @@ async def test_closing_the_connector_ends_its_streams(
     server: RunningFake,
 ) -> None:
     connector = CadenzaVenue("BINANCE", config(server))
-    stream = connector.book_stream("BTC/USDT")
-    waiting = asyncio.ensure_future(next_book(stream))
-    await subscribed(server, BTC)
+    _, waiting = await btc_stream(server, connector)
 
     await connector.close()
 
