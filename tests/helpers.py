@@ -13,7 +13,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ADMIN, assert_error
+from tests.conftest import ADMIN, assert_error, assert_ok
 
 Client = TestClient[web.Request, web.Application]
 
@@ -159,6 +159,19 @@ async def eventually(check: Any, *, within_s: float = 1.0, every_s: float = 0.02
         await asyncio.sleep(every_s)
 
 
+async def connect_account(client: Client, credential_ids: list[str], external_id: str = "spot",
+                          nickname: str | None = None) -> dict[str, Any]:
+    """`tradingAccount/connect` with these credentials; answers the connected account."""
+    body: dict[str, Any] = {"credentialIds": credential_ids,
+                            "externalTradingAccountId": external_id}
+    if nickname is not None:
+        body["nickname"] = nickname
+    status, payload = await post(client, "/api/v3/tradingAccount/connect", body)
+    assert status == 200, payload
+    account: dict[str, Any] = assert_ok(payload)
+    return account
+
+
 async def connect_exchange_account(client: Client, venue: str, external_id: str) -> str:
     """create → verify → connect through the API; answers the trading account id."""
     status, body = await post(client, "/api/v3/credential/create", {
@@ -169,10 +182,8 @@ async def connect_exchange_account(client: Client, venue: str, external_id: str)
     status, body = await post(client, "/api/v3/credential/verify",
                               {"credentialIds": [credential_id]})
     assert status == 200, body
-    status, body = await post(client, "/api/v3/tradingAccount/connect", {
-        "credentialIds": [credential_id], "externalTradingAccountId": external_id})
-    assert status == 200, body
-    account_id: str = body["data"]["tradingAccountId"]
+    account_id: str = (await connect_account(client, [credential_id], external_id))[
+        "tradingAccountId"]
     return account_id
 
 

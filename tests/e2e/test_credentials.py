@@ -17,6 +17,7 @@ from tests.helpers import (
     assert_body_rejections,
     assert_invalid,
     assert_moment,
+    connect_account,
     fetch_one,
     get,
     post,
@@ -75,18 +76,6 @@ async def verified_credential(client: Client, venue: str = "BINANCE",
     credential = await create_credential(client, venue, **extra)
     await verify(client, credential["credentialId"])
     return credential
-
-
-async def connect(client: Client, credential_ids: list[str], external_id: str = "spot",
-                  nickname: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"credentialIds": credential_ids,
-                            "externalTradingAccountId": external_id}
-    if nickname is not None:
-        body["nickname"] = nickname
-    status, payload = await post(client, CONNECT, body)
-    assert status == 200, payload
-    data: dict[str, Any] = assert_ok(payload)
-    return data
 
 
 async def listed(client: Client, params: Any = None,
@@ -247,7 +236,7 @@ async def test_verify_several_credentials_of_several_venues_at_once(client: Clie
 
 async def test_verify_shows_the_accounts_already_connected(client: Client) -> None:
     credential = await verified_credential(client, "BINANCE")
-    spot = await connect(client, [credential["credentialId"]], "spot", nickname="desk spot")
+    spot = await connect_account(client, [credential["credentialId"]], "spot", nickname="desk spot")
     accounts = await verify(client, credential["credentialId"])
     by_id = {a["externalTradingAccountId"]: a for a in accounts}
     assert by_id["spot"]["tradingAccountId"] == spot["tradingAccountId"]
@@ -401,13 +390,14 @@ async def test_revoke_deactivates_accounts_left_without_a_usable_credential(
 ) -> None:
     first = await verified_credential(client, "BINANCE")
     second = await verified_credential(client, "BINANCE")
-    alone = await connect(client, [first["credentialId"]], "spot")
-    shared = await connect(client, [first["credentialId"], second["credentialId"]], "margin")
-    archived = await connect(client, [first["credentialId"]], "futures")
+    alone = await connect_account(client, [first["credentialId"]], "spot")
+    shared = await connect_account(client, [first["credentialId"], second["credentialId"]],
+                                   "margin")
+    archived = await connect_account(client, [first["credentialId"]], "futures")
     status, payload = await post(client, DISCONNECT, {"tradingAccountId":
                                                       archived["tradingAccountId"]})
     assert status == 200, payload
-    other = await connect(client, [second["credentialId"]], "coin_futures")
+    other = await connect_account(client, [second["credentialId"]], "coin_futures")
 
     status, payload = await post(client, REVOKE, {"credentialId": first["credentialId"]})
     assert status == 200, payload
@@ -440,7 +430,7 @@ async def test_revoke_deactivates_accounts_left_without_a_usable_credential(
 
 async def test_revoke_leaves_a_disabled_account_inactive(client: Client) -> None:
     credential = await verified_credential(client)
-    account = await connect(client, [credential["credentialId"]])
+    account = await connect_account(client, [credential["credentialId"]])
     status, payload = await post(client, "/api/v3/tradingAccount/disable",
                                  {"tradingAccountId": account["tradingAccountId"]})
     assert status == 200, payload
@@ -479,8 +469,8 @@ async def test_rotate_swaps_the_key_and_records_an_operation_per_connected_accou
 ) -> None:
     credential = await verified_credential(client, "OKX", nickname="okx",
                                            apiSecret="old-secret", apiPassphrase="old-pass")
-    trading = await connect(client, [credential["credentialId"]], "trading")
-    funding = await connect(client, [credential["credentialId"]], "funding")
+    trading = await connect_account(client, [credential["credentialId"]], "trading")
+    funding = await connect_account(client, [credential["credentialId"]], "funding")
     status, payload = await post(client, DISCONNECT, {"tradingAccountId":
                                                       funding["tradingAccountId"]})
     assert status == 200, payload
@@ -524,7 +514,7 @@ async def test_rotate_repairs_a_failed_or_unverified_credential(client: Client) 
                                                       "apiKey": "good-key"})
         assert status == 200, payload
         assert assert_ok(payload)["status"] == "VERIFIED"
-        account = await connect(client, [credential["credentialId"]], "contract")
+        account = await connect_account(client, [credential["credentialId"]], "contract")
         assert account["accountType"] == "FUTURES"
     [rotated] = (await listed(client, {"credentialIds": failed["credentialId"]}))[0]
     assert rotated["identities"] == ["unified", "spot", "contract"]
@@ -532,7 +522,7 @@ async def test_rotate_repairs_a_failed_or_unverified_credential(client: Client) 
 
 async def test_rotate_refuses_without_writing(client: Client, conn: asyncpg.Connection) -> None:
     credential = await verified_credential(client, "BINANCE")
-    await connect(client, [credential["credentialId"]])
+    await connect_account(client, [credential["credentialId"]])
     revoked = await create_credential(client, "BINANCE")
     status, payload = await post(client, REVOKE, {"credentialId": revoked["credentialId"]})
     assert status == 200, payload

@@ -21,6 +21,7 @@ from tests.helpers import (
     Client,
     assert_invalid,
     assert_moment,
+    connect_account,
     fetch_one,
     get,
     post,
@@ -71,21 +72,11 @@ async def credential(client: Client, venue: str = "BINANCE", *, verified: bool =
     return credential_id
 
 
-async def connect(client: Client, credential_ids: list[str], external_id: str = "spot",
-                  nickname: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"credentialIds": credential_ids,
-                            "externalTradingAccountId": external_id}
-    if nickname is not None:
-        body["nickname"] = nickname
-    account: dict[str, Any] = await ok(client, CONNECT, body)
-    return account
-
-
 async def connected_account(client: Client, venue: str = "BINANCE",
                             external_id: str = "spot") -> tuple[str, dict[str, Any]]:
     """create → verify → connect: the credential id and the connected account."""
     credential_id = await credential(client, venue)
-    return credential_id, await connect(client, [credential_id], external_id)
+    return credential_id, await connect_account(client, [credential_id], external_id)
 
 
 async def listed(client: Client, path: str, params: Any = None,
@@ -160,7 +151,7 @@ async def test_connect_answers_the_seed_account_shape(
     client: Client, conn: asyncpg.Connection
 ) -> None:
     credential_id = await credential(client, "BINANCE")
-    account = await connect(client, [credential_id], "spot", nickname="  My Binance Spot ")
+    account = await connect_account(client, [credential_id], "spot", nickname="  My Binance Spot ")
     assert set(account) == ACCOUNT_KEYS
     uuid.UUID(account["tradingAccountId"])
     assert account["externalTradingAccountId"] == "spot"
@@ -195,15 +186,15 @@ async def test_connect_answers_the_seed_account_shape(
 async def test_connect_several_accounts_and_credentials(client: Client) -> None:
     first = await credential(client, "BINANCE")
     second = await credential(client, "BINANCE")
-    futures = await connect(client, [first], "futures")
+    futures = await connect_account(client, [first], "futures")
     assert (futures["accountType"], futures["externalAccountType"]) == ("FUTURES", "USDT_FUTURES")
     assert futures["nickname"] is None
-    shared = await connect(client, [first, second, first], " coin_futures ")
+    shared = await connect_account(client, [first, second, first], " coin_futures ")
     assert shared["externalTradingAccountId"] == "coin_futures"
     assert [c["credentialId"] for c in shared["credentials"]] == [first, second]
-    okx = await connect(client, [await credential(client, "OKX")], "funding")
+    okx = await connect_account(client, [await credential(client, "OKX")], "funding")
     assert (okx["venue"], okx["accountType"]) == ("OKX", "FUNDING")
-    bybit = await connect(client, [await credential(client, "BYBIT")], "unified")
+    bybit = await connect_account(client, [await credential(client, "BYBIT")], "unified")
     assert (bybit["venue"], bybit["accountType"]) == ("BYBIT", "UNIFIED")
     assert await account_ids(client) == [a["tradingAccountId"] for a in (futures, shared, okx,
                                                                          bybit)]
@@ -258,7 +249,7 @@ async def test_connect_again_after_disconnect_gives_a_new_account(
     assert disconnected["updatedAt"] >= first["updatedAt"]
     assert [c["credentialId"] for c in disconnected["credentials"]] == [credential_id]
 
-    second = await connect(client, [credential_id], "spot", nickname="again")
+    second = await connect_account(client, [credential_id], "spot", nickname="again")
     assert second["tradingAccountId"] != first["tradingAccountId"]
     assert second["status"] == "ACTIVE"
     links = await conn.fetch("SELECT trading_account_id::text, live FROM "
@@ -400,8 +391,8 @@ async def test_enable_needs_a_credential_that_is_not_revoked(
 ) -> None:
     first = await credential(client)
     second = await credential(client)
-    alone = await connect(client, [first], "spot")
-    shared = await connect(client, [first, second], "margin")
+    alone = await connect_account(client, [first], "spot")
+    shared = await connect_account(client, [first, second], "margin")
     await ok(client, DISABLE, {"tradingAccountId": shared["tradingAccountId"]})
     await ok(client, REVOKE, {"credentialId": first})
     before = await snapshot(conn)
@@ -495,9 +486,9 @@ async def test_account_actions_refuse_invalid_bodies(
 async def test_list_filters_and_pages(client: Client, conn: asyncpg.Connection) -> None:
     binance = await credential(client, "BINANCE")
     spot, margin, isolated, futures, coin = [
-        (await connect(client, [binance], external_id))["tradingAccountId"]
+        (await connect_account(client, [binance], external_id))["tradingAccountId"]
         for external_id in ("spot", "margin", "isolated_margin", "futures", "coin_futures")]
-    okx = (await connect(client, [await credential(client, "OKX")], "trading"))[
+    okx = (await connect_account(client, [await credential(client, "OKX")], "trading"))[
         "tradingAccountId"]
     await ok(client, DISABLE, {"tradingAccountId": margin})
     await ok(client, DISCONNECT, {"tradingAccountId": futures})
@@ -664,7 +655,7 @@ async def test_revoke_and_rotate_record_operations_on_every_connected_account(
     client: Client,
 ) -> None:
     credential_id = await credential(client, "BYBIT")
-    accounts = [(await connect(client, [credential_id], external_id))["tradingAccountId"]
+    accounts = [(await connect_account(client, [credential_id], external_id))["tradingAccountId"]
                 for external_id in ("unified", "spot", "contract")]
     await ok(client, DISCONNECT, {"tradingAccountId": accounts[2]})
     await ok(client, ROTATE, {"credentialId": credential_id, "apiKey": "next"})
