@@ -7,73 +7,36 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 
 from dealer.app import create_app
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import assert_error, assert_ok
-from tests.helpers import Client, connect_exchange_account, eventually, get, post
-
-QUOTE = "/api/v3/fermata/quote/request"
-SUBMIT = "/api/v3/trading/order/submit"
-DEALER_BOOK = "/api/v3/fermata/dealer/orderBook"
-ClientFactory = Callable[[web.Application], Awaitable[Client]]
+from tests.desk import SUBMIT, AppClient, Desk, accept_body, make_desk, request_quote
+from tests.helpers import Client, post
 
 
-async def _replicas(settings: Settings, secrets: DaemonSecrets,
-                    aiohttp_client: ClientFactory) -> tuple[Client, Client]:
-    """Two app instances (replicas) on the same database, both started."""
+async def _replicas_and_desk(settings: Settings, secrets: DaemonSecrets,
+                             aiohttp_client: AppClient) -> tuple[Client, Client, Desk]:
+    """Two app instances (replicas) on the same database, both started, and a desk made
+    through the first."""
     first = await aiohttp_client(create_app(settings, secrets))
     second = await aiohttp_client(create_app(settings, secrets))
-    return first, second
+    return first, second, await make_desk(first)
 
 
-async def _desk(client: Client) -> tuple[str, str]:
-    """Three paper LPs linked to a BTC/USDT dealer, a client; answers (dealer, client)."""
-    lps = [await connect_exchange_account(client, venue, external)
-           for venue, external in (("BINANCE", "spot"), ("OKX", "trading"), ("BYBIT", "spot"))]
-    _, body = await post(client, "/api/v3/fermata/dealer/create", {"symbols": ["BTC/USDT"]})
-    dealer: str = assert_ok(body)["dealerAccountId"]
-    for lp in lps:
-        status, body = await post(client, "/api/v3/fermata/dealer/link",
-                                  {"dealerAccountId": dealer, "tradingAccountId": lp})
-        assert status == 200, body
-    _, body = await post(client, "/api/v3/fermata/client/create", {"nickname": "racer"})
-    account: str = assert_ok(body)["tradingAccountId"]
-
-    async def fresh() -> bool:
-        _, payload = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
-                                                     "symbol": "BTC/USDT", "depth": 1})
-        states = assert_ok(payload)["lps"]
-        return len(states) == 3 and all(lp["fresh"] for lp in states)
-
-    await eventually(fresh, within_s=3.0)
-    return dealer, account
+async def _quote(client: Client, desk: Desk) -> dict[str, Any]:
+    return await request_quote(client, desk, orderSide="BUY", quantity="0.5")
 
 
-async def _quote(client: Client, dealer: str, account: str) -> dict[str, Any]:
-    status, body = await post(client, QUOTE, {
-        "dealerAccountId": dealer, "tradingAccountId": account, "symbol": "BTC/USDT",
-        "orderSide": "BUY", "quantity": "0.5"})
-    assert status == 200, body
-    quote: dict[str, Any] = assert_ok(body)
-    return quote
-
-
-def _accept(quote: dict[str, Any], **fields: str) -> dict[str, Any]:
-    return {"tradingAccountId": quote["tradingAccountId"], "instrumentId": quote["instrumentId"],
-            "orderSide": "BUY", "orderType": "QUOTED", "quantity": quote["quantity"],
-            "quoteId": quote["quoteId"], **fields}
-
-
-async def _race(calls: list[tuple[Client, dict[str, Any]]]
+async def _race(first: Client, second: Client, accepts: Sequence[dict[str, Any]]
                 ) -> list[tuple[int, dict[str, Any]]]:
-    """Fire every accept at once, each at its replica."""
-    return list(await asyncio.gather(*(post(client, SUBMIT, body) for client, body in calls)))
+    """Fire every accept at once, at the two replicas in turn."""
+    return list(await asyncio.gather(*(post(first if n % 2 == 0 else second, SUBMIT, body)
+                                       for n, body in enumerate(accepts))))
 
 
 async def _written_for(conn: asyncpg.Connection, quote_id: str) -> dict[str, int]:
@@ -95,14 +58,12 @@ async def _written_for(conn: asyncpg.Connection, quote_id: str) -> dict[str, int
 
 async def test_fifty_concurrent_accepts_on_two_replicas_fill_the_quote_once(
     settings: Settings, secrets: DaemonSecrets, conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory,
+    aiohttp_client: AppClient,
 ) -> None:
-    first, second = await _replicas(settings, secrets, aiohttp_client)
-    dealer, account = await _desk(first)
-    quote = await _quote(first, dealer, account)
-    calls = [(first if n % 2 == 0 else second, _accept(quote, idempotencyKey=f"racer-{n}"))
-             for n in range(50)]
-    results = await _race(calls)
+    first, second, desk = await _replicas_and_desk(settings, secrets, aiohttp_client)
+    quote = await _quote(first, desk)
+    results = await _race(first, second, [accept_body(quote, idempotencyKey=f"racer-{n}")
+                                          for n in range(50)])
 
     assert Counter(status for status, _ in results) == {200: 1, 409: 49}, results
     [filled] = [body for status, body in results if status == 200]
@@ -134,13 +95,12 @@ async def test_fifty_concurrent_accepts_on_two_replicas_fill_the_quote_once(
 
 async def test_racing_retries_of_one_idempotency_key_all_answer_the_one_order(
     settings: Settings, secrets: DaemonSecrets, conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory,
+    aiohttp_client: AppClient,
 ) -> None:
-    first, second = await _replicas(settings, secrets, aiohttp_client)
-    dealer, account = await _desk(first)
-    quote = await _quote(first, dealer, account)
-    results = await _race([(first if n % 2 == 0 else second,
-                            _accept(quote, idempotencyKey="one-key")) for n in range(20)])
+    first, second, desk = await _replicas_and_desk(settings, secrets, aiohttp_client)
+    quote = await _quote(first, desk)
+    results = await _race(first, second, [accept_body(quote, idempotencyKey="one-key")
+                                          for _ in range(20)])
 
     assert [status for status, _ in results] == [200] * 20, results
     orders = {assert_ok(body)[0]["tradeOrderId"] for _, body in results}
@@ -151,14 +111,12 @@ async def test_racing_retries_of_one_idempotency_key_all_answer_the_one_order(
 
 async def test_one_idempotency_key_racing_on_several_quotes_fills_one_and_conflicts_the_rest(
     settings: Settings, secrets: DaemonSecrets, conn: asyncpg.Connection,
-    aiohttp_client: ClientFactory,
+    aiohttp_client: AppClient,
 ) -> None:
-    first, second = await _replicas(settings, secrets, aiohttp_client)
-    dealer, account = await _desk(first)
-    quotes = [await _quote(first, dealer, account) for _ in range(10)]
-    results = await _race([(first if n % 2 == 0 else second,
-                            _accept(quote, clientOrderId="shared"))
-                           for n, quote in enumerate(quotes)])
+    first, second, desk = await _replicas_and_desk(settings, secrets, aiohttp_client)
+    quotes = [await _quote(first, desk) for _ in range(10)]
+    results = await _race(first, second, [accept_body(quote, clientOrderId="shared")
+                                          for quote in quotes])
 
     assert Counter(status for status, _ in results) == {200: 1, 409: 9}, results
     for status, body in results:
