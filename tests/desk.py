@@ -173,13 +173,23 @@ async def app_client(settings: Settings, secrets: DaemonSecrets, aiohttp_client:
     return app, await aiohttp_client(app)
 
 
-async def desk_with_fill(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
-                         **changes: Any) -> tuple[web.Application, Client, Desk]:
-    """An app on `settings` with `changes`, its desk, and one client fill (a BUY of 0.3 BTC),
-    which the hedging tests then hedge their own way."""
+async def hedging_app(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+                      **changes: Any) -> tuple[web.Application, Client]:
+    """`app_client` with the app's hedge worker polling every 20 ms (unless `changes` say
+    otherwise), for the tests that wait for it."""
+    return await app_client(settings, secrets, aiohttp_client,
+                            **{"hedge_poll_ms": 20, **changes})
+
+
+async def desk_with_fills(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+                          fills: Sequence[tuple[str, str]] = (("BUY", "0.3"),), **changes: Any
+                          ) -> tuple[web.Application, Client, Desk]:
+    """An app on `settings` with `changes`, its desk, and its client `fills` (by default one
+    BUY of 0.3 BTC) quoted and accepted one at a time, which the hedging tests then hedge
+    their own way."""
     app, client = await app_client(settings, secrets, aiohttp_client, **changes)
     desk = await make_desk(client)
-    await fill_all(client, desk, (("BUY", "0.3"),))
+    await fill_all(client, desk, fills, concurrency=1)
     return app, client, desk
 
 

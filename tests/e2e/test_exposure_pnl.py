@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -20,10 +19,9 @@ from dealer.appkeys import ASSET_SCALES, POOL
 from dealer.services import pnl as pnl_service
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN, TRADER, VIEWER, assert_error, assert_ok
-from tests.desk import Desk, accept, make_desk, request_quote
+from tests.desk import AppClient, Desk, accept, make_desk, request_quote
 from tests.helpers import Client, assert_invalid, eventually, get, outbox_drained, post
 
-AppClient = Callable[[web.Application], Awaitable[Client]]
 EXPOSURE = "/api/v3/fermata/dealer/exposure"
 PNL = "/api/v3/fermata/dealer/pnl"
 HEDGES = "/api/v3/fermata/hedge/list"

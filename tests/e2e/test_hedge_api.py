@@ -9,7 +9,6 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -22,9 +21,10 @@ from dealer.settings import DaemonSecrets, Settings
 from hedging.worker import HedgeWorker
 from tests.conftest import TRADER, VIEWER, assert_error, assert_ok
 from tests.desk import (
+    AppClient,
     Desk,
-    app_client,
     fill_all,
+    hedging_app,
     make_desk,
     metric_value,
     paper_venue,
@@ -39,7 +39,6 @@ from tests.helpers import (
     until_lock_waiters,
 )
 
-AppClient = Callable[[web.Application], Awaitable[Client]]
 LIST = "/api/v3/fermata/hedge/list"
 RETRY = "/api/v3/fermata/hedge/retry"
 CANCEL = "/api/v3/fermata/hedge/cancel"
@@ -59,12 +58,6 @@ ORDER_FIELDS = {
     "fees", "feeAsset", "fee", "rejectReason", "createdAt", "createdAtDateTime", "updatedAt",
     "updatedAtDateTime",
 }
-
-
-async def _app(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
-               **changes: Any) -> tuple[web.Application, Client]:
-    return await app_client(settings, secrets, aiohttp_client,
-                            **{"hedge_poll_ms": 20, **changes})
 
 
 async def _fill(client: Client, desk: Desk, fills: tuple[tuple[str, str], ...] = FILLS
@@ -92,10 +85,6 @@ async def _hedge_state(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
     return jobs, orders
 
 
-async def _metric(client: Client, line_start: str) -> float:
-    return await metric_value(client, line_start)
-
-
 async def _unhedged(client: Client, desk: Desk) -> Decimal:
     status, body = await get(client, EXPOSURE, {"dealerAccountId": desk.dealer}, VIEWER)
     assert status == 200, body
@@ -115,7 +104,7 @@ async def test_the_list_shows_each_job_with_its_orders(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    _, client = await _app(settings, secrets, aiohttp_client, hedge_enabled=True)
+    _, client = await hedging_app(settings, secrets, aiohttp_client, hedge_enabled=True)
     desk = await make_desk(client)
     orders = await _fill(client, desk)
 
@@ -205,7 +194,7 @@ async def test_retry_puts_a_failed_job_back_with_a_fresh_budget(
     conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Every paper order is rejected: the job spends its attempts and FAILS.
-    app, client = await _app(settings, secrets, aiohttp_client, hedge_enabled=True,
+    app, client = await hedging_app(settings, secrets, aiohttp_client, hedge_enabled=True,
                              paper_reject_ratio=1.0, hedge_max_attempts=2)
     desk = await make_desk(client)
     await _fill(client, desk, FILLS[:1])
@@ -267,7 +256,7 @@ async def test_a_retried_job_is_hedged(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await _app(settings, secrets, aiohttp_client)
+    app, client = await hedging_app(settings, secrets, aiohttp_client)
     desk = await make_desk(client)
     await _fill(client, desk, FILLS[:1])
     # How a job fails is the worker's business; here one failed before sending anything.
@@ -334,7 +323,7 @@ async def test_cancel_takes_a_pending_job_out_of_the_exposure(
     # The client BUY left the dealer short 0.5; the SELL left it long 0.3: only that remains.
     assert await _unhedged(client, desk) == Decimal("0.3")
     assert [j["jobId"] for j in (await _jobs(client, status="CANCELLED"))[0]] == [buy["jobId"]]
-    assert await _metric(client, 'dealer_hedge_jobs_finished_total{status="CANCELLED"}') == 1.0
+    assert await metric_value(client, 'dealer_hedge_jobs_finished_total{status="CANCELLED"}') == 1.0
     [record] = [r for r in caplog.records if getattr(r, "event", "") == "hedge_job_cancel"]
     assert record.previous_status == "PENDING"  # type: ignore[attr-defined]
     # Cancelled is final: neither retried nor cancelled again.
@@ -412,7 +401,7 @@ async def test_a_cancel_and_a_running_worker_never_both_win(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await _app(settings, secrets, aiohttp_client)
+    app, client = await hedging_app(settings, secrets, aiohttp_client)
     desk = await make_desk(client)
     worker = _worker(app)
     for _ in range(6):

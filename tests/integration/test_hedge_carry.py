@@ -27,6 +27,7 @@ from tests.desk import (
     Desk,
     app_client,
     check_books,
+    desk_with_fills,
     fill_all,
     hedge_worker,
     hedges_final,
@@ -44,10 +45,9 @@ async def _desk_with_a_carry(settings: Settings, secrets: DaemonSecrets,
                              quantity: str) -> tuple[web.Application, Client, Desk]:
     """A desk (its hedge worker not started) whose one client fill's need is all in the
     lane's carry: the fill's job settled, the carry what the dealer still has to trade."""
-    app, client = await app_client(settings, secrets, aiohttp_client, hedge_enabled=False,
-                                   paper_journal=True)
-    desk = await make_desk(client)
-    await fill_all(client, desk, ((side, quantity),))
+    app, client, desk = await desk_with_fills(settings, secrets, aiohttp_client,
+                                              ((side, quantity),), hedge_enabled=False,
+                                              paper_journal=True)
     job = await conn.fetchrow("SELECT * FROM hedge_job")
     # a client SELL leaves the dealer long: its job SELLs; the lane then has to sell (-)
     signed = Decimal(quantity) * (1 if job["side"] == "BUY" else -1)
@@ -183,9 +183,8 @@ async def test_cancelling_a_job_gives_the_carry_it_held_back_to_its_lane(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    _, client = await app_client(settings, secrets, aiohttp_client, hedge_enabled=False)
-    desk = await make_desk(client)
-    await fill_all(client, desk, (("SELL", "0.01"),))
+    _, client, desk = await desk_with_fills(settings, secrets, aiohttp_client,
+                                            (("SELL", "0.01"),), hedge_enabled=False)
     # as a round does when the job takes the lane's carry: 0.00003 more to sell for the job,
     # 0.00003 less for the lane (the total is unchanged)
     await conn.execute("UPDATE hedge_job SET carry_in = 0.00003")

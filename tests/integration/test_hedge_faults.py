@@ -16,7 +16,6 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from dealer.app import create_app
 from dealer.appkeys import CLOCK, MARKET_DATA
 from dealer.services.rfq import exposure_of
 from dealer.settings import DaemonSecrets, Settings
@@ -26,7 +25,9 @@ from tests.desk import (
     AppClient,
     Desk,
     accept,
+    app_client,
     check_books,
+    desk_with_fills,
     fill_all,
     hedge_worker,
     hedges_final,
@@ -48,11 +49,7 @@ MIXED = (("BUY", "0.4"), ("SELL", "0.3"), ("BUY", "0.25"), ("SELL", "0.35"))
 async def _desk(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
                 fills: tuple[tuple[str, str], ...]) -> tuple[web.Application, Client, Desk]:
     """A desk with its fills accepted, hedging not started yet; the venues keep a journal."""
-    app = create_app(settings.model_copy(update={"paper_journal": True}), secrets)
-    client = await aiohttp_client(app)
-    desk = await make_desk(client)
-    await fill_all(client, desk, fills, concurrency=1)
-    return app, client, desk
+    return await desk_with_fills(settings, secrets, aiohttp_client, fills, paper_journal=True)
 
 
 @asynccontextmanager
@@ -83,6 +80,15 @@ async def _plans(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         "SELECT plan FROM hedge_job ORDER BY created_at")]
 
 
+def _pin_asks(app: web.Application, worst: Decimal, depth: Decimal) -> None:
+    """Every LP's book pinned: bids 1 % below `worst`; `depth` offered at `worst`, then 100 BTC
+    5 % above it."""
+    for venue in VENUES:
+        paper_venue(app, venue).pin_book(
+            "BTC/USDT", [(worst * Decimal("0.99"), Decimal(100))],
+            [(worst, depth), (worst * Decimal("1.05"), Decimal(100))])
+
+
 async def test_rejects_are_re_routed_to_the_other_lps(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
@@ -110,14 +116,8 @@ async def test_partial_fills_are_completed_on_fresh_books(
 ) -> None:
     app, client, desk = await _desk(settings, secrets, aiohttp_client, BUYS)
     worst = min(Decimal(plan["worstRawPrice"]) for plan in await _plans(conn))
-
-    def pin(depth: str) -> None:
-        for venue in VENUES:
-            paper_venue(app, venue).pin_book(
-                "BTC/USDT", [(worst * Decimal("0.99"), Decimal(100))],
-                [(worst, Decimal(depth)), (worst * Decimal("1.05"), Decimal(100))])
-
-    pin("0.04")  # 0.12 BTC within the tolerance, across the three LPs: 0.5 is wanted
+    # 0.12 BTC within the tolerance, across the three LPs: 0.5 is wanted
+    _pin_asks(app, worst, Decimal("0.04"))
     async with _running(hedge_worker(app, max_attempts=8, backoff_s=0.05)):
 
         async def partial() -> bool:
@@ -125,7 +125,7 @@ async def test_partial_fills_are_completed_on_fresh_books(
                 "SELECT count(*) FROM hedge_order WHERE status = 'PARTIALLY_FILLED'"))
 
         await eventually(partial, within_s=10.0)
-        pin("100")  # the market refills
+        _pin_asks(app, worst, Decimal(100))  # the market refills
         jobs = await hedges_final(conn, len(BUYS))
     assert {j["status"] for j in jobs} == {"HEDGED"}
     assert all(j["hedged_quantity"] == j["quantity"] for j in jobs)
@@ -268,14 +268,7 @@ async def test_a_fill_worth_less_than_one_minor_unit_of_the_quote_asset_is_booke
                                     secrets, aiohttp_client, (("BUY", "0.3"),))
     [plan] = await _plans(conn)
     worst = Decimal(plan["worstRawPrice"])
-
-    def pin(depth: Decimal) -> None:
-        for venue in VENUES:
-            paper_venue(app, venue).pin_book(
-                "BTC/USDT", [(worst * Decimal("0.99"), Decimal(100))],
-                [(worst, depth), (worst * Decimal("1.05"), Decimal(100))])
-
-    pin(LOT)
+    _pin_asks(app, worst, LOT)
     async with _running(hedge_worker(app, max_attempts=8, backoff_s=0.05)):
 
         async def answered() -> list[asyncpg.Record] | None:
@@ -285,7 +278,7 @@ async def test_a_fill_worth_less_than_one_minor_unit_of_the_quote_asset_is_booke
         first = await eventually(answered, within_s=10.0)
         assert {(o["status"], o["filled_quantity"]) for o in first} == {
             ("PARTIALLY_FILLED", LOT)}, [dict(o) for o in first]
-        pin(Decimal(100))  # the market refills
+        _pin_asks(app, worst, Decimal(100))  # the market refills
         [job] = await hedges_final(conn, 1)
     assert job["status"] == "HEDGED", job["last_error"]
     assert job["hedged_quantity"] == job["quantity"]
@@ -309,8 +302,8 @@ async def test_a_plan_leg_worth_less_than_one_minor_unit_joins_the_largest(
     0.01 BTC from BINANCE and one lot (about 0.65 USDT) from OKX. The hedge does not send OKX
     an order whose fill would book a quote leg of nothing: the lot joins BINANCE's order, which
     takes it from BINANCE's next level."""
-    app = create_app(settings.model_copy(update={"asset_scales": {"USDT": 0}}), secrets)
-    client = await aiohttp_client(app)
+    app, client = await app_client(settings, secrets, aiohttp_client,
+                                   asset_scales={"USDT": 0})
     desk = await make_desk(client)
     await conn.execute("UPDATE instrument SET min_notional = 0 WHERE symbol = 'BTC/USDT'")
     best = (await paper_venue(app, "BINANCE").order_book("BTC/USDT", 1)).asks[0][0]

@@ -22,7 +22,7 @@ from tests.desk import (
     AppClient,
     VenueProxies,
     check_books,
-    desk_with_fill,
+    desk_with_fills,
     hedge_worker,
     hedges_final,
     registry_value,
@@ -84,7 +84,7 @@ async def test_a_round_whose_lease_was_taken_over_writes_nothing_over_the_new_ho
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client, desk = await desk_with_fill(settings, secrets, aiohttp_client)
+    app, client, desk = await desk_with_fills(settings, secrets, aiohttp_client)
     released = asyncio.Event()
 
     async def answer_when_released(venue: Any, account: VenueAccount,
@@ -129,7 +129,7 @@ async def test_answers_recorded_after_the_lease_was_taken_over_are_booked_once(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client, desk = await desk_with_fill(settings, secrets, aiohttp_client)
+    app, client, desk = await desk_with_fills(settings, secrets, aiohttp_client)
     released = asyncio.Event()
     # The first worker's orders are answered, but it records the answers late, past its lease.
     stale = hedge_worker(app, lease_s=SHORT_LEASE_S)
@@ -167,7 +167,7 @@ async def test_recovery_resolves_in_flight_orders_behind_more_older_jobs_than_a_
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client, desk = await desk_with_fill(settings, secrets, aiohttp_client)
+    app, client, desk = await desk_with_fills(settings, secrets, aiohttp_client)
     reached: set[str] = set()
 
     async def reach_then_hang(venue: Any, account: VenueAccount,
@@ -217,7 +217,7 @@ async def test_an_lp_disabled_while_the_round_is_sized_gets_none_of_its_orders(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client, desk = await desk_with_fill(settings, secrets, aiohttp_client, hedge_poll_ms=20)
+    app, client, desk = await desk_with_fills(settings, secrets, aiohttp_client, hedge_poll_ms=20)
     worker = hedge_worker(app)
     record = worker._record_intents
     disabled: list[uuid.UUID] = []
@@ -288,7 +288,7 @@ async def test_an_answer_that_cannot_be_booked_parks_its_job_failed(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, _, _ = await desk_with_fill(settings, secrets, aiohttp_client, hedge_poll_ms=20)
+    app, _, _ = await desk_with_fills(settings, secrets, aiohttp_client, hedge_poll_ms=20)
     # fills at price 0: the fill cannot be booked
     venues = _FirstLegAltered(app[VENUES], lambda e: dataclasses.replace(e, price=Decimal(0)))
     job = await _only_job_once_final(hedge_worker(app, venues), conn, within_s=5.0)
@@ -310,7 +310,7 @@ async def test_an_answer_the_outbox_refuses_parks_its_job_with_nothing_of_it_wri
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, _, _ = await desk_with_fill(settings, secrets, aiohttp_client, hedge_poll_ms=20)
+    app, _, _ = await desk_with_fills(settings, secrets, aiohttp_client, hedge_poll_ms=20)
     # ETH pinned at another scale in the database than this replica's table has (8): the
     # first leg's fee in ETH passes every check made in Python and the outbox refuses it
     await conn.execute(

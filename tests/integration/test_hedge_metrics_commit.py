@@ -10,7 +10,7 @@ from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
     AppClient,
     check_books,
-    desk_with_fill,
+    desk_with_fills,
     hedge_worker,
     hedges_final,
     registry_value,
@@ -39,7 +39,7 @@ async def test_an_answers_transaction_rolled_back_at_commit_counts_nothing(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client, desk = await desk_with_fill(settings, secrets, aiohttp_client)
+    app, client, desk = await desk_with_fills(settings, secrets, aiohttp_client)
     await conn.execute(_FAIL_FIRST_HEDGED_COMMIT)  # nothing hedges before the worker starts
     worker = hedge_worker(app)
     worker.start()

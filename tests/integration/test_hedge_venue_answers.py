@@ -22,7 +22,7 @@ from tests.desk import (
     VenueProxies,
     app_client,
     check_books,
-    desk_with_fill,
+    desk_with_fills,
     fill_all,
     hedge_worker,
     hedges_final,
@@ -49,7 +49,7 @@ async def test_an_open_answer_to_a_submit_is_asked_again_not_taken_as_final(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client, desk = await desk_with_fill(settings, secrets, aiohttp_client)
+    app, client, desk = await desk_with_fills(settings, secrets, aiohttp_client)
 
     async def answers_before_the_fill(venue: Any, account: VenueAccount,
                                       order: OrderRequest) -> OrderState:
@@ -79,7 +79,7 @@ async def test_an_order_the_venue_does_not_know_yet_is_not_taken_for_never_recei
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client, desk = await desk_with_fill(settings, secrets, aiohttp_client)
+    app, client, desk = await desk_with_fills(settings, secrets, aiohttp_client)
     late: list[asyncio.Task[OrderState]] = []
 
     async def arrives_late(venue: Any, account: VenueAccount,

@@ -20,10 +20,10 @@ from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
     AppClient,
     Desk,
-    app_client,
     check_books,
     fill_all,
     hedge_worker,
+    hedging_app,
     make_desk,
 )
 from tests.helpers import Client, eventually
@@ -32,12 +32,6 @@ from venues.paper.client import PaperVenue
 
 COID = re.compile(r"^h-([0-9a-f-]{36})-(\d+)-(\d+)$")
 FILLS = (("BUY", "0.5"), ("SELL", "0.3"), ("BUY", "0.2"), ("SELL", "0.25"))
-
-
-async def _app(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
-               **changes: Any) -> tuple[web.Application, Client]:
-    return await app_client(settings, secrets, aiohttp_client,
-                            **{"hedge_poll_ms": 20, **changes})
 
 
 async def _fill(client: Client, desk: Desk, fills: tuple[tuple[str, str], ...] = FILLS
@@ -128,7 +122,7 @@ async def test_every_fill_is_hedged_once_and_the_books_net_out(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await _app(settings, secrets, aiohttp_client, hedge_enabled=True)
+    app, client = await hedging_app(settings, secrets, aiohttp_client, hedge_enabled=True)
     desk = await make_desk(client)
     await _fill(client, desk)
     await _all_hedged(conn, len(FILLS))
@@ -158,7 +152,7 @@ async def test_a_worker_restarted_after_a_send_resends_nothing(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await _app(settings, secrets, aiohttp_client)  # no worker of its own
+    app, client = await hedging_app(settings, secrets, aiohttp_client)  # no worker of its own
     desk = await make_desk(client)
     await _fill(client, desk, FILLS[:2])
     first = Recording(app[VENUES])
@@ -191,7 +185,7 @@ async def test_an_unknown_outcome_is_resolved_by_client_order_id(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await _app(settings, secrets, aiohttp_client)
+    app, client = await hedging_app(settings, secrets, aiohttp_client)
     desk = await make_desk(client)
     await _fill(client, desk, FILLS[:1])
     venues = Recording(app[VENUES])
@@ -212,7 +206,7 @@ async def test_two_workers_share_the_jobs_and_run_each_once(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection, dsn: str,
 ) -> None:
-    app, client = await _app(settings, secrets, aiohttp_client)
+    app, client = await hedging_app(settings, secrets, aiohttp_client)
     desk = await make_desk(client)
     fills = FILLS + FILLS
     await _fill(client, desk, fills)
@@ -238,7 +232,7 @@ async def test_two_workers_share_the_jobs_and_run_each_once(
 async def test_a_started_worker_reads_every_linked_lps_balances_before_any_fill(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
 ) -> None:
-    app, client = await _app(settings, secrets, aiohttp_client)
+    app, client = await hedging_app(settings, secrets, aiohttp_client)
     desk = await make_desk(client)
     venues = Recording(app[VENUES])
     worker = hedge_worker(app, venues=venues)

@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -25,24 +24,24 @@ from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import VIEWER, assert_error, assert_ok
 from tests.desk import (
     QUOTE,
+    AppClient,
     Desk,
     accept,
-    app_client,
+    hedging_app,
     make_desk,
     quote_body,
     request_quote,
 )
 from tests.helpers import Client, eventually, get, post
 
-AppClient = Callable[[web.Application], Awaitable[Client]]
 DEALER = "/api/v3/fermata/dealer"
 CHECKS = 'dealer_scheduler_job_runs_total{job="exposure_check",outcome="success"}'
 
 
 async def _app(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
                **changes: Any) -> tuple[web.Application, Client]:
-    return await app_client(settings, secrets, aiohttp_client,
-                            **{"exposure_check_ms": 200, "hedge_poll_ms": 20, **changes})
+    return await hedging_app(settings, secrets, aiohttp_client,
+                             **{"exposure_check_ms": 200, **changes})
 
 
 async def _dealer(client: Client, desk: Desk) -> dict[str, Any]:

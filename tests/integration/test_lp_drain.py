@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -20,6 +19,7 @@ from hedging.worker import HedgeWorker
 from tests.conftest import VIEWER, assert_error, assert_ok
 from tests.desk import (
     DEALER_BOOK,
+    AppClient,
     Desk,
     accept,
     app_client,
@@ -30,7 +30,6 @@ from tests.desk import (
 from tests.helpers import Client, assert_invalid, eventually, get, post, snapshot
 from venues.base import ExecutionVenue, OrderRequest, OrderState, VenueAccount
 
-AppClient = Callable[[web.Application], Awaitable[Client]]
 UNLINK = "/api/v3/fermata/dealer/unlink"
 LINKS = "/api/v3/fermata/dealer/listLinks"
 

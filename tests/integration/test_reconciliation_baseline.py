@@ -21,7 +21,7 @@ from tests.desk import (
     Desk,
     VenueProxies,
     check_books,
-    desk_with_fill,
+    desk_with_fills,
     fill_all,
     hedge_worker,
     hedges_final,
@@ -62,7 +62,7 @@ async def test_a_fill_whose_answer_is_not_recorded_yet_is_in_flight_not_drift(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client, desk = await desk_with_fill(settings, secrets, aiohttp_client)
+    app, client, desk = await desk_with_fills(settings, secrets, aiohttp_client)
     answered = asyncio.Event()
     filled = asyncio.Event()
 
