@@ -11,11 +11,13 @@ import uuid
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 from dealer.appkeys import HEDGE_WORKER, POOL
 from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
     AppClient,
+    Desk,
     app_client,
     check_books,
     fill_all,
@@ -25,21 +27,31 @@ from tests.desk import (
     random_fill,
     venue_submits,
 )
-from tests.helpers import eventually
+from tests.helpers import Client, eventually
 
 INLINE = 'dealer_hedge_fast_rounds_total{outcome="inline"}'
+
+
+async def _inline_desk(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+                       conn: asyncpg.Connection, **config: Any
+                       ) -> tuple[web.Application, Client, Desk]:
+    """An app hedging inline (its venues keep a journal), its desk (`config`: dealer fields),
+    and the lane's first fill, a SELL of 0.1 BTC, hedged."""
+    app, client = await app_client(settings, secrets, aiohttp_client, hedge_enabled=True,
+                                   hedge_inline=True, paper_journal=True)
+    desk = await make_desk(client, **config)
+    await fill_all(client, desk, (("SELL", "0.1"),))
+    await hedges_final(conn, 1)
+    return app, client, desk
 
 
 async def test_a_fill_records_its_first_hedge_in_its_own_statement(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    _, client = await app_client(settings, secrets, aiohttp_client, hedge_enabled=True,
-                                 hedge_inline=True, paper_journal=True)
-    desk = await make_desk(client, maxUnhedgedNotional="100000000")
-    # The lane's first fill creates the lane: that job is its notice's.
-    await fill_all(client, desk, (("SELL", "0.1"),))
-    await hedges_final(conn, 1)
+    _, client, desk = await _inline_desk(settings, secrets, aiohttp_client, conn,
+                                         maxUnhedgedNotional="100000000")
+    # The lane's first fill created the lane: that job was its notice's.
     assert await metric_value(client, INLINE) == 0
 
     await fill_all(client, desk, (("BUY", "0.2"),))
@@ -71,11 +83,7 @@ async def test_a_leased_lane_leaves_the_job_to_its_notice(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    _, client = await app_client(settings, secrets, aiohttp_client, hedge_enabled=True,
-                                 hedge_inline=True, paper_journal=True)
-    desk = await make_desk(client)
-    await fill_all(client, desk, (("SELL", "0.1"),))
-    await hedges_final(conn, 1)
+    _, client, desk = await _inline_desk(settings, secrets, aiohttp_client, conn)
     # another worker holds the lane
     await conn.execute("UPDATE hedge_lane SET claimed_by = 'other', "
                        "claimed_until = now() + interval '1 hour'")
@@ -100,11 +108,9 @@ async def test_an_lp_disabled_after_the_inline_hedge_was_sized_gets_none_of_its_
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client, hedge_enabled=True,
-                                   hedge_inline=True, paper_journal=True)
-    desk = await make_desk(client, maxUnhedgedNotional="100000000")
-    await fill_all(client, desk, (("SELL", "0.1"),))  # the lane's first job: by notice
-    await hedges_final(conn, 1)
+    # the lane's first job went by notice
+    app, client, desk = await _inline_desk(settings, secrets, aiohttp_client, conn,
+                                           maxUnhedgedNotional="100000000")
     worker = app[HEDGE_WORKER]
     plan_inline = worker.plan_inline
     disabled: list[uuid.UUID] = []
