@@ -7,12 +7,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pydantic import BaseModel
 
+from dealer.app import build_api
 from tests.conftest import ADMIN, assert_error, assert_ok
 
 Client = TestClient[web.Request, web.Application]
@@ -21,6 +24,29 @@ Client = TestClient[web.Request, web.Application]
 WRITTEN_TABLES = ("credential", "trading_account", "trading_account_credential",
                   "trading_account_operation", "dealer", "dealer_link", "ledger_account",
                   "ledger_outbox", "lp_balance_baseline", "instrument")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestField:
+    """One field of an endpoint's request body or query, as the API's model declares it."""
+
+    path: str
+    wire_name: str  # the alias it is sent under, else its name
+    name: str
+    annotation: Any
+    model: type[BaseModel]
+
+
+def request_fields(part: Literal["body", "query"]) -> list[RequestField]:
+    """Every field of every endpoint's request body (or query), from the API's own models."""
+    fields = []
+    for endpoint in build_api().endpoints:
+        model: type[BaseModel] | None = endpoint.body if part == "body" else endpoint.query
+        if model is None:
+            continue
+        fields.extend(RequestField(endpoint.path, info.alias or name, name, info.annotation, model)
+                      for name, info in model.model_fields.items())
+    return fields
 
 
 async def empty_database(pg_server: Any) -> str:

@@ -7,11 +7,9 @@ import uuid
 from typing import Any, get_args, get_origin
 
 import asyncpg
-from pydantic import BaseModel
 
-from dealer.app import build_api
 from tests.conftest import ADMIN, assert_ok
-from tests.helpers import Client, assert_invalid, post, snapshot
+from tests.helpers import Client, assert_invalid, post, request_fields, snapshot
 
 ID = "9a4bd2d4-6b41-4a3e-9d3f-0f4b1c2d3e4f"
 LAX = [ID.replace("-", ""), f"urn:uuid:{ID}", f"{{{ID}}}", f" {ID}", f"{ID}\n", ID[:-1], ""]
@@ -30,14 +28,10 @@ def _is_uuid(annotation: Any) -> tuple[bool, bool]:
 def body_id_fields() -> list[tuple[str, str, bool]]:
     """(path, wire name, a list of ids) of every UUID field of every request body."""
     fields = []
-    for endpoint in build_api().endpoints:
-        model: type[BaseModel] | None = endpoint.body
-        if model is None:
-            continue
-        for name, info in model.model_fields.items():
-            held, listed = _is_uuid(info.annotation)
-            if held:
-                fields.append((endpoint.path, info.alias or name, listed))
+    for field in request_fields("body"):
+        held, listed = _is_uuid(field.annotation)
+        if held:
+            fields.append((field.path, field.wire_name, listed))
     return fields
 
 

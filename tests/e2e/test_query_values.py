@@ -15,7 +15,7 @@ from dealer.api.framework import list_parameters as list_names
 from dealer.app import build_api
 from dealer.wire import QueryModel, Uuid
 from tests.conftest import ADMIN, assert_ok
-from tests.helpers import Client, assert_invalid, get, post, snapshot
+from tests.helpers import Client, assert_invalid, get, post, request_fields, snapshot
 
 ID = "9a4bd2d4-6b41-4a3e-9d3f-0f4b1c2d3e4f"
 # What pydantic's lax parsing took, by the type of the field.
@@ -35,21 +35,17 @@ GOOD_SPELLINGS: dict[type, list[str]] = {
 def query_fields() -> list[tuple[str, str, type]]:
     """(path, wire name, type) of every int, bool and UUID query parameter of the API."""
     fields = []
-    for endpoint in build_api().endpoints:
-        model: type[QueryModel] | None = endpoint.query
-        if model is None:
-            continue
-        for name, text_type in model._text_types.items():
-            fields.append((endpoint.path, model.model_fields[name].alias or name, text_type))
+    for field in request_fields("query"):
+        assert issubclass(field.model, QueryModel)
+        if field.name in field.model._text_types:
+            fields.append((field.path, field.wire_name, field.model._text_types[field.name]))
     return fields
 
 
 def lax_spellings(path: str, field: str, text_type: type) -> list[str]:
     # A list parameter drops empty entries (an empty one is no filter): "" is no value there.
-    model = next(e.query for e in build_api().endpoints if e.path == path)
-    assert model is not None
-    annotation = next(info.annotation for name, info in model.model_fields.items()
-                      if (info.alias or name) == field)
+    annotation = next(f.annotation for f in request_fields("query")
+                      if (f.path, f.wire_name) == (path, field))
     listed = any(get_origin(a) is list for a in (annotation, *get_args(annotation)))
     return [raw for raw in LAX_SPELLINGS[text_type] if raw or not listed]
 
