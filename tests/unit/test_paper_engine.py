@@ -13,6 +13,7 @@ from venues.base import (
     Instrument,
     Level,
     OrderRequest,
+    OrderState,
     OrderStatus,
     OrderType,
     Side,
@@ -59,9 +60,20 @@ def balance(matching: MatchingEngine, account: str, asset: str) -> Balance:
     return next(b for b in matching.balances(account) if b.asset == asset)
 
 
-def test_market_buy_sweeps_levels_at_their_prices_and_pays_the_fee_in_base() -> None:
+def submitted(order: OrderRequest) -> tuple[MatchingEngine, OrderState]:
+    """A fresh engine, and the state of Alice's `order` submitted to it on the first book."""
     matching = engine()
-    state = matching.submit(ALICE, market("m1", Side.BUY, "2.5"), book(), NOW)
+    return matching, matching.submit(ALICE, order, book(), NOW)
+
+
+def assert_expired_unfilled(state: OrderState) -> None:
+    assert state.status is OrderStatus.EXPIRED
+    assert state.filled_quantity == 0
+    assert state.executions == ()
+
+
+def test_market_buy_sweeps_levels_at_their_prices_and_pays_the_fee_in_base() -> None:
+    matching, state = submitted(market("m1", Side.BUY, "2.5"))
     assert state.status is OrderStatus.FILLED
     assert [(e.price, e.quantity) for e in state.executions] == [(D(100), D(1)),
                                                                 (D(101), D("1.5"))]
@@ -78,9 +90,7 @@ def test_market_buy_sweeps_levels_at_their_prices_and_pays_the_fee_in_base() -> 
 
 
 def test_sell_pays_the_fee_in_quote() -> None:
-    matching = engine()
-    state = matching.submit(ALICE, limit("s1", Side.SELL, "1.5", "98", TimeInForce.IOC),
-                            book(), NOW)
+    matching, state = submitted(limit("s1", Side.SELL, "1.5", "98", TimeInForce.IOC))
     assert state.status is OrderStatus.FILLED
     assert [(e.price, e.quantity) for e in state.executions] == [(D(99), D(1)), (D(98), D("0.5"))]
     # 99 * 0.002 = 0.198 and 49 * 0.002 = 0.098, in USDT
@@ -102,9 +112,7 @@ def test_fees_round_up_to_eight_decimals() -> None:
 
 
 def test_ioc_limit_takes_what_crosses_and_the_remainder_expires() -> None:
-    matching = engine()
-    state = matching.submit(ALICE, limit("i1", Side.BUY, "4", "101", TimeInForce.IOC),
-                            book(), NOW)
+    matching, state = submitted(limit("i1", Side.BUY, "4", "101", TimeInForce.IOC))
     assert state.status is OrderStatus.EXPIRED
     assert state.filled_quantity == D(3)
     assert [(e.price, e.quantity) for e in state.executions] == [(D(100), D(1)), (D(101), D(2))]
@@ -113,17 +121,12 @@ def test_ioc_limit_takes_what_crosses_and_the_remainder_expires() -> None:
 
 
 def test_ioc_that_crosses_nothing_expires_unfilled() -> None:
-    matching = engine()
-    state = matching.submit(ALICE, limit("i1", Side.BUY, "1", "99.5", TimeInForce.IOC),
-                            book(), NOW)
-    assert state.status is OrderStatus.EXPIRED
-    assert state.filled_quantity == 0
-    assert state.executions == ()
+    _, state = submitted(limit("i1", Side.BUY, "1", "99.5", TimeInForce.IOC))
+    assert_expired_unfilled(state)
 
 
 def test_market_order_never_rests_whatever_its_time_in_force() -> None:
-    matching = engine()
-    state = matching.submit(ALICE, market("m1", Side.SELL, "9"), book(), NOW)
+    matching, state = submitted(market("m1", Side.SELL, "9"))
     assert state.status is OrderStatus.EXPIRED
     assert state.filled_quantity == D(8)
     assert matching.resting_symbols() == []
@@ -131,12 +134,8 @@ def test_market_order_never_rests_whatever_its_time_in_force() -> None:
 
 
 def test_fok_that_cannot_fill_in_full_expires_without_any_fill() -> None:
-    matching = engine()
-    state = matching.submit(ALICE, limit("f1", Side.BUY, "4", "101", TimeInForce.FOK),
-                            book(), NOW)
-    assert state.status is OrderStatus.EXPIRED
-    assert state.filled_quantity == 0
-    assert state.executions == ()
+    matching, state = submitted(limit("f1", Side.BUY, "4", "101", TimeInForce.FOK))
+    assert_expired_unfilled(state)
     assert matching.balances(ALICE) == [Balance("BTC", D(10), D(0)),
                                         Balance("USDT", D(10000), D(0))]
     market_fok = matching.submit(ALICE, market("f2", Side.BUY, "9", TimeInForce.FOK), book(), NOW)
@@ -145,9 +144,7 @@ def test_fok_that_cannot_fill_in_full_expires_without_any_fill() -> None:
 
 
 def test_fok_that_can_fill_fills_in_full() -> None:
-    matching = engine()
-    state = matching.submit(ALICE, limit("f1", Side.BUY, "3", "101", TimeInForce.FOK),
-                            book(), NOW)
+    _, state = submitted(limit("f1", Side.BUY, "3", "101", TimeInForce.FOK))
     assert state.status is OrderStatus.FILLED
     assert state.filled_quantity == D(3)
 
@@ -188,8 +185,7 @@ def test_gtc_rests_locks_funds_and_fills_as_maker_on_later_books() -> None:
 
 
 def test_gtc_that_crosses_takes_first_and_rests_the_remainder() -> None:
-    matching = engine()
-    state = matching.submit(ALICE, limit("g1", Side.BUY, "4", "101"), book(), NOW)
+    matching, state = submitted(limit("g1", Side.BUY, "4", "101"))
     assert state.status is OrderStatus.PARTIALLY_FILLED
     assert state.filled_quantity == D(3)
     assert [e.liquidity for e in state.executions] == [TAKER, TAKER]
@@ -198,8 +194,7 @@ def test_gtc_that_crosses_takes_first_and_rests_the_remainder() -> None:
 
 
 def test_resting_sell_fills_when_bids_come_up() -> None:
-    matching = engine()
-    state = matching.submit(ALICE, limit("g1", Side.SELL, "1", "100"), book(), NOW)
+    matching, state = submitted(limit("g1", Side.SELL, "1", "100"))
     assert state.status is OrderStatus.ACCEPTED
     assert balance(matching, ALICE, "BTC") == Balance("BTC", D(9), D(1))
     changed = matching.on_book("BTC/USDT", book(2, bids=((D(101), D(5)),)), NOW + 1)
