@@ -193,6 +193,14 @@ async def desk_with_fills(settings: Settings, secrets: DaemonSecrets, aiohttp_cl
     return app, client, desk
 
 
+async def hedging_desk(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+                       fills: Sequence[tuple[str, str]] = (("BUY", "0.3"),), **changes: Any
+                       ) -> tuple[web.Application, Client, Desk]:
+    """`desk_with_fills` on a `hedging_app`: the app's hedge worker polls every 20 ms."""
+    return await desk_with_fills(settings, secrets, aiohttp_client, fills,
+                                 **{"hedge_poll_ms": 20, **changes})
+
+
 def registry_value(app: web.Application, name: str, **labels: str) -> float:
     """A sample of the app's metrics registry (0 when it has none yet)."""
     return app[METRICS].registry.get_sample_value(name, labels) or 0.0

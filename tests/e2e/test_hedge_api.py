@@ -25,6 +25,7 @@ from tests.desk import (
     Desk,
     fill_all,
     hedging_app,
+    hedging_desk,
     make_desk,
     metric_value,
     paper_venue,
@@ -194,10 +195,9 @@ async def test_retry_puts_a_failed_job_back_with_a_fresh_budget(
     conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Every paper order is rejected: the job spends its attempts and FAILS.
-    app, client = await hedging_app(settings, secrets, aiohttp_client, hedge_enabled=True,
-                             paper_reject_ratio=1.0, hedge_max_attempts=2)
-    desk = await make_desk(client)
-    await _fill(client, desk, FILLS[:1])
+    app, client, desk = await hedging_desk(settings, secrets, aiohttp_client, FILLS[:1],
+                                           hedge_enabled=True, paper_reject_ratio=1.0,
+                                           hedge_max_attempts=2)
 
     async def failed() -> bool:
         return list((await _statuses(conn)).values()) == ["FAILED"]
@@ -256,9 +256,7 @@ async def test_a_retried_job_is_hedged(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await hedging_app(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
-    await _fill(client, desk, FILLS[:1])
+    app, client, desk = await hedging_desk(settings, secrets, aiohttp_client, FILLS[:1])
     # How a job fails is the worker's business; here one failed before sending anything.
     await conn.execute("UPDATE hedge_job SET status = 'FAILED', last_error = 'venue down'")
     [job], _ = await _jobs(client, status="FAILED")

@@ -25,6 +25,7 @@ from tests.desk import (
     desk_with_fills,
     hedge_worker,
     hedges_final,
+    hedging_desk,
     registry_value,
 )
 from tests.helpers import eventually, post
@@ -217,7 +218,7 @@ async def test_an_lp_disabled_while_the_round_is_sized_gets_none_of_its_orders(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client, desk = await desk_with_fills(settings, secrets, aiohttp_client, hedge_poll_ms=20)
+    app, client, desk = await hedging_desk(settings, secrets, aiohttp_client)
     worker = hedge_worker(app)
     record = worker._record_intents
     disabled: list[uuid.UUID] = []
@@ -288,7 +289,7 @@ async def test_an_answer_that_cannot_be_booked_parks_its_job_failed(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, _, _ = await desk_with_fills(settings, secrets, aiohttp_client, hedge_poll_ms=20)
+    app, _, _ = await hedging_desk(settings, secrets, aiohttp_client)
     # fills at price 0: the fill cannot be booked
     venues = _FirstLegAltered(app[VENUES], lambda e: dataclasses.replace(e, price=Decimal(0)))
     job = await _only_job_once_final(hedge_worker(app, venues), conn, within_s=5.0)
@@ -310,7 +311,7 @@ async def test_an_answer_the_outbox_refuses_parks_its_job_with_nothing_of_it_wri
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, _, _ = await desk_with_fills(settings, secrets, aiohttp_client, hedge_poll_ms=20)
+    app, _, _ = await hedging_desk(settings, secrets, aiohttp_client)
     # ETH pinned at another scale in the database than this replica's table has (8): the
     # first leg's fee in ETH passes every check made in Python and the outbox refuses it
     await conn.execute(

@@ -24,6 +24,7 @@ from tests.desk import (
     fill_all,
     hedge_worker,
     hedging_app,
+    hedging_desk,
     make_desk,
 )
 from tests.helpers import Client, eventually
@@ -152,9 +153,8 @@ async def test_a_worker_restarted_after_a_send_resends_nothing(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await hedging_app(settings, secrets, aiohttp_client)  # no worker of its own
-    desk = await make_desk(client)
-    await _fill(client, desk, FILLS[:2])
+    # no worker of its own
+    app, client, desk = await hedging_desk(settings, secrets, aiohttp_client, FILLS[:2])
     first = Recording(app[VENUES])
     first.hang_after = 2  # the second order reaches its LP; then the worker "crashes"
     crashed = hedge_worker(app, first)
@@ -185,9 +185,7 @@ async def test_an_unknown_outcome_is_resolved_by_client_order_id(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await hedging_app(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
-    await _fill(client, desk, FILLS[:1])
+    app, client, desk = await hedging_desk(settings, secrets, aiohttp_client, FILLS[:1])
     venues = Recording(app[VENUES])
     venues.timeout_after = 1  # the first order fills but its answer is lost
     worker = hedge_worker(app, venues)
@@ -206,10 +204,8 @@ async def test_two_workers_share_the_jobs_and_run_each_once(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection, dsn: str,
 ) -> None:
-    app, client = await hedging_app(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
     fills = FILLS + FILLS
-    await _fill(client, desk, fills)
+    app, client, desk = await hedging_desk(settings, secrets, aiohttp_client, fills)
     venues = Recording(app[VENUES])
     pools = [await db.create_pool(dsn, 1, 3) for _ in range(2)]
     workers = [hedge_worker(app, venues, pool) for pool in pools]
