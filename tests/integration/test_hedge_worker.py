@@ -19,25 +19,18 @@ from dealer.appkeys import HEDGE_WORKER, VENUES
 from dealer.settings import DaemonSecrets, Settings
 from tests.desk import (
     AppClient,
-    Desk,
     check_books,
-    fill_all,
     hedge_worker,
     hedging_app,
     hedging_desk,
     make_desk,
 )
-from tests.helpers import Client, eventually
+from tests.helpers import eventually
 from venues.base import ExecutionVenue, OrderRequest, OrderState, VenueAccount, VenueTimeout
 from venues.paper.client import PaperVenue
 
 COID = re.compile(r"^h-([0-9a-f-]{36})-(\d+)-(\d+)$")
 FILLS = (("BUY", "0.5"), ("SELL", "0.3"), ("BUY", "0.2"), ("SELL", "0.25"))
-
-
-async def _fill(client: Client, desk: Desk, fills: tuple[tuple[str, str], ...] = FILLS
-                ) -> list[dict[str, Any]]:
-    return await fill_all(client, desk, fills, concurrency=1)
 
 
 async def _all_hedged(conn: asyncpg.Connection, count: int, within_s: float = 15.0) -> None:
@@ -123,9 +116,8 @@ async def test_every_fill_is_hedged_once_and_the_books_net_out(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await hedging_app(settings, secrets, aiohttp_client, hedge_enabled=True)
-    desk = await make_desk(client)
-    await _fill(client, desk)
+    app, client, desk = await hedging_desk(settings, secrets, aiohttp_client, FILLS,
+                                           hedge_enabled=True)
     await _all_hedged(conn, len(FILLS))
     orders = await _check_orders(app, conn)
     jobs = await conn.fetch("SELECT * FROM hedge_job")
