@@ -25,14 +25,11 @@ from tests.desk import (
     LOT,
     AppClient,
     Desk,
-    app_client,
     check_books,
     desk_with_fills,
-    fill_all,
     hedge_worker,
     hedges_final,
     ledger_balances,
-    make_desk,
     metric_value,
 )
 from tests.helpers import Client, eventually, get, outbox_drained, post
@@ -154,9 +151,9 @@ async def test_residuals_that_together_an_lp_takes_ride_a_carry_job(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client, hedge_enabled=False)
-    desk = await make_desk(client)
-    await fill_all(client, desk, (("SELL", "0.01"), ("SELL", "0.01")))
+    app, _, desk = await desk_with_fills(settings, secrets, aiohttp_client,
+                                         (("SELL", "0.01"), ("SELL", "0.01")),
+                                         hedge_enabled=False)
     # both hedged but for 0.00005 BTC (about 3 USDT: below every LP's minimum), as partial
     # fills leave residuals; together (0.0001) an LP takes them
     await conn.execute(
