@@ -181,14 +181,20 @@ async def hedging_app(settings: Settings, secrets: DaemonSecrets, aiohttp_client
                             **{"hedge_poll_ms": 20, **changes})
 
 
+async def app_with_desk(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
+                        **changes: Any) -> tuple[web.Application, Client, Desk]:
+    """An app on `settings` with `changes`, its test client, and its desk (`make_desk`)."""
+    app, client = await app_client(settings, secrets, aiohttp_client, **changes)
+    return app, client, await make_desk(client)
+
+
 async def desk_with_fills(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
                           fills: Sequence[tuple[str, str]] = (("BUY", "0.3"),), **changes: Any
                           ) -> tuple[web.Application, Client, Desk]:
     """An app on `settings` with `changes`, its desk, and its client `fills` (by default one
     BUY of 0.3 BTC) quoted and accepted one at a time, which the hedging tests then hedge
     their own way."""
-    app, client = await app_client(settings, secrets, aiohttp_client, **changes)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client, **changes)
     await fill_all(client, desk, fills, concurrency=1)
     return app, client, desk
 

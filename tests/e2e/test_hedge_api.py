@@ -399,8 +399,7 @@ async def test_a_cancel_and_a_running_worker_never_both_win(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await hedging_app(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, client, desk = await hedging_desk(settings, secrets, aiohttp_client, fills=())
     worker = _worker(app)
     for _ in range(6):
         await _fill(client, desk, FILLS[:1])

@@ -27,6 +27,7 @@ from tests.desk import (
     accept,
     accept_body,
     app_client,
+    app_with_desk,
     make_desk,
     quote_body,
     request_quote,
@@ -92,8 +93,7 @@ async def test_a_list_page_and_its_total_come_from_one_snapshot(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client)
     quote = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
     await accept(client, quote)
     # Another quote, and another order, committed between the count and the page.
@@ -170,8 +170,7 @@ async def test_quotes_and_accepts_that_fail_are_counted_under_the_code_answered(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client)
     quote = await request_quote(client, desk, orderSide="BUY", quantity="0.1")
 
     async def outage(*args: Any, **kwargs: Any) -> Any:
@@ -199,8 +198,7 @@ async def test_an_accept_whose_quote_no_longer_fits_the_asset_scales_is_refused(
 ) -> None:
     """A quote made under other scales (DEALER_ASSET_SCALES changed for an asset never booked):
     its accept is refused with the symbol's errno, not answered 500, and nothing is written."""
-    app, client = await app_client(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client)
     quote = await request_quote(client, desk, orderSide="BUY", quantity="0.12345")
     cmd = rfq.AcceptCommand(uuid.UUID(desk.client), quote["instrumentId"], "BUY",
                             Decimal(quote["quantity"]), uuid.UUID(quote["quoteId"]), None, None)

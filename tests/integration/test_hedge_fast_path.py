@@ -27,6 +27,7 @@ from tests.desk import (
     Desk,
     accept,
     app_client,
+    app_with_desk,
     check_books,
     hedge_worker,
     make_desk,
@@ -96,8 +97,7 @@ async def test_a_new_jobs_notice_carries_the_job_its_lane_and_carry(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    _, client = await app_client(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    _, client, desk = await app_with_desk(settings, secrets, aiohttp_client)
     async with listening(settings) as notices:
         await _fill(client, desk, "BUY", "0.3")
         notice = await notices.next_job()
@@ -176,8 +176,7 @@ async def test_a_running_worker_hedges_new_jobs_of_an_idle_lane_without_claiming
 
 async def _two_jobs(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient
                     ) -> tuple[web.Application, Client, Desk, _Notice, _Notice]:
-    app, client = await app_client(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client)
     async with listening(settings) as notices:
         await _fill(client, desk, "BUY", "0.4")
         older = await notices.next_job()
@@ -254,8 +253,7 @@ async def test_two_workers_racing_for_one_notice_hedge_the_job_once(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client)
     workers = [hedge_worker(app, worker_id="first"), hedge_worker(app, worker_id="second")]
     async with listening(settings) as notices:
         for side, quantity in (("BUY", "0.3"), ("SELL", "0.2"), ("BUY", "0.1")):

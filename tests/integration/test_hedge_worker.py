@@ -21,9 +21,7 @@ from tests.desk import (
     AppClient,
     check_books,
     hedge_worker,
-    hedging_app,
     hedging_desk,
-    make_desk,
 )
 from tests.helpers import eventually
 from venues.base import ExecutionVenue, OrderRequest, OrderState, VenueAccount, VenueTimeout
@@ -220,8 +218,7 @@ async def test_two_workers_share_the_jobs_and_run_each_once(
 async def test_a_started_worker_reads_every_linked_lps_balances_before_any_fill(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
 ) -> None:
-    app, client = await hedging_app(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, _, desk = await hedging_desk(settings, secrets, aiohttp_client, fills=())
     venues = Recording(app[VENUES])
     worker = hedge_worker(app, venues=venues)
     worker.start()

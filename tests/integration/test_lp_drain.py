@@ -22,7 +22,7 @@ from tests.desk import (
     AppClient,
     Desk,
     accept,
-    app_client,
+    app_with_desk,
     make_desk,
     metric_value,
     request_quote,
@@ -68,11 +68,6 @@ def _worker(app: web.Application, venues: Any) -> HedgeWorker:
                        poll_interval_s=0.02)
 
 
-async def _app(settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient
-               ) -> tuple[web.Application, Client]:
-    return await app_client(settings, secrets, aiohttp_client, exposure_check_ms=200)
-
-
 async def _unlink(client: Client, desk: Desk, lp: str, **fields: Any
                   ) -> tuple[int, dict[str, Any]]:
     return await post(client, UNLINK, {"dealerAccountId": desk.dealer, "tradingAccountId": lp,
@@ -93,8 +88,8 @@ async def test_an_lp_with_an_order_in_flight_is_drained_then_unlinked(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await _app(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client,
+                                            exposure_check_ms=200)
     await accept(client, await request_quote(client, desk, orderSide="BUY", quantity="0.5"))
     venues = Hanging(app[VENUES])
     crashed = _worker(app, venues)
@@ -168,8 +163,8 @@ async def test_an_in_progress_job_routed_to_the_lp_holds_its_unlink(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    _, client = await _app(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    _, client, desk = await app_with_desk(settings, secrets, aiohttp_client,
+                                          exposure_check_ms=200)
     await accept(client, await request_quote(client, desk, orderSide="SELL", quantity="0.4"))
     plan = json.loads(await conn.fetchval("SELECT plan FROM hedge_job"))
     routed = {leg["tradingAccountId"] for leg in plan["legs"]}

@@ -24,7 +24,7 @@ from tests.conftest import assert_error
 from tests.desk import (
     QUOTE,
     Desk,
-    app_client,
+    app_with_desk,
     make_desk,
     metric_value,
     quote_body,
@@ -296,8 +296,7 @@ async def test_a_client_created_after_a_refusal_is_quoted(
 async def test_quotes_sent_back_for_their_facts_together_share_one_read(
         settings: Settings, secrets: DaemonSecrets, aiohttp_client: Any,
         conn: asyncpg.Connection) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client)
     quoter = app[QUOTER]
     await request_quote(client, desk, orderSide="BUY", quantity="0.1")  # facts cached
     started = quoter.reads_started
@@ -322,8 +321,7 @@ async def test_quotes_sent_back_for_their_facts_together_share_one_read(
 async def test_a_quote_priced_again_is_priced_at_the_time_of_its_second_try(
         settings: Settings, secrets: DaemonSecrets, aiohttp_client: Any,
         conn: asyncpg.Connection) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client)
     quoter = app[QUOTER]
     await request_quote(client, desk, orderSide="BUY", quantity="0.1")  # facts cached
     await conn.execute("UPDATE dealer SET config = jsonb_set(config, '{spreadBps}', '\"12\"') "

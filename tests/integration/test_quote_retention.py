@@ -12,7 +12,15 @@ import asyncpg
 from dealer.appkeys import CLOCK, POOL, SCHEDULER
 from dealer.services.rfq import QuotePurge, purge_quotes
 from dealer.settings import DaemonSecrets, Settings
-from tests.desk import AppClient, accept, app_client, make_desk, metric_value, request_quote
+from tests.desk import (
+    AppClient,
+    accept,
+    app_client,
+    app_with_desk,
+    make_desk,
+    metric_value,
+    request_quote,
+)
 
 
 async def test_old_expired_quotes_no_order_refers_to_are_purged(
@@ -61,8 +69,8 @@ async def test_the_scheduled_purge_counts_what_it_deleted(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client, quote_retention_hours=1)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client,
+                                            quote_retention_hours=1)
     quote = await request_quote(client, desk, orderSide="SELL", quantity="0.1")
     await conn.execute(
         """UPDATE quote SET status = 'EXPIRED', created_at = created_at - interval '2 hours'
@@ -84,8 +92,7 @@ async def test_a_run_after_the_first_reads_only_quotes_since_the_last_cutoff(
     settings: Settings, secrets: DaemonSecrets, aiohttp_client: AppClient,
     conn: asyncpg.Connection,
 ) -> None:
-    app, client = await app_client(settings, secrets, aiohttp_client)
-    desk = await make_desk(client)
+    app, client, desk = await app_with_desk(settings, secrets, aiohttp_client)
     ids = [uuid.UUID((await request_quote(client, desk, orderSide="BUY", quantity="0.1"))
                      ["quoteId"]) for _ in range(3)]
     now = app[CLOCK]()
