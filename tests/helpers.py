@@ -39,7 +39,7 @@ class RequestField:
 
 def request_fields(part: Literal["body", "query"]) -> list[RequestField]:
     """Every field of every endpoint's request body (or query), from the API's own models."""
-    fields = []
+    fields: list[RequestField] = []
     for endpoint in build_api().endpoints:
         model: type[BaseModel] | None = endpoint.body if part == "body" else endpoint.query
         if model is None:

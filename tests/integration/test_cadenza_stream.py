@@ -4,7 +4,7 @@ one shared connection, disconnects reported once and recovered, gaps and crossed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -51,7 +51,7 @@ async def subscribed(server: RunningFake, channel: str, count: int = 1) -> None:
 
 
 async def btc_stream(server: RunningFake, venue: CadenzaVenue
-                     ) -> tuple[AsyncIterator[BookSnapshot], asyncio.Future[BookSnapshot]]:
+                     ) -> tuple[AsyncGenerator[BookSnapshot, None], asyncio.Future[BookSnapshot]]:
     """A BTC/USDT book stream of `venue`, and its next book awaited in the background, once
     the fake holds the stream's subscription."""
     stream = venue.book_stream("BTC/USDT")
