@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from dealer import logs
-from dealer.api.framework import Api, json_response, validation_details
+from dealer.api.framework import Api, UnreadableBody, json_response, validation_details
 from dealer.appkeys import AUTH_ERROR, METRICS, PRINCIPAL, REQUEST_ID, TOKENS
 from dealer.auth import TokenVerifier
 from dealer.errors import ApiError, ErrorCode, Errors
@@ -144,7 +144,10 @@ def _error_answer(request: web.Request, exc: Exception) -> web.Response:
     """The error envelope of a failed request: ApiError, validation errors, aiohttp HTTP errors
     (400 and above) and crashes. Called while `exc` is being handled (its traceback is logged)."""
     if isinstance(exc, ApiError):
-        return _error_response(request, exc)
+        response = _error_response(request, exc)
+        if isinstance(exc, UnreadableBody):
+            response.force_close()
+        return response
     code = answered_code(exc)
     if isinstance(exc, ValidationError):
         fields = validation_details(exc)

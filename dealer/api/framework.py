@@ -284,6 +284,10 @@ def validated_body(model: type[B], body: dict[str, Any],
                                 context=context)
 
 
+class UnreadableBody(ApiError):
+    """A request body that cannot be read as sent: its answer closes the connection."""
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     return json_object(await read_body(request))
 
@@ -291,17 +295,25 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 async def read_body(request: web.Request) -> bytes:
     """The request's body, as `request.read()` gives it (413 past the app's `client_max_size`).
     A small body arrives whole with its headers, and is then taken in one read: `read` reads
-    once more for the end of the body and copies it, on every quote request."""
+    once more for the end of the body and copies it, on every quote request. A body that
+    cannot be read as sent (its Content-Encoding does not decode it, a broken chunk) is the
+    client's: 400 -100002, as a body that is not JSON."""
     content, limit = request.content, request.client_max_size
-    chunk = await content.readany()
-    if content.at_eof():
-        body = chunk
-    else:
-        parts = bytearray(chunk)
-        while chunk and not (limit and len(parts) > limit):
-            chunk = await content.readany()
-            parts.extend(chunk)
-        body = bytes(parts)
+    try:
+        chunk = await content.readany()
+        if content.at_eof():
+            body = chunk
+        else:
+            parts = bytearray(chunk)
+            while chunk and not (limit and len(parts) > limit):
+                chunk = await content.readany()
+                parts.extend(chunk)
+            body = bytes(parts)
+    except web.RequestPayloadError:
+        # Nothing more of it can be read (each read raises this again): the server reads no
+        # further, and the answer closes the connection, where the rest of it may still come.
+        content.feed_eof()
+        raise UnreadableBody(Errors.MALFORMED_JSON, "Request body could not be decoded") from None
     if limit and len(body) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
     return body

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -17,6 +19,7 @@ from dealer.metrics import Metrics
 from dealer.middlewares import routed
 from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import ADMIN, assert_error
+from tests.helpers import nothing_written
 
 LINK = "/api/v3/fermata/dealer/link"
 QUOTE = "/api/v3/fermata/quote/request"  # its bodies are read on the endpoint's own path
@@ -86,6 +89,34 @@ async def test_malformed_bodies_are_400(client: TestClient, raw: bytes, errno: i
     assert resp.status == 400
     body = await resp.json()
     assert_error(body, errno)
+
+
+@pytest.mark.parametrize("path", [LINK, QUOTE])
+async def test_a_body_its_content_encoding_does_not_decode_is_400(
+        client: TestClient, conn: asyncpg.Connection, path: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A body that is not what its Content-Encoding says is the client's mistake, answered as
+    a body that is not JSON (the connection then closes: the rest of the body cannot be told
+    from a next request); one that is decodes to what it carries."""
+    async with nothing_written(conn):
+        for encoding in ("gzip", "deflate"):
+            resp = await client.post(path, data=b'{"dealerAccountId": "x"}', headers={
+                **ADMIN, "Content-Type": "application/json", "Content-Encoding": encoding})
+            assert resp.status == 400, encoding
+            assert resp.headers["Connection"] == "close"
+            body = await resp.json()
+            assert_error(body, -100002)
+            assert body["error"] == "Request body could not be decoded"
+        resp = await client.post(path, data=gzip.compress(b'{"dealerAccountId": "x"}'),
+                                 headers={**ADMIN, "Content-Type": "application/json",
+                                          "Content-Encoding": "gzip"})
+        assert resp.status == 400
+        body = await resp.json()
+        assert_error(body, -100001)
+        assert {"dealerAccountId", "tradingAccountId"} <= {
+            f["field"] for f in body["details"]["fields"]}
+    # a client's mistake: no error logged (nor the server's own, reading the body on)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_validation_errors_name_fields_without_echoing_values(client: TestClient) -> None:
