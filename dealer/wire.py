@@ -7,6 +7,7 @@ import re
 import types
 import uuid
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
@@ -240,6 +241,12 @@ class ErrorDetails(WireModel):
     request_id: str | None = Field(default=None, serialization_alias="request_id")
     fields: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] | None = None
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal as the wire carries it, seeds/001's `^-?\\d+(\\.\\d+)?$`: its digits, never an
+    exponent (str() writes a lot of 1e-8 as `1E-8`, and a normalised 64000 as `6.4E+4`)."""
+    return format(value, "f")
 
 
 def millis(moment: dt.datetime | None) -> int | None:

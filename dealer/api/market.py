@@ -21,7 +21,16 @@ from dealer.services.dealers import get_dealer
 from dealer.services.records import TradingAccountRecord
 from dealer.services.trading_accounts import AccountFilter, list_accounts
 from dealer.uow import UnitOfWork, connection
-from dealer.wire import ListQuery, Page, QueryModel, Uuid, WireModel, iso, millis
+from dealer.wire import (
+    ListQuery,
+    Page,
+    QueryModel,
+    Uuid,
+    WireModel,
+    decimal_text,
+    iso,
+    millis,
+)
 from pricing.book import ConsolidatedLevel, LpBook, consolidate
 from venues.base import (
     EXCHANGE_VENUES,
@@ -248,10 +257,10 @@ def instrument_out(record: service.InstrumentRecord) -> InstrumentOut:
         quote_asset=item.quote, base_security_type="CRYPTO", quote_security_type="CRYPTO",
         base_precision=service.decimals_of(item.lot_size),
         quote_precision=service.decimals_of(item.tick_size),
-        lot_size=str(item.lot_size), pip_size=str(item.tick_size),
-        min_quantity=str(item.min_quantity),
-        max_quantity=None if item.max_quantity is None else str(item.max_quantity),
-        min_notional=str(item.min_notional), order_types=["MARKET", "LIMIT"],
+        lot_size=decimal_text(item.lot_size), pip_size=decimal_text(item.tick_size),
+        min_quantity=decimal_text(item.min_quantity),
+        max_quantity=None if item.max_quantity is None else decimal_text(item.max_quantity),
+        min_notional=decimal_text(item.min_notional), order_types=["MARKET", "LIMIT"],
         time_in_force_options=["GTC", "IOC", "FOK"],
         synced_at=millis(record.synced_at) or 0, synced_at_date_time=iso(record.synced_at) or "",
     )
@@ -349,8 +358,9 @@ def _target(instrument: str | None, venue: str | None, symbol: str | None) -> tu
 def book_out(book: BookSnapshot, depth: int, age_ms: int | None, fresh: bool) -> OrderBookOut:
     return OrderBookOut(
         instrument_id=instrument_id(book.venue, book.symbol), venue=book.venue,
-        symbol=book.symbol, asks=[(str(p), str(q)) for p, q in book.asks[:depth]],
-        bids=[(str(p), str(q)) for p, q in book.bids[:depth]], timestamp=book.ts_event,
+        symbol=book.symbol, asks=[(decimal_text(p), decimal_text(q)) for p, q in book.asks[:depth]],
+        bids=[(decimal_text(p), decimal_text(q)) for p, q in book.bids[:depth]],
+        timestamp=book.ts_event,
         sequence=book.sequence, age_ms=age_ms, fresh=fresh,
     )
 
@@ -407,9 +417,10 @@ async def venues(request: web.Request, principal: Principal | None, params: None
 
 def _level_out(level: ConsolidatedLevel) -> ConsolidatedLevelOut:
     return ConsolidatedLevelOut(
-        price=str(level.adjusted_price.normalize()), quantity=str(level.quantity),
-        sources=[SourceOut(trading_account_id=s.source, venue=s.venue, price=str(s.price),
-                           quantity=str(s.quantity)) for s in level.sources],
+        price=decimal_text(level.adjusted_price.normalize()),
+        quantity=decimal_text(level.quantity),
+        sources=[SourceOut(trading_account_id=s.source, venue=s.venue, price=decimal_text(s.price),
+                           quantity=decimal_text(s.quantity)) for s in level.sources],
     )
 
 
@@ -432,7 +443,7 @@ async def dealer_book(request: web.Request, principal: Principal | None,
             reason = "no book yet" if state is None else (state.stale_reason or "book too old")
         lps.append(LpStatusOut(
             trading_account_id=lp.trading_account_id, venue=lp.venue,
-            taker_fee=str(lp.taker_fee.normalize()), fresh=fresh, reason=reason,
+            taker_fee=decimal_text(lp.taker_fee.normalize()), fresh=fresh, reason=reason,
             age_ms=None if state is None else state.age_ms(now_ms)))
         if fresh and state is not None and state.book is not None:
             books.append(LpBook(str(lp.trading_account_id), lp.venue, lp.taker_fee,
@@ -477,8 +488,8 @@ async def portfolios(request: web.Request, principal: Principal | None,
             balances.append(BalanceOut(
                 security_symbol=b.asset, security_type="CRYPTO",
                 trading_account_id=account.trading_account_id, status="ACTIVE",
-                free=str(b.free), locked=str(b.locked), borrowed="0", total=str(b.total),
-                net=str(b.total), updated_at=millis(now) or 0,
+                free=decimal_text(b.free), locked=decimal_text(b.locked), borrowed="0",
+                total=decimal_text(b.total), net=decimal_text(b.total), updated_at=millis(now) or 0,
                 updated_at_date_time=iso(now) or ""))
         return PortfolioOut(trading_account_id=account.trading_account_id, venue=account.venue,
                             positions=[], balances=balances, error=error,

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from dealer.services.records import CredentialRecord, TradingAccountRecord
-from dealer.wire import WireModel, iso, millis
+from dealer.wire import WireModel, decimal_text, iso, millis
 
 # seeds/001's enums, declared once for the requests that take them and the responses that
 # carry them (so the OpenAPI document lists their values on both).
@@ -90,5 +90,6 @@ def trading_account_out(record: TradingAccountRecord) -> TradingAccountOut:
         created_at_date_time=iso(record.created_at) or "",
         updated_at=millis(record.updated_at) or 0,
         updated_at_date_time=iso(record.updated_at) or "",
-        taker_fee=None if record.taker_fee is None else str(record.taker_fee.normalize()),
+        taker_fee=(None if record.taker_fee is None
+                   else decimal_text(record.taker_fee.normalize())),
     )

@@ -4,7 +4,9 @@ portfolios, and the dealer's consolidated book following links at runtime."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -371,3 +373,68 @@ async def test_the_scheduled_sync_fetches_instruments_of_linked_venues(
     assert await conn.fetchval("SELECT count(*) FROM instrument WHERE venue <> 'OKX'") == 0
     text = await (await client.get("/metrics")).text()
     assert 'dealer_scheduler_job_runs_total{job="instrument_sync",outcome="success"}' in text
+
+
+# ---------------------------------------------------------------- decimals
+
+
+PLAIN_DECIMAL = r"^\d+(\.\d+)?$"  # seeds/001's decimal (unsigned here): never an exponent
+
+
+async def test_decimals_are_written_without_an_exponent(
+    settings: Settings, secrets: DaemonSecrets, tmp_path: Path,
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+) -> None:
+    """str() of a Decimal writes 1E-8 for a lot of 1e-8, 1.0E-7 for a size of 0.00000010 and
+    6.4E+4 for a normalised 64000: every decimal of the market answers is plain digits."""
+    folder = tmp_path / "books"
+    folder.mkdir()
+    (folder / "binance_btc_usdt.jsonl").write_bytes(orjson.dumps({
+        "venue": "BINANCE", "symbol": "BTC/USDT", "ts": 1_700_000_000_000,
+        "bids": [["64000.00", "0.00000010"], ["63990.5", "1"]],
+        "asks": [["64010.00", "0.00000010"], ["64020.5", "1"]]}) + b"\n")
+    app = create_app(settings.model_copy(update={
+        "paper_books_dir": folder, "paper_balances": {"BTC": Decimal("0.00000010")}}), secrets)
+    client = await aiohttp_client(app)
+    _status, body = await get(client, BOOK, {"instrumentId": "BINANCE:BTC/USDT", "depth": 1})
+    book = assert_ok(body)
+    assert (book["bids"], book["asks"]) == ([["64000.00", "0.00000010"]],
+                                            [["64010.00", "0.00000010"]])
+    await post(client, SYNC, {"venue": "OKX"})
+    _status, body = await get(client, INSTRUMENTS, {"venue": "OKX", "symbols": "BTC/USDT"})
+    [okx] = assert_ok(body)
+    assert okx["lotSize"] == "0.00000001"  # the paper OKX lot, 1e-8
+    for item in assert_ok((await get(client, INSTRUMENTS, {"limit": 1000}))[1]):
+        for name in ("lotSize", "pipSize", "minQuantity", "minNotional"):
+            assert re.match(PLAIN_DECIMAL, item[name]), (item["instrumentId"], name, item[name])
+    dealer, accounts = await _desk(client)
+    _status, body = await get(client, "/api/v3/portfolio/list",
+                              {"tradingAccountId": accounts[0], "currency": "BTC"})
+    [balance] = assert_ok(body)[0]["balances"]
+    assert (balance["free"], balance["total"], balance["net"]) == ("0.00000010",) * 3
+    _status, body = await post(client, "/api/v3/tradingAccount/update",
+                               {"tradingAccountId": accounts[0], "takerFee": "0"})
+    assert assert_ok(body)["takerFee"] == "0"
+    await post(client, "/api/v3/fermata/dealer/link",
+               {"dealerAccountId": dealer, "tradingAccountId": accounts[0]})
+
+    async def dealer_book() -> dict[str, Any] | None:
+        _status, body = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
+                                                       "symbol": "BTC/USDT", "depth": 1})
+        data: dict[str, Any] = assert_ok(body)
+        return data if data["bids"] else None
+
+    level = (await eventually(dealer_book))["bids"][0]  # at a fee of 0, the raw price
+    assert (level["price"], level["quantity"]) == ("64000", "0.00000010")
+    assert (level["sources"][0]["price"], level["sources"][0]["quantity"]) == (
+        "64000.00", "0.00000010")
+    _status, body = await post(client, "/api/v3/tradingAccount/update",
+                               {"tradingAccountId": accounts[0], "takerFee": "0.0000001"})
+    assert assert_ok(body)["takerFee"] == "0.0000001"
+
+    async def lp_fee() -> str | None:
+        data = await dealer_book()
+        fee: str | None = None if data is None else data["lps"][0]["takerFee"]
+        return fee if fee != "0" else None
+
+    assert await eventually(lp_fee, within_s=3) == "0.0000001"
