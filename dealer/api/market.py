@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from dealer.api.framework import Api
 from dealer.api.schemas import InstrumentStatus
+from dealer.api.schemas import Symbol as DealerSymbol
 from dealer.appkeys import CLOCK, MARKET_DATA, METRICS, POOL, VENUES
 from dealer.auth import Principal, Role
 from dealer.errors import ApiError, Errors
@@ -136,7 +137,7 @@ class OrderBookOut(WireModel):
 
 class DealerBookQuery(QueryModel):
     dealer_account_id: Uuid
-    symbol: Symbol = Field(max_length=41)
+    symbol: DealerSymbol = Field(description="BASE/QUOTE, one of the dealer's symbols")
     depth: int = Field(default=10, ge=1, le=1000)
 
 

@@ -15,7 +15,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from dealer import logs
 from dealer.api.framework import Api
-from dealer.api.schemas import OrderStatus, OrderType, Side, TimeInForce
+from dealer.api.schemas import OrderStatus, OrderType, Side, Symbol, TimeInForce
 from dealer.appkeys import (
     ASSET_SCALES,
     CLOCK,
@@ -48,7 +48,6 @@ from ledger.assets import ScaleTable, booked_amount
 from venues.base import split_symbol
 
 QuoteStatus = Literal["OPEN", "FILLED", "EXPIRED"]
-Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")]
 InstrumentId = Annotated[str, StringConstraints(pattern=r"^FERMATA:[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 TRADERS = [Role.ADMIN, Role.TRADER]

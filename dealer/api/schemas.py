@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from dealer.services.records import CredentialRecord, TradingAccountRecord
 from dealer.wire import WireModel, decimal_text, iso, millis
+
+# A symbol as a dealer quotes it (BASE/QUOTE, its configuration's form): a request naming one
+# is held to it, so a refusal may name the symbol it was given.
+Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")]
 
 # seeds/001's enums, declared once for the requests that take them and the responses that
 # carry them (so the OpenAPI document lists their values on both).

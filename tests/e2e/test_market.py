@@ -20,6 +20,7 @@ from dealer.settings import DaemonSecrets, Settings
 from tests.conftest import TRADER, VIEWER, assert_error, assert_ok
 from tests.helpers import (
     Client,
+    assert_invalid,
     connect_exchange_account,
     eventually,
     get,
@@ -270,6 +271,13 @@ async def test_dealer_book_refusals(client: Client, conn: asyncpg.Connection) ->
     status, body = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
                                                    "symbol": "BTC/USDT"}, {})
     assert status == 401
+    # A symbol not in the BASE/QUOTE form is refused naming the field, never echoed (any
+    # text could be sent there: a refusal names only a symbol of that form).
+    for symbol in ("secret-looking-value", "btc/usdt", "BTC/USDT/X", "BTCUSDT"):
+        status, body = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
+                                                       "symbol": symbol}, TRADER)
+        assert_invalid(status, body, "symbol")
+        assert symbol not in orjson.dumps(body).decode(), body
     before = await snapshot(conn)
     assert await snapshot(conn) == before
 
