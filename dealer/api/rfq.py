@@ -49,6 +49,10 @@ from venues.base import split_symbol
 
 QuoteStatus = Literal["OPEN", "FILLED", "EXPIRED"]
 InstrumentId = Annotated[str, StringConstraints(pattern=r"^FERMATA:[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")]
+# The order list's filter: an instrument id, or empty for any. One pattern rather than a union
+# with "", whose refusal would name each member ("instrumentId.literal['']") for the field.
+InstrumentIdFilter = Annotated[str, StringConstraints(
+    pattern=r"^(FERMATA:[A-Z0-9]{1,20}/[A-Z0-9]{1,20})?$")]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 TRADERS = [Role.ADMIN, Role.TRADER]
 EVERYONE = [Role.ADMIN, Role.VIEWER, Role.TRADER]
@@ -271,7 +275,7 @@ class OrderListQuery(ListQuery):
     order_status: Literal["", OrderStatus] | None = Field(default=None,
                                                          description="Empty: any status")
     trading_account_id: Uuid | None = None
-    instrument_id: InstrumentId | Literal[""] | None = Field(
+    instrument_id: InstrumentIdFilter | None = Field(
         default=None, description="FERMATA:BASE/QUOTE (empty: any, as for orderStatus)")
     start_time: int | None = Field(default=None, ge=0, le=10**14, description="Orders created "
                                    "at or after (unix ms)")

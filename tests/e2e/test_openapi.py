@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
+from pydantic import StringConstraints
 
 from dealer.api.framework import Api, openapi_document
 from dealer.app import build_api
 from dealer.errors import Errors, check_registry_unique
-from dealer.wire import WireModel
+from dealer.wire import QueryModel, WireModel
 from tests.desk import ORDER_FIELDS
 
 
@@ -77,6 +78,21 @@ async def test_models_of_one_name_in_two_modules_are_two_components(client: Test
     assert fields["LedgerAccountOut"] == {"asset", "balance", "amount"}
     assert fields["TradeOrderOut"] == {"security", "asset", "venue", "quantity"}
     assert fields["PnlOut"] == {"asset", "amount", "booked"}
+
+
+def test_a_query_union_keeps_its_values_without_the_null() -> None:
+    class UnionQuery(QueryModel):
+        since: Annotated[str, StringConstraints(pattern="^[a-z]+$")] | Literal[""] | None = None
+
+    async def handler(request: object, principal: object, params: object) -> None:
+        return None
+
+    api = Api()
+    api.get("/u", summary="u", tag="t", roles=None, query=UnionQuery, response=None)(handler)
+    document = openapi_document(api, title="t", version="0", description="d")
+    [parameter] = document["paths"]["/u"]["get"]["parameters"]
+    assert [o.get("const") for o in parameter["schema"]["anyOf"]] == [None, ""]
+    assert parameter["schema"]["anyOf"][0]["pattern"] == "^[a-z]+$"
 
 
 def test_two_different_schemas_of_one_name_are_refused() -> None:
@@ -214,8 +230,9 @@ async def test_optional_query_parameters_are_absent_or_a_value_never_null(
     assert parameters["startTime"]["schema"]["minimum"] == 0
     assert parameters["ascending"]["schema"] == {"default": False, "title": "Ascending",
                                                  "type": "boolean"}
-    # a union of values keeps its values, without the null
-    assert [o.get("const") for o in parameters["instrumentId"]["schema"]["anyOf"]] == [None, ""]
+    # one pattern, which takes the empty value (any instrument) too
+    assert parameters["instrumentId"]["schema"]["pattern"] == (
+        "^(FERMATA:[A-Z0-9]{1,20}/[A-Z0-9]{1,20})?$")
     ids = {p["name"]: p for p in
            document["paths"]["/api/v3/credential/list"]["get"]["parameters"]}["credentialIds"]
     assert ids["schema"]["type"] == "array"

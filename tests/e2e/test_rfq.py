@@ -828,6 +828,7 @@ async def test_malformed_requests_are_refused_before_anything_else(
     for malformed in ("btcusdt", "BTC/USDT", "BINANCE:BTC/USDT", "FERMATA:btc/usdt"):
         status, body = await get(client, ORDERS, {"instrumentId": malformed})
         assert_invalid(status, body, "instrumentId")
+        assert [f["field"] for f in body["details"]["fields"]] == ["instrumentId"], body
         assert malformed not in json.dumps(body), body
     assert await _state(conn) == before
     # Still OPEN and acceptable after all that, with the fields a QUOTED order may carry.
