@@ -30,7 +30,8 @@ OperationType = Literal["CONNECT", "DISCONNECT", "ENABLE", "DISABLE", "UPDATE",
                         "CREDENTIAL_REVOKE", "CREDENTIAL_ROTATE", "LINK", "UNLINK", "PAUSE",
                         "RESUME", "HEDGE_RETRY", "HEDGE_CANCEL"]
 AnyVenue = Literal[(*EXCHANGE_VENUES, FERMATA_VENUE)]  # type: ignore[valid-type]
-FeeRate = Annotated[str, StringConstraints(pattern=r"^0(\.[0-9]{1,8})?$")]
+# A rate below 0.1 (10 %), at most 8 decimals: what trading_account.taker_fee keeps.
+FeeRate = Annotated[str, StringConstraints(pattern=r"^0(\.0[0-9]{0,7})?$")]
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                               max_length=100)]
 
@@ -50,7 +51,7 @@ class UpdateRequest(WireModel):
     nickname: Nickname | None = None
     taker_fee: FeeRate | None = Field(
         default=None, description="LP taker fee rate (0.001 = 10 bps) used to adjust its book "
-        "prices; null: the venue's default")
+        "prices, below 0.1 with at most 8 decimals; null: the venue's default")
 
 
 class AccountListQuery(ListQuery):

@@ -372,6 +372,26 @@ async def test_update_renames_and_records_only_real_changes(client: Client) -> N
     assert listed_account["nickname"] == "Desk A"
 
 
+async def test_update_takes_a_taker_fee_below_ten_percent_and_refuses_others(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    _, account = await connected_account(client)
+    account_id = account["tradingAccountId"]
+    assert account["takerFee"] is None
+    for fee in ("0.00075", "0.09999999", "0"):
+        updated = await ok(client, UPDATE, {"tradingAccountId": account_id, "takerFee": fee})
+        assert updated["takerFee"] == fee
+    before = await snapshot(conn)
+    # The database keeps a rate below 0.1 (10 %): anything else is the request's fault, named.
+    for fee in ("0.1", "0.9", "0.10000000", "1", "-0.001", "0.123456789", ".5", 0.001):
+        status, payload = await post(client, UPDATE, {"tradingAccountId": account_id,
+                                                      "takerFee": fee})
+        assert_invalid(status, payload, "takerFee")
+    assert await snapshot(conn) == before
+    cleared = await ok(client, UPDATE, {"tradingAccountId": account_id, "takerFee": None})
+    assert cleared["takerFee"] is None
+
+
 async def test_disable_and_enable_switch_status_idempotently(client: Client) -> None:
     _, account = await connected_account(client)
     account_id = account["tradingAccountId"]
