@@ -84,7 +84,7 @@ def register(api: Api) -> None:
              "the trading accounts they give access to", tag="credentials", roles=ADMIN,
              body=VerifyCredentialRequest, response=list[VerifiedAccountOut],
              errors=[Errors.CREDENTIAL_NOT_FOUND, Errors.CREDENTIAL_REVOKED,
-                     Errors.CREDENTIAL_VERIFICATION_FAILED])(verify)
+                     Errors.CREDENTIAL_VERIFICATION_FAILED, Errors.VENUE_UNAVAILABLE])(verify)
     api.post("/api/v3/credential/revoke", summary="Revoke a credential; accounts left without a "
              "usable credential become INACTIVE", tag="credentials", roles=ADMIN,
              body=CredentialIdRequest, response=CredentialOut,
@@ -93,7 +93,7 @@ def register(api: Api) -> None:
              "verifies the new one for every connected account", tag="credentials", roles=ADMIN,
              body=RotateCredentialRequest, response=CredentialOut,
              errors=[Errors.CREDENTIAL_NOT_FOUND, Errors.CREDENTIAL_REVOKED,
-                     Errors.CREDENTIAL_VERIFICATION_FAILED])(rotate)
+                     Errors.CREDENTIAL_VERIFICATION_FAILED, Errors.VENUE_UNAVAILABLE])(rotate)
     api.get("/api/v3/credential/list", summary="List credentials", tag="credentials",
             roles=READERS, query=CredentialListQuery, response=Page[CredentialOut])(list_)
 

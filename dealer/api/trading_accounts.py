@@ -88,8 +88,9 @@ def register(api: Api) -> None:
              body=ConnectRequest, response=TradingAccountOut,
              errors=[Errors.CREDENTIAL_NOT_FOUND, Errors.CREDENTIAL_REVOKED,
                      Errors.CREDENTIAL_NOT_VERIFIED, Errors.CREDENTIAL_VENUE_MISMATCH,
+                     Errors.CREDENTIAL_VERIFICATION_FAILED,
                      Errors.TRADING_ACCOUNT_ALREADY_CONNECTED,
-                     Errors.EXTERNAL_ACCOUNT_UNKNOWN])(connect)
+                     Errors.EXTERNAL_ACCOUNT_UNKNOWN, Errors.VENUE_UNAVAILABLE])(connect)
     api.post("/api/v3/tradingAccount/disconnect", summary="Archive an exchange trading account "
              "(refused while linked to a dealer)", tag="tradingAccounts", roles=ADMIN,
              body=AccountIdRequest, response=TradingAccountOut,

@@ -18,7 +18,7 @@ from dealer.services.records import (
     record_operation,
 )
 from dealer.uow import UnitOfWork
-from venues.base import ApiCredential, CredentialRejected, VenueIdentity
+from venues.base import ApiCredential, CredentialRejected, VenueError, VenueIdentity
 from venues.registry import VenueRegistry
 
 
@@ -124,6 +124,8 @@ async def verify_credentials(
             outcomes.append((record, found, None))
         except CredentialRejected as exc:
             outcomes.append((record, None, str(exc)))
+        except VenueError as exc:  # the venue did not answer: no outcome, nothing written
+            raise ApiError(Errors.VENUE_UNAVAILABLE, f"{record.venue}: {exc}") from None
     updated: list[CredentialRecord] = []
     failures: list[str] = []
     for record, identities, reason in outcomes:
@@ -245,6 +247,8 @@ async def rotate_credential(
     except CredentialRejected as exc:
         raise ApiError(Errors.CREDENTIAL_VERIFICATION_FAILED,
                        f"Credential verification failed: {exc}") from None
+    except VenueError as exc:  # the venue did not answer: the old key stays
+        raise ApiError(Errors.VENUE_UNAVAILABLE, f"{record.venue}: {exc}") from None
     reachable = {i.external_trading_account_id for i in identities}
     accounts = await _accounts_using(conn, credential_id)
     lost = sorted(a["external_trading_account_id"] for a in accounts
