@@ -159,7 +159,10 @@ class LpStatusOut(WireModel):
     venue: str
     taker_fee: str
     fresh: bool
-    reason: str | None
+    reason: str | None = Field(description="Why the LP is not a source of the levels: its "
+                               "account is not ACTIVE, its book is stale, or its venue's book "
+                               "counts once, for another of the dealer's accounts on that "
+                               "venue (the one with the lower taker fee); null when it is one")
     age_ms: int | None
 
 
@@ -434,7 +437,12 @@ async def dealer_book(request: web.Request, principal: Principal | None,
         raise ApiError(Errors.SYMBOL_NOT_QUOTED, f"The dealer does not quote {params.symbol}")
     market_data = app[MARKET_DATA]
     now_ms = millis(app[CLOCK]()) or 0
-    books, lps = [], []
+    # The books quotes are priced from: two accounts on one venue take from its one book, which
+    # counts once, for the account that pays less to take it.
+    counted = market_data.fresh_books(params.dealer_account_id, params.symbol, now_ms)
+    counted_ids = {lp.trading_account_id for lp, _ in counted}
+    counted_for = {lp.venue: lp.trading_account_id for lp, _ in counted}
+    lps = []
     for lp, state in market_data.lp_books(params.dealer_account_id, params.symbol):
         fresh = lp.active and state is not None and state.is_fresh(now_ms, market_data.max_age_ms)
         reason = None
@@ -442,13 +450,14 @@ async def dealer_book(request: web.Request, principal: Principal | None,
             reason = "LP account is not ACTIVE"
         elif state is None or not fresh:
             reason = "no book yet" if state is None else (state.stale_reason or "book too old")
+        elif lp.trading_account_id not in counted_ids:
+            reason = f"the {lp.venue} book counts once, for account {counted_for.get(lp.venue)}"
         lps.append(LpStatusOut(
             trading_account_id=lp.trading_account_id, venue=lp.venue,
             taker_fee=decimal_text(lp.taker_fee.normalize()), fresh=fresh, reason=reason,
             age_ms=None if state is None else state.age_ms(now_ms)))
-        if fresh and state is not None and state.book is not None:
-            books.append(LpBook(str(lp.trading_account_id), lp.venue, lp.taker_fee,
-                                state.book.bids, state.book.asks))
+    books = [LpBook(str(lp.trading_account_id), lp.venue, lp.taker_fee, book.bids, book.asks)
+             for lp, book in counted]
     merged = consolidate(books, params.depth)
     return DealerBookOut(
         dealer_account_id=params.dealer_account_id,

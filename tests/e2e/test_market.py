@@ -256,6 +256,35 @@ async def test_consolidated_levels_are_fee_adjusted_and_sorted(client: Client) -
                     float(source["price"]) * (1 + sign * fee), rel=1e-12)
 
 
+async def test_two_accounts_on_one_venue_count_its_book_once(client: Client) -> None:
+    dealer, [spot, *_] = await _desk(client)
+    margin = await connect_exchange_account(client, "BINANCE", "margin")
+    await post(client, "/api/v3/tradingAccount/update",
+               {"tradingAccountId": margin, "takerFee": "0.0005"})
+    for account in (spot, margin):
+        status, body = await post(client, "/api/v3/fermata/dealer/link",
+                                  {"dealerAccountId": dealer, "tradingAccountId": account})
+        assert status == 200, body
+
+    async def book() -> dict[str, Any] | None:
+        _status, body = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
+                                                       "symbol": "BTC/USDT", "depth": 50})
+        data: dict[str, Any] = assert_ok(body)
+        return data if len(data["lps"]) == 2 and all(
+            lp["fresh"] for lp in data["lps"]) and data["asks"] else None
+
+    data = await eventually(book)
+    # Both accounts take from BINANCE's one book: its depth is shown once, as quotes count it,
+    # for the account that pays less to take it; the other says why it is not a source.
+    for side in ("bids", "asks"):
+        for level in data[side]:
+            assert [s["tradingAccountId"] for s in level["sources"]] == [margin], level
+            assert level["quantity"] == level["sources"][0]["quantity"], level
+    reasons = {lp["tradingAccountId"]: lp["reason"] for lp in data["lps"]}
+    assert reasons[margin] is None
+    assert reasons[spot] == f"the BINANCE book counts once, for account {margin}"
+
+
 async def test_dealer_book_refusals(client: Client, conn: asyncpg.Connection) -> None:
     dealer, _ = await _desk(client)
     status, body = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
