@@ -583,10 +583,10 @@ async def test_list_refuses_invalid_queries(client: Client) -> None:
         ({"venue": "BINANCE"}, "venue"),
     ):
         assert_invalid(*await get(client, OPERATIONS, params), field)
-    for params in ({"startTime": 10**20}, {"endTime": 253402300800000}):
-        status, payload = await get(client, OPERATIONS, params)
-        assert_invalid(status, payload)
-        assert "out of range" in payload["error"]
+    # Past any time a list can hold (as the order and hedge lists): named like any other.
+    for params, field in (({"startTime": 10**20}, "startTime"),
+                          ({"endTime": 253402300800000}, "endTime")):
+        assert_invalid(*await get(client, OPERATIONS, params), field)
 
 
 # ---------------------------------------------------------------- operation history
