@@ -97,9 +97,10 @@ def register(api: Api) -> None:
              body=AccountIdRequest, response=TradingAccountOut,
              errors=[*_ACCOUNT_ERRORS, Errors.TRADING_ACCOUNT_NOT_EXCHANGE,
                      Errors.TRADING_ACCOUNT_LINKED])(disconnect)
-    api.post("/api/v3/tradingAccount/update", summary="Update a trading account's nickname",
-             tag="tradingAccounts", roles=ADMIN, body=UpdateRequest,
-             response=TradingAccountOut, errors=_ACCOUNT_ERRORS)(update)
+    api.post("/api/v3/tradingAccount/update", summary="Update a trading account's nickname, "
+             "or an exchange account's taker fee", tag="tradingAccounts", roles=ADMIN,
+             body=UpdateRequest, response=TradingAccountOut,
+             errors=[*_ACCOUNT_ERRORS, Errors.TRADING_ACCOUNT_NOT_EXCHANGE])(update)
     api.post("/api/v3/tradingAccount/enable", summary="Enable a trading account (→ ACTIVE)",
              tag="tradingAccounts", roles=ADMIN, body=AccountIdRequest,
              response=TradingAccountOut,

@@ -392,6 +392,22 @@ async def test_update_takes_a_taker_fee_below_ten_percent_and_refuses_others(
     assert cleared["takerFee"] is None
 
 
+async def test_a_taker_fee_for_a_fermata_account_is_refused_as_documented(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    dealer_id = await insert_dealer(conn)
+    before = await snapshot(conn)
+    status, payload = await post(client, UPDATE, {"tradingAccountId": dealer_id,
+                                                  "takerFee": "0.001"})
+    assert status == 400, payload
+    assert_error(payload, -120006)
+    assert await snapshot(conn) == before
+    _, document = await get(client, "/api/v3/openapi.json", headers=None)
+    operation = document["paths"][UPDATE]["post"]
+    assert -120006 in {e["errno"] for e in operation["responses"]["400"]["x-errnos"]}
+    assert "taker fee" in operation["summary"]
+
+
 async def test_disable_and_enable_switch_status_idempotently(client: Client) -> None:
     _, account = await connected_account(client)
     account_id = account["tradingAccountId"]
