@@ -7,9 +7,9 @@ import uuid
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from dealer.api.framework import ALL_ROLES, Api
+from dealer.api.framework import ALL_ROLES, Api, absent_or_value
 from dealer.api.market import sync_dealer_instruments
 from dealer.api.schemas import AccountStatus, TradingAccountOut, trading_account_out
 from dealer.appkeys import CLOCK, LEDGER, MARKET_DATA, METRICS, POOL, VENUES
@@ -60,8 +60,28 @@ class CreateDealerBody(DealerConfigFields):
     nickname: Nickname | None = None
 
 
+# The fields of a dealer update that take an explicit null (every other may only be omitted).
+_NULLABLE_UPDATES = frozenset({"nickname", "last_look_bps"})
+
+
+def _null_only_where_taken(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The update's schema says what its validator does: null only where it means something,
+    and no default (an omitted field keeps its value; it does not take the model's None)."""
+    properties = schema.get("properties", {})
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        if alias not in properties:
+            continue
+        if name in _NULLABLE_UPDATES:
+            properties[alias].pop("default", None)
+        else:
+            properties[alias] = absent_or_value(properties[alias])
+
+
 class UpdateDealerBody(WireModel):
     """Only the fields sent change; the merged configuration is validated as a whole."""
+
+    model_config = ConfigDict(json_schema_extra=_null_only_where_taken)
 
     dealer_account_id: Uuid
     nickname: Nickname | None = Field(default=None, description="null clears the nickname")
@@ -84,7 +104,7 @@ class UpdateDealerBody(WireModel):
         # Optional here means "may be omitted"; only these two fields accept an explicit null.
         fields = type(self).model_fields
         nulls = [fields[name].alias or name
-                 for name in sorted(self.model_fields_set - {"nickname", "last_look_bps"})
+                 for name in sorted(self.model_fields_set - _NULLABLE_UPDATES)
                  if getattr(self, name) is None]
         if nulls:  # named, not "body" as a ValueError here would be
             raise invalid_fields([(alias, "may be omitted but not null") for alias in nulls])

@@ -539,7 +539,7 @@ def _query_parameters(components: dict[str, Any], model: type[QueryModel]) -> li
     required = set(schema.get("required", []))
     params = []
     for name, field_schema in schema.get("properties", {}).items():
-        prop = _absent_or_value(field_schema)
+        prop = absent_or_value(field_schema)
         param: dict[str, Any] = {
             "name": name, "in": "query", "required": name in required, "schema": prop,
         }
@@ -556,10 +556,11 @@ def _query_parameters(components: dict[str, Any], model: type[QueryModel]) -> li
     return params
 
 
-def _absent_or_value(prop: dict[str, Any]) -> dict[str, Any]:
-    """A query parameter's schema without the null of its model's `X | None`: a query string
-    cannot carry a null, so an optional parameter is absent or a value (its default, null,
-    is what absence means and is not documented as a value)."""
+def absent_or_value(prop: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema without the null of its model's `X | None`, for a field that may be
+    absent but never null: a query parameter (a query string cannot carry a null), or a body
+    field whose null is refused. Its default, null, is what absence means and is not
+    documented as a value."""
     prop = dict(prop)
     options = prop.pop("anyOf", None)
     if options is not None:

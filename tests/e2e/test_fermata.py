@@ -364,6 +364,24 @@ async def test_update_dealer_refuses_bad_requests(
                        404, Errors.DEALER_NOT_FOUND)
 
 
+async def test_update_dealer_schema_allows_null_only_where_the_update_takes_it(
+    client: TestClient,
+) -> None:
+    _, document = await get(client, "/api/v3/openapi.json", headers=None)
+    properties = document["components"]["schemas"]["UpdateDealerBody"]["properties"]
+    for name in ("nickname", "lastLookBps"):  # null clears it; omitted keeps it: no default
+        assert {"type": "null"} in properties[name]["anyOf"]
+        assert "default" not in properties[name]
+    others = set(properties) - {"nickname", "lastLookBps"}
+    assert others >= {"dealerAccountId", "spreadBps", "symbols", "quoteTtlMs", "spreadTiers"}
+    for name in others:
+        # May be omitted (unchanged), never null: refused with -100001, so not documented.
+        assert "null" not in json.dumps(properties[name]), (name, properties[name])
+    assert properties["spreadBps"]["type"] == "string"
+    assert properties["quoteTtlMs"] == {"maximum": 60000, "minimum": 500,
+                                        "title": "Quotettlms", "type": "integer"}
+
+
 # ---------------------------------------------------------------- dealer/pause and dealer/resume
 
 
