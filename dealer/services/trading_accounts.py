@@ -187,7 +187,8 @@ async def _switch(uow: UnitOfWork, trading_account_id: uuid.UUID, status: str, o
         if (status == "ACTIVE" and account.is_exchange
                 and all(c.status == "REVOKED" for c in account.credentials)):
             raise ApiError(Errors.CREDENTIAL_REVOKED,
-                           "Every credential of this account is revoked; rotate or connect anew")
+                           "Every credential of this account is revoked; connect the exchange "
+                           "account anew with a verified credential")
         await _set_status(conn, account, status, now)
         await record_operation(conn, trading_account_id, operation, now)
     updated = await require_account(conn, trading_account_id)

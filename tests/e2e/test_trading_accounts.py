@@ -435,6 +435,12 @@ async def test_enable_needs_a_credential_that_is_not_revoked(
     status, payload = await post(client, ENABLE, {"tradingAccountId": alone["tradingAccountId"]})
     assert status == 400
     assert_error(payload, -110002)
+    # The way out it names is one that exists: a revoked credential cannot be rotated.
+    assert payload["error"] == ("Every credential of this account is revoked; connect the "
+                                "exchange account anew with a verified credential")
+    status, payload = await post(client, ROTATE, {"credentialId": first, "apiKey": "new"})
+    assert status == 400
+    assert_error(payload, -110002)
     assert await snapshot(conn) == before
     enabled = await ok(client, ENABLE, {"tradingAccountId": shared["tradingAccountId"]})
     assert enabled["status"] == "ACTIVE"
