@@ -132,6 +132,8 @@ async def _set_status(conn: asyncpg.Connection, account: TradingAccountRecord, s
 
 
 KEEP = object()  # "not sent": distinct from an explicit null
+# An UPDATE operation's detail names the fields changed as the API does (camelCase).
+_WIRE_NAMES = {"nickname": "nickname", "taker_fee": "takerFee"}
 
 
 async def update_account(
@@ -157,7 +159,8 @@ async def update_account(
             trading_account_id, now, *changes.values(),
         )
         await record_operation(conn, trading_account_id, "UPDATE", now,
-                               {k: None if v is None else str(v) for k, v in changes.items()})
+                               {_WIRE_NAMES[k]: None if v is None else str(v)
+                                for k, v in changes.items()})
     updated = await require_account(conn, trading_account_id)
     await uow.commit()
     return updated

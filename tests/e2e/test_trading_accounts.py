@@ -390,6 +390,12 @@ async def test_update_takes_a_taker_fee_below_ten_percent_and_refuses_others(
     assert await snapshot(conn) == before
     cleared = await ok(client, UPDATE, {"tradingAccountId": account_id, "takerFee": None})
     assert cleared["takerFee"] is None
+    # The history names the field as the API does.
+    updates, _ = await listed(client, OPERATIONS, {"tradingAccountId": account_id,
+                                                   "operationType": "UPDATE"})
+    assert [u["detail"] for u in updates] == [{"takerFee": None}, {"takerFee": "0"},
+                                              {"takerFee": "0.09999999"},
+                                              {"takerFee": "0.00075"}]
 
 
 async def test_a_taker_fee_for_a_fermata_account_is_refused_as_documented(
