@@ -165,6 +165,10 @@ class DealerConfigFields(WireModel):
         "null: last look is off")
 
 
+# The fields `DealerConfig._consistent` checks together: its refusal names both.
+_CHECKED_TOGETHER = ("minQuoteNotional", "maxQuoteNotional")
+
+
 class DealerConfig(DealerConfigFields):
     """A complete, consistent configuration (fields together make sense)."""
 
@@ -187,14 +191,18 @@ def parse_config(values: Mapping[str, Any]) -> DealerConfig:
     try:
         return DealerConfig.model_validate(dict(values))
     except ValidationError as exc:
-        fields = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "config", "message": err["msg"],
-             "type": err["type"]}
-            for err in exc.errors(include_input=False, include_url=False, include_context=False)
-        ]
-        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+        fields: list[dict[str, str]] = []
+        summaries: list[str] = []
+        for err in exc.errors(include_input=False, include_url=False, include_context=False):
+            # A field's own error has its place; the rule over several fields names them all.
+            names = ([".".join(str(p) for p in err["loc"])] if err["loc"]
+                     else list(_CHECKED_TOGETHER))
+            fields += [{"field": name, "message": err["msg"], "type": err["type"]}
+                       for name in names]
+            summaries.append(f"{', '.join(names)}: {err['msg']}")
         raise ApiError(Errors.INVALID_DEALER_CONFIG,
-                       f"Invalid dealer configuration: {summary}", {"fields": fields}) from None
+                       f"Invalid dealer configuration: {'; '.join(summaries[:5])}",
+                       {"fields": fields}) from None
 
 
 # ---------------------------------------------------------------- records

@@ -183,6 +183,8 @@ async def test_create_dealer_refuses_an_inconsistent_config(
             "symbols": ["BTC/USDT"], "minQuoteNotional": "5000", "maxQuoteNotional": "5000"}),
             400, Errors.INVALID_DEALER_CONFIG)
         assert "minQuoteNotional must be below maxQuoteNotional" in body["error"]
+        assert [f["field"] for f in body["details"]["fields"]] == ["minQuoteNotional",
+                                                                   "maxQuoteNotional"]
 
 
 # ---------------------------------------------------------------- roles on every write

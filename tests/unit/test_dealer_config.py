@@ -122,7 +122,9 @@ def test_parse_config_refuses_with_invalid_dealer_config() -> None:
         parse_config({"symbols": ["BTC/USDT"], "minQuoteNotional": "2000000"})
     assert caught.value.error is Errors.INVALID_DEALER_CONFIG
     assert "minQuoteNotional must be below maxQuoteNotional" in str(caught.value)
-    assert caught.value.details["fields"][0]["field"] == "config"
+    # A rule over several fields names them, as every refusal names its fields.
+    assert [f["field"] for f in caught.value.details["fields"]] == ["minQuoteNotional",
+                                                                    "maxQuoteNotional"]
 
 
 def test_create_body_does_not_check_consistency_but_the_config_does() -> None:
