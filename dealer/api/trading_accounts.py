@@ -105,9 +105,10 @@ def register(api: Api) -> None:
              tag="tradingAccounts", roles=ADMIN, body=AccountIdRequest,
              response=TradingAccountOut,
              errors=[*_ACCOUNT_ERRORS, Errors.CREDENTIAL_REVOKED])(enable)
-    api.post("/api/v3/tradingAccount/disable", summary="Disable a trading account (→ INACTIVE)",
-             tag="tradingAccounts", roles=ADMIN, body=AccountIdRequest,
-             response=TradingAccountOut, errors=_ACCOUNT_ERRORS)(disable)
+    api.post("/api/v3/tradingAccount/disable", summary="Disable an exchange or client trading "
+             "account (→ INACTIVE); a dealer is paused instead", tag="tradingAccounts",
+             roles=ADMIN, body=AccountIdRequest, response=TradingAccountOut,
+             errors=[*_ACCOUNT_ERRORS, Errors.TRADING_ACCOUNT_NOT_EXCHANGE])(disable)
     api.get("/api/v3/tradingAccount/list", summary="List trading accounts (a trader sees its "
             "own)", tag="tradingAccounts", roles=EVERYONE, query=AccountListQuery,
             response=Page[TradingAccountOut])(list_)

@@ -15,6 +15,7 @@ from dealer.secretbox import SecretBox
 from dealer.services.credentials import load_secret, lock_credentials
 from dealer.services.records import (
     ACCOUNT_COLUMNS,
+    DEALER,
     EXCHANGE,
     TradingAccountRecord,
     credentials_of,
@@ -176,7 +177,9 @@ async def enable_account(
 async def disable_account(
     uow: UnitOfWork, trading_account_id: uuid.UUID, now: dt.datetime
 ) -> TradingAccountRecord:
-    """ACTIVE → INACTIVE (idempotent). A linked LP stays linked but is not used while inactive."""
+    """ACTIVE → INACTIVE (idempotent). A linked LP stays linked but is not used while inactive;
+    a client gets no quote and fills none. A dealer is paused instead: its account's status
+    would stop nothing, so disabling it is refused."""
     return await _switch(uow, trading_account_id, "INACTIVE", "DISABLE", now)
 
 
@@ -186,6 +189,10 @@ async def _switch(uow: UnitOfWork, trading_account_id: uuid.UUID, status: str, o
     needs a credential that is not revoked."""
     conn = uow.conn
     account = await _mutable_account(conn, trading_account_id)
+    if status == "INACTIVE" and account.kind == DEALER:
+        raise ApiError(Errors.TRADING_ACCOUNT_NOT_EXCHANGE,
+                       "A dealer stops quoting with fermata/dealer/pause, not by disabling "
+                       "its account")
     if account.status != status:
         if (status == "ACTIVE" and account.is_exchange
                 and all(c.status == "REVOKED" for c in account.credentials)):

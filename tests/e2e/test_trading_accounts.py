@@ -483,13 +483,20 @@ async def test_account_actions_refuse_unknown_disconnected_linked_and_fermata_ac
     status, payload = await post(client, DISCONNECT, {"tradingAccountId": dealer_id})
     assert status == 400
     assert_error(payload, -120006)
+    # A dealer is paused, not disabled: its account's status would stop nothing.
+    status, payload = await post(client, DISABLE, {"tradingAccountId": dealer_id})
+    assert status == 400
+    assert_error(payload, -120006)
+    assert "fermata/dealer/pause" in payload["error"]
     assert await snapshot(conn) == before
 
-    # A linked account may still be renamed, and a dealer account disabled and enabled.
+    # A linked account may still be renamed; a dealer account an earlier version let be
+    # disabled is enabled again.
     renamed = await ok(client, UPDATE, {"tradingAccountId": linked["tradingAccountId"],
                                         "nickname": "lp"})
     assert renamed["status"] == "ACTIVE"
-    assert (await ok(client, DISABLE, {"tradingAccountId": dealer_id}))["status"] == "INACTIVE"
+    await conn.execute("UPDATE trading_account SET status = 'INACTIVE' "
+                       "WHERE trading_account_id = $1", uuid.UUID(dealer_id))
     dealer = await ok(client, ENABLE, {"tradingAccountId": dealer_id})
     assert (dealer["venue"], dealer["status"], dealer["credentials"]) == ("FERMATA", "ACTIVE", [])
 
