@@ -176,7 +176,7 @@ async def account(request: web.Request, principal: Principal | None,
     address = _address(params.address)
     found = await _ledger(request.app[LEDGER].account(address))
     if found is None:
-        raise ApiError(Errors.LEDGER_ACCOUNT_NOT_FOUND, f"No ledger account {address}")
+        raise ApiError(Errors.LEDGER_ACCOUNT_NOT_FOUND)  # the address sent is not echoed
     metadata, balances = found
     return LedgerAccountOut(address=address, metadata=metadata, balances=balances_out(balances))
 

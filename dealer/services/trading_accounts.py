@@ -67,8 +67,9 @@ async def connect_account(
         known = sorted({i["externalTradingAccountId"] for c in credentials for i in c.identities})
         raise ApiError(
             Errors.EXTERNAL_ACCOUNT_UNKNOWN,
-            f"Invalid external trading account ID {cmd.external_trading_account_id!r}; "
-            f"the credential gives access to: {', '.join(known) or 'nothing'}",
+            # the accounts the venue named, never the submitted text
+            "Invalid external trading account ID; the credential gives access to: "
+            f"{', '.join(known) or 'nothing'}",
         )
     identity = identities[0]
     assert identity is not None

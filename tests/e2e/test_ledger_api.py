@@ -233,9 +233,11 @@ async def test_account_refusals(client: Client) -> None:
         status, body = await get(client, ACCOUNT, {"address": address})
         assert status == 400, (address, body)
         assert_error(body, -150001)
-    status, body = await get(client, ACCOUNT, {"address": exchange_account(uuid.uuid4())})
+    missing = exchange_account(uuid.uuid4())
+    status, body = await get(client, ACCOUNT, {"address": missing})
     assert status == 404, body
     assert_error(body, -150002)
+    assert missing.split(":")[1] not in body["error"]
     for params, field in (({}, "address"), ({"address": ""}, "address"),
                           ({"address": "a" * 201}, "address"),
                           ({"address": "world", "limit": "5"}, None)):
