@@ -545,8 +545,13 @@ def _checked_price(quote: QuoteRecord, cmd: AcceptCommand, now: dt.datetime) -> 
                        f"The quote is for quantity {format(quote.quantity.normalize(), 'f')}")
     if quote.status == "FILLED":
         raise ApiError(Errors.QUOTE_ALREADY_FILLED)
-    if quote.status == "EXPIRED" or now >= quote.expire_at:
+    if now >= quote.expire_at:
         raise ApiError(Errors.QUOTE_EXPIRED)
+    if quote.status == "EXPIRED":
+        # Spent before its time: only a last look's REJECTED order marks a quote so (the expiry
+        # job marks quotes seconds after their expireAt).
+        raise ApiError(Errors.QUOTE_EXPIRED, "The quote is spent: a last look rejected an "
+                       "accept of it; request a new quote")
     return price
 
 

@@ -61,10 +61,12 @@ async def test_an_adverse_move_rejects_the_accept_and_books_nothing(
     assert await conn.fetchval("SELECT count(*) FROM trade_execution") == 0
     assert await conn.fetchval(
         "SELECT count(*) FROM ledger_outbox WHERE kind = 'transaction'") == 0
-    # The quote is spent.
+    # The quote is spent, before its expireAt, and the answer says why.
     status, body = await accept_buy(client, customer, quote, headers)
     assert status == 400
     assert_error(body, -160002)
+    assert body["error"] == ("The quote is spent: a last look rejected an accept of it; "
+                             "request a new quote")
 
 
 async def test_racing_rejects_of_two_quotes_with_one_key_reject_one_and_refuse_the_other(
