@@ -243,9 +243,9 @@ class TradeOrderOut(WireModel):
     quote_asset: str
     order_side: Side
     order_type: OrderType = Field(description="QUOTED")
-    time_in_force: TimeInForce = Field(description="As submitted: FOK or IOC (FOK when it was "
-                                       "empty or omitted); either is filled at once, whole, or "
-                                       "not at all")
+    time_in_force: rfq.QuotedTimeInForce = Field(
+        description="As submitted: FOK or IOC (FOK when it was empty or omitted); either is "
+                    "filled at once, whole, or not at all")
     status: OrderStatus = Field(description="A QUOTED order is FILLED, or REJECTED by the "
                                 "dealer's last look")
     reject_reason: str | None
