@@ -48,7 +48,7 @@ class AccountIdRequest(WireModel):
 
 class UpdateRequest(WireModel):
     trading_account_id: Uuid
-    nickname: Nickname | None = None
+    nickname: Nickname | None = Field(default=None, description="null clears it; omitted: kept")
     taker_fee: FeeRate | None = Field(
         default=None, description="LP taker fee rate (0.001 = 10 bps) used to adjust its book "
         "prices, below 0.1 with at most 8 decimals; null: the venue's default")
@@ -140,7 +140,9 @@ async def update(request: web.Request, principal: Principal | None,
                  params: UpdateRequest) -> TradingAccountOut:
     async with UnitOfWork(request.app[POOL]) as uow:
         account = await service.update_account(
-            uow, params.trading_account_id, params.nickname, request.app[CLOCK](),
+            uow, params.trading_account_id,
+            params.nickname if "nickname" in params.model_fields_set else service.KEEP,
+            request.app[CLOCK](),
             taker_fee=(Decimal(params.taker_fee) if params.taker_fee is not None else None)
             if "taker_fee" in params.model_fields_set else service.KEEP,
         )

@@ -139,14 +139,15 @@ _WIRE_NAMES = {"nickname": "nickname", "taker_fee": "takerFee"}
 
 
 async def update_account(
-    uow: UnitOfWork, trading_account_id: uuid.UUID, nickname: str | None, now: dt.datetime,
-    *, taker_fee: Decimal | object | None = KEEP,
+    uow: UnitOfWork, trading_account_id: uuid.UUID, nickname: str | object | None,
+    now: dt.datetime, *, taker_fee: Decimal | object | None = KEEP,
 ) -> TradingAccountRecord:
-    """Nickname, and the LP's taker fee rate (null: the venue's default)."""
+    """Nickname (None clears it) and the LP's taker fee rate (None: the venue's default); KEEP
+    leaves either as it is."""
     conn = uow.conn
     account = await _mutable_account(conn, trading_account_id)
     changes: dict[str, object] = {}
-    if nickname is not None and nickname != account.nickname:
+    if nickname is not KEEP and nickname != account.nickname:
         changes["nickname"] = nickname
     if taker_fee is not KEEP and taker_fee != account.taker_fee:
         if not account.is_exchange:

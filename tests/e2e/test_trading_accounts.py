@@ -364,11 +364,18 @@ async def test_update_renames_and_records_only_real_changes(client: Client) -> N
     assert await ok(client, UPDATE, {"tradingAccountId": account_id, "nickname": "Desk A"}) \
         == renamed
     assert await ok(client, UPDATE, {"tradingAccountId": account_id}) == renamed
-    assert await ok(client, UPDATE, {"tradingAccountId": account_id, "nickname": None}) == renamed
     [update, _] = (await listed(client, OPERATIONS, {"tradingAccountId": account_id}))[0]
     assert update["operationType"] == "UPDATE"
     assert update["detail"] == {"nickname": "Desk A"}
     assert update["createdAt"] == renamed["updatedAt"]
+    # An explicit null clears the nickname (as dealer/update's does), once.
+    cleared = await ok(client, UPDATE, {"tradingAccountId": account_id, "nickname": None})
+    assert cleared["nickname"] is None
+    assert await ok(client, UPDATE, {"tradingAccountId": account_id, "nickname": None}) == cleared
+    operations = (await listed(client, OPERATIONS, {"tradingAccountId": account_id}))[0]
+    assert [(o["operationType"], o["detail"]) for o in operations[:2]] == [
+        ("UPDATE", {"nickname": None}), ("UPDATE", {"nickname": "Desk A"})]
+    renamed = await ok(client, UPDATE, {"tradingAccountId": account_id, "nickname": "Desk A"})
     [listed_account], _ = await listed(client, LIST, {"tradingAccountId": account_id})
     assert listed_account["nickname"] == "Desk A"
 
