@@ -256,6 +256,15 @@ def load_settings(
             raise SettingsError(f"config file {path} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise SettingsError(f"config file {path} is not UTF-8 text") from exc
+        except OSError as exc:  # a directory, no permission, …
+            raise SettingsError(f"config file {path} cannot be read: "
+                                f"{exc.strerror or exc}") from exc
+        unknown_keys = sorted(set(file_values) - set(Settings.model_fields))
+        if unknown_keys:
+            raise SettingsError(f"config file {path}: unknown setting(s): "
+                                + ", ".join(unknown_keys))
     env.pop("DEALER_CONFIG_FILE", None)
     dealer_env = {k: v for k, v in env.items() if k.startswith("DEALER_")}
     known = {f"DEALER_{name.upper()}" for name in Settings.model_fields}
@@ -265,7 +274,9 @@ def load_settings(
     try:
         return _build(dealer_env, file_values)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
+        from_file = {name for name in file_values
+                     if f"DEALER_{name.upper()}" not in dealer_env}
+        raise SettingsError(_describe(exc, from_file, path)) from None
 
 
 def _build(dealer_env: dict[str, str], file_values: dict[str, Any]) -> Settings:
@@ -297,11 +308,20 @@ def _decode_env(name: str, raw: str) -> Any:
         ) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, from_file: set[str], path: Path | None) -> str:
+    """One line per problem, naming the variable (or the config file's key) it came from."""
     lines = []
     for err in exc.errors(include_input=False, include_url=False):
-        name = ".".join(str(p) for p in err["loc"]) or "settings"
-        lines.append(f"DEALER_{name.upper()}: {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check across settings: its message names them
+            lines.append(message)
+            continue
+        field, *inner = (str(part) for part in err["loc"])
+        if field in from_file:
+            name = ".".join([field, *inner]) + f" (config file {path})"
+        else:
+            name = ".".join([f"DEALER_{field.upper()}", *inner])
+        lines.append(f"{name}: {message}")
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 

@@ -90,3 +90,36 @@ def test_configured_secrets_win_over_kept_ones(tmp_path: Path) -> None:
     load_daemon_secrets(Settings(data_dir=tmp_path))
     configured = Settings(data_dir=tmp_path, jwt_secret="j" * 40)
     assert load_daemon_secrets(configured).jwt_secret == "j" * 40
+
+
+def test_a_check_across_settings_is_one_line_naming_the_variables() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"DEALER_LEDGER_BACKEND": "formance"})
+    assert str(caught.value) == ("invalid settings:\n"
+                                 "  DEALER_LEDGER_BACKEND=formance needs DEALER_FORMANCE_URL")
+
+
+def test_a_bad_toml_value_or_key_is_named_as_the_file_spells_it(tmp_path: Path) -> None:
+    config = tmp_path / "dealer.toml"
+    config.write_text('http_port = "eighty"\n')
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, config_file=config)
+    assert f"http_port (config file {config}): Input should be a valid integer" in str(
+        caught.value)
+    assert "DEALER_HTTP_PORT" not in str(caught.value)
+    # the environment wins, so a bad value there is the environment's
+    with pytest.raises(SettingsError, match="DEALER_HTTP_PORT: Input should be a valid"):
+        load_settings({"DEALER_HTTP_PORT": "x"}, config_file=config)
+    config.write_text("htp_port = 9000\n[dealer]\nhttp_port = 9000\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, config_file=config)
+    assert str(caught.value) == f"config file {config}: unknown setting(s): dealer, htp_port"
+
+
+def test_an_unreadable_toml_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot be read: Is a directory"):
+        load_settings({}, config_file=tmp_path)
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe http_port = 1")
+    with pytest.raises(SettingsError, match="is not UTF-8 text"):
+        load_settings({"DEALER_CONFIG_FILE": str(binary)})
