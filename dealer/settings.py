@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dealer.logs import LogFormat
+from ledger.assets import Asset
 
 ConnectorKind = Literal["paper", "cadenza"]
 LedgerBackendName = Literal["local", "formance"]
@@ -207,6 +208,36 @@ class Settings(BaseModel):
             raise ValueError("must start with postgresql:// or postgres://")
         return value
 
+    @field_validator("cadenza_url", "formance_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # empty (a compose file's `${VAR:-}`) is the same as unset
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("cadenza_ws_url")
+    @classmethod
+    def _websocket_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value
+
+    @field_validator("asset_scales")
+    @classmethod
+    def _asset_scales_the_ledger_takes(cls, value: dict[str, int]) -> dict[str, int]:
+        for code, scale in value.items():
+            Asset(code, scale)  # InvalidAsset (a ValueError) says what the ledger would refuse
+        return value
+
+    @field_validator("paper_balances")
+    @classmethod
+    def _paper_balances_not_negative(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        negative = sorted(asset for asset, amount in value.items() if not amount >= 0)
+        if negative:
+            raise ValueError("balances must be 0 or more: " + ", ".join(negative))
+        return value
+
     @model_validator(mode="after")
     def _formance_needs_a_url(self) -> Settings:
         if self.ledger_backend == "formance" and not self.formance_url:
@@ -214,6 +245,9 @@ class Settings(BaseModel):
         if (self.formance_client_id is None) != (self.formance_client_secret is None):
             raise ValueError("set both DEALER_FORMANCE_CLIENT_ID and "
                              "DEALER_FORMANCE_CLIENT_SECRET, or neither")
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError(f"DEALER_DB_POOL_MIN ({self.db_pool_min}) is more than "
+                             f"DEALER_DB_POOL_MAX ({self.db_pool_max})")
         return self
 
     def connector_for(self, venue: str) -> ConnectorKind:

@@ -45,6 +45,14 @@ def test_environment_values_are_parsed() -> None:
         ({"DEALER_DATABASE_URL": "mysql://x"}, "postgresql://"),
         ({"DEALER_DEMO": "perhaps"}, "DEALER_DEMO"),
         ({"DEALER_HTTP_POTR": "1"}, "unknown setting(s): DEALER_HTTP_POTR"),
+        ({"DEALER_DB_POOL_MIN": "20"}, "DEALER_DB_POOL_MIN (20) is more than DEALER_DB_POOL_MAX"),
+        ({"DEALER_ASSET_SCALES": '{"SOL": 19}'}, "DEALER_ASSET_SCALES: invalid scale 19"),
+        ({"DEALER_ASSET_SCALES": '{"sol": 9}'}, "DEALER_ASSET_SCALES: invalid asset code"),
+        ({"DEALER_PAPER_BALANCES": '{"BTC": "-1"}'}, "DEALER_PAPER_BALANCES: balances must be"),
+        ({"DEALER_CADENZA_URL": "cadenza.example"}, "DEALER_CADENZA_URL: must start with http"),
+        ({"DEALER_CADENZA_WS_URL": "https://x"}, "DEALER_CADENZA_WS_URL: must start with ws"),
+        ({"DEALER_FORMANCE_URL": "gateway:8090"}, "DEALER_FORMANCE_URL: must start with http"),
+        ({"DEALER_PUBLIC_URL": "desk.example"}, "DEALER_PUBLIC_URL: must start with http"),
     ],
 )
 def test_bad_values_are_refused_with_a_message_naming_them(env: dict[str, str],
@@ -97,6 +105,13 @@ def test_a_check_across_settings_is_one_line_naming_the_variables() -> None:
         load_settings({"DEALER_LEDGER_BACKEND": "formance"})
     assert str(caught.value) == ("invalid settings:\n"
                                  "  DEALER_LEDGER_BACKEND=formance needs DEALER_FORMANCE_URL")
+
+
+def test_empty_urls_are_unset_as_a_compose_file_passes_them() -> None:
+    settings = load_settings({"DEALER_CADENZA_URL": "", "DEALER_CADENZA_WS_URL": "",
+                              "DEALER_PUBLIC_URL": "", "DEALER_VENUE_CONNECTORS": ""})
+    assert not settings.cadenza_url
+    assert settings.venue_connectors == {}
 
 
 def test_a_bad_toml_value_or_key_is_named_as_the_file_spells_it(tmp_path: Path) -> None:
