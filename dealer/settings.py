@@ -373,13 +373,28 @@ class DaemonSecrets:
 def load_daemon_secrets(settings: Settings, *, create: bool = True) -> DaemonSecrets:
     """Secrets from settings, else from `<data_dir>/secrets/`, generated once when `create`."""
     folder = settings.data_dir / "secrets"
-    jwt_secret = settings.jwt_secret or _kept_secret(
-        folder / "jwt_secret", lambda: secrets.token_urlsafe(48), create
-    )
-    secrets_key = settings.secrets_key or _kept_secret(
-        folder / "secrets_key", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(), create
-    )
-    check_fernet_key(secrets_key)
+    try:
+        jwt_secret = settings.jwt_secret or _kept_secret(
+            folder / "jwt_secret", lambda: secrets.token_urlsafe(48), create
+        )
+        secrets_key = settings.secrets_key or _kept_secret(
+            folder / "secrets_key", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            create
+        )
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"a secret in {folder} is not ASCII text") from exc
+    except OSError as exc:  # the data directory is a file, read-only, not ours, …
+        raise SettingsError(f"cannot keep the secrets in {folder}: "
+                            f"{exc.strerror or exc}") from exc
+    # A kept secret is held to the same rules as the setting it stands for.
+    if settings.jwt_secret is None and len(jwt_secret) < 32:
+        raise SettingsError(f"{folder / 'jwt_secret'} must hold at least 32 characters "
+                            "(or set DEALER_JWT_SECRET)")
+    try:
+        check_fernet_key(secrets_key)
+    except ValueError as exc:
+        raise SettingsError(f"{folder / 'secrets_key'}: {exc} (or set DEALER_SECRETS_KEY)"
+                            ) from exc
     return DaemonSecrets(jwt_secret, secrets_key)
 
 

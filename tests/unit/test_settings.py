@@ -138,3 +138,25 @@ def test_an_unreadable_toml_file_is_refused_in_one_line(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe http_port = 1")
     with pytest.raises(SettingsError, match="is not UTF-8 text"):
         load_settings({"DEALER_CONFIG_FILE": str(binary)})
+
+
+def test_a_data_directory_that_cannot_keep_the_secrets_is_named(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(SettingsError, match=f"cannot keep the secrets in {not_a_folder}"):
+        load_daemon_secrets(Settings(data_dir=not_a_folder / "var"))
+
+
+def test_kept_secrets_are_held_to_the_rules_of_their_settings(tmp_path: Path) -> None:
+    load_daemon_secrets(Settings(data_dir=tmp_path))
+    kept = tmp_path / "secrets"
+    (kept / "jwt_secret").write_text("short\n")
+    with pytest.raises(SettingsError, match="jwt_secret must hold at least 32 characters"):
+        load_daemon_secrets(Settings(data_dir=tmp_path), create=False)
+    (kept / "jwt_secret").write_text("j" * 40 + "\n")
+    (kept / "secrets_key").write_text("\n")
+    with pytest.raises(SettingsError, match="secrets_key: must be a url-safe base64 Fernet"):
+        load_daemon_secrets(Settings(data_dir=tmp_path))
+    (kept / "secrets_key").write_bytes(b"\xff\n")
+    with pytest.raises(SettingsError, match="is not ASCII text"):
+        load_daemon_secrets(Settings(data_dir=tmp_path))
