@@ -127,11 +127,13 @@ def create_app(
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """Embedded server (when no URL is set) → migrations → pool → secrets-key check."""
     settings = app[SETTINGS]
-    dsn, server = await db.resolve_database(settings.database_url, settings.data_dir)
-    applied = await db.migrate(dsn)
+    with db.reaching_database():
+        dsn, server = await db.resolve_database(settings.database_url, settings.data_dir)
+        applied = await db.migrate(dsn)
     if applied:
         log.info("database migrated to version %d", applied[-1])
-    pool = await db.create_pool(dsn, settings.db_pool_min, settings.db_pool_max)
+    with db.reaching_database():
+        pool = await db.create_pool(dsn, settings.db_pool_min, settings.db_pool_max)
     try:
         await _check_secrets_key(pool, app[SECRET_BOX])
         app[DSN] = dsn

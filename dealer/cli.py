@@ -81,9 +81,10 @@ def _token(settings: Settings, role: str, accounts: list[str], ttl: int,
 
 async def _migrate(settings: Settings) -> int:
     try:
-        dsn, server = await db.resolve_database(settings.database_url, settings.data_dir)
-        applied = await db.migrate(dsn)
-    except (OSError, db.MigrationError) as exc:
+        with db.reaching_database():
+            dsn, server = await db.resolve_database(settings.database_url, settings.data_dir)
+            applied = await db.migrate(dsn)
+    except (db.DatabaseUnavailable, db.MigrationError) as exc:
         print(f"dealerd migrate: {exc}", file=sys.stderr)
         return 1
     del server  # stops the embedded server if this process started it
@@ -98,12 +99,15 @@ def _run(settings: Settings) -> int:
     except (SettingsError, ConnectorUnavailable) as exc:
         print(f"dealerd: {exc}", file=sys.stderr)
         return 2
+    # What start-up finds wrong is one line, as for the settings read before it: a secrets key
+    # or asset scales the database disagrees with, a migration history from another version,
+    # a database out of reach, the listen address taken.
     try:
         _event_loop_runner(settings)(_serve(app))
-    except SecretKeyMismatch as exc:
+    except (SecretKeyMismatch, SettingsError) as exc:
         print(f"dealerd: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (db.DatabaseUnavailable, db.MigrationError, OSError) as exc:
         print(f"dealerd: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,26 @@ class Migration:
 
 class MigrationError(Exception):
     """The database holds a migration history this daemon does not agree with."""
+
+
+class DatabaseUnavailable(Exception):
+    """The daemon's database cannot be used: out of reach, or it refuses the URL's role,
+    password or database; the message says which, for the one line `dealerd` prints."""
+
+
+# What reaching a database raises: a server down or a host unknown (OSError, timeouts too), a
+# URL asyncpg cannot read (ValueError), the server refusing the role, password or database or a
+# migration's statement (PostgresError), a connection lost on the way (InterfaceError).
+_UNREACHABLE = (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@contextlib.contextmanager
+def reaching_database() -> Iterator[None]:
+    """Raise what reaching the database raised as DatabaseUnavailable, with its reason."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        raise DatabaseUnavailable(f"database: {str(exc) or type(exc).__name__}") from exc
 
 
 def bundled_migrations() -> list[Migration]:

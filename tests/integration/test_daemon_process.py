@@ -147,3 +147,56 @@ def test_bad_settings_stop_the_daemon_with_a_clear_message(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "DEALER_HTTP_PORT" in done.stderr
     assert "DEALER_LEDGER_BACKEND" in done.stderr
+
+
+def _one_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The daemon's refusal: one line on stderr (its log lines aside), no traceback."""
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+def test_what_start_up_finds_wrong_stops_the_daemon_with_one_line(pg_server: Any,
+                                                                   tmp_path: Path) -> None:
+    """A database out of reach or refusing the URL, a migration history of a newer version,
+    asset scales the ledger disagrees with: one line each from `run` (and `migrate`)."""
+    dsn = asyncio.run(empty_database(pg_server))
+    missing = pg_server.get_uri(database="no_such_database")
+    for command in ("run", "migrate"):
+        done = run_cli(daemon_env(tmp_path, DEALER_DATABASE_URL=missing), command)
+        assert done.returncode == 1
+        assert 'database: database "no_such_database" does not exist' in _one_line(done)
+
+    assert run_cli(daemon_env(tmp_path, DEALER_DATABASE_URL=dsn), "migrate").returncode == 0
+
+    async def pin_and_add_a_future_migration() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("INSERT INTO ledger_asset_scale (code, scale, pinned_at) "
+                               "VALUES ('USDT', 6, now())")
+            await conn.execute("INSERT INTO schema_migration (version, name, checksum) "
+                               "VALUES (999, 'from_a_newer_version', 'x')")
+        finally:
+            await conn.close()
+
+    clashing = daemon_env(tmp_path, DEALER_DATABASE_URL=dsn,
+                          DEALER_ASSET_SCALES='{"USDT": 8}')
+    asyncio.run(pin_and_add_a_future_migration())
+    for command in ("run", "migrate"):
+        done = run_cli(clashing, command)
+        assert done.returncode == 1
+        assert "migrations [999] this daemon does not know" in _one_line(done)
+
+    async def forget_the_future_migration() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("DELETE FROM schema_migration WHERE version = 999")
+        finally:
+            await conn.close()
+
+    asyncio.run(forget_the_future_migration())
+    done = run_cli(clashing, "run")
+    assert done.returncode == 2
+    assert _one_line(done) == ("dealerd: asset scales conflict with the ledger: USDT: "
+                               "configured scale 8 but the ledger already uses USDT/6")
