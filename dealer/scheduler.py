@@ -21,6 +21,7 @@ from dealer.services.exposure import (
     export_exposures,
 )
 from dealer.uow import UnitOfWork, connection
+from ledger.outbox import RepeatedFailures
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ def add_job(scheduler: AsyncIOScheduler, metrics: Metrics, name: str,
     last_success.set_to_current_time()
     metrics.scheduler_interval.labels(name).set(every_seconds)
 
+    failures = RepeatedFailures()  # an outage fails every run alike: one line, not each
+
     async def run() -> None:
         if runs is not None and not runs.started():
             return  # submitted as the stop began: its resources may be closing
@@ -119,12 +122,16 @@ def add_job(scheduler: AsyncIOScheduler, metrics: Metrics, name: str,
             metrics.scheduler_runs.labels(name, "cancelled").inc()
             log.warning("scheduled job %s cut short by the stop after %g s", name,
                         runs.grace_s)
-        except Exception:
+        except Exception as exc:
             metrics.scheduler_runs.labels(name, "failure").inc()
-            log.exception("scheduled job %s failed", name)
+            if failures.failed(exc):
+                log.exception("scheduled job %s failed (%d run(s) in a row)", name,
+                              failures.count)
         else:
             metrics.scheduler_runs.labels(name, "success").inc()
             last_success.set_to_current_time()
+            if failed := failures.recovered():
+                log.info("scheduled job %s succeeds again after %d failed run(s)", name, failed)
         finally:
             if runs is not None:
                 runs.ended()

@@ -50,7 +50,7 @@ from hedging.late_fees import record_left_out
 from ledger.accounts import exchange_account
 from ledger.assets import InvalidAmount, ScaleTable, UnknownAsset, from_minor
 from ledger.backend import LedgerTransaction
-from ledger.outbox import enqueue_transaction, listening
+from ledger.outbox import RepeatedFailures, enqueue_transaction, listening
 from ledger.postings import (
     InvalidFill,
     hedge_fill,
@@ -455,6 +455,7 @@ class HedgeWorker:
                 log.exception("hedge recovery failed; each lane resolves its orders first")
             self._recovered = True
             woken = True
+            failures = RepeatedFailures()
             while not self._stopping.is_set():
                 self._wake.clear()
                 self._missed = False
@@ -464,8 +465,12 @@ class HedgeWorker:
                     await self._start_rounds(None if woken else self._notice_grace)
                     if self._carry_due():
                         await self.hedge_idle_carries()
-                except Exception:
-                    log.exception("hedge worker pass failed")
+                except Exception as exc:
+                    if failures.failed(exc):
+                        log.exception("hedge worker pass failed (%d in a row)", failures.count)
+                else:
+                    if failed := failures.recovered():
+                        log.info("hedge worker passes succeed again after %d failed", failed)
                 woken = await self._idle()
             while self._rounds or self._deliveries:
                 await asyncio.gather(*self._rounds.values(), *self._deliveries,
@@ -530,9 +535,12 @@ class HedgeWorker:
             else:
                 self._missed = True
 
+        failures = RepeatedFailures()
         while True:
             try:
                 async with listening(self._pool, self._listen_connect) as conn:
+                    if failures.recovered():
+                        log.info("hedge job listener back")
                     lost = asyncio.Event()
 
                     def closed(*_: object, event: asyncio.Event = lost) -> None:
@@ -548,8 +556,10 @@ class HedgeWorker:
                 raise ConnectionError("the listening connection was closed")
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("hedge job listener lost; polling until it is back")
+            except Exception as exc:
+                if failures.failed(exc):
+                    log.warning("hedge job listener lost; polling until it is back (%s)",
+                                type(exc).__name__)
                 await asyncio.sleep(1.0)
 
     async def _start_rounds(self, grace: dt.timedelta | None = None) -> None:

@@ -152,6 +152,37 @@ class _Entry:
     attempts: int
 
 
+class RepeatedFailures:
+    """Which failures of a loop or a scheduled job to log. A database outage fails every pass
+    of every loop the same way, several times a second: logging each (with its traceback)
+    buried the log. The first failure of a series is logged, and one that differs from the
+    one before (another exception or message), and a reminder once a minute; the others are
+    only counted, and `recovered` answers how many there were once a pass succeeds."""
+
+    REMIND_AFTER_S = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.count = 0
+        self._last: tuple[type[BaseException], str] | None = None
+        self._logged_at = 0.0
+
+    def failed(self, exc: BaseException) -> bool:
+        """Count a failure; True when it is to be logged."""
+        self.count += 1
+        now = self._clock()
+        key = (type(exc), str(exc))
+        if key != self._last or now - self._logged_at >= self.REMIND_AFTER_S:
+            self._last, self._logged_at = key, now
+            return True
+        return False
+
+    def recovered(self) -> int:
+        """After a success: the failures of the series it ended (0: there was none)."""
+        count, self.count, self._last = self.count, 0, None
+        return count
+
+
 # What `listening` answers: a connection of its own, or one of the pool's.
 HeldConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -234,10 +265,13 @@ class OutboxRelay:
     # ------------------------------------------------------------ loop
 
     async def _run(self) -> None:
+        failures = RepeatedFailures()
         while True:
             try:
                 async with listening(self._pool, self._listen_connect) as conn:
                     await conn.add_listener(CHANNEL, self._on_notify)
+                    if failures.recovered():
+                        log.info("ledger relay running again")
                     try:
                         await self._lead(conn)
                     finally:
@@ -245,9 +279,11 @@ class OutboxRelay:
                             await conn.remove_listener(CHANNEL, self._on_notify)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 self._metrics.relay_error("relay")
-                log.exception("ledger relay failed; restarting")
+                if failures.failed(exc):
+                    log.exception("ledger relay failed; restarting (%d failure(s) in a row)",
+                                  failures.count)
                 await self._sleep(1.0)
 
     def _on_notify(self, *_: object) -> None:
