@@ -291,9 +291,16 @@ class OutboxRelay:
 
     async def _lead(self, conn: HeldConnection) -> None:
         """Wait to be the one relay (advisory lock held by this connection), then relay."""
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+            # The outbox gauges are the leading relay's; a replica that led before would keep
+            # showing the outbox as it last saw it (a backlog's age, frozen) to the alerts and
+            # panels taking the max over replicas.
+            self._metrics.outbox_state(0, 0.0)
             self._wake.clear()
             await self._idle(self._poll_interval_s)
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+                self._wake.clear()
+                await self._idle(self._poll_interval_s)
         try:
             while True:
                 if conn.is_closed():

@@ -15,9 +15,16 @@ import pytest
 from dealer import db
 from dealer.metrics import Metrics
 from ledger.accounts import client_account, dealer_account, exchange_account
-from ledger.backend import AccountMetadata, CommitOutcome, LedgerTransaction, Posting
+from ledger.backend import (
+    AccountMetadata,
+    CommitOutcome,
+    LedgerTransaction,
+    LedgerUnavailable,
+    Posting,
+)
 from ledger.local import LocalLedger
 from ledger.outbox import (
+    RELAY_LOCK_KEY,
     OutboxRelay,
     enqueue_account_metadata,
     enqueue_transaction,
@@ -291,3 +298,47 @@ async def test_entries_written_before_migration_0020_keep_their_reference(
     for outbox_id, reference in zip(new, references, strict=True):
         assert re.fullmatch(f"fermata-{outbox_id}-[0-9a-f]{{16}}", reference), reference
     assert references[0][-16:] != references[1][-16:]
+
+
+async def test_a_relay_that_stops_leading_stops_reporting_the_outbox(pool: asyncpg.Pool,
+                                                                      dsn: str) -> None:
+    """The outbox gauges are the leading relay's (the alerts and panels take their max over the
+    replicas): one that led while entries waited, then lost its lock to another, shows 0
+    instead of the backlog it last saw, frozen."""
+
+    class DownLedger(LocalLedger):
+        async def commit(self, transactions: Sequence[LedgerTransaction]
+                         ) -> list[CommitOutcome]:
+            raise LedgerUnavailable("the ledger is down")
+
+    metrics = Metrics()
+
+    def gauges() -> tuple[float | None, float | None]:
+        return (metrics.registry.get_sample_value("dealer_ledger_outbox_pending"),
+                metrics.registry.get_sample_value("dealer_ledger_outbox_oldest_age_seconds"))
+
+    await _enqueue(pool, [fill(uuid.uuid4(), uuid.uuid4(), 7)])
+    relay = OutboxRelay(pool, DownLedger(pool), metrics, clock, poll_interval_s=0.05,
+                        listen_connect=lambda: db.connect(dsn))
+    relay.start()
+    other = await asyncpg.connect(dsn)  # stands for another replica's relay
+    try:
+        async def backlog_shown() -> bool:
+            pending, age = gauges()
+            return pending == 1 and age is not None and age > 0
+
+        await eventually(backlog_shown, within_s=5)
+        async with pool.acquire() as conn:
+            leader = await conn.fetchval(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            assert await conn.fetchval("SELECT pg_terminate_backend($1)", leader)
+        await other.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK_KEY)
+
+        async def zero_shown() -> bool:
+            return gauges() == (0.0, 0.0)
+
+        await eventually(zero_shown, within_s=5)
+        assert await relay.pending_count() == 1  # the entry still waits, for the leader
+    finally:
+        await other.close()
+        await relay.stop()
