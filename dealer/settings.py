@@ -38,7 +38,8 @@ class Settings(BaseModel):
     )
     data_dir: Path = Field(default=Path("./var"), description="Where generated secrets and the "
                            "embedded database live.")
-    http_host: str = Field(default="127.0.0.1", description="Listen address.")
+    # not empty: aiohttp binds every interface for "" (0.0.0.0 must be asked for by name)
+    http_host: str = Field(default="127.0.0.1", min_length=1, description="Listen address.")
     http_port: int = Field(default=8080, ge=0, le=65535, description="Listen port (0: any free).")
     http_max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024,
                                      description="Largest accepted request body.")

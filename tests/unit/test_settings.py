@@ -53,6 +53,7 @@ def test_environment_values_are_parsed() -> None:
         ({"DEALER_CADENZA_WS_URL": "https://x"}, "DEALER_CADENZA_WS_URL: must start with ws"),
         ({"DEALER_FORMANCE_URL": "gateway:8090"}, "DEALER_FORMANCE_URL: must start with http"),
         ({"DEALER_PUBLIC_URL": "desk.example"}, "DEALER_PUBLIC_URL: must start with http"),
+        ({"DEALER_HTTP_HOST": ""}, "DEALER_HTTP_HOST: String should have at least 1"),
     ],
 )
 def test_bad_values_are_refused_with_a_message_naming_them(env: dict[str, str],
