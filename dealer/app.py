@@ -373,9 +373,14 @@ def build_venues(settings: Settings, now_ms: Callable[[], int]) -> VenueRegistry
         starting_balances=dict(settings.paper_balances),
         journal_dir=settings.data_dir / "paper" if settings.paper_journal else None,
     )
-    factories: dict[str, ConnectorFactory] = {
-        "paper": lambda venue: PaperVenue(venue, paper, now_ms),
-    }
+
+    def paper_venue(venue: str) -> PaperVenue:
+        try:
+            return PaperVenue(venue, paper, now_ms)
+        except (OSError, ValueError) as exc:  # books folder missing, a bad replay or journal file
+            raise ConnectorUnavailable(f"paper connector: {exc}") from exc
+
+    factories: dict[str, ConnectorFactory] = {"paper": paper_venue}
     if "cadenza" in settings.venue_connectors.values():
         if not (settings.cadenza_url and settings.cadenza_ws_url and settings.cadenza_token):
             raise ConnectorUnavailable(

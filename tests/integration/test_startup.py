@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -26,13 +27,23 @@ async def test_a_different_secrets_key_is_refused_at_start(
 
 
 def test_unavailable_backends_and_connectors_are_refused(settings: Settings,
-                                                         secrets: DaemonSecrets) -> None:
+                                                         secrets: DaemonSecrets,
+                                                         tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="DEALER_FORMANCE_URL"):
         create_app(settings.model_copy(update={"ledger_backend": "formance"}), secrets)
     with pytest.raises(ConnectorUnavailable, match="cadenza"):
         create_app(settings.model_copy(update={"venue_connectors": {"OKX": "cadenza"}}), secrets)
     with pytest.raises(ConnectorUnavailable, match="unknown venue"):
         create_app(settings.model_copy(update={"venue_connectors": {"NOPE": "paper"}}), secrets)
+    missing = tmp_path / "no-books"
+    with pytest.raises(ConnectorUnavailable,
+                       match=f"paper connector: paper books folder {missing} does not exist"):
+        create_app(settings.model_copy(update={"paper_books_dir": missing}), secrets)
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "binance_btc_usdt.jsonl").write_text("not a snapshot\n")
+    with pytest.raises(ConnectorUnavailable, match=r"paper connector: .*binance_btc_usdt\.jsonl"):
+        create_app(settings.model_copy(update={"paper_books_dir": books}), secrets)
 
 
 async def test_a_scale_conflicting_with_the_ledger_is_refused_at_start(
