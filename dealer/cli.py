@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -146,11 +147,14 @@ async def _serve(app: web.Application) -> None:
     if sys.platform != "win32":  # asyncio has no signal handlers there; Ctrl-C still stops
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    # The listen address is taken first: a daemon that cannot serve says so before it migrates,
+    # seeds the demo or starts its workers (which would act, then stop, on a taken port).
+    sockets = listening_sockets(settings.http_host, settings.http_port)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http_host, settings.http_port)
-        await site.start()
+        await runner.setup()
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
         freeze_startup_heap()
         port = runner.addresses[0][1] if runner.addresses else settings.http_port
         base_url = settings.public_url or f"http://{settings.http_host}:{port}"
@@ -161,6 +165,41 @@ async def _serve(app: web.Application) -> None:
         log.info("shutting down")
     finally:
         await runner.cleanup()
+        for sock in sockets:  # those no site took (start-up failed), and no harm to the others
+            sock.close()
+
+
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening sockets for every address `host` names (as aiohttp's TCPSite would
+    open; port 0: one free port, the same for each). An address taken is an OSError naming it."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        seen: set[tuple[int, Any]] = set()
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if sys.platform != "win32":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {host} port {port}: "
+                              f"{exc.strerror}") from None
+            sock.listen(128)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import subprocess
 import time
 import uuid
@@ -200,3 +202,30 @@ def test_what_start_up_finds_wrong_stops_the_daemon_with_one_line(pg_server: Any
     assert done.returncode == 2
     assert _one_line(done) == ("dealerd: asset scales conflict with the ledger: USDT: "
                                "configured scale 8 but the ledger already uses USDT/6")
+
+
+def test_a_taken_listen_address_stops_the_daemon_before_it_touches_the_database(
+        pg_server: Any, tmp_path: Path) -> None:
+    """The port is taken first: a daemon that cannot serve migrates nothing, seeds no demo and
+    starts no worker before it says so."""
+    dsn = asyncio.run(empty_database(pg_server))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli(daemon_env(tmp_path, DEALER_DATABASE_URL=dsn, DEALER_DEMO="1",
+                                  DEALER_HTTP_PORT=str(port)), "run")
+    assert done.returncode == 1
+    assert _one_line(done) == (f"dealerd: cannot start: [Errno {errno.EADDRINUSE}] cannot "
+                               f"listen on 127.0.0.1 port {port}: Address already in use")
+
+    async def tables() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            return count
+        finally:
+            await conn.close()
+
+    assert asyncio.run(tables()) == 0
