@@ -67,6 +67,10 @@ def _token(settings: Settings, role: str, accounts: list[str], ttl: int,
     except ValueError:
         print("dealerd token: --account takes trading account UUIDs", file=sys.stderr)
         return 2
+    if role == Role.TRADER.value and not account_ids:
+        # a trader acts only for the accounts its token lists: without one it could do nothing
+        print("dealerd token: a trader token needs --account (repeatable)", file=sys.stderr)
+        return 2
     if not 0 < ttl <= MAX_TTL_SECONDS:
         print(f"dealerd token: --ttl must be between 1 and {MAX_TTL_SECONDS}", file=sys.stderr)
         return 2

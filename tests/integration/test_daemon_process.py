@@ -141,6 +141,9 @@ def test_migrate_command_and_token_command(pg_server: Any, tmp_path: Path) -> No
     assert run_cli(env, "token", "--role", "root").returncode == 2
     assert run_cli(env, "token", "--role", "admin", "--ttl", "0").returncode == 2
     assert run_cli(env, "token", "--role", "trader", "--account", "x").returncode == 2
+    no_account = run_cli(env, "token", "--role", "trader")
+    assert no_account.returncode == 2
+    assert no_account.stderr == "dealerd token: a trader token needs --account (repeatable)\n"
 
 
 def test_bad_settings_stop_the_daemon_with_a_clear_message(tmp_path: Path) -> None:
