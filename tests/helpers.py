@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pydantic import BaseModel
 
+from dealer import db
 from dealer.app import build_api
 from tests.conftest import ADMIN, assert_error, assert_ok
 
@@ -59,6 +60,38 @@ async def empty_database(pg_server: Any) -> str:
         await conn.close()
     dsn: str = pg_server.get_uri(database=name)
     return dsn
+
+
+@asynccontextmanager
+async def migrated_before(pg_server: Any, version: int) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a new database migrated up to (not including) `version`, as a database
+    of an earlier release; `apply_all` brings it up to date."""
+    conn = await db.connect(await empty_database(pg_server))
+    try:
+        await db.apply_migrations(conn, [m for m in db.bundled_migrations()
+                                         if m.version < version])
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def apply_all(conn: asyncpg.Connection) -> None:
+    """Every bundled migration not yet applied."""
+    await db.apply_migrations(conn, db.bundled_migrations())
+
+
+async def insert_trading_account(conn: asyncpg.Connection, venue: str, kind: str,
+                                 external_id: str, created_at: dt.datetime) -> uuid.UUID:
+    """An ACTIVE trading account row, written as any release wrote it."""
+    account = uuid.uuid4()
+    await conn.execute(
+        """INSERT INTO trading_account (trading_account_id, venue, kind,
+               external_trading_account_id, account_type, external_account_type, status,
+               created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7, $7)""",
+        account, venue, kind, external_id, kind if kind == "CLIENT" else "SPOT",
+        kind if kind == "CLIENT" else external_id, created_at)
+    return account
 
 
 async def post(client: Client, path: str, body: Any,

@@ -7,8 +7,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from dealer import db
-from tests.helpers import empty_database
+from tests.helpers import apply_all, insert_trading_account, migrated_before
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -20,18 +19,8 @@ _OPERATION = """INSERT INTO trading_account_operation (operation_id, trading_acc
 async def test_update_details_written_before_0022_name_the_taker_fee_takerfee(
     pg_server: Any,
 ) -> None:
-    dsn = await empty_database(pg_server)
-    migrations = db.bundled_migrations()
-    conn = await db.connect(dsn)
-    try:
-        await db.apply_migrations(conn, [m for m in migrations if m.version < 22])
-        account = uuid.uuid4()
-        await conn.execute(
-            """INSERT INTO trading_account (trading_account_id, venue, kind,
-                   external_trading_account_id, account_type, external_account_type, status,
-                   created_at, updated_at)
-               VALUES ($1, 'BINANCE', 'EXCHANGE', 'spot', 'SPOT', 'spot', 'ACTIVE', $2, $2)""",
-            account, NOW)
+    async with migrated_before(pg_server, 22) as conn:
+        account = await insert_trading_account(conn, "BINANCE", "EXCHANGE", "spot", NOW)
         written = {
             "fee and nickname": ("UPDATE", {"taker_fee": "0.0004", "nickname": "lp"}),
             "fee back to the default": ("UPDATE", {"taker_fee": None}),
@@ -47,7 +36,7 @@ async def test_update_details_written_before_0022_name_the_taker_fee_takerfee(
         before = await conn.fetch("SELECT operation_id, operation_type, status, created_at "
                                   "FROM trading_account_operation ORDER BY created_at")
 
-        await db.apply_migrations(conn, migrations)
+        await apply_all(conn)
 
         details = {name: await conn.fetchval(
             "SELECT detail FROM trading_account_operation WHERE operation_id = $1", ids[name])
@@ -60,5 +49,3 @@ async def test_update_details_written_before_0022_name_the_taker_fee_takerfee(
         }
         assert await conn.fetch("SELECT operation_id, operation_type, status, created_at "
                                 "FROM trading_account_operation ORDER BY created_at") == before
-    finally:
-        await conn.close()

@@ -10,10 +10,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from dealer import db
 from dealer.api.rfq import order_out
 from dealer.services import rfq
-from tests.helpers import empty_database
+from tests.helpers import apply_all, insert_trading_account, migrated_before
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -31,20 +30,10 @@ async def _client_order(conn: asyncpg.Connection, client: uuid.UUID) -> uuid.UUI
 
 
 async def test_orders_made_before_migration_0021_read_back_as_fok(pg_server: Any) -> None:
-    dsn = await empty_database(pg_server)
-    migrations = db.bundled_migrations()
-    conn = await db.connect(dsn)
-    try:
-        await db.apply_migrations(conn, [m for m in migrations if m.version < 21])
-        client = uuid.uuid4()
-        await conn.execute(
-            """INSERT INTO trading_account (trading_account_id, venue, kind,
-                   external_trading_account_id, account_type, external_account_type, status,
-                   created_at, updated_at)
-               VALUES ($1, 'FERMATA', 'CLIENT', 'client', 'CLIENT', 'CLIENT', 'ACTIVE', $2,
-                       $2)""", client, NOW)
+    async with migrated_before(pg_server, 21) as conn:
+        client = await insert_trading_account(conn, "FERMATA", "CLIENT", "client", NOW)
         old = [await _client_order(conn, client) for _ in range(2)]
-        await db.apply_migrations(conn, migrations)
+        await apply_all(conn)
         orders, total = await rfq.list_orders(
             conn, trade_order_id=None, status=None, trading_account_id=client,
             instrument_id=None, start=None, end=None, only=None, ascending=True, limit=10,
@@ -60,5 +49,3 @@ async def test_orders_made_before_migration_0021_read_back_as_fok(pg_server: Any
                                    "WHERE trade_order_id = $2", refused, old[0])
         await conn.execute("UPDATE trade_order SET time_in_force = 'IOC' "
                            "WHERE trade_order_id = $1", old[0])
-    finally:
-        await conn.close()
