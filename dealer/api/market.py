@@ -243,7 +243,8 @@ def register(api: Api) -> None:
             "their connectors", tag=TAG, roles=[Role.ADMIN, Role.VIEWER],
             query=PortfolioQuery, response=Page[PortfolioOut])(portfolios)
     api.get("/api/v3/fermata/dealer/orderBook", summary="Consolidated book of the dealer's "
-            "fresh LPs: fee-adjusted levels with their source accounts", tag="dealers",
+            "fresh LPs, as quotes price on it (no draining LP, no venue without the "
+            "instrument): fee-adjusted levels with their source accounts", tag="dealers",
             roles=[Role.ADMIN, Role.VIEWER, Role.TRADER], query=DealerBookQuery,
             response=DealerBookOut,
             errors=[Errors.DEALER_NOT_FOUND, Errors.SYMBOL_NOT_QUOTED])(dealer_book)
@@ -428,26 +429,43 @@ def _level_out(level: ConsolidatedLevel) -> ConsolidatedLevelOut:
     )
 
 
+# What `dealer_book` reads besides the dealer: the LPs being drained, and the venues where
+# the instrument is synced and enabled (quotes read the same through their cached facts).
+_DRAINING_LPS = """SELECT coalesce(array_agg(trading_account_id), '{}') FROM dealer_link
+                   WHERE dealer_account_id = $1 AND draining"""
+_SYNCED_VENUES = """SELECT coalesce(array_agg(DISTINCT venue), '{}') FROM instrument
+                    WHERE symbol = $1 AND enabled"""
+
+
 async def dealer_book(request: web.Request, principal: Principal | None,
                       params: DealerBookQuery) -> DealerBookOut:
     app = request.app
     async with connection(app[POOL]) as conn:
         dealer = await get_dealer(conn, params.dealer_account_id)
+        draining = set(await conn.fetchval(_DRAINING_LPS, params.dealer_account_id))
+        synced = set(await conn.fetchval(_SYNCED_VENUES, params.symbol))
     if params.symbol not in dealer.config.symbols:
         raise ApiError(Errors.SYMBOL_NOT_QUOTED, f"The dealer does not quote {params.symbol}")
     market_data = app[MARKET_DATA]
     now_ms = millis(app[CLOCK]()) or 0
-    # The books quotes are priced from: two accounts on one venue take from its one book, which
-    # counts once, for the account that pays less to take it.
-    counted = market_data.fresh_books(params.dealer_account_id, params.symbol, now_ms)
+    # The books quotes are priced from (as `Quoter._check_books` picks them): two accounts on
+    # one venue take from its one book, which counts once, for the account that pays less to
+    # take it; then only LPs not draining, on venues where the instrument is synced and enabled.
+    fresh_books = market_data.fresh_books(params.dealer_account_id, params.symbol, now_ms)
+    counted_for = {lp.venue: lp.trading_account_id for lp, _ in fresh_books}
+    counted = [(lp, book) for lp, book in fresh_books
+               if lp.trading_account_id not in draining and lp.venue in synced]
     counted_ids = {lp.trading_account_id for lp, _ in counted}
-    counted_for = {lp.venue: lp.trading_account_id for lp, _ in counted}
     lps = []
     for lp, state in market_data.lp_books(params.dealer_account_id, params.symbol):
         fresh = lp.active and state is not None and state.is_fresh(now_ms, market_data.max_age_ms)
         reason = None
         if not lp.active:
             reason = "LP account is not ACTIVE"
+        elif lp.trading_account_id in draining:
+            reason = "draining: unlinked once its hedge work is done"
+        elif lp.venue not in synced:
+            reason = f"{params.symbol} is not synced or is disabled on {lp.venue}"
         elif state is None or not fresh:
             reason = "no book yet" if state is None else (state.stale_reason or "book too old")
         elif lp.trading_account_id not in counted_ids:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -283,6 +284,38 @@ async def test_two_accounts_on_one_venue_count_its_book_once(client: Client) -> 
     reasons = {lp["tradingAccountId"]: lp["reason"] for lp in data["lps"]}
     assert reasons[margin] is None
     assert reasons[spot] == f"the BINANCE book counts once, for account {margin}"
+
+
+async def test_the_book_shows_only_what_quotes_price_on(
+    client: Client, conn: asyncpg.Connection
+) -> None:
+    """An LP on a venue where the instrument is disabled, and an LP being drained, are left out
+    of the consolidated book as quotes leave them out; `lps` says why."""
+    dealer, [binance, okx, bybit] = await _desk(client)
+    for account in (binance, okx, bybit):
+        status, body = await post(client, "/api/v3/fermata/dealer/link",
+                                  {"dealerAccountId": dealer, "tradingAccountId": account})
+        assert status == 200, body
+
+    async def three() -> bool:
+        return await _sources(client, dealer) == {binance, okx, bybit}
+
+    await eventually(three)
+    status, body = await post(client, "/api/v3/market/instrument/disable",
+                              {"instrumentId": "OKX:BTC/USDT"})
+    assert status == 200, body
+    await conn.execute("UPDATE dealer_link SET draining = true WHERE trading_account_id = $1",
+                       uuid.UUID(bybit))
+    assert await _sources(client, dealer) == {binance}
+    _status, body = await get(client, DEALER_BOOK, {"dealerAccountId": dealer,
+                                                   "symbol": "BTC/USDT", "depth": 50})
+    book = assert_ok(body)
+    reasons = {lp["tradingAccountId"]: lp["reason"] for lp in book["lps"]}
+    assert reasons == {binance: None,
+                       okx: "BTC/USDT is not synced or is disabled on OKX",
+                       bybit: "draining: unlinked once its hedge work is done"}
+    assert book["asks"]
+    assert book["bids"]
 
 
 async def test_dealer_book_refusals(client: Client, conn: asyncpg.Connection) -> None:
